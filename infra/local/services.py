@@ -1,0 +1,394 @@
+"""The three services of the local stack, each installed from a package registry and run as a process.
+
+- Kafka: Apache Kafka's jars resolved by Maven (``kafka/pom.xml``), KRaft combined mode.
+- FerretDB v1: built by Go from ``ferretdb/`` (embeds FerretDB's library), SQLite backend.
+- RabbitMQ: Debian's ``rabbitmq-server`` with the management plugin.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from perdure.infra.local import probes
+from perdure.infra.local.processes import ManagedProcess
+from perdure.infra.settings import Settings
+
+SOURCES = Path(__file__).resolve().parent
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+class StackError(RuntimeError):
+    """A problem the operator must fix; the message says what and how."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _fingerprint(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _require_tool(tool: str, hint: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        raise StackError(f"`{tool}` not found on PATH: {hint}")
+    return found
+
+
+def _run_install_step(argv: list[str], *, cwd: Path, log: Path, what: str, env: dict[str, str] | None = None) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        result = subprocess.run(
+            argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, check=False
+        )
+    if result.returncode != 0:
+        from perdure.infra.local.processes import tail
+
+        raise StackError(f"{what} failed (exit {result.returncode}); last lines of {log}:\n{tail(log, 25)}")
+
+
+class LocalService(ABC):
+    name: str
+    cmdline_marker: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.stack_dir / self.name
+        self.process = ManagedProcess(
+            name=self.name,
+            pid_file=self.home / f"{self.name}.pid",
+            log_file=self.home / f"{self.name}.log",
+            cmdline_marker=self.cmdline_marker,
+        )
+
+    @property
+    @abstractmethod
+    def addresses(self) -> list[Address]:
+        """Every TCP address the service listens on."""
+
+    @abstractmethod
+    def missing_tools(self) -> list[str]:
+        """What must be installed on the machine first, each with the command to install it."""
+
+    @abstractmethod
+    def installed(self) -> bool: ...
+
+    @abstractmethod
+    def install(self) -> None: ...
+
+    @abstractmethod
+    def launch(self) -> None: ...
+
+    @abstractmethod
+    async def probe(self) -> str:
+        """Ask the service to do real work; return its version. Raises while it is not serving."""
+
+    @property
+    def install_log(self) -> Path:
+        return self.home / "install.log"
+
+    def log_files(self) -> list[Path]:
+        return [self.process.log_file]
+
+    def check_local(self) -> None:
+        for address in self.addresses:
+            if address.host not in LOCAL_HOSTS:
+                raise StackError(
+                    f"{self.name}: the local stack only runs on 127.0.0.1, but the settings point at "
+                    f"{address}; unset the override or start that service yourself"
+                )
+
+
+def _host_port(server: str) -> Address:
+    host, _, port = server.rpartition(":")
+    return Address(host, int(port))
+
+
+def _url_address(url: str, default_port: int) -> Address:
+    parts = urlsplit(url)
+    return Address(parts.hostname or "127.0.0.1", parts.port or default_port)
+
+
+class KafkaService(LocalService):
+    name = "kafka"
+    cmdline_marker = "kafka.Kafka"
+
+    @property
+    def broker(self) -> Address:
+        return _host_port(self.settings.kafka_bootstrap_servers.split(",")[0])
+
+    @property
+    def controller(self) -> Address:
+        return Address(self.broker.host, self.broker.port + 1)
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [self.broker, self.controller]
+
+    @property
+    def pom(self) -> Path:
+        return SOURCES / "kafka" / "pom.xml"
+
+    @property
+    def libs(self) -> Path:
+        return self.home / "libs"
+
+    @property
+    def version(self) -> str:
+        match = re.search(r"<kafka.version>([^<]+)</kafka.version>", self.pom.read_text())
+        return match.group(1) if match else "?"
+
+    def missing_tools(self) -> list[str]:
+        missing = []
+        if shutil.which("java") is None:
+            missing.append("a Java 17+ runtime for Kafka: apt-get install openjdk-17-jre-headless")
+        if not self.installed() and shutil.which("mvn") is None:
+            missing.append("Maven to resolve Kafka's jars: apt-get install maven")
+        return missing
+
+    def installed(self) -> bool:
+        marker = self.libs / ".fingerprint"
+        return marker.is_file() and marker.read_text() == _fingerprint(self.pom)
+
+    def install(self) -> None:
+        mvn = _require_tool("mvn", "apt-get install maven")
+        staging = self.home / "libs.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        _run_install_step(
+            [mvn, "-q", "-B", "-f", str(self.pom), "dependency:copy-dependencies",
+             f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
+            cwd=self.home, log=self.install_log, what="resolving Kafka's jars with Maven",
+        )
+        (staging / ".fingerprint").write_text(_fingerprint(self.pom))
+        shutil.rmtree(self.libs, ignore_errors=True)
+        staging.rename(self.libs)
+
+    def _write_config(self) -> Path:
+        data = self.home / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        config = self.home / "server.properties"
+        config.write_text(
+            "\n".join([
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers={self.controller}",
+                f"listeners=PLAINTEXT://{self.broker},CONTROLLER://{self.controller}",
+                f"advertised.listeners=PLAINTEXT://{self.broker}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={data}",
+                "num.partitions=1",
+                "auto.create.topics.enable=false",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "log.retention.hours=168",
+                "",
+            ])
+        )
+        (self.home / "log4j2.properties").write_text(
+            "\n".join([
+                "rootLogger.level = WARN",
+                "rootLogger.appenderRef.stdout.ref = STDOUT",
+                "appender.stdout.type = Console",
+                "appender.stdout.name = STDOUT",
+                "appender.stdout.layout.type = PatternLayout",
+                "appender.stdout.layout.pattern = [%d] %p %m (%c)%n",
+                "logger.kafka.name = kafka",
+                "logger.kafka.level = INFO",
+                "",
+            ])
+        )
+        return config
+
+    def launch(self) -> None:
+        java = _require_tool("java", "apt-get install openjdk-17-jre-headless")
+        config = self._write_config()
+        classpath = f"{self.libs}/*"
+        if not (self.home / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            _run_install_step(
+                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
+                 "-t", cluster_id, "-c", str(config)],
+                cwd=self.home, log=self.process.log_file, what="formatting Kafka's KRaft storage",
+            )
+        self.process.start(
+            [java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC",
+             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+             "-cp", classpath, "kafka.Kafka", str(config)],
+            cwd=self.home,
+        )
+
+    async def probe(self) -> str:
+        await probes.kafka_metadata(str(self.broker), timeout=2.0)
+        return self.version
+
+
+class FerretDBService(LocalService):
+    name = "mongodb"
+    cmdline_marker = "perdure-ferretdb"
+
+    @property
+    def address(self) -> Address:
+        return _url_address(self.settings.mongodb_uri, 27017)
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [self.address]
+
+    @property
+    def sources(self) -> list[Path]:
+        folder = SOURCES / "ferretdb"
+        return [folder / "main.go", folder / "go.mod", folder / "go.sum"]
+
+    @property
+    def binary(self) -> Path:
+        return self.home / "bin" / "perdure-ferretdb"
+
+    @property
+    def version(self) -> str:
+        match = re.search(r"github.com/FerretDB/FerretDB (v[^\s]+)", (SOURCES / "ferretdb" / "go.mod").read_text())
+        return f"FerretDB {match.group(1) if match else '?'}"
+
+    def missing_tools(self) -> list[str]:
+        if not self.installed() and shutil.which("go") is None:
+            return ["a Go toolchain to build FerretDB: apt-get install golang-go (GOTOOLCHAIN=auto fetches newer)"]
+        return []
+
+    def installed(self) -> bool:
+        marker = self.home / "bin" / ".fingerprint"
+        return self.binary.is_file() and marker.is_file() and marker.read_text() == _fingerprint(*self.sources)
+
+    def install(self) -> None:
+        go = _require_tool("go", "apt-get install golang-go")
+        self.binary.parent.mkdir(parents=True, exist_ok=True)
+        _run_install_step(
+            [go, "build", "-trimpath", "-o", str(self.binary), "."],
+            cwd=SOURCES / "ferretdb", log=self.install_log, what="building FerretDB with Go",
+            env={"GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "auto"), "CGO_ENABLED": "0"},
+        )
+        (self.home / "bin" / ".fingerprint").write_text(_fingerprint(*self.sources))
+
+    def launch(self) -> None:
+        data = self.home / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        self.process.start(
+            [str(self.binary), "-listen-addr", str(self.address), "-handler", "sqlite",
+             "-sqlite-url", f"file:{data}/", "-log-level", "error"],
+            cwd=self.home,
+        )
+
+    async def probe(self) -> str:
+        wire = await probes.mongodb_ping(self.settings.mongodb_uri, timeout=2.0)
+        return f"{self.version} (MongoDB wire {wire})"
+
+
+RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+EPMD_PORT = 4369
+
+
+class RabbitMQService(LocalService):
+    name = "rabbitmq"
+    cmdline_marker = "rabbit"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # Erlang's port mapper is a separate daemon; we run our own unless one already serves.
+        self.epmd = ManagedProcess(
+            name="epmd", pid_file=self.home / "epmd.pid", log_file=self.home / "epmd.log", cmdline_marker="epmd"
+        )
+
+    @property
+    def amqp(self) -> Address:
+        return _url_address(self.settings.rabbitmq_url, 5672)
+
+    @property
+    def management(self) -> Address:
+        return _url_address(self.settings.rabbitmq_management_url, 15672)
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [self.amqp, self.management]
+
+    def missing_tools(self) -> list[str]:
+        if not RABBITMQ_SERVER.exists() or shutil.which("epmd") is None:
+            return ["RabbitMQ: apt-get install rabbitmq-server"]
+        return []
+
+    def installed(self) -> bool:
+        return RABBITMQ_SERVER.exists()
+
+    def install(self) -> None:
+        raise StackError("RabbitMQ comes from Debian: apt-get install rabbitmq-server")
+
+    @property
+    def nodename(self) -> str:
+        return "perdure@localhost"
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "HOME": str(self.home / "home"),
+            "RABBITMQ_NODENAME": self.nodename,
+            "RABBITMQ_MNESIA_BASE": str(self.home / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.home / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.home / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.home / "rabbitmq.conf"),
+            "RABBITMQ_PID_FILE": str(self.home / "beam.pid"),
+        }
+
+    def launch(self) -> None:
+        for sub in ("home", "mnesia", "log"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        (self.home / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        (self.home / "rabbitmq.conf").write_text(
+            "\n".join([
+                f"listeners.tcp.default = {self.amqp}",
+                f"management.tcp.ip = {self.management.host}",
+                f"management.tcp.port = {self.management.port}",
+                "log.console = true",
+                "log.console.level = warning",
+                "log.file.level = info",
+                "",
+            ])
+        )
+        if not probes.port_in_use("127.0.0.1", EPMD_PORT) and not self.epmd.running():
+            epmd = _require_tool("epmd", "apt-get install rabbitmq-server")
+            self.epmd.start([epmd], cwd=self.home)
+        self.process.start([str(RABBITMQ_SERVER)], cwd=self.home, env=self.environment())
+
+    def log_files(self) -> list[Path]:
+        return [self.process.log_file, self.home / "log" / f"{self.nodename}.log"]
+
+    async def probe(self) -> str:
+        await probes.amqp_connect(self.settings.rabbitmq_url, timeout=2.0)
+        return await probes.rabbitmq_management(self.settings.rabbitmq_management_url, timeout=2.0)
+
+    def stop_helpers(self) -> None:
+        self.epmd.stop(timeout=5)
+
+
+def all_services(settings: Settings) -> list[LocalService]:
+    return [KafkaService(settings), FerretDBService(settings), RabbitMQService(settings)]

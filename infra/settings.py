@@ -1,0 +1,171 @@
+"""Perdure's configuration: one pydantic-settings model read from ``PERDURE_*`` variables.
+
+Defaults point at the local stack (``perdure stack up``). Cells may override any endpoint through
+``PERDURE_CELLS`` (JSON), e.g. ``{"cell-2": {"kafka_bootstrap_servers": "10.0.0.5:9092"}}``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PERDURE_"
+
+
+class SettingsError(RuntimeError):
+    """Raised at start-up when a ``PERDURE_*`` variable holds an invalid value."""
+
+
+def _check_bootstrap_servers(value: str) -> str:
+    servers = [s.strip() for s in value.split(",") if s.strip()]
+    if not servers:
+        raise ValueError("expected host:port[,host:port...]")
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{server!r} is not host:port with a port in 1..65535")
+    return ",".join(servers)
+
+
+def _check_url(value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"scheme must be one of {', '.join(schemes)}, got {parts.scheme or 'none'!r}")
+    if not parts.hostname:
+        raise ValueError("missing host")
+    try:
+        parts.port  # noqa: B018 - urlsplit validates the port lazily
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
+    return value
+
+
+class Endpoints(BaseModel):
+    """Where one cell (or the whole platform) finds its three services."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kafka_bootstrap_servers: str
+    mongodb_uri: str
+    rabbitmq_url: str
+    rabbitmq_management_url: str
+
+
+class CellOverride(BaseModel):
+    """Per-cell endpoint overrides; unset fields fall back to the platform defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kafka_bootstrap_servers: str | None = None
+    mongodb_uri: str | None = None
+    rabbitmq_url: str | None = None
+    rabbitmq_management_url: str | None = None
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _kafka(cls, v: str | None) -> str | None:
+        return None if v is None else _check_bootstrap_servers(v)
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _mongo(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v, ("mongodb", "mongodb+srv"))
+
+    @field_validator("rabbitmq_url")
+    @classmethod
+    def _amqp(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v, ("amqp", "amqps"))
+
+    @field_validator("rabbitmq_management_url")
+    @classmethod
+    def _mgmt(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v, ("http", "https"))
+
+
+def _default_stack_dir() -> Path:
+    # In a checkout the stack lives beside pyproject.toml (git-ignored); an installed copy uses the
+    # user's state folder instead of writing into site-packages.
+    repo_root = Path(__file__).resolve().parent.parent
+    if (repo_root / "pyproject.toml").is_file():
+        return repo_root / ".stack"
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "perdure" / "stack"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    mongodb_uri: str = "mongodb://127.0.0.1:27017/"
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    rabbitmq_management_url: str = "http://guest:guest@127.0.0.1:15672/"
+    cells: dict[str, CellOverride] = Field(default_factory=dict)
+
+    telemetry_exporter: Literal["none", "console", "otlp", "memory"] = "none"
+    otlp_endpoint: str = "http://127.0.0.1:4318"
+    service_name: str = "perdure"
+
+    stack_dir: Path = Field(default_factory=_default_stack_dir)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _kafka(cls, v: str) -> str:
+        return _check_bootstrap_servers(v)
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _mongo(cls, v: str) -> str:
+        return _check_url(v, ("mongodb", "mongodb+srv"))
+
+    @field_validator("rabbitmq_url")
+    @classmethod
+    def _amqp(cls, v: str) -> str:
+        return _check_url(v, ("amqp", "amqps"))
+
+    @field_validator("rabbitmq_management_url", "otlp_endpoint")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        return _check_url(v, ("http", "https"))
+
+    def endpoints(self, cell: str | None = None) -> Endpoints:
+        """The endpoints a cell uses: its overrides over the platform defaults."""
+        override = self.cells.get(cell) if cell else None
+        base = {
+            "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
+            "mongodb_uri": self.mongodb_uri,
+            "rabbitmq_url": self.rabbitmq_url,
+            "rabbitmq_management_url": self.rabbitmq_management_url,
+        }
+        if override is not None:
+            base.update(override.model_dump(exclude_none=True))
+        return Endpoints(**base)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        variable = ENV_PREFIX + loc[0].upper() if loc else ENV_PREFIX + "?"
+        detail = ".".join(loc[1:])
+        where = f"{variable} ({detail})" if detail else variable
+        lines.append(f"{where}: {item['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning validation errors into one message naming each variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
