@@ -7,6 +7,7 @@ Defaults point at the local stack (``perdure stack up``). Cells may override any
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "PERDURE_"
 
@@ -164,6 +166,13 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    except SourceError as exc:
+        # Raised before validation when a complex value (PERDURE_CELLS) is not valid JSON.
+        match = re.search(r'field "(\w+)"', str(exc))
+        variable = ENV_PREFIX + (match.group(1).upper() if match else "?")
+        raise SettingsError(
+            f"invalid settings:\n  {variable}: not valid JSON ({exc.__cause__ or exc})"
+        ) from None
 
 
 @lru_cache(maxsize=1)

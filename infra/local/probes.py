@@ -12,7 +12,6 @@ import httpx
 from aiokafka import AIOKafkaClient
 from pymongo import AsyncMongoClient
 
-
 # The clients log every refused connection at ERROR; while probing, "not yet" is the expected answer.
 for _noisy in ("aiokafka", "aio_pika", "aiormq"):
     logging.getLogger(_noisy).setLevel(logging.CRITICAL)

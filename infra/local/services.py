@@ -55,11 +55,18 @@ def _require_tool(tool: str, hint: str) -> str:
     return found
 
 
-def _run_install_step(argv: list[str], *, cwd: Path, log: Path, what: str, env: dict[str, str] | None = None) -> None:
+def _run_install_step(
+    argv: list[str], *, cwd: Path, log: Path, what: str, env: dict[str, str] | None = None
+) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         result = subprocess.run(
-            argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, check=False
+            argv,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            check=False,
         )
     if result.returncode != 0:
         from perdure.infra.local.processes import tail
@@ -175,9 +182,19 @@ class KafkaService(LocalService):
         staging = self.home / "libs.partial"
         shutil.rmtree(staging, ignore_errors=True)
         _run_install_step(
-            [mvn, "-q", "-B", "-f", str(self.pom), "dependency:copy-dependencies",
-             f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-            cwd=self.home, log=self.install_log, what="resolving Kafka's jars with Maven",
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(self.pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={staging}",
+                "-DincludeScope=runtime",
+            ],
+            cwd=self.home,
+            log=self.install_log,
+            what="resolving Kafka's jars with Maven",
         )
         (staging / ".fingerprint").write_text(_fingerprint(self.pom))
         shutil.rmtree(self.libs, ignore_errors=True)
@@ -188,39 +205,43 @@ class KafkaService(LocalService):
         data.mkdir(parents=True, exist_ok=True)
         config = self.home / "server.properties"
         config.write_text(
-            "\n".join([
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.bootstrap.servers={self.controller}",
-                f"listeners=PLAINTEXT://{self.broker},CONTROLLER://{self.controller}",
-                f"advertised.listeners=PLAINTEXT://{self.broker}",
-                "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                f"log.dirs={data}",
-                "num.partitions=1",
-                "auto.create.topics.enable=false",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=10",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "log.retention.hours=168",
-                "",
-            ])
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers={self.controller}",
+                    f"listeners=PLAINTEXT://{self.broker},CONTROLLER://{self.controller}",
+                    f"advertised.listeners=PLAINTEXT://{self.broker}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=1",
+                    "auto.create.topics.enable=false",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=10",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "log.retention.hours=168",
+                    "",
+                ]
+            )
         )
         (self.home / "log4j2.properties").write_text(
-            "\n".join([
-                "rootLogger.level = WARN",
-                "rootLogger.appenderRef.stdout.ref = STDOUT",
-                "appender.stdout.type = Console",
-                "appender.stdout.name = STDOUT",
-                "appender.stdout.layout.type = PatternLayout",
-                "appender.stdout.layout.pattern = [%d] %p %m (%c)%n",
-                "logger.kafka.name = kafka",
-                "logger.kafka.level = INFO",
-                "",
-            ])
+            "\n".join(
+                [
+                    "rootLogger.level = WARN",
+                    "rootLogger.appenderRef.stdout.ref = STDOUT",
+                    "appender.stdout.type = Console",
+                    "appender.stdout.name = STDOUT",
+                    "appender.stdout.layout.type = PatternLayout",
+                    "appender.stdout.layout.pattern = [%d] %p %m (%c)%n",
+                    "logger.kafka.name = kafka",
+                    "logger.kafka.level = INFO",
+                    "",
+                ]
+            )
         )
         return config
 
@@ -231,14 +252,34 @@ class KafkaService(LocalService):
         if not (self.home / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             _run_install_step(
-                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-                 "-t", cluster_id, "-c", str(config)],
-                cwd=self.home, log=self.process.log_file, what="formatting Kafka's KRaft storage",
+                [
+                    java,
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
+                ],
+                cwd=self.home,
+                log=self.process.log_file,
+                what="formatting Kafka's KRaft storage",
             )
         self.process.start(
-            [java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC",
-             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-             "-cp", classpath, "kafka.Kafka", str(config)],
+            [
+                java,
+                "-Xms256m",
+                "-Xmx512m",
+                "-XX:+UseG1GC",
+                f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(config),
+            ],
             cwd=self.home,
         )
 
@@ -270,24 +311,32 @@ class FerretDBService(LocalService):
 
     @property
     def version(self) -> str:
-        match = re.search(r"github.com/FerretDB/FerretDB (v[^\s]+)", (SOURCES / "ferretdb" / "go.mod").read_text())
+        match = re.search(
+            r"github.com/FerretDB/FerretDB (v[^\s]+)", (SOURCES / "ferretdb" / "go.mod").read_text()
+        )
         return f"FerretDB {match.group(1) if match else '?'}"
 
     def missing_tools(self) -> list[str]:
         if not self.installed() and shutil.which("go") is None:
-            return ["a Go toolchain to build FerretDB: apt-get install golang-go (GOTOOLCHAIN=auto fetches newer)"]
+            return [
+                "a Go toolchain to build FerretDB: apt-get install golang-go (GOTOOLCHAIN=auto fetches newer)"
+            ]
         return []
 
     def installed(self) -> bool:
         marker = self.home / "bin" / ".fingerprint"
-        return self.binary.is_file() and marker.is_file() and marker.read_text() == _fingerprint(*self.sources)
+        return (
+            self.binary.is_file() and marker.is_file() and marker.read_text() == _fingerprint(*self.sources)
+        )
 
     def install(self) -> None:
         go = _require_tool("go", "apt-get install golang-go")
         self.binary.parent.mkdir(parents=True, exist_ok=True)
         _run_install_step(
             [go, "build", "-trimpath", "-o", str(self.binary), "."],
-            cwd=SOURCES / "ferretdb", log=self.install_log, what="building FerretDB with Go",
+            cwd=SOURCES / "ferretdb",
+            log=self.install_log,
+            what="building FerretDB with Go",
             env={"GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "auto"), "CGO_ENABLED": "0"},
         )
         (self.home / "bin" / ".fingerprint").write_text(_fingerprint(*self.sources))
@@ -296,8 +345,17 @@ class FerretDBService(LocalService):
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
         self.process.start(
-            [str(self.binary), "-listen-addr", str(self.address), "-handler", "sqlite",
-             "-sqlite-url", f"file:{data}/", "-log-level", "error"],
+            [
+                str(self.binary),
+                "-listen-addr",
+                str(self.address),
+                "-handler",
+                "sqlite",
+                "-sqlite-url",
+                f"file:{data}/",
+                "-log-level",
+                "error",
+            ],
             cwd=self.home,
         )
 
@@ -318,7 +376,10 @@ class RabbitMQService(LocalService):
         super().__init__(settings)
         # Erlang's port mapper is a separate daemon; we run our own unless one already serves.
         self.epmd = ManagedProcess(
-            name="epmd", pid_file=self.home / "epmd.pid", log_file=self.home / "epmd.log", cmdline_marker="epmd"
+            name="epmd",
+            pid_file=self.home / "epmd.pid",
+            log_file=self.home / "epmd.log",
+            cmdline_marker="epmd",
         )
 
     @property
@@ -364,15 +425,17 @@ class RabbitMQService(LocalService):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         (self.home / "enabled_plugins").write_text("[rabbitmq_management].\n")
         (self.home / "rabbitmq.conf").write_text(
-            "\n".join([
-                f"listeners.tcp.default = {self.amqp}",
-                f"management.tcp.ip = {self.management.host}",
-                f"management.tcp.port = {self.management.port}",
-                "log.console = true",
-                "log.console.level = warning",
-                "log.file.level = info",
-                "",
-            ])
+            "\n".join(
+                [
+                    f"listeners.tcp.default = {self.amqp}",
+                    f"management.tcp.ip = {self.management.host}",
+                    f"management.tcp.port = {self.management.port}",
+                    "log.console = true",
+                    "log.console.level = warning",
+                    "log.file.level = info",
+                    "",
+                ]
+            )
         )
         if not probes.port_in_use("127.0.0.1", EPMD_PORT) and not self.epmd.running():
             epmd = _require_tool("epmd", "apt-get install rabbitmq-server")

@@ -7,12 +7,13 @@ import time
 from typing import Annotated
 
 import typer
-
 from perdure.infra.local.services import StackError
 from perdure.infra.local.stack import LocalStack, ServiceStatus
 from perdure.infra.settings import get_settings
 
-stack_app = typer.Typer(help="The local stack: Kafka, FerretDB (MongoDB API) and RabbitMQ as local processes.")
+stack_app = typer.Typer(
+    help="The local stack: Kafka, FerretDB (MongoDB API) and RabbitMQ as local processes."
+)
 
 
 def _render(statuses: list[ServiceStatus]) -> str:
@@ -23,7 +24,9 @@ def _render(statuses: list[ServiceStatus]) -> str:
             state += f" ({s.detail})"
         rows.append((s.name, state, s.version, s.addresses, str(s.pid or "-")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def _stack() -> LocalStack:
@@ -64,7 +67,9 @@ def status() -> None:
 
 @stack_app.command()
 def logs(
-    service: Annotated[str | None, typer.Argument(help="kafka, mongodb or rabbitmq; all when omitted")] = None,
+    service: Annotated[
+        str | None, typer.Argument(help="kafka, mongodb or rabbitmq; all when omitted")
+    ] = None,
     lines: Annotated[int, typer.Option("--lines", "-n", min=1)] = 40,
 ) -> None:
     """The last lines of the services' logs."""
