@@ -1,0 +1,183 @@
+"""Commands the workflow code issues; each becomes exactly one command event in the history."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from perdure.platform.core import history as h
+from perdure.platform.core.failures import Failure
+from perdure.platform.core.payloads import Payload
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def matches(self, event: Any) -> bool:
+        raise NotImplementedError
+
+
+class ScheduleActivity(_Command):
+    seq: int
+    activity_type: str
+    input: list[Payload]
+    options: h.ActivityOptions
+
+    def describe(self) -> str:
+        return f"schedule activity {self.activity_type!r}"
+
+    def matches(self, event: Any) -> bool:
+        return isinstance(event, h.ActivityTaskScheduled) and event.activity_type == self.activity_type
+
+
+class RequestCancelActivity(_Command):
+    activity_seq: int
+
+    def describe(self) -> str:
+        return f"cancel activity #{self.activity_seq}"
+
+    def matches(self, event: Any) -> bool:
+        return isinstance(event, h.ActivityTaskCancelRequested) and event.seq == self.activity_seq
+
+
+class StartTimer(_Command):
+    seq: int
+    duration: timedelta
+
+    def describe(self) -> str:
+        return f"start timer of {self.duration}"
+
+    def matches(self, event: Any) -> bool:
+        # The duration may legitimately be computed from workflow.now(); only the kind must agree.
+        return isinstance(event, h.TimerStarted)
+
+
+class CancelTimer(_Command):
+    timer_seq: int
+
+    def describe(self) -> str:
+        return f"cancel timer #{self.timer_seq}"
+
+    def matches(self, event: Any) -> bool:
+        return isinstance(event, h.TimerCanceled) and event.seq == self.timer_seq
+
+
+class RecordMarker(_Command):
+    seq: int
+    marker: str
+    marker_id: str
+    value: Payload | None = None
+
+    def describe(self) -> str:
+        return f"{self.marker} marker {self.marker_id!r}"
+
+    def matches(self, event: Any) -> bool:
+        return (
+            isinstance(event, h.MarkerRecorded)
+            and event.marker == self.marker
+            and event.marker_id == self.marker_id
+        )
+
+
+class StartChildWorkflow(_Command):
+    seq: int
+    workflow_type: str
+    workflow_id: str
+    input: list[Payload]
+    execution_timeout: timedelta | None = None
+
+    def describe(self) -> str:
+        return f"start child workflow {self.workflow_type!r} id {self.workflow_id!r}"
+
+    def matches(self, event: Any) -> bool:
+        return (
+            isinstance(event, h.StartChildWorkflowExecutionInitiated)
+            and event.workflow_type == self.workflow_type
+            and event.workflow_id == self.workflow_id
+        )
+
+
+class RequestCancelChild(_Command):
+    child_seq: int
+
+    def describe(self) -> str:
+        return f"cancel child workflow #{self.child_seq}"
+
+    def matches(self, event: Any) -> bool:
+        return isinstance(event, h.RequestCancelChildWorkflowExecution) and event.seq == self.child_seq
+
+
+class CompleteWorkflow(_Command):
+    result: Payload | None
+
+    def describe(self) -> str:
+        return "complete the workflow"
+
+    def matches(self, event: Any) -> bool:
+        return isinstance(event, h.WorkflowExecutionCompleted)
+
+
+class FailWorkflow(_Command):
+    failure: Failure
+
+    def describe(self) -> str:
+        return f"fail the workflow ({self.failure.type}: {self.failure.message})"
+
+    def matches(self, event: Any) -> bool:
+        return isinstance(event, h.WorkflowExecutionFailed)
+
+
+class CancelWorkflow(_Command):
+    def describe(self) -> str:
+        return "close the workflow as cancelled"
+
+    def matches(self, event: Any) -> bool:
+        return isinstance(event, h.WorkflowExecutionCanceled)
+
+
+class ContinueAsNew(_Command):
+    workflow_type: str
+    input: list[Payload]
+    execution_timeout: timedelta | None = None
+
+    def describe(self) -> str:
+        return f"continue as new ({self.workflow_type!r})"
+
+    def matches(self, event: Any) -> bool:
+        return isinstance(event, h.WorkflowExecutionContinuedAsNew)
+
+
+Command = (
+    ScheduleActivity
+    | RequestCancelActivity
+    | StartTimer
+    | CancelTimer
+    | RecordMarker
+    | StartChildWorkflow
+    | RequestCancelChild
+    | CompleteWorkflow
+    | FailWorkflow
+    | CancelWorkflow
+    | ContinueAsNew
+)
+CLOSE_COMMANDS = (CompleteWorkflow, FailWorkflow, CancelWorkflow, ContinueAsNew)
+
+
+def describe_event(event: Any) -> str:
+    """A short description of a command event, phrased like ``Command.describe``."""
+    match event:
+        case h.ActivityTaskScheduled():
+            return f"schedule activity {event.activity_type!r} (event {event.event_id})"
+        case h.TimerStarted():
+            return f"start timer of {event.duration} (event {event.event_id})"
+        case h.MarkerRecorded():
+            return f"{event.marker} marker {event.marker_id!r} (event {event.event_id})"
+        case h.StartChildWorkflowExecutionInitiated():
+            return f"start child workflow {event.workflow_type!r} id {event.workflow_id!r} (event {event.event_id})"
+        case _:
+            return f"{event.type} (event {event.event_id})"

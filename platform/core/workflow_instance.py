@@ -1,0 +1,482 @@
+"""A live workflow run: the tenant's workflow object driven on a deterministic loop by history events.
+
+``apply(events)`` is the only way in, for replay and for live progress alike: activation events are
+fed to the code one at a time (running it until it blocks), command events are matched, in order,
+against the commands the code issued. Whatever the code issued beyond the given events is returned as
+new commands; the state machine records them as events and applies those, which matches them. Because
+one code path serves both, a live run and its replay cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import hashlib
+import random
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from perdure.platform.core import history as h
+from perdure.platform.core.commands import (
+    CLOSE_COMMANDS,
+    CancelTimer,
+    CancelWorkflow,
+    Command,
+    CompleteWorkflow,
+    ContinueAsNew,
+    FailWorkflow,
+    RecordMarker,
+    RequestCancelActivity,
+    RequestCancelChild,
+    ScheduleActivity,
+    StartChildWorkflow,
+    StartTimer,
+    describe_event,
+)
+from perdure.platform.core.definitions import HandlerDefinition, WorkflowDefinition
+from perdure.platform.core.determinism_guard import DeterminismGuard, Unguarded
+from perdure.platform.core.deterministic_loop import DeterministicLoop
+from perdure.platform.core.failures import (
+    ActivityError,
+    ApplicationError,
+    CancelledFailure,
+    ChildWorkflowError,
+    NonDeterminismError,
+    NondeterministicCallError,
+    PerdureError,
+    TimeoutFailure,
+    exception_from_failure,
+    failure_from_exception,
+)
+from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError
+
+_current: contextvars.ContextVar[WorkflowInstance | None] = contextvars.ContextVar("perdure_workflow", default=None)
+
+
+def current_instance() -> WorkflowInstance:
+    instance = _current.get()
+    if instance is None:
+        raise RuntimeError("not in workflow code: this call is only valid inside a workflow run")
+    return instance
+
+
+def in_workflow() -> bool:
+    return _current.get() is not None
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    first_run_id: str
+    continued_from_run_id: str | None
+    parent: h.ParentRef | None
+    start_time: datetime
+    attempt: int
+
+
+class ContinueAsNewRequest(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by ``workflow.continue_as_new``; a BaseException so ``except Exception`` cannot swallow it."""
+
+    def __init__(self, workflow_type: str, args: Sequence[Any], execution_timeout: timedelta | None) -> None:
+        super().__init__("continue as new")
+        self.workflow_type = workflow_type
+        self.args = list(args)
+        self.execution_timeout = execution_timeout
+
+
+class WorkflowTaskError(Exception):
+    """The workflow code crashed (not a deliberate failure): the run is parked, not failed."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+        self.stack_trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))[-8000:]
+
+
+@dataclass
+class _PendingResult:
+    future: asyncio.Future[Any]
+    hint: Any
+    description: str
+
+
+class WorkflowInstance:
+    def __init__(self, definition: WorkflowDefinition, started: h.WorkflowExecutionStarted, converter: DataConverter):
+        self.definition = definition
+        self.converter = converter
+        self.info = WorkflowInfo(
+            namespace=started.namespace,
+            workflow_id=started.workflow_id,
+            run_id=started.run_id,
+            workflow_type=started.workflow_type,
+            first_run_id=started.first_run_id or started.run_id,
+            continued_from_run_id=started.continued_from_run_id,
+            parent=started.parent,
+            start_time=started.timestamp,
+            attempt=started.attempt,
+        )
+        self.loop = DeterministicLoop()
+        self.now: datetime = started.timestamp
+        seed = int.from_bytes(hashlib.sha256(started.run_id.encode()).digest()[:8], "big")
+        self.random = random.Random(seed)
+        self.cancel_requested = False
+        self.closed = False
+        self._started = started
+        self._seq = 0
+        self._pending: collections.deque[Command] = collections.deque()
+        self._closing = False
+        self._lenient = False
+        self._activities: dict[int, _PendingResult] = {}
+        self._timers: dict[int, _PendingResult] = {}
+        self._children: dict[int, _PendingResult] = {}
+        self._seq_by_event: dict[int, int] = {}
+        self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._task_failure: BaseException | None = None
+        self._patches: dict[str, bool] = {}
+        self._batch: Sequence[h.HistoryEvent] = ()
+        self._cursor = 0
+        self._main: asyncio.Task[None] | None = None
+        self._object: Any = None
+        self.events_applied = 0
+
+    # -- feeding events ---------------------------------------------------------------------------
+    def apply(self, events: Sequence[h.HistoryEvent]) -> list[Command]:
+        """Apply events in order; return the commands the code issued that no given event records."""
+        token = _current.set(self)
+        self._batch = events
+        try:
+            for index, event in enumerate(events):
+                self._cursor = index
+                self._apply_one(event)
+                self.events_applied += 1
+        finally:
+            self._batch = ()
+            _current.reset(token)
+        return list(self._pending)
+
+    def _apply_one(self, event: h.HistoryEvent) -> None:
+        if isinstance(event, h.COMMAND_EVENTS):
+            self._match(event)
+        elif isinstance(event, h.WorkflowExecutionStarted):
+            self.now = event.timestamp
+            self._main = self.loop.create_task(self._run_main(), name="workflow-main")
+            self._run()
+        elif isinstance(event, h.ACTIVATION_EVENTS):
+            if self._pending and not self._lenient:
+                raise NonDeterminismError(event.event_id, describe_event(event), self._pending[0].describe())
+            self.now = event.timestamp
+            self._activate(event)
+            self._run()
+        elif isinstance(event, h.WorkflowTaskFailed):
+            # Commands of the activations before this were never recorded: carry them to the end.
+            self._lenient = True
+        elif isinstance(event, h.WorkflowExecutionTerminated | h.WorkflowExecutionTimedOut):
+            self.closed = True
+        # Other informational events do not concern the code.
+
+    def _match(self, event: h.HistoryEvent) -> None:
+        if not self._pending:
+            raise NonDeterminismError(event.event_id, describe_event(event), "no command")
+        command = self._pending[0]
+        if not command.matches(event):
+            raise NonDeterminismError(event.event_id, describe_event(event), command.describe())
+        self._pending.popleft()
+        if isinstance(event, h.ActivityTaskScheduled | h.TimerStarted | h.StartChildWorkflowExecutionInitiated):
+            self._seq_by_event[event.event_id] = event.seq
+        if h.is_close_event(event):
+            self.closed = True
+
+    def _activate(self, event: h.HistoryEvent) -> None:
+        match event:
+            case h.ActivityTaskCompleted():
+                pending = self._resolve(self._activities, event.scheduled_event_id)
+                if pending is not None:
+                    value = self.converter.from_payload(event.result, pending.hint) if event.result else None
+                    pending.future.set_result(value)
+            case h.ActivityTaskFailed():
+                pending = self._resolve(self._activities, event.scheduled_event_id)
+                if pending is not None:
+                    pending.future.set_exception(
+                        self._activity_error(pending, event, exception_from_failure(event.failure, self.converter))
+                    )
+            case h.ActivityTaskTimedOut():
+                pending = self._resolve(self._activities, event.scheduled_event_id)
+                if pending is not None:
+                    cause = TimeoutFailure(f"activity timed out ({event.timeout_type})", timeout_type=event.timeout_type)
+                    if event.last_failure is not None:
+                        cause.__cause__ = exception_from_failure(event.last_failure, self.converter)
+                    pending.future.set_exception(self._activity_error(pending, event, cause))
+            case h.ActivityTaskCanceled():
+                pending = self._resolve(self._activities, event.scheduled_event_id)
+                if pending is not None:
+                    pending.future.set_exception(
+                        self._activity_error(pending, event, CancelledFailure("activity cancelled"))
+                    )
+            case h.TimerFired():
+                pending = self._resolve(self._timers, event.started_event_id)
+                if pending is not None:
+                    pending.future.set_result(None)
+            case h.ChildWorkflowExecutionClosed():
+                pending = self._resolve(self._children, event.initiated_event_id)
+                if pending is not None:
+                    if event.outcome == "completed":
+                        value = self.converter.from_payload(event.result, pending.hint) if event.result else None
+                        pending.future.set_result(value)
+                    else:
+                        error = ChildWorkflowError(
+                            f"child workflow {event.outcome}", workflow_type=pending.description, workflow_id=""
+                        )
+                        if event.failure is not None:
+                            error.__cause__ = exception_from_failure(event.failure, self.converter)
+                        elif event.outcome == "canceled":
+                            error.__cause__ = CancelledFailure("child workflow cancelled")
+                        pending.future.set_exception(error)
+            case h.StartChildWorkflowExecutionFailed():
+                pending = self._resolve(self._children, event.initiated_event_id)
+                if pending is not None:
+                    error = ChildWorkflowError(
+                        f"child workflow could not start: {event.cause}", workflow_type=pending.description,
+                        workflow_id="",
+                    )
+                    error.__cause__ = ApplicationError(event.cause, type="WorkflowAlreadyStarted", non_retryable=True)
+                    pending.future.set_exception(error)
+            case h.WorkflowExecutionSignaled():
+                self._deliver_signal(event)
+            case h.WorkflowExecutionCancelRequested():
+                if not self.cancel_requested:
+                    self.cancel_requested = True
+                    if self._main is not None and not self._main.done():
+                        self._main.cancel()
+
+    def _resolve(self, table: dict[int, _PendingResult], event_id: int) -> _PendingResult | None:
+        seq = self._seq_by_event.get(event_id)
+        if seq is None:
+            return None
+        pending = table.pop(seq, None)
+        if pending is None or pending.future.done():
+            return None
+        return pending
+
+    def _activity_error(self, pending: _PendingResult, event: Any, cause: BaseException) -> ActivityError:
+        error = ActivityError(
+            f"activity {pending.description!r} failed",
+            activity_type=pending.description,
+            scheduled_event_id=event.scheduled_event_id,
+            attempt=getattr(event, "attempt", None),
+        )
+        error.__cause__ = cause
+        return error
+
+    # -- running the code ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self.loop.run_until_quiescent()
+            if self._task_failure is not None:
+                failure, self._task_failure = self._task_failure, None
+                raise WorkflowTaskError(failure)
+            if not self._check_conditions():
+                break
+
+    def _check_conditions(self) -> bool:
+        progressed = False
+        with DeterminismGuard():
+            for condition, future in list(self._conditions):
+                if future.done():
+                    self._conditions.remove((condition, future))
+                    continue
+                try:
+                    satisfied = condition()
+                except BaseException as exc:
+                    raise WorkflowTaskError(exc) from exc
+                if satisfied:
+                    self._conditions.remove((condition, future))
+                    future.set_result(None)
+                    progressed = True
+        return progressed
+
+    async def _run_main(self) -> None:
+        try:
+            self._object = self.definition.cls()
+            args = self.converter.from_payloads(self._started.input, self.definition.run.param_types)
+            result = await getattr(self._object, self.definition.run.method_name)(*args)
+            try:
+                payload = self.converter.to_payload(result, "workflow result")
+            except PayloadTooLargeError as exc:
+                raise ApplicationError(str(exc), type="PayloadTooLargeError", non_retryable=True) from None
+            self._emit(CompleteWorkflow(result=payload))
+        except ContinueAsNewRequest as request:
+            self._emit(
+                ContinueAsNew(
+                    workflow_type=request.workflow_type,
+                    input=self.converter.to_payloads(request.args, "continue-as-new input"),
+                    execution_timeout=request.execution_timeout,
+                )
+            )
+        except asyncio.CancelledError:
+            self._emit(CancelWorkflow())
+        except (NonDeterminismError, NondeterministicCallError) as exc:
+            self._task_failure = exc
+        except PayloadTooLargeError as exc:
+            failure = failure_from_exception(
+                ApplicationError(str(exc), type="PayloadTooLargeError", non_retryable=True), self.converter
+            )
+            self._emit(FailWorkflow(failure=failure))
+        except PerdureError as exc:
+            if self.cancel_requested and isinstance(exc.__cause__, CancelledFailure):
+                self._emit(CancelWorkflow())
+            else:
+                self._emit(FailWorkflow(failure=failure_from_exception(exc, self.converter)))
+        except Exception as exc:
+            self._task_failure = exc
+
+    def _deliver_signal(self, event: h.WorkflowExecutionSignaled) -> None:
+        handler = self.definition.signals.get(event.signal_name)
+        if handler is None:
+            return  # Temporal drops signals without a handler; the event stays in history for ops.
+        args = self.converter.from_payloads(event.input, handler.param_types)
+        self.loop.create_task(self._run_signal(handler, args), name=f"signal-{event.signal_name}")
+
+    async def _run_signal(self, handler: HandlerDefinition, args: list[Any]) -> None:
+        try:
+            outcome = getattr(self._object, handler.method_name)(*args)
+            if handler.is_async:
+                await outcome
+        except asyncio.CancelledError:
+            pass
+        except ApplicationError as exc:
+            self._emit(FailWorkflow(failure=failure_from_exception(exc, self.converter)))
+        except Exception as exc:
+            self._task_failure = exc
+
+    def query(self, name: str, args: Sequence[Payload]) -> Payload:
+        handler = self.definition.queries.get(name)
+        if handler is None:
+            known = ", ".join(sorted(self.definition.queries)) or "none"
+            raise ApplicationError(f"unknown query {name!r}; the workflow answers: {known}", type="UnknownQuery")
+        if self._object is None:
+            raise ApplicationError("the workflow has not started yet", type="QueryNotReady")
+        decoded = self.converter.from_payloads(args, handler.param_types)
+        before = len(self._pending)
+        token = _current.set(self)
+        try:
+            with DeterminismGuard():
+                value = getattr(self._object, handler.method_name)(*decoded)
+        finally:
+            _current.reset(token)
+        if len(self._pending) != before:
+            raise ApplicationError("a query must not issue commands", type="QueryIssuedCommands")
+        return self.converter.to_payload(value, "query result")
+
+    # -- what workflow code calls (through perdure.tenants.workflow) --------------------------------
+    def _emit(self, command: Command) -> None:
+        if self._closing:
+            return  # Nothing may follow a close; later commands of other tasks are dropped.
+        if isinstance(command, CLOSE_COMMANDS):
+            self._closing = True
+        self._pending.append(command)
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def schedule_activity(
+        self, activity_type: str, args: Sequence[Any], options: h.ActivityOptions, return_hint: Any
+    ) -> asyncio.Future[Any]:
+        seq = self.next_seq()
+        future = self.loop.create_future()
+        self._activities[seq] = _PendingResult(future, return_hint, activity_type)
+        payloads = self.converter.to_payloads(list(args), f"input of activity {activity_type!r}")
+        self._emit(ScheduleActivity(seq=seq, activity_type=activity_type, input=payloads, options=options))
+        future.add_done_callback(lambda f: self._on_cancel(f, self._activities, seq, RequestCancelActivity(activity_seq=seq)))
+        return future
+
+    def start_timer(self, duration: timedelta) -> asyncio.Future[None]:
+        seq = self.next_seq()
+        future: asyncio.Future[None] = self.loop.create_future()
+        self._timers[seq] = _PendingResult(future, None, "timer")
+        self._emit(StartTimer(seq=seq, duration=duration))
+        future.add_done_callback(lambda f: self._on_cancel(f, self._timers, seq, CancelTimer(timer_seq=seq)))
+        return future
+
+    def start_child(
+        self, workflow_type: str, workflow_id: str, args: Sequence[Any], execution_timeout: timedelta | None,
+        return_hint: Any,
+    ) -> asyncio.Future[Any]:
+        seq = self.next_seq()
+        future = self.loop.create_future()
+        self._children[seq] = _PendingResult(future, return_hint, workflow_type)
+        payloads = self.converter.to_payloads(list(args), f"input of child workflow {workflow_type!r}")
+        self._emit(
+            StartChildWorkflow(
+                seq=seq, workflow_type=workflow_type, workflow_id=workflow_id, input=payloads,
+                execution_timeout=execution_timeout,
+            )
+        )
+        future.add_done_callback(lambda f: self._on_cancel(f, self._children, seq, RequestCancelChild(child_seq=seq)))
+        return future
+
+    def _on_cancel(self, future: asyncio.Future[Any], table: dict[int, _PendingResult], seq: int, command: Command) -> None:
+        if future.cancelled() and table.pop(seq, None) is not None:
+            self._emit(command)
+
+    def wait_for(self, condition: Callable[[], bool]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self.loop.create_future()
+        self._conditions.append((condition, future))
+        return future
+
+    def _upcoming_command_event(self) -> h.HistoryEvent | None:
+        """The recorded command event the next command will be matched with, if replaying."""
+        position = len(self._pending)
+        for event in self._batch[self._cursor + 1 :]:
+            if isinstance(event, h.ACTIVATION_EVENTS):
+                return None
+            if isinstance(event, h.COMMAND_EVENTS):
+                if position == 0:
+                    return event
+                position -= 1
+        return None
+
+    def _replaying(self) -> bool:
+        return any(isinstance(e, h.COMMAND_EVENTS) for e in self._batch[self._cursor + 1 :])
+
+    def patched(self, patch_id: str) -> bool:
+        if patch_id in self._patches:
+            return self._patches[patch_id]
+        upcoming = self._upcoming_command_event()
+        if self._replaying() and not (
+            isinstance(upcoming, h.MarkerRecorded) and upcoming.marker == "patch" and upcoming.marker_id == patch_id
+        ):
+            # The recorded run took the old path at this point: keep taking it.
+            self._patches[patch_id] = False
+            return False
+        self._patches[patch_id] = True
+        self._emit(RecordMarker(seq=self.next_seq(), marker="patch", marker_id=patch_id))
+        return True
+
+    def side_effect(self, fn: Callable[[], Any], hint: Any) -> Any:
+        seq = self.next_seq()
+        marker_id = f"side-effect-{seq}"
+        upcoming = self._upcoming_command_event()
+        if isinstance(upcoming, h.MarkerRecorded) and upcoming.marker_id == marker_id and upcoming.value is not None:
+            value = self.converter.from_payload(upcoming.value, hint)
+            self._emit(RecordMarker(seq=seq, marker="side_effect", marker_id=marker_id, value=upcoming.value))
+            return value
+        with Unguarded():
+            value = fn()
+        payload = self.converter.to_payload(value, "side effect value")
+        self._emit(RecordMarker(seq=seq, marker="side_effect", marker_id=marker_id, value=payload))
+        return value
+
+    def uuid4(self) -> uuid.UUID:
+        return uuid.UUID(int=self.random.getrandbits(128), version=4)
+
+    def default_child_id(self, seq_hint: int | None = None) -> str:
+        return f"{self.info.workflow_id}/child-{self._seq + 1 if seq_hint is None else seq_hint}"
