@@ -30,7 +30,9 @@ class App:
         def register(workflow_cls: T) -> T:
             definition = WorkflowDefinition.from_class(workflow_cls, name)
             if definition.name in self.workflows and self.workflows[definition.name].cls is not workflow_cls:
-                raise ValueError(f"workflow type {definition.name!r} is registered twice in app {self.name!r}")
+                raise ValueError(
+                    f"workflow type {definition.name!r} is registered twice in app {self.name!r}"
+                )
             self.workflows[definition.name] = definition
             setattr(workflow_cls, WORKFLOW_ATTR, definition)
             setattr(getattr(workflow_cls, definition.run.method_name), WORKFLOW_ATTR, definition)
@@ -44,7 +46,9 @@ class App:
         def register(f: F) -> F:
             definition = ActivityDefinition.from_function(f, name)
             if definition.name in self.activities and self.activities[definition.name].fn is not f:
-                raise ValueError(f"activity type {definition.name!r} is registered twice in app {self.name!r}")
+                raise ValueError(
+                    f"activity type {definition.name!r} is registered twice in app {self.name!r}"
+                )
             self.activities[definition.name] = definition
             setattr(f, ACTIVITY_ATTR, definition)
             return f

@@ -192,7 +192,9 @@ def execute_child_workflow(
     return instance.start_child(name, child_id, args, _seconds(execution_timeout), result_type or hint)
 
 
-def continue_as_new(*args: Any, workflow: Any = None, execution_timeout: timedelta | float | None = None) -> None:
+def continue_as_new(
+    *args: Any, workflow: Any = None, execution_timeout: timedelta | float | None = None
+) -> None:
     """End this run and start a fresh one of the same workflow id with ``args`` (history starts over)."""
     instance = current_instance()
     if workflow is None:

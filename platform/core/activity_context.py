@@ -38,5 +38,7 @@ current_activity: contextvars.ContextVar[ActivityContext | None] = contextvars.C
 def activity_context() -> ActivityContext:
     context = current_activity.get()
     if context is None:
-        raise RuntimeError("not in an activity: activity.info() and activity.heartbeat() work only inside one")
+        raise RuntimeError(
+            "not in an activity: activity.info() and activity.heartbeat() work only inside one"
+        )
     return context

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from perdure.platform.core import history as h
 from perdure.platform.core.failures import Failure
 from perdure.platform.core.payloads import Payload
+from pydantic import BaseModel, ConfigDict
 
 
 class _Command(BaseModel):

@@ -17,13 +17,17 @@ ACTIVITY_ATTR = "__perdure_activity__"
 
 class UnknownWorkflowTypeError(LookupError):
     def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(f"unknown workflow type {name!r}; the app registers: {', '.join(sorted(known)) or 'none'}")
+        super().__init__(
+            f"unknown workflow type {name!r}; the app registers: {', '.join(sorted(known)) or 'none'}"
+        )
         self.name = name
 
 
 class UnknownActivityTypeError(LookupError):
     def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(f"unknown activity type {name!r}; the app registers: {', '.join(sorted(known)) or 'none'}")
+        super().__init__(
+            f"unknown activity type {name!r}; the app registers: {', '.join(sorted(known)) or 'none'}"
+        )
         self.name = name
 
 

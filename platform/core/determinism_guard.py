@@ -26,8 +26,20 @@ _IO = "an activity (workflow code must not do I/O)"
 
 # (owner, function name) of builtins -> the replacement to name in the error.
 _BUILTINS: dict[tuple[object, str], str] = {
-    **{(time, name): _CLOCK for name in ("time", "time_ns", "monotonic", "monotonic_ns", "perf_counter",
-                                         "perf_counter_ns", "localtime", "gmtime", "ctime")},
+    **{
+        (time, name): _CLOCK
+        for name in (
+            "time",
+            "time_ns",
+            "monotonic",
+            "monotonic_ns",
+            "perf_counter",
+            "perf_counter_ns",
+            "localtime",
+            "gmtime",
+            "ctime",
+        )
+    },
     (time, "sleep"): _SLEEP,
     (datetime.datetime, "now"): _CLOCK,
     (datetime.datetime, "utcnow"): _CLOCK,
@@ -37,7 +49,17 @@ _BUILTINS: dict[tuple[object, str], str] = {
     (os, "getrandom"): _RANDOM,
 }
 _GLOBAL_RANDOM = random._inst  # type: ignore[attr-defined]
-_SOCKET_CALLS = {"connect", "connect_ex", "sendto", "sendall", "send", "recv", "recv_into", "recvfrom", "bind"}
+_SOCKET_CALLS = {
+    "connect",
+    "connect_ex",
+    "sendto",
+    "sendall",
+    "send",
+    "recv",
+    "recv_into",
+    "recvfrom",
+    "bind",
+}
 # Pure-Python functions, recognised by their code object.
 _FUNCTIONS: dict[types.CodeType, str] = {
     uuid.uuid1.__code__: _RANDOM,
@@ -57,7 +79,10 @@ def _replacement_for_builtin(fn: Any) -> tuple[str, str] | None:
     if owner is _GLOBAL_RANDOM:
         return f"random.{name}()", _RANDOM
     if isinstance(owner, type) and issubclass(owner, datetime.date):
-        key: tuple[object, str] = (datetime.datetime if issubclass(owner, datetime.datetime) else datetime.date, name)
+        key: tuple[object, str] = (
+            datetime.datetime if issubclass(owner, datetime.datetime) else datetime.date,
+            name,
+        )
         if key in _BUILTINS:
             return f"{owner.__name__}.{name}()", _BUILTINS[key]
         return None

@@ -49,18 +49,26 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         return self.call_later(0, callback)
 
     def time(self) -> float:
-        raise NondeterministicCallError("the event loop clock is not available in workflow code: use workflow.now()")
+        raise NondeterministicCallError(
+            "the event loop clock is not available in workflow code: use workflow.now()"
+        )
 
     def create_future(self) -> asyncio.Future[Any]:
         return asyncio.Future(loop=self)
 
     def create_task(  # type: ignore[override]
-        self, coro: Coroutine[Any, Any, Any], *, name: str | None = None, context: contextvars.Context | None = None
+        self,
+        coro: Coroutine[Any, Any, Any],
+        *,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
     ) -> asyncio.Task[Any]:
         return asyncio.Task(coro, loop=self, name=name, context=context)
 
     def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any:
-        raise NondeterministicCallError("threads and executors are not allowed in workflow code: use an activity")
+        raise NondeterministicCallError(
+            "threads and executors are not allowed in workflow code: use an activity"
+        )
 
     async def getaddrinfo(self, *args: Any, **kwargs: Any) -> Any:
         raise NondeterministicCallError("network I/O is not allowed in workflow code: use an activity")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import traceback
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
+from pydantic import BaseModel, ConfigDict
 
 FailureKind = Literal[
     "application", "activity", "child_workflow", "timeout", "cancelled", "terminated", "internal"
@@ -50,7 +49,9 @@ class PerdureError(Exception):
 class ApplicationError(PerdureError):
     """Raised by tenant code to fail an activity or a workflow; ``non_retryable`` stops retries."""
 
-    def __init__(self, message: str, *details: Any, type: str | None = None, non_retryable: bool = False) -> None:
+    def __init__(
+        self, message: str, *details: Any, type: str | None = None, non_retryable: bool = False
+    ) -> None:
         super().__init__(message)
         self.details = list(details)
         self.type = type or self.__class__.__name__
@@ -121,29 +122,48 @@ def failure_from_exception(exc: BaseException, converter: DataConverter = defaul
         except Exception:
             details = []
         return Failure(
-            kind="application", message=exc.message, type=exc.type, non_retryable=exc.non_retryable,
-            stack_trace=stack, details=details, cause=cause_failure,
+            kind="application",
+            message=exc.message,
+            type=exc.type,
+            non_retryable=exc.non_retryable,
+            stack_trace=stack,
+            details=details,
+            cause=cause_failure,
         )
     if isinstance(exc, ActivityError):
         return Failure(
-            kind="activity", message=exc.message, type="ActivityError", activity_type=exc.activity_type,
-            scheduled_event_id=exc.scheduled_event_id, attempt=exc.attempt, cause=cause_failure,
+            kind="activity",
+            message=exc.message,
+            type="ActivityError",
+            activity_type=exc.activity_type,
+            scheduled_event_id=exc.scheduled_event_id,
+            attempt=exc.attempt,
+            cause=cause_failure,
         )
     if isinstance(exc, ChildWorkflowError):
         return Failure(
-            kind="child_workflow", message=exc.message, type="ChildWorkflowError",
-            workflow_type=exc.workflow_type, workflow_id=exc.workflow_id, cause=cause_failure,
+            kind="child_workflow",
+            message=exc.message,
+            type="ChildWorkflowError",
+            workflow_type=exc.workflow_type,
+            workflow_id=exc.workflow_id,
+            cause=cause_failure,
         )
     if isinstance(exc, TimeoutFailure):
-        return Failure(kind="timeout", message=exc.message, type="TimeoutFailure", timeout_type=exc.timeout_type)
+        return Failure(
+            kind="timeout", message=exc.message, type="TimeoutFailure", timeout_type=exc.timeout_type
+        )
     if isinstance(exc, CancelledFailure):
         return Failure(kind="cancelled", message=exc.message, type="CancelledFailure")
     if isinstance(exc, TerminatedFailure):
         return Failure(kind="terminated", message=exc.message, type="TerminatedFailure")
     # Any other exception from tenant code: an application failure named by its class.
     return Failure(
-        kind="application", message=str(exc) or type(exc).__name__, type=type(exc).__name__,
-        stack_trace=stack, cause=cause_failure,
+        kind="application",
+        message=str(exc) or type(exc).__name__,
+        type=type(exc).__name__,
+        stack_trace=stack,
+        cause=cause_failure,
     )
 
 
@@ -154,15 +174,21 @@ def exception_from_failure(failure: Failure, converter: DataConverter = default_
             details = converter.from_payloads(failure.details)
         except Exception:
             details = []
-        exc = ApplicationError(failure.message, *details, type=failure.type, non_retryable=failure.non_retryable)
+        exc = ApplicationError(
+            failure.message, *details, type=failure.type, non_retryable=failure.non_retryable
+        )
     elif failure.kind == "activity":
         exc = ActivityError(
-            failure.message, activity_type=failure.activity_type or "?",
-            scheduled_event_id=failure.scheduled_event_id or 0, attempt=failure.attempt,
+            failure.message,
+            activity_type=failure.activity_type or "?",
+            scheduled_event_id=failure.scheduled_event_id or 0,
+            attempt=failure.attempt,
         )
     elif failure.kind == "child_workflow":
         exc = ChildWorkflowError(
-            failure.message, workflow_type=failure.workflow_type or "?", workflow_id=failure.workflow_id or "?"
+            failure.message,
+            workflow_type=failure.workflow_type or "?",
+            workflow_id=failure.workflow_id or "?",
         )
     elif failure.kind == "timeout":
         exc = TimeoutFailure(failure.message, timeout_type=failure.timeout_type or "execution")

@@ -14,11 +14,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-
 from perdure.platform.core.failures import Failure, TimeoutType
 from perdure.platform.core.payloads import Payload
 from perdure.platform.core.retry import RetryPolicy
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
 class _Event(BaseModel):
@@ -115,6 +114,8 @@ class ActivityTaskCancelRequested(_Event):
 
 
 class ActivityTaskCanceled(_Event):
+    """Informational: the activity was settled as cancelled right after the code asked to cancel it."""
+
     type: Literal["activity_task_canceled"] = "activity_task_canceled"
     scheduled_event_id: int
 
@@ -303,7 +304,6 @@ ACTIVATION_EVENTS = (
     ActivityTaskCompleted,
     ActivityTaskFailed,
     ActivityTaskTimedOut,
-    ActivityTaskCanceled,
     TimerFired,
     WorkflowExecutionSignaled,
     StartChildWorkflowExecutionFailed,
@@ -337,4 +337,6 @@ def event_from_json(data: Any) -> HistoryEvent:
 def check_contiguous(events: list[HistoryEvent], first: int = 1) -> None:
     for offset, event in enumerate(events):
         if event.event_id != first + offset:
-            raise ValueError(f"event ids must be contiguous from {first}: found {event.event_id} at {offset + 1}")
+            raise ValueError(
+                f"event ids must be contiguous from {first}: found {event.event_id} at {offset + 1}"
+            )

@@ -55,7 +55,9 @@ from perdure.platform.core.failures import (
 )
 from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError
 
-_current: contextvars.ContextVar[WorkflowInstance | None] = contextvars.ContextVar("perdure_workflow", default=None)
+_current: contextvars.ContextVar[WorkflowInstance | None] = contextvars.ContextVar(
+    "perdure_workflow", default=None
+)
 
 
 def current_instance() -> WorkflowInstance:
@@ -82,7 +84,7 @@ class WorkflowInfo:
     attempt: int
 
 
-class ContinueAsNewRequest(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class ContinueAsNewRequest(BaseException):
     """Raised by ``workflow.continue_as_new``; a BaseException so ``except Exception`` cannot swallow it."""
 
     def __init__(self, workflow_type: str, args: Sequence[Any], execution_timeout: timedelta | None) -> None:
@@ -98,7 +100,9 @@ class WorkflowTaskError(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
-        self.stack_trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))[-8000:]
+        self.stack_trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))[
+            -8000:
+        ]
 
 
 @dataclass
@@ -109,7 +113,9 @@ class _PendingResult:
 
 
 class WorkflowInstance:
-    def __init__(self, definition: WorkflowDefinition, started: h.WorkflowExecutionStarted, converter: DataConverter):
+    def __init__(
+        self, definition: WorkflowDefinition, started: h.WorkflowExecutionStarted, converter: DataConverter
+    ):
         self.definition = definition
         self.converter = converter
         self.info = WorkflowInfo(
@@ -189,7 +195,9 @@ class WorkflowInstance:
         if not command.matches(event):
             raise NonDeterminismError(event.event_id, describe_event(event), command.describe())
         self._pending.popleft()
-        if isinstance(event, h.ActivityTaskScheduled | h.TimerStarted | h.StartChildWorkflowExecutionInitiated):
+        if isinstance(
+            event, h.ActivityTaskScheduled | h.TimerStarted | h.StartChildWorkflowExecutionInitiated
+        ):
             self._seq_by_event[event.event_id] = event.seq
         if h.is_close_event(event):
             self.closed = True
@@ -205,21 +213,19 @@ class WorkflowInstance:
                 pending = self._resolve(self._activities, event.scheduled_event_id)
                 if pending is not None:
                     pending.future.set_exception(
-                        self._activity_error(pending, event, exception_from_failure(event.failure, self.converter))
+                        self._activity_error(
+                            pending, event, exception_from_failure(event.failure, self.converter)
+                        )
                     )
             case h.ActivityTaskTimedOut():
                 pending = self._resolve(self._activities, event.scheduled_event_id)
                 if pending is not None:
-                    cause = TimeoutFailure(f"activity timed out ({event.timeout_type})", timeout_type=event.timeout_type)
+                    cause = TimeoutFailure(
+                        f"activity timed out ({event.timeout_type})", timeout_type=event.timeout_type
+                    )
                     if event.last_failure is not None:
                         cause.__cause__ = exception_from_failure(event.last_failure, self.converter)
                     pending.future.set_exception(self._activity_error(pending, event, cause))
-            case h.ActivityTaskCanceled():
-                pending = self._resolve(self._activities, event.scheduled_event_id)
-                if pending is not None:
-                    pending.future.set_exception(
-                        self._activity_error(pending, event, CancelledFailure("activity cancelled"))
-                    )
             case h.TimerFired():
                 pending = self._resolve(self._timers, event.started_event_id)
                 if pending is not None:
@@ -228,11 +234,15 @@ class WorkflowInstance:
                 pending = self._resolve(self._children, event.initiated_event_id)
                 if pending is not None:
                     if event.outcome == "completed":
-                        value = self.converter.from_payload(event.result, pending.hint) if event.result else None
+                        value = (
+                            self.converter.from_payload(event.result, pending.hint) if event.result else None
+                        )
                         pending.future.set_result(value)
                     else:
                         error = ChildWorkflowError(
-                            f"child workflow {event.outcome}", workflow_type=pending.description, workflow_id=""
+                            f"child workflow {event.outcome}",
+                            workflow_type=pending.description,
+                            workflow_id="",
                         )
                         if event.failure is not None:
                             error.__cause__ = exception_from_failure(event.failure, self.converter)
@@ -243,10 +253,13 @@ class WorkflowInstance:
                 pending = self._resolve(self._children, event.initiated_event_id)
                 if pending is not None:
                     error = ChildWorkflowError(
-                        f"child workflow could not start: {event.cause}", workflow_type=pending.description,
+                        f"child workflow could not start: {event.cause}",
+                        workflow_type=pending.description,
                         workflow_id="",
                     )
-                    error.__cause__ = ApplicationError(event.cause, type="WorkflowAlreadyStarted", non_retryable=True)
+                    error.__cause__ = ApplicationError(
+                        event.cause, type="WorkflowAlreadyStarted", non_retryable=True
+                    )
                     pending.future.set_exception(error)
             case h.WorkflowExecutionSignaled():
                 self._deliver_signal(event)
@@ -360,7 +373,9 @@ class WorkflowInstance:
         handler = self.definition.queries.get(name)
         if handler is None:
             known = ", ".join(sorted(self.definition.queries)) or "none"
-            raise ApplicationError(f"unknown query {name!r}; the workflow answers: {known}", type="UnknownQuery")
+            raise ApplicationError(
+                f"unknown query {name!r}; the workflow answers: {known}", type="UnknownQuery"
+            )
         if self._object is None:
             raise ApplicationError("the workflow has not started yet", type="QueryNotReady")
         decoded = self.converter.from_payloads(args, handler.param_types)
@@ -395,7 +410,9 @@ class WorkflowInstance:
         self._activities[seq] = _PendingResult(future, return_hint, activity_type)
         payloads = self.converter.to_payloads(list(args), f"input of activity {activity_type!r}")
         self._emit(ScheduleActivity(seq=seq, activity_type=activity_type, input=payloads, options=options))
-        future.add_done_callback(lambda f: self._on_cancel(f, self._activities, seq, RequestCancelActivity(activity_seq=seq)))
+        future.add_done_callback(
+            lambda f: self._on_cancel(f, self._activities, seq, RequestCancelActivity(activity_seq=seq))
+        )
         return future
 
     def start_timer(self, duration: timedelta) -> asyncio.Future[None]:
@@ -407,7 +424,11 @@ class WorkflowInstance:
         return future
 
     def start_child(
-        self, workflow_type: str, workflow_id: str, args: Sequence[Any], execution_timeout: timedelta | None,
+        self,
+        workflow_type: str,
+        workflow_id: str,
+        args: Sequence[Any],
+        execution_timeout: timedelta | None,
         return_hint: Any,
     ) -> asyncio.Future[Any]:
         seq = self.next_seq()
@@ -416,14 +437,21 @@ class WorkflowInstance:
         payloads = self.converter.to_payloads(list(args), f"input of child workflow {workflow_type!r}")
         self._emit(
             StartChildWorkflow(
-                seq=seq, workflow_type=workflow_type, workflow_id=workflow_id, input=payloads,
+                seq=seq,
+                workflow_type=workflow_type,
+                workflow_id=workflow_id,
+                input=payloads,
                 execution_timeout=execution_timeout,
             )
         )
-        future.add_done_callback(lambda f: self._on_cancel(f, self._children, seq, RequestCancelChild(child_seq=seq)))
+        future.add_done_callback(
+            lambda f: self._on_cancel(f, self._children, seq, RequestCancelChild(child_seq=seq))
+        )
         return future
 
-    def _on_cancel(self, future: asyncio.Future[Any], table: dict[int, _PendingResult], seq: int, command: Command) -> None:
+    def _on_cancel(
+        self, future: asyncio.Future[Any], table: dict[int, _PendingResult], seq: int, command: Command
+    ) -> None:
         if future.cancelled() and table.pop(seq, None) is not None:
             self._emit(command)
 
@@ -452,7 +480,9 @@ class WorkflowInstance:
             return self._patches[patch_id]
         upcoming = self._upcoming_command_event()
         if self._replaying() and not (
-            isinstance(upcoming, h.MarkerRecorded) and upcoming.marker == "patch" and upcoming.marker_id == patch_id
+            isinstance(upcoming, h.MarkerRecorded)
+            and upcoming.marker == "patch"
+            and upcoming.marker_id == patch_id
         ):
             # The recorded run took the old path at this point: keep taking it.
             self._patches[patch_id] = False
@@ -465,7 +495,11 @@ class WorkflowInstance:
         seq = self.next_seq()
         marker_id = f"side-effect-{seq}"
         upcoming = self._upcoming_command_event()
-        if isinstance(upcoming, h.MarkerRecorded) and upcoming.marker_id == marker_id and upcoming.value is not None:
+        if (
+            isinstance(upcoming, h.MarkerRecorded)
+            and upcoming.marker_id == marker_id
+            and upcoming.value is not None
+        ):
             value = self.converter.from_payload(upcoming.value, hint)
             self._emit(RecordMarker(seq=seq, marker="side_effect", marker_id=marker_id, value=upcoming.value))
             return value

@@ -1,0 +1,102 @@
+"""Side effects a transition asks for; recorded with the history write and sent after it (invariant 4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from perdure.platform.core.failures import Failure
+from perdure.platform.core.history import ActivityOptions, ParentRef
+from perdure.platform.core.messages import ChildClosed, StartWorkflow, TimerFiredNotice
+from perdure.platform.core.payloads import Payload
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DispatchActivity(_Entry):
+    kind: Literal["dispatch_activity"] = "dispatch_activity"
+    namespace: str
+    workflow_id: str
+    workflow_type: str
+    run_id: str
+    scheduled_event_id: int
+    attempt: int
+    activity_type: str
+    input: list[Payload]
+    options: ActivityOptions
+    scheduled_time: datetime
+    heartbeat_details: list[Payload] = []
+
+
+class CancelActivityTask(_Entry):
+    """Best effort: tells executors the activity's result is no longer wanted."""
+
+    kind: Literal["cancel_activity"] = "cancel_activity"
+    run_id: str
+    scheduled_event_id: int
+
+
+class CreateTimer(_Entry):
+    kind: Literal["create_timer"] = "create_timer"
+    timer_key: str
+    fire_at: datetime
+    notice: TimerFiredNotice
+
+
+class CancelTimerEntry(_Entry):
+    kind: Literal["cancel_timer"] = "cancel_timer"
+    timer_key: str
+
+
+class StartRun(_Entry):
+    """Start a run of another execution: a child, or the next run after continue-as-new."""
+
+    kind: Literal["start_run"] = "start_run"
+    namespace: str
+    start: StartWorkflow
+    run_id: str | None = None  # preassigned for continue-as-new
+
+
+class CancelRun(_Entry):
+    kind: Literal["cancel_run"] = "cancel_run"
+    namespace: str
+    workflow_id: str
+    request_id: str
+    terminate: bool = False
+    reason: str = ""
+
+
+class NotifyParent(_Entry):
+    kind: Literal["notify_parent"] = "notify_parent"
+    parent: ParentRef
+    child_workflow_id: str
+    message: ChildClosed
+
+
+class RunClosed(_Entry):
+    """For clients awaiting the result, and for visibility."""
+
+    kind: Literal["run_closed"] = "run_closed"
+    namespace: str
+    workflow_id: str
+    run_id: str
+    status: str
+    result: Payload | None = None
+    failure: Failure | None = None
+    new_run_id: str | None = None
+
+
+OutboxEntry = Annotated[
+    DispatchActivity
+    | CancelActivityTask
+    | CreateTimer
+    | CancelTimerEntry
+    | StartRun
+    | CancelRun
+    | NotifyParent
+    | RunClosed,
+    Field(discriminator="kind"),
+]

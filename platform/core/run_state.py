@@ -1,0 +1,308 @@
+"""The state of one run, kept beside its history: what is pending, which timers are armed, its status.
+
+Everything here can be rebuilt from the history alone (``rebuild_state``); the stored copy only saves
+reading the history on every message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Literal
+
+from perdure.platform.core import history as h
+from perdure.platform.core.failures import Failure
+from perdure.platform.core.messages import TimerFiredNotice, TimerPurpose
+from perdure.platform.core.payloads import Payload
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal[
+    "running", "blocked", "completed", "failed", "canceled", "terminated", "timed_out", "continued_as_new"
+]
+OPEN_STATUSES: tuple[RunStatus, ...] = ("running", "blocked")
+MAX_REMEMBERED_REQUESTS = 256
+
+
+class PendingActivity(BaseModel):
+    scheduled_event_id: int
+    seq: int
+    activity_type: str
+    input: list[Payload]
+    options: h.ActivityOptions
+    scheduled_time: datetime
+    attempt: int = 1
+    phase: Literal["scheduled", "started", "backoff"] = "scheduled"
+    attempt_dispatched_at: datetime
+    started_at: datetime | None = None
+    last_heartbeat_at: datetime | None = None
+    heartbeat_details: list[Payload] = []
+    last_failure: Failure | None = None
+
+
+class PendingTimer(BaseModel):
+    started_event_id: int
+    seq: int
+    fire_at: datetime
+
+
+class PendingChild(BaseModel):
+    initiated_event_id: int
+    seq: int
+    workflow_id: str
+    workflow_type: str
+    run_id: str | None = None
+
+
+class ArmedTimer(BaseModel):
+    fire_at: datetime
+    notice: TimerFiredNotice
+
+
+class RunState(BaseModel):
+    model_config = ConfigDict(validate_assignment=False)
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    first_run_id: str
+    status: RunStatus = "running"
+    next_event_id: int = 1
+    start_time: datetime
+    close_time: datetime | None = None
+    execution_timeout: timedelta | None = None
+    parent: h.ParentRef | None = None
+    start_request_id: str = ""
+    pending_activities: dict[int, PendingActivity] = Field(default_factory=dict)
+    pending_timers: dict[int, PendingTimer] = Field(default_factory=dict)
+    pending_children: dict[int, PendingChild] = Field(default_factory=dict)
+    seq_to_event: dict[int, int] = Field(default_factory=dict)
+    armed_timers: dict[str, ArmedTimer] = Field(default_factory=dict)
+    cancel_requested: bool = False
+    recent_request_ids: list[str] = Field(default_factory=list)
+    blocked_reason: str | None = None
+    result: Payload | None = None
+    failure: Failure | None = None
+    new_run_id: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def remember_request(self, request_id: str) -> None:
+        if request_id:
+            self.recent_request_ids.append(request_id)
+            del self.recent_request_ids[:-MAX_REMEMBERED_REQUESTS]
+
+
+def timer_key(run_id: str, purpose: TimerPurpose, event_id: int = 0, attempt: int = 0) -> str:
+    if purpose == "user_timer":
+        return f"{run_id}/timer/{event_id}"
+    if purpose == "execution_timeout":
+        return f"{run_id}/execution_timeout"
+    if purpose == "schedule_to_close":
+        return f"{run_id}/activity/{event_id}/schedule_to_close"
+    return f"{run_id}/activity/{event_id}/{attempt}/{purpose}"
+
+
+def arm(
+    state: RunState, purpose: TimerPurpose, fire_at: datetime, event_id: int = 0, attempt: int = 0
+) -> str:
+    key = timer_key(state.run_id, purpose, event_id, attempt)
+    notice = TimerFiredNotice(
+        run_id=state.run_id, timer_key=key, purpose=purpose, event_id=event_id, attempt=attempt
+    )
+    state.armed_timers[key] = ArmedTimer(fire_at=fire_at, notice=notice)
+    return key
+
+
+def attempt_timers(state: RunState, activity: PendingActivity, now: datetime) -> list[str]:
+    """Arm the timers of the activity's current attempt (dispatched at ``now``)."""
+    options = activity.options
+    keys = []
+    if options.schedule_to_start_timeout is not None:
+        keys.append(
+            arm(
+                state,
+                "schedule_to_start",
+                now + options.schedule_to_start_timeout,
+                activity.scheduled_event_id,
+                activity.attempt,
+            )
+        )
+    if options.start_to_close_timeout is not None:
+        # Armed at dispatch too, so a dispatch that never starts (a lost task) also times out.
+        keys.append(
+            arm(
+                state,
+                "start_to_close",
+                now + options.start_to_close_timeout,
+                activity.scheduled_event_id,
+                activity.attempt,
+            )
+        )
+    if options.heartbeat_timeout is not None:
+        keys.append(
+            arm(
+                state,
+                "heartbeat",
+                now + options.heartbeat_timeout,
+                activity.scheduled_event_id,
+                activity.attempt,
+            )
+        )
+    return keys
+
+
+def disarm_activity(
+    state: RunState, scheduled_event_id: int, *, include_schedule_to_close: bool
+) -> list[str]:
+    prefix = f"{state.run_id}/activity/{scheduled_event_id}/"
+    removed = [
+        key
+        for key in state.armed_timers
+        if key.startswith(prefix) and (include_schedule_to_close or not key.endswith("/schedule_to_close"))
+    ]
+    for key in removed:
+        del state.armed_timers[key]
+    return removed
+
+
+def rebuild_state(history: Sequence[h.HistoryEvent]) -> RunState:
+    """Fold a history into the state it implies (for resume, redrive and checks)."""
+    if not history or not isinstance(history[0], h.WorkflowExecutionStarted):
+        raise ValueError("a history starts with workflow_execution_started")
+    h.check_contiguous(list(history))
+    started = history[0]
+    state = RunState(
+        namespace=started.namespace,
+        workflow_id=started.workflow_id,
+        run_id=started.run_id,
+        workflow_type=started.workflow_type,
+        first_run_id=started.first_run_id or started.run_id,
+        start_time=started.timestamp,
+        execution_timeout=started.execution_timeout,
+        parent=started.parent,
+        start_request_id=started.request_id,
+        next_event_id=2,
+    )
+    if started.execution_timeout is not None:
+        arm(state, "execution_timeout", started.timestamp + started.execution_timeout)
+    for event in history[1:]:
+        state.next_event_id = event.event_id + 1
+        _fold(state, event)
+    return state
+
+
+def _fold(state: RunState, event: h.HistoryEvent) -> None:
+    match event:
+        case h.ActivityTaskScheduled():
+            activity = PendingActivity(
+                scheduled_event_id=event.event_id,
+                seq=event.seq,
+                activity_type=event.activity_type,
+                input=event.input,
+                options=event.options,
+                scheduled_time=event.timestamp,
+                attempt_dispatched_at=event.timestamp,
+            )
+            state.pending_activities[event.event_id] = activity
+            state.seq_to_event[event.seq] = event.event_id
+            if event.options.schedule_to_close_timeout is not None:
+                arm(
+                    state,
+                    "schedule_to_close",
+                    event.timestamp + event.options.schedule_to_close_timeout,
+                    event.event_id,
+                )
+            attempt_timers(state, activity, event.timestamp)
+        case h.ActivityTaskStarted():
+            activity = state.pending_activities.get(event.scheduled_event_id)
+            if activity is not None:
+                activity.attempt, activity.phase, activity.started_at = (
+                    event.attempt,
+                    "started",
+                    event.timestamp,
+                )
+        case h.ActivityTaskRetryScheduled():
+            activity = state.pending_activities.get(event.scheduled_event_id)
+            if activity is not None:
+                disarm_activity(state, event.scheduled_event_id, include_schedule_to_close=False)
+                activity.phase, activity.last_failure = "backoff", event.failure
+                activity.attempt = event.failed_attempt + 1
+                arm(
+                    state,
+                    "activity_retry",
+                    event.timestamp + event.backoff,
+                    event.scheduled_event_id,
+                    activity.attempt,
+                )
+        case (
+            h.ActivityTaskCompleted()
+            | h.ActivityTaskFailed()
+            | h.ActivityTaskTimedOut()
+            | h.ActivityTaskCanceled()
+            | h.ActivityTaskCancelRequested()
+        ):
+            if state.pending_activities.pop(event.scheduled_event_id, None) is not None:
+                disarm_activity(state, event.scheduled_event_id, include_schedule_to_close=True)
+        case h.TimerStarted():
+            state.pending_timers[event.event_id] = PendingTimer(
+                started_event_id=event.event_id, seq=event.seq, fire_at=event.fire_at
+            )
+            state.seq_to_event[event.seq] = event.event_id
+            arm(state, "user_timer", event.fire_at, event.event_id)
+        case h.TimerFired() | h.TimerCanceled():
+            state.pending_timers.pop(event.started_event_id, None)
+            state.armed_timers.pop(timer_key(state.run_id, "user_timer", event.started_event_id), None)
+        case h.StartChildWorkflowExecutionInitiated():
+            state.pending_children[event.event_id] = PendingChild(
+                initiated_event_id=event.event_id,
+                seq=event.seq,
+                workflow_id=event.workflow_id,
+                workflow_type=event.workflow_type,
+            )
+            state.seq_to_event[event.seq] = event.event_id
+        case h.ChildWorkflowExecutionStarted():
+            child = state.pending_children.get(event.initiated_event_id)
+            if child is not None:
+                child.run_id = event.run_id
+        case h.ChildWorkflowExecutionClosed() | h.StartChildWorkflowExecutionFailed():
+            state.pending_children.pop(event.initiated_event_id, None)
+        case h.WorkflowExecutionSignaled():
+            state.remember_request(event.request_id)
+        case h.WorkflowExecutionCancelRequested():
+            state.cancel_requested = True
+            state.remember_request(event.request_id)
+        case h.WorkflowTaskFailed():
+            state.status, state.blocked_reason = "blocked", event.message
+        case h.WorkflowTaskRedriven():
+            state.status, state.blocked_reason = "running", None
+        case _ if h.is_close_event(event):
+            close(state, event)
+
+
+CLOSE_STATUS: dict[type, RunStatus] = {
+    h.WorkflowExecutionCompleted: "completed",
+    h.WorkflowExecutionFailed: "failed",
+    h.WorkflowExecutionCanceled: "canceled",
+    h.WorkflowExecutionTerminated: "terminated",
+    h.WorkflowExecutionTimedOut: "timed_out",
+    h.WorkflowExecutionContinuedAsNew: "continued_as_new",
+}
+
+
+def close(state: RunState, event: h.HistoryEvent) -> None:
+    state.status = CLOSE_STATUS[type(event)]
+    state.close_time = event.timestamp
+    state.blocked_reason = None
+    if isinstance(event, h.WorkflowExecutionCompleted):
+        state.result = event.result
+    elif isinstance(event, h.WorkflowExecutionFailed):
+        state.failure = event.failure
+    elif isinstance(event, h.WorkflowExecutionContinuedAsNew):
+        state.new_run_id = event.new_run_id
+    state.pending_activities.clear()
+    state.pending_timers.clear()
+    state.armed_timers.clear()
+    state.pending_children.clear()

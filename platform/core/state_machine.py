@@ -1,0 +1,782 @@
+"""The execution state machine: (run state, message) -> new events, outbox entries and the next state.
+
+Pure: the clock and the id source are injected, nothing here does I/O. The caller persists the events
+and the state in one conditional write, then sends the outbox, then acknowledges the message.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from perdure.platform.core import history as h
+from perdure.platform.core import messages as m
+from perdure.platform.core import outbox as o
+from perdure.platform.core.commands import (
+    CancelTimer,
+    CancelWorkflow,
+    Command,
+    CompleteWorkflow,
+    ContinueAsNew,
+    FailWorkflow,
+    RecordMarker,
+    RequestCancelActivity,
+    RequestCancelChild,
+    ScheduleActivity,
+    StartChildWorkflow,
+    StartTimer,
+)
+from perdure.platform.core.definitions import UnknownWorkflowTypeError, WorkflowRegistry
+from perdure.platform.core.failures import Failure, NonDeterminismError, NondeterministicCallError
+from perdure.platform.core.payloads import DataConverter, default_converter
+from perdure.platform.core.retry import DEFAULT_ACTIVITY_RETRY
+from perdure.platform.core.run_state import (
+    PendingActivity,
+    PendingChild,
+    PendingTimer,
+    RunState,
+    arm,
+    attempt_timers,
+    close,
+    disarm_activity,
+    rebuild_state,
+    timer_key,
+)
+from perdure.platform.core.workflow_instance import WorkflowInstance, WorkflowTaskError
+
+
+@dataclass
+class Transition:
+    state: RunState
+    events: list[h.HistoryEvent] = field(default_factory=list)
+    outbox: list[o.OutboxEntry] = field(default_factory=list)
+    # The live instance to keep for the next message; None when the run closed or is parked.
+    instance: WorkflowInstance | None = None
+    # Set when the message changed nothing, with the reason (duplicate, stale, closed run, ...).
+    ignored: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.ignored is None
+
+
+class _Step:
+    """Accumulates one transition: events with contiguous ids, outbox entries, state changes."""
+
+    def __init__(self, state: RunState, now: datetime) -> None:
+        self.state = state
+        self.now = now
+        self.events: list[h.HistoryEvent] = []
+        self.outbox: list[o.OutboxEntry] = []
+
+    def append(self, event_type: type[Any], **fields: Any) -> Any:
+        event = event_type(event_id=self.state.next_event_id, timestamp=self.now, **fields)
+        self.state.next_event_id += 1
+        self.events.append(event)
+        return event
+
+    def arm(self, purpose: m.TimerPurpose, fire_at: datetime, event_id: int = 0, attempt: int = 0) -> None:
+        key = arm(self.state, purpose, fire_at, event_id, attempt)
+        timer = self.state.armed_timers[key]
+        self.outbox.append(o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice))
+
+    def disarm(self, keys: Sequence[str]) -> None:
+        self.outbox.extend(o.CancelTimerEntry(timer_key=key) for key in keys)
+
+
+class ExecutionStateMachine:
+    def __init__(
+        self,
+        registry: WorkflowRegistry,
+        *,
+        clock: Callable[[], datetime],
+        new_id: Callable[[], str],
+        converter: DataConverter = default_converter,
+    ) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.new_id = new_id
+        self.converter = converter
+
+    # -- entry points -------------------------------------------------------------------------------
+    def start(self, namespace: str, message: m.StartWorkflow, run_id: str | None = None) -> Transition:
+        now = self.clock()
+        run_id = run_id or self.new_id()
+        state = RunState(
+            namespace=namespace,
+            workflow_id=message.workflow_id,
+            run_id=run_id,
+            workflow_type=message.workflow_type,
+            first_run_id=message.first_run_id or run_id,
+            start_time=now,
+            execution_timeout=message.execution_timeout,
+            parent=message.parent,
+            start_request_id=message.request_id,
+        )
+        step = _Step(state, now)
+        started = step.append(
+            h.WorkflowExecutionStarted,
+            workflow_type=message.workflow_type,
+            workflow_id=message.workflow_id,
+            run_id=run_id,
+            namespace=namespace,
+            input=message.input,
+            request_id=message.request_id,
+            execution_timeout=message.execution_timeout,
+            first_run_id=state.first_run_id,
+            continued_from_run_id=message.continued_from_run_id,
+            parent=message.parent,
+        )
+        if message.execution_timeout is not None:
+            step.arm("execution_timeout", now + message.execution_timeout)
+        instance: WorkflowInstance | None = None
+        try:
+            instance = WorkflowInstance(
+                self.registry.get_workflow(message.workflow_type), started, self.converter
+            )
+        except UnknownWorkflowTypeError as exc:
+            self._park(step, "unknown_workflow_type", str(exc), "")
+        else:
+            instance = self._activate(step, instance, started)
+        if message.signal_name is not None:
+            state.remember_request(message.request_id)
+            signaled = step.append(
+                h.WorkflowExecutionSignaled,
+                signal_name=message.signal_name,
+                input=message.signal_input,
+                request_id=message.request_id,
+            )
+            if instance is not None and state.status == "running":
+                instance = self._activate(step, instance, signaled)
+        return self._done(step, instance)
+
+    def handle(
+        self,
+        state: RunState,
+        message: m.RunMessage,
+        instance: WorkflowInstance | None = None,
+        history: Sequence[h.HistoryEvent] | None = None,
+    ) -> Transition:
+        """Apply ``message`` to the run. ``instance`` is the cached live instance if any; without one,
+        ``history`` (the run's whole history) is replayed when the code has to run."""
+        if isinstance(message, m.StartWorkflow):
+            return Transition(state, ignored=f"workflow {state.workflow_id!r} already has run {state.run_id}")
+        if not state.is_open:
+            return Transition(state, ignored=f"run {state.run_id} is closed ({state.status})")
+        step = _Step(state.model_copy(deep=True), self.clock())
+        self._instance = instance
+        self._history = history
+        handler = getattr(self, f"_on_{message.kind}")
+        ignored: str | None = handler(step, message)
+        if ignored is not None:
+            return Transition(state, instance=instance, ignored=ignored)
+        return self._done(step, self._instance)
+
+    def recover(self, history: Sequence[h.HistoryEvent]) -> Transition:
+        """Continue a run from its history alone (as after losing everything but the history): rebuild
+        the state, re-dispatch pending activity attempts, re-arm every timer, and record the commands the
+        code issues past the end of the history."""
+        state = rebuild_state(history)
+        step = _Step(state.model_copy(deep=True), self.clock())
+        for activity in list(step.state.pending_activities.values()):
+            if activity.phase != "backoff":
+                disarm_activity(step.state, activity.scheduled_event_id, include_schedule_to_close=False)
+                activity.phase, activity.started_at, activity.attempt_dispatched_at = (
+                    "scheduled",
+                    None,
+                    step.now,
+                )
+                self._dispatch(step, activity)
+        for key, timer in step.state.armed_timers.items():
+            if not key.endswith(("/start_to_close", "/heartbeat", "/schedule_to_start")):
+                step.outbox.append(o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice))
+        self._instance, self._history = None, history
+        if step.state.status == "running":
+            self._run_code(step, None)
+        return self._done(step, self._instance)
+
+    # -- message handlers (return a reason when the message changes nothing) -------------------------
+    def _on_signal(self, step: _Step, message: m.SignalWorkflow) -> str | None:
+        if message.request_id and message.request_id in step.state.recent_request_ids:
+            return f"duplicate signal request {message.request_id}"
+        step.state.remember_request(message.request_id)
+        event = step.append(
+            h.WorkflowExecutionSignaled,
+            signal_name=message.signal_name,
+            input=message.input,
+            request_id=message.request_id,
+        )
+        self._run_code(step, event)
+        return None
+
+    def _on_cancel(self, step: _Step, message: m.CancelWorkflowRequest) -> str | None:
+        if step.state.cancel_requested:
+            return "cancellation already requested"
+        step.state.cancel_requested = True
+        step.state.remember_request(message.request_id)
+        event = step.append(
+            h.WorkflowExecutionCancelRequested, reason=message.reason, request_id=message.request_id
+        )
+        self._run_code(step, event)
+        return None
+
+    def _on_terminate(self, step: _Step, message: m.TerminateWorkflowRequest) -> str | None:
+        self._close(step, step.append(h.WorkflowExecutionTerminated, reason=message.reason))
+        return None
+
+    def _on_redrive(self, step: _Step, message: m.RedriveRun) -> str | None:
+        if step.state.status != "blocked":
+            return "run is not blocked"
+        step.append(h.WorkflowTaskRedriven, request_id=message.request_id)
+        step.state.status, step.state.blocked_reason = "running", None
+        self._instance = None  # always replay from the stored history: the code may have changed
+        self._run_code(step, None)
+        return None
+
+    def _current_attempt(
+        self, step: _Step, scheduled_event_id: int, attempt: int, run_id: str
+    ) -> PendingActivity | None:
+        if run_id != step.state.run_id:
+            return None
+        activity = step.state.pending_activities.get(scheduled_event_id)
+        if activity is None or activity.attempt != attempt or activity.phase == "backoff":
+            return None
+        return activity
+
+    def _record_started(self, step: _Step, activity: PendingActivity, identity: str = "") -> None:
+        step.append(
+            h.ActivityTaskStarted,
+            scheduled_event_id=activity.scheduled_event_id,
+            attempt=activity.attempt,
+            identity=identity,
+        )
+        activity.phase, activity.started_at = "started", step.now
+        options = activity.options
+        keys = [
+            timer_key(step.state.run_id, "schedule_to_start", activity.scheduled_event_id, activity.attempt)
+        ]
+        for key in keys:
+            if step.state.armed_timers.pop(key, None) is not None:
+                step.disarm([key])
+        if options.start_to_close_timeout is not None:
+            step.arm(
+                "start_to_close",
+                step.now + options.start_to_close_timeout,
+                activity.scheduled_event_id,
+                activity.attempt,
+            )
+
+    def _on_activity_started(self, step: _Step, message: m.ActivityStarted) -> str | None:
+        activity = self._current_attempt(step, message.scheduled_event_id, message.attempt, message.run_id)
+        if activity is None or activity.phase != "scheduled":
+            return "stale or repeated activity start"
+        self._record_started(step, activity, message.identity)
+        return None
+
+    def _on_activity_heartbeat(self, step: _Step, message: m.ActivityHeartbeat) -> str | None:
+        activity = self._current_attempt(step, message.scheduled_event_id, message.attempt, message.run_id)
+        if activity is None:
+            return "heartbeat of a stale attempt"
+        if activity.phase == "scheduled":
+            self._record_started(step, activity)
+        activity.last_heartbeat_at = step.now
+        activity.heartbeat_details = message.details
+        return None
+
+    def _on_activity_completed(self, step: _Step, message: m.ActivityCompleted) -> str | None:
+        activity = self._current_attempt(step, message.scheduled_event_id, message.attempt, message.run_id)
+        if activity is None:
+            return "result of a stale attempt or a finished activity"
+        if activity.phase == "scheduled":
+            self._record_started(step, activity)
+        self._finish_activity(step, activity)
+        event = step.append(
+            h.ActivityTaskCompleted,
+            scheduled_event_id=activity.scheduled_event_id,
+            attempt=activity.attempt,
+            result=message.result,
+        )
+        self._run_code(step, event)
+        return None
+
+    def _on_activity_failed(self, step: _Step, message: m.ActivityFailed) -> str | None:
+        activity = self._current_attempt(step, message.scheduled_event_id, message.attempt, message.run_id)
+        if activity is None:
+            return "failure of a stale attempt or a finished activity"
+        if activity.phase == "scheduled":
+            self._record_started(step, activity)
+        self._attempt_failed(step, activity, message.failure, timeout_type=None)
+        return None
+
+    def _on_timer_fired(self, step: _Step, notice: m.TimerFiredNotice) -> str | None:
+        state = step.state
+        if notice.run_id != state.run_id or state.armed_timers.get(notice.timer_key) is None:
+            return "timer no longer armed"
+        armed = state.armed_timers.pop(notice.timer_key)
+        if notice.purpose == "user_timer":
+            state.pending_timers.pop(notice.event_id, None)
+            self._run_code(step, step.append(h.TimerFired, started_event_id=notice.event_id))
+            return None
+        if notice.purpose == "execution_timeout":
+            self._close(step, step.append(h.WorkflowExecutionTimedOut))
+            return None
+        activity = state.pending_activities.get(notice.event_id)
+        if activity is None:
+            return "timer of a finished activity"
+        if notice.purpose == "schedule_to_close":
+            self._time_out(step, activity, "schedule_to_close")
+        elif notice.attempt != activity.attempt:
+            return "timer of an earlier attempt"
+        elif notice.purpose == "activity_retry":
+            activity.phase = "scheduled"
+            activity.attempt_dispatched_at = step.now
+            activity.started_at = None
+            self._dispatch(step, activity)
+        elif notice.purpose == "schedule_to_start":
+            self._time_out(step, activity, "schedule_to_start")
+        elif notice.purpose == "start_to_close":
+            timeout = activity.options.start_to_close_timeout or timedelta(0)
+            if activity.started_at is not None and activity.started_at + timeout > step.now:
+                step.arm(
+                    "start_to_close",
+                    activity.started_at + timeout,
+                    activity.scheduled_event_id,
+                    activity.attempt,
+                )
+            else:
+                self._attempt_failed(step, activity, None, timeout_type="start_to_close")
+        elif notice.purpose == "heartbeat":
+            timeout = activity.options.heartbeat_timeout or timedelta(0)
+            last_sign = activity.last_heartbeat_at or activity.started_at or activity.attempt_dispatched_at
+            if last_sign + timeout > step.now:
+                step.arm("heartbeat", last_sign + timeout, activity.scheduled_event_id, activity.attempt)
+            else:
+                self._attempt_failed(step, activity, None, timeout_type="heartbeat")
+        del armed
+        return None
+
+    def _on_child_started(self, step: _Step, message: m.ChildStarted) -> str | None:
+        child = step.state.pending_children.get(message.initiated_event_id)
+        if message.run_id != step.state.run_id or child is None or child.run_id is not None:
+            return "stale child start"
+        child.run_id = message.child_run_id
+        step.append(
+            h.ChildWorkflowExecutionStarted,
+            initiated_event_id=child.initiated_event_id,
+            run_id=message.child_run_id,
+        )
+        return None
+
+    def _on_child_start_failed(self, step: _Step, message: m.ChildStartFailed) -> str | None:
+        if (
+            message.run_id != step.state.run_id
+            or step.state.pending_children.pop(message.initiated_event_id, None) is None
+        ):
+            return "stale child start failure"
+        event = step.append(
+            h.StartChildWorkflowExecutionFailed,
+            initiated_event_id=message.initiated_event_id,
+            cause=message.cause,
+        )
+        self._run_code(step, event)
+        return None
+
+    def _on_child_closed(self, step: _Step, message: m.ChildClosed) -> str | None:
+        if (
+            message.run_id != step.state.run_id
+            or step.state.pending_children.pop(message.initiated_event_id, None) is None
+        ):
+            return "stale child close"
+        event = step.append(
+            h.ChildWorkflowExecutionClosed,
+            initiated_event_id=message.initiated_event_id,
+            outcome=message.outcome,
+            result=message.result,
+            failure=message.failure,
+        )
+        self._run_code(step, event)
+        return None
+
+    # -- activities ----------------------------------------------------------------------------------
+    def _dispatch(self, step: _Step, activity: PendingActivity) -> None:
+        state = step.state
+        step.outbox.append(
+            o.DispatchActivity(
+                namespace=state.namespace,
+                workflow_id=state.workflow_id,
+                workflow_type=state.workflow_type,
+                run_id=state.run_id,
+                scheduled_event_id=activity.scheduled_event_id,
+                attempt=activity.attempt,
+                activity_type=activity.activity_type,
+                input=activity.input,
+                options=activity.options,
+                scheduled_time=activity.scheduled_time,
+                heartbeat_details=activity.heartbeat_details,
+            )
+        )
+        for key in attempt_timers(state, activity, step.now):
+            timer = state.armed_timers[key]
+            step.outbox.append(o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice))
+
+    def _finish_activity(self, step: _Step, activity: PendingActivity) -> None:
+        step.state.pending_activities.pop(activity.scheduled_event_id, None)
+        step.disarm(disarm_activity(step.state, activity.scheduled_event_id, include_schedule_to_close=True))
+
+    def _attempt_failed(
+        self, step: _Step, activity: PendingActivity, failure: Failure | None, timeout_type: str | None
+    ) -> None:
+        if failure is None:
+            failure = Failure(
+                kind="timeout",
+                message=f"activity attempt timed out ({timeout_type})",
+                type="TimeoutFailure",
+                timeout_type=timeout_type,
+            )  # type: ignore[arg-type]
+        policy = activity.options.retry_policy or DEFAULT_ACTIVITY_RETRY
+        retry = policy.should_retry(activity.attempt, failure.type, failure.non_retryable)
+        backoff = policy.backoff(activity.attempt)
+        deadline = (
+            activity.scheduled_time + activity.options.schedule_to_close_timeout
+            if activity.options.schedule_to_close_timeout is not None
+            else None
+        )
+        if retry and (deadline is None or step.now + backoff < deadline):
+            step.disarm(
+                disarm_activity(step.state, activity.scheduled_event_id, include_schedule_to_close=False)
+            )
+            step.append(
+                h.ActivityTaskRetryScheduled,
+                scheduled_event_id=activity.scheduled_event_id,
+                failed_attempt=activity.attempt,
+                failure=failure,
+                backoff=backoff,
+            )
+            activity.phase, activity.last_failure = "backoff", failure
+            activity.attempt += 1
+            step.arm("activity_retry", step.now + backoff, activity.scheduled_event_id, activity.attempt)
+            return
+        self._finish_activity(step, activity)
+        if timeout_type is not None:
+            event = step.append(
+                h.ActivityTaskTimedOut,
+                scheduled_event_id=activity.scheduled_event_id,
+                attempt=activity.attempt,
+                timeout_type=timeout_type,
+                last_failure=activity.last_failure,
+            )
+        else:
+            event = step.append(
+                h.ActivityTaskFailed,
+                scheduled_event_id=activity.scheduled_event_id,
+                attempt=activity.attempt,
+                failure=failure,
+            )
+        self._run_code(step, event)
+
+    def _time_out(self, step: _Step, activity: PendingActivity, timeout_type: str) -> None:
+        self._finish_activity(step, activity)
+        event = step.append(
+            h.ActivityTaskTimedOut,
+            scheduled_event_id=activity.scheduled_event_id,
+            attempt=activity.attempt,
+            timeout_type=timeout_type,
+            last_failure=activity.last_failure,
+        )
+        self._run_code(step, event)
+
+    # -- running the code ------------------------------------------------------------------------------
+    def _run_code(self, step: _Step, event: h.HistoryEvent | None) -> None:
+        """Feed an activation event to the code (replaying first on a cache miss) and record its commands."""
+        if step.state.status != "running":
+            return  # parked: the event is recorded; the code sees it when the run is redriven
+        instance = self._instance
+        if instance is None:
+            if self._history is None:
+                raise ValueError("no live instance and no history to replay: pass one of them")
+            try:
+                instance = self.replay(self._history)
+            except (NonDeterminismError, WorkflowTaskError, UnknownWorkflowTypeError) as exc:
+                self._park_for(step, exc)
+                self._instance = None
+                return
+        if event is not None:
+            instance = self._activate(step, instance, event)
+        else:
+            instance = self._record_pending(step, instance)
+        self._instance = instance
+
+    def replay(self, history: Sequence[h.HistoryEvent]) -> WorkflowInstance:
+        started = history[0]
+        if not isinstance(started, h.WorkflowExecutionStarted):
+            raise ValueError("a history starts with workflow_execution_started")
+        instance = WorkflowInstance(
+            self.registry.get_workflow(started.workflow_type), started, self.converter
+        )
+        instance.apply(history)
+        return instance
+
+    def _activate(
+        self, step: _Step, instance: WorkflowInstance, event: h.HistoryEvent
+    ) -> WorkflowInstance | None:
+        try:
+            instance.apply([event])
+        except (NonDeterminismError, WorkflowTaskError) as exc:
+            self._park_for(step, exc)
+            return None
+        return self._record_pending(step, instance)
+
+    def _record_pending(self, step: _Step, instance: WorkflowInstance) -> WorkflowInstance | None:
+        commands = instance.apply([])
+        first = len(step.events)
+        for command in commands:
+            self._record(step, command)
+        try:
+            instance.apply(step.events[first:])
+        except (NonDeterminismError, WorkflowTaskError) as exc:
+            self._park_for(step, exc)
+            return None
+        if not step.state.is_open:
+            return None
+        return instance
+
+    def _record(self, step: _Step, command: Command) -> None:
+        state = step.state
+        match command:
+            case ScheduleActivity():
+                event = step.append(
+                    h.ActivityTaskScheduled,
+                    seq=command.seq,
+                    activity_type=command.activity_type,
+                    input=command.input,
+                    options=command.options,
+                )
+                activity = PendingActivity(
+                    scheduled_event_id=event.event_id,
+                    seq=command.seq,
+                    activity_type=command.activity_type,
+                    input=command.input,
+                    options=command.options,
+                    scheduled_time=step.now,
+                    attempt_dispatched_at=step.now,
+                )
+                state.pending_activities[event.event_id] = activity
+                state.seq_to_event[command.seq] = event.event_id
+                if command.options.schedule_to_close_timeout is not None:
+                    step.arm(
+                        "schedule_to_close",
+                        step.now + command.options.schedule_to_close_timeout,
+                        event.event_id,
+                    )
+                self._dispatch(step, activity)
+                return
+            case RequestCancelActivity():
+                scheduled = state.seq_to_event.get(command.activity_seq, 0)
+                event = step.append(
+                    h.ActivityTaskCancelRequested, seq=command.activity_seq, scheduled_event_id=scheduled
+                )
+                activity = state.pending_activities.get(scheduled)
+                if activity is not None:
+                    self._finish_activity(step, activity)
+                    step.outbox.append(
+                        o.CancelActivityTask(run_id=state.run_id, scheduled_event_id=scheduled)
+                    )
+                    # Cancellation is "try cancel": the code already moved on, so it is settled at once.
+                    step.append(h.ActivityTaskCanceled, scheduled_event_id=scheduled)
+                return
+            case StartTimer():
+                fire_at = step.now + command.duration
+                event = step.append(
+                    h.TimerStarted, seq=command.seq, duration=command.duration, fire_at=fire_at
+                )
+                state.pending_timers[event.event_id] = PendingTimer(
+                    started_event_id=event.event_id, seq=command.seq, fire_at=fire_at
+                )
+                state.seq_to_event[command.seq] = event.event_id
+                step.arm("user_timer", fire_at, event.event_id)
+                return
+            case CancelTimer():
+                started_id = state.seq_to_event.get(command.timer_seq, 0)
+                event = step.append(h.TimerCanceled, seq=command.timer_seq, started_event_id=started_id)
+                if state.pending_timers.pop(started_id, None) is not None:
+                    key = timer_key(state.run_id, "user_timer", started_id)
+                    state.armed_timers.pop(key, None)
+                    step.disarm([key])
+                return
+            case RecordMarker():
+                step.append(
+                    h.MarkerRecorded,
+                    seq=command.seq,
+                    marker=command.marker,
+                    marker_id=command.marker_id,
+                    value=command.value,
+                )
+                return
+            case StartChildWorkflow():
+                event = step.append(
+                    h.StartChildWorkflowExecutionInitiated,
+                    seq=command.seq,
+                    workflow_type=command.workflow_type,
+                    workflow_id=command.workflow_id,
+                    input=command.input,
+                    execution_timeout=command.execution_timeout,
+                )
+                state.pending_children[event.event_id] = PendingChild(
+                    initiated_event_id=event.event_id,
+                    seq=command.seq,
+                    workflow_id=command.workflow_id,
+                    workflow_type=command.workflow_type,
+                )
+                state.seq_to_event[command.seq] = event.event_id
+                parent = h.ParentRef(
+                    namespace=state.namespace,
+                    workflow_id=state.workflow_id,
+                    run_id=state.run_id,
+                    initiated_event_id=event.event_id,
+                )
+                step.outbox.append(
+                    o.StartRun(
+                        namespace=state.namespace,
+                        start=m.StartWorkflow(
+                            request_id=f"{state.run_id}/child/{event.event_id}",
+                            workflow_type=command.workflow_type,
+                            workflow_id=command.workflow_id,
+                            input=command.input,
+                            execution_timeout=command.execution_timeout,
+                            parent=parent,
+                        ),
+                    )
+                )
+                return
+            case RequestCancelChild():
+                initiated = state.seq_to_event.get(command.child_seq, 0)
+                event = step.append(
+                    h.RequestCancelChildWorkflowExecution, seq=command.child_seq, initiated_event_id=initiated
+                )
+                child = state.pending_children.get(initiated)
+                if child is not None:
+                    step.outbox.append(
+                        o.CancelRun(
+                            namespace=state.namespace,
+                            workflow_id=child.workflow_id,
+                            request_id=f"{state.run_id}/cancel-child/{initiated}",
+                        )
+                    )
+                return
+            case CompleteWorkflow():
+                event = step.append(h.WorkflowExecutionCompleted, result=command.result)
+            case FailWorkflow():
+                event = step.append(h.WorkflowExecutionFailed, failure=command.failure)
+            case CancelWorkflow():
+                event = step.append(h.WorkflowExecutionCanceled)
+            case ContinueAsNew():
+                new_run_id = self.new_id()
+                event = step.append(
+                    h.WorkflowExecutionContinuedAsNew,
+                    new_run_id=new_run_id,
+                    workflow_type=command.workflow_type,
+                    input=command.input,
+                    execution_timeout=command.execution_timeout,
+                )
+                step.outbox.append(
+                    o.StartRun(
+                        namespace=state.namespace,
+                        run_id=new_run_id,
+                        start=m.StartWorkflow(
+                            request_id=f"{state.run_id}/continue",
+                            workflow_type=command.workflow_type,
+                            workflow_id=state.workflow_id,
+                            input=command.input,
+                            execution_timeout=command.execution_timeout,
+                            parent=state.parent,
+                            first_run_id=state.first_run_id,
+                            continued_from_run_id=state.run_id,
+                        ),
+                    )
+                )
+        self._close(step, event)
+
+    def _close(self, step: _Step, event: h.HistoryEvent) -> None:
+        state = step.state
+        for activity in list(state.pending_activities.values()):
+            step.outbox.append(
+                o.CancelActivityTask(run_id=state.run_id, scheduled_event_id=activity.scheduled_event_id)
+            )
+        step.disarm(list(state.armed_timers))
+        for child in state.pending_children.values():
+            # Parent close policy: terminate (as Temporal's default).
+            step.outbox.append(
+                o.CancelRun(
+                    namespace=state.namespace,
+                    workflow_id=child.workflow_id,
+                    terminate=True,
+                    request_id=f"{state.run_id}/close/{child.initiated_event_id}",
+                    reason="parent closed",
+                )
+            )
+        close(state, event)
+        step.outbox.append(
+            o.RunClosed(
+                namespace=state.namespace,
+                workflow_id=state.workflow_id,
+                run_id=state.run_id,
+                status=state.status,
+                result=state.result,
+                failure=state.failure,
+                new_run_id=state.new_run_id,
+            )
+        )
+        if state.parent is not None and not isinstance(event, h.WorkflowExecutionContinuedAsNew):
+            outcome = {
+                "completed": "completed",
+                "failed": "failed",
+                "canceled": "canceled",
+                "terminated": "terminated",
+                "timed_out": "timed_out",
+            }[state.status]
+            step.outbox.append(
+                o.NotifyParent(
+                    parent=state.parent,
+                    child_workflow_id=state.workflow_id,
+                    message=m.ChildClosed(
+                        run_id=state.parent.run_id,
+                        initiated_event_id=state.parent.initiated_event_id,
+                        outcome=outcome,
+                        result=state.result,
+                        failure=state.failure,
+                    ),  # type: ignore[arg-type]
+                )
+            )
+
+    # -- parking -------------------------------------------------------------------------------------
+    def _park_for(self, step: _Step, exc: BaseException) -> None:
+        if isinstance(exc, NonDeterminismError):
+            self._park(step, "nondeterminism", str(exc), "")
+        elif isinstance(exc, UnknownWorkflowTypeError):
+            self._park(step, "unknown_workflow_type", str(exc), "")
+        elif isinstance(exc, WorkflowTaskError):
+            cause = (
+                "nondeterminism"
+                if isinstance(exc.cause, NonDeterminismError | NondeterministicCallError)
+                else "code_error"
+            )
+            self._park(step, cause, str(exc), exc.stack_trace)
+        else:
+            self._park(
+                step,
+                "code_error",
+                f"{type(exc).__name__}: {exc}",
+                "".join(traceback.format_exception(exc))[-8000:],
+            )
+
+    def _park(self, step: _Step, cause: str, message: str, stack: str) -> None:
+        step.append(h.WorkflowTaskFailed, cause=cause, message=message, stack_trace=stack)
+        step.state.status, step.state.blocked_reason = "blocked", message
+
+    def _done(self, step: _Step, instance: WorkflowInstance | None) -> Transition:
+        if step.state.status != "running":
+            instance = None
+        return Transition(step.state, step.events, step.outbox, instance)

@@ -1,0 +1,539 @@
+"""Local testing for tenants: the whole platform in one process, with time skipping and replay.
+
+``LocalEnvironment(app)`` has the client's methods (``start_workflow``, ``execute_workflow``,
+``get_workflow_handle`` and the handle's ``result``, ``signal``, ``query``, ``cancel``, ``terminate``,
+``describe``), so a test switches between it and a real ``Client`` by one line. While something awaits a
+result and nothing else is runnable, the clock jumps to the next timer: a one-hour sleep takes no time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from perdure.platform.core import history as h
+from perdure.platform.core import messages as m
+from perdure.platform.core import outbox as o
+from perdure.platform.core.activity_invocation import invoke_activity
+from perdure.platform.core.definitions import (
+    QUERY_MARK,
+    SIGNAL_MARK,
+    WorkflowRegistry,
+    handler_name_of,
+    workflow_name_of,
+)
+from perdure.platform.core.failures import (
+    CancelledFailure,
+    TerminatedFailure,
+    TimeoutFailure,
+    WorkflowFailureError,
+    exception_from_failure,
+)
+from perdure.platform.core.payloads import DataConverter, Payload, default_converter
+from perdure.platform.core.run_state import RunState
+from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
+from perdure.platform.core.workflow_instance import WorkflowInstance
+
+IdReusePolicy = Literal["allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate"]
+
+
+class WorkflowAlreadyStartedError(Exception):
+    def __init__(self, workflow_id: str, run_id: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} is already running (run {run_id})")
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+
+
+class WorkflowNotFoundError(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class WorkflowDescription:
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    status: str
+    start_time: datetime
+    close_time: datetime | None
+    history_length: int
+    pending_activities: int
+    pending_timers: int
+    blocked_reason: str | None
+
+
+@dataclass
+class _Run:
+    state: RunState
+    history: list[h.HistoryEvent]
+    instance: WorkflowInstance | None
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class LocalEnvironment:
+    def __init__(
+        self,
+        app: WorkflowRegistry,
+        *,
+        namespace: str = "default",
+        converter: DataConverter = default_converter,
+        start_time: datetime | None = None,
+    ) -> None:
+        self.app = app
+        self.namespace = namespace
+        self.converter = converter
+        self._base = start_time or datetime.now(UTC)
+        self._skipped = timedelta(0)
+        self._started_at_monotonic: float | None = None
+        self.machine = ExecutionStateMachine(
+            app, clock=self.now, new_id=lambda: str(uuid.uuid4()), converter=converter
+        )
+        self._runs: dict[str, list[_Run]] = {}
+        self._by_run_id: dict[str, _Run] = {}
+        self._queue: collections.deque[tuple[str | None, str | None, Any]] = collections.deque()
+        self._timers: list[tuple[datetime, int, str]] = []
+        self._armed: dict[str, tuple[datetime, m.TimerFiredNotice]] = {}
+        self._counter = itertools.count()
+        self._activity_tasks: set[asyncio.Task[None]] = set()
+        self._waiters = 0
+        self._wakeup: asyncio.Event | None = None
+        self._driver: asyncio.Task[None] | None = None
+        self._closed = False
+        self._driver_error: BaseException | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def __aenter__(self) -> LocalEnvironment:
+        self._ensure_driver()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        self._closed = True
+        for task in [*self._activity_tasks, *([self._driver] if self._driver else [])]:
+            task.cancel()
+        await asyncio.gather(
+            *self._activity_tasks, *([self._driver] if self._driver else []), return_exceptions=True
+        )
+
+    def _ensure_driver(self) -> None:
+        if self._driver is None:
+            loop = asyncio.get_running_loop()
+            self._started_at_monotonic = loop.time()
+            self._wakeup = asyncio.Event()
+            self._driver = loop.create_task(self._drive(), name="perdure-local-environment")
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def now(self) -> datetime:
+        """The environment's clock: real time since it started, plus every skipped interval."""
+        elapsed = 0.0
+        if self._started_at_monotonic is not None:
+            elapsed = asyncio.get_running_loop().time() - self._started_at_monotonic
+        return self._base + timedelta(seconds=elapsed) + self._skipped
+
+    # -- the client's methods ---------------------------------------------------------------------------
+    async def start_workflow(
+        self,
+        workflow: Any,
+        *args: Any,
+        id: str,
+        id_reuse_policy: IdReusePolicy = "allow_duplicate",
+        execution_timeout: timedelta | None = None,
+        request_id: str | None = None,
+    ) -> LocalWorkflowHandle:
+        self._ensure_driver()
+        name = workflow_name_of(workflow)
+        self.app.get_workflow(name)  # an unknown type is refused here, as the client's admission does
+        start = m.StartWorkflow(
+            request_id=request_id or str(uuid.uuid4()),
+            workflow_type=name,
+            workflow_id=id,
+            input=self.converter.to_payloads(list(args), "workflow input"),
+            execution_timeout=execution_timeout,
+        )
+        run = self._start(start, id_reuse_policy=id_reuse_policy)
+        return LocalWorkflowHandle(self, id, run.state.run_id)
+
+    async def execute_workflow(self, workflow: Any, *args: Any, id: str, **options: Any) -> Any:
+        handle = await self.start_workflow(workflow, *args, id=id, **options)
+        return await handle.result()
+
+    async def signal_with_start(
+        self,
+        workflow: Any,
+        *args: Any,
+        id: str,
+        signal: Any,
+        signal_args: Sequence[Any] = (),
+        execution_timeout: timedelta | None = None,
+    ) -> LocalWorkflowHandle:
+        self._ensure_driver()
+        latest = self._latest(id)
+        if latest is not None and latest.state.is_open:
+            handle = LocalWorkflowHandle(self, id, latest.state.run_id)
+            await handle.signal(signal, *signal_args)
+            return handle
+        name = workflow_name_of(workflow)
+        self.app.get_workflow(name)
+        start = m.StartWorkflow(
+            request_id=str(uuid.uuid4()),
+            workflow_type=name,
+            workflow_id=id,
+            input=self.converter.to_payloads(list(args), "workflow input"),
+            execution_timeout=execution_timeout,
+            signal_name=handler_name_of(signal, SIGNAL_MARK),
+            signal_input=self.converter.to_payloads(list(signal_args), "signal input"),
+        )
+        run = self._start(start, id_reuse_policy="allow_duplicate")
+        return LocalWorkflowHandle(self, id, run.state.run_id)
+
+    def get_workflow_handle(self, workflow_id: str, run_id: str | None = None) -> LocalWorkflowHandle:
+        run = self._by_run_id.get(run_id) if run_id else self._latest(workflow_id)
+        if run is None:
+            raise WorkflowNotFoundError(f"no workflow {workflow_id!r}" + (f" run {run_id}" if run_id else ""))
+        return LocalWorkflowHandle(self, workflow_id, run.state.run_id)
+
+    def history(self, workflow_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        """The run's history as JSON-serialisable data (the latest run unless ``run_id`` is given)."""
+        return h.history_to_json(self._run(workflow_id, run_id).history)
+
+    async def resume(
+        self, history: Sequence[dict[str, Any]] | Sequence[h.HistoryEvent]
+    ) -> LocalWorkflowHandle:
+        """Continue a run from a recorded history prefix, as a cell does after a crash."""
+        self._ensure_driver()
+        events = [e if not isinstance(e, dict) else h.event_from_json(e) for e in history]
+        h.check_contiguous(events)
+        transition = self.machine.recover(events)
+        state = transition.state
+        existing = self._latest(state.workflow_id)
+        if existing is not None and existing.state.is_open:
+            raise WorkflowAlreadyStartedError(state.workflow_id, existing.state.run_id)
+        run = _Run(state=state, history=list(events), instance=None)
+        self._register(run)
+        self._commit(run, transition)
+        return LocalWorkflowHandle(self, state.workflow_id, state.run_id)
+
+    # -- the engine ------------------------------------------------------------------------------------
+    def _latest(self, workflow_id: str) -> _Run | None:
+        runs = self._runs.get(workflow_id)
+        return runs[-1] if runs else None
+
+    def _run(self, workflow_id: str, run_id: str | None = None) -> _Run:
+        run = self._by_run_id.get(run_id) if run_id else self._latest(workflow_id)
+        if run is None:
+            raise WorkflowNotFoundError(f"no workflow {workflow_id!r}")
+        return run
+
+    def _register(self, run: _Run) -> None:
+        self._runs.setdefault(run.state.workflow_id, []).append(run)
+        self._by_run_id[run.state.run_id] = run
+
+    def _start(
+        self, start: m.StartWorkflow, *, id_reuse_policy: IdReusePolicy, run_id: str | None = None
+    ) -> _Run:
+        latest = self._latest(start.workflow_id)
+        if latest is not None:
+            if latest.state.start_request_id == start.request_id:
+                return latest  # a retried start: the same run
+            if latest.state.is_open:
+                raise WorkflowAlreadyStartedError(start.workflow_id, latest.state.run_id)
+            if id_reuse_policy == "reject_duplicate" or (
+                id_reuse_policy == "allow_duplicate_failed_only" and latest.state.status == "completed"
+            ):
+                raise WorkflowAlreadyStartedError(start.workflow_id, latest.state.run_id)
+        transition = self.machine.start(self.namespace, start, run_id=run_id)
+        run = _Run(state=transition.state, history=[], instance=None)
+        self._register(run)
+        self._commit(run, transition)
+        return run
+
+    def _commit(self, run: _Run, transition: Transition) -> None:
+        if transition.ignored is not None:
+            return
+        run.state = transition.state
+        run.history.extend(transition.events)
+        run.instance = transition.instance
+        for entry in transition.outbox:
+            self._send(run, entry)
+        if not run.state.is_open:
+            run.closed.set()
+        self._wake()
+
+    def _send(self, run: _Run, entry: o.OutboxEntry) -> None:
+        match entry:
+            case o.DispatchActivity():
+                task = asyncio.get_running_loop().create_task(self._run_activity(entry))
+                self._activity_tasks.add(task)
+                task.add_done_callback(self._activity_tasks.discard)
+            case o.CreateTimer():
+                self._armed[entry.timer_key] = (entry.fire_at, entry.notice)
+                heapq.heappush(self._timers, (entry.fire_at, next(self._counter), entry.timer_key))
+            case o.CancelTimerEntry():
+                self._armed.pop(entry.timer_key, None)
+            case o.StartRun():
+                self._queue.append((None, None, entry))
+            case o.CancelRun():
+                message: Any = (
+                    m.TerminateWorkflowRequest(request_id=entry.request_id, reason=entry.reason)
+                    if entry.terminate
+                    else m.CancelWorkflowRequest(request_id=entry.request_id, reason=entry.reason)
+                )
+                self._queue.append((entry.workflow_id, None, message))
+            case o.NotifyParent():
+                self._queue.append((None, entry.parent.run_id, entry.message))
+            case o.CancelActivityTask() | o.RunClosed():
+                pass
+
+    def _deliver(self, workflow_id: str | None, run_id: str | None, message: Any) -> None:
+        if isinstance(message, o.StartRun):
+            self._start_from_outbox(message)
+            return
+        run = self._by_run_id.get(run_id) if run_id else (self._latest(workflow_id) if workflow_id else None)
+        if run is None:
+            return
+        transition = self.machine.handle(run.state, message, instance=run.instance, history=run.history)
+        self._commit(run, transition)
+
+    def _start_from_outbox(self, entry: o.StartRun) -> None:
+        start = entry.start
+        try:
+            run = self._start(start, id_reuse_policy="allow_duplicate", run_id=entry.run_id)
+        except WorkflowAlreadyStartedError as exc:
+            if start.parent is not None and start.continued_from_run_id is None:
+                self._queue.append(
+                    (
+                        None,
+                        start.parent.run_id,
+                        m.ChildStartFailed(
+                            run_id=start.parent.run_id,
+                            initiated_event_id=start.parent.initiated_event_id,
+                            cause=str(exc),
+                        ),
+                    )
+                )
+            return
+        if start.parent is not None and start.continued_from_run_id is None:
+            self._queue.append(
+                (
+                    None,
+                    start.parent.run_id,
+                    m.ChildStarted(
+                        run_id=start.parent.run_id,
+                        initiated_event_id=start.parent.initiated_event_id,
+                        child_run_id=run.state.run_id,
+                    ),
+                )
+            )
+
+    async def _run_activity(self, task: o.DispatchActivity) -> None:
+        loop = asyncio.get_running_loop()
+        self._queue.append(
+            (
+                None,
+                task.run_id,
+                m.ActivityStarted(
+                    run_id=task.run_id,
+                    scheduled_event_id=task.scheduled_event_id,
+                    attempt=task.attempt,
+                    identity="local",
+                ),
+            )
+        )
+        self._wake()
+
+        def heartbeat(details: list[Payload]) -> None:
+            notice = m.ActivityHeartbeat(
+                run_id=task.run_id,
+                scheduled_event_id=task.scheduled_event_id,
+                attempt=task.attempt,
+                details=details,
+            )
+            loop.call_soon_threadsafe(self._enqueue, None, task.run_id, notice)
+
+        outcome = await invoke_activity(task, self.app, self.converter, heartbeat)
+        self._enqueue(None, task.run_id, outcome)
+
+    def _enqueue(self, workflow_id: str | None, run_id: str | None, message: Any) -> None:
+        self._queue.append((workflow_id, run_id, message))
+        self._wake()
+
+    def _fire_due_timers(self) -> bool:
+        fired = False
+        now = self.now()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, key = heapq.heappop(self._timers)
+            armed = self._armed.pop(key, None)
+            if armed is not None:
+                self._queue.append((None, armed[1].run_id, armed[1]))
+                fired = True
+        return fired
+
+    def _next_timer(self) -> datetime | None:
+        while self._timers and self._timers[0][2] not in self._armed:
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
+
+    async def _drive(self) -> None:
+        assert self._wakeup is not None
+        try:
+            while not self._closed:
+                if self._queue:
+                    self._deliver(*self._queue.popleft())
+                    await asyncio.sleep(0)
+                    continue
+                if self._fire_due_timers():
+                    continue
+                next_fire = self._next_timer()
+                if self._waiters and not self._activity_tasks and next_fire is not None:
+                    self._skipped += next_fire - self.now()  # time skipping: nothing else can happen first
+                    continue
+                self._wakeup.clear()
+                delay = None if next_fire is None else max(0.0, (next_fire - self.now()).total_seconds())
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), delay)
+                except TimeoutError:
+                    pass
+        except BaseException as exc:
+            self._driver_error = exc
+            for runs in self._runs.values():
+                for run in runs:
+                    run.closed.set()
+            raise
+
+    async def _wait_closed(self, run: _Run, timeout: float | None) -> None:
+        self._waiters += 1
+        self._wake()
+        try:
+            await asyncio.wait_for(run.closed.wait(), timeout)
+        finally:
+            self._waiters -= 1
+        if self._driver_error is not None and not isinstance(self._driver_error, asyncio.CancelledError):
+            raise RuntimeError("the local environment's engine failed") from self._driver_error
+
+
+class LocalWorkflowHandle:
+    def __init__(self, env: LocalEnvironment, workflow_id: str, run_id: str) -> None:
+        self.env = env
+        self.id = workflow_id
+        self.run_id = run_id
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """The workflow's result, following continue-as-new; raises ``WorkflowFailureError`` otherwise."""
+        run = self.env._by_run_id[self.run_id]
+        while True:
+            await self.env._wait_closed(run, timeout)
+            state = run.state
+            if state.status == "continued_as_new" and state.new_run_id in self.env._by_run_id:
+                run = self.env._by_run_id[state.new_run_id]
+                continue
+            if state.status == "continued_as_new":
+                await asyncio.sleep(0)  # the next run is queued; let the engine start it
+                if state.new_run_id in self.env._by_run_id:
+                    continue
+            break
+        if state.status == "completed":
+            type_hint = self.env.app.get_workflow(state.workflow_type).run.return_type
+            return self.env.converter.from_payload(state.result, type_hint) if state.result else None
+        cause: BaseException
+        if state.status == "failed" and state.failure is not None:
+            cause = exception_from_failure(state.failure, self.env.converter)
+        elif state.status == "canceled":
+            cause = CancelledFailure("workflow cancelled")
+        elif state.status == "terminated":
+            cause = TerminatedFailure("workflow terminated")
+        else:
+            cause = TimeoutFailure("workflow timed out", timeout_type="execution")
+        error = WorkflowFailureError(f"workflow {self.id!r} {state.status}")
+        error.__cause__ = cause
+        raise error
+
+    async def signal(self, signal: Any, *args: Any) -> None:
+        self.env._ensure_driver()
+        message = m.SignalWorkflow(
+            request_id=str(uuid.uuid4()),
+            signal_name=handler_name_of(signal, SIGNAL_MARK),
+            input=self.env.converter.to_payloads(list(args), "signal input"),
+        )
+        self._require_open()
+        self.env._enqueue(self.id, None, message)
+        await self._settle()
+
+    async def query(self, query: Any, *args: Any) -> Any:
+        await self._settle()
+        run = self.env._latest(self.id)
+        assert run is not None
+        instance = run.instance or self.env.machine.replay(run.history)
+        name = handler_name_of(query, QUERY_MARK)
+        payload = instance.query(name, self.env.converter.to_payloads(list(args), "query input"))
+        hint = self.env.app.get_workflow(run.state.workflow_type).queries[name].return_type
+        return self.env.converter.from_payload(payload, hint)
+
+    async def cancel(self) -> None:
+        self._require_open()
+        self.env._enqueue(self.id, None, m.CancelWorkflowRequest(request_id=str(uuid.uuid4())))
+        await self._settle()
+
+    async def terminate(self, reason: str = "") -> None:
+        self._require_open()
+        self.env._enqueue(
+            self.id, None, m.TerminateWorkflowRequest(request_id=str(uuid.uuid4()), reason=reason)
+        )
+        await self._settle()
+
+    async def describe(self) -> WorkflowDescription:
+        await self._settle()
+        state = self.env._latest(self.id).state  # type: ignore[union-attr]
+        return WorkflowDescription(
+            workflow_id=state.workflow_id,
+            run_id=state.run_id,
+            workflow_type=state.workflow_type,
+            status=state.status,
+            start_time=state.start_time,
+            close_time=state.close_time,
+            history_length=state.next_event_id - 1,
+            pending_activities=len(state.pending_activities),
+            pending_timers=len(state.pending_timers),
+            blocked_reason=state.blocked_reason,
+        )
+
+    def _require_open(self) -> None:
+        run = self.env._latest(self.id)
+        if run is None or not run.state.is_open:
+            raise WorkflowNotFoundError(f"workflow {self.id!r} is not running")
+
+    async def _settle(self) -> None:
+        # Let the engine take in what is queued, so callers observe the effect of what they sent.
+        while self.env._queue:
+            await asyncio.sleep(0)
+
+
+def replay(
+    app: WorkflowRegistry,
+    history: Sequence[dict[str, Any]] | Sequence[h.HistoryEvent],
+    converter: DataConverter = default_converter,
+) -> None:
+    """Check that the app's current code replays ``history``; raises ``NonDeterminismError`` if not."""
+    events = [e if not isinstance(e, dict) else h.event_from_json(e) for e in history]
+    h.check_contiguous(events)
+    machine = ExecutionStateMachine(
+        app, clock=lambda: datetime.now(UTC), new_id=lambda: "", converter=converter
+    )
+    instance = machine.replay(events)
+    leftover = instance.apply([])
+    closed = any(h.is_close_event(e) for e in events)
+    if leftover and closed:
+        from perdure.platform.core.failures import NonDeterminismError
+
+        raise NonDeterminismError(None, "the end of the history", leftover[0].describe())
