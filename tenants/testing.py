@@ -12,6 +12,7 @@ import asyncio
 import collections
 import heapq
 import itertools
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -198,6 +199,15 @@ class LocalEnvironment:
         run = self._start(start, id_reuse_policy="allow_duplicate")
         return LocalWorkflowHandle(self, id, run.state.run_id)
 
+    async def idle(self) -> None:
+        """Return once every queued message is applied and every running activity has reported back
+        (timers still pending are not waited for)."""
+        self._ensure_driver()
+        while self._queue or self._activity_tasks:
+            if self._activity_tasks:
+                await asyncio.wait(list(self._activity_tasks))
+            await asyncio.sleep(0)
+
     def get_workflow_handle(self, workflow_id: str, run_id: str | None = None) -> LocalWorkflowHandle:
         run = self._by_run_id.get(run_id) if run_id else self._latest(workflow_id)
         if run is None:
@@ -339,6 +349,7 @@ class LocalEnvironment:
 
     async def _run_activity(self, task: o.DispatchActivity) -> None:
         loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
         self._queue.append(
             (
                 None,
@@ -360,7 +371,10 @@ class LocalEnvironment:
                 attempt=task.attempt,
                 details=details,
             )
-            loop.call_soon_threadsafe(self._enqueue, None, task.run_id, notice)
+            if threading.get_ident() == loop_thread:
+                self._enqueue(None, task.run_id, notice)  # keeps its order before the attempt's outcome
+            else:
+                loop.call_soon_threadsafe(self._enqueue, None, task.run_id, notice)
 
         outcome = await invoke_activity(task, self.app, self.converter, heartbeat)
         self._enqueue(None, task.run_id, outcome)

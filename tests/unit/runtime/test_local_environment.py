@@ -1,0 +1,167 @@
+"""The runtime end to end in LocalEnvironment: no services, virtual time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from perdure.platform.core import history as h
+from perdure.tenants import ChildWorkflowError, NondeterministicCallError, WorkflowFailureError
+from perdure.tenants.testing import LocalEnvironment, WorkflowAlreadyStartedError
+
+from . import workflows as w
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[LocalEnvironment]:
+    w.calls.clear()
+    async with LocalEnvironment(w.app) as environment:
+        yield environment
+
+
+def _types(env: LocalEnvironment, workflow_id: str) -> list[str]:
+    return [e["type"] for e in env.history(workflow_id)]
+
+
+def _assert_valid(env: LocalEnvironment, workflow_id: str) -> None:
+    events = h.history_from_json(env.history(workflow_id))  # validates contiguous ids
+    assert sum(h.is_close_event(e) for e in events) == 1
+    assert h.is_close_event(events[-1])
+
+
+async def test_three_activities_run_in_order(env: LocalEnvironment) -> None:
+    assert await env.execute_workflow(w.ThreeSteps.run, "p", id="three") == ["p-1-done", "p-2-done", "p-3-done"]
+    assert [w.calls[f"p-{i}"] for i in (1, 2, 3)] == [1, 1, 1]
+    _assert_valid(env, "three")
+    assert _types(env, "three").count("activity_task_completed") == 3
+
+
+async def test_the_readme_example_sleeps_an_hour_instantly() -> None:
+    from examples.orders import OrderWorkflow, app
+
+    async with LocalEnvironment(app) as env:
+        started = time.monotonic()
+        handle = await env.start_workflow(OrderWorkflow.run, "o-1", id="order-1")
+        assert await handle.query(OrderWorkflow.status) == "waiting"
+        await handle.signal(OrderWorkflow.approve)
+        assert await handle.result() == "receipt-o-1-100-attempt-1"
+        assert time.monotonic() - started < 2
+        assert env.now() - (await handle.describe()).start_time >= timedelta(hours=1)
+        assert await handle.query(OrderWorkflow.status) == "approved"
+
+
+async def test_activity_failing_twice_then_succeeding(env: LocalEnvironment) -> None:
+    assert await env.execute_workflow(w.Retrying.run, "f", 2, id="retry") == "f-ok-after-3"
+    assert w.calls["f"] == 3
+    events = h.history_from_json(env.history("retry"))
+    retries = [e for e in events if isinstance(e, h.ActivityTaskRetryScheduled)]
+    assert [r.failed_attempt for r in retries] == [1, 2]
+    assert [r.backoff for r in retries] == [timedelta(seconds=1), timedelta(seconds=2)]
+    assert "attempt 1 failed" in retries[0].failure.message
+
+
+async def test_retries_stop_at_maximum_attempts(env: LocalEnvironment) -> None:
+    with pytest.raises(WorkflowFailureError) as failure:
+        await env.execute_workflow(w.Retrying.run, "never", 99, id="exhaust")
+    assert w.calls["never"] == 5
+    assert "activity 'flaky' failed" in str(failure.value.cause)
+    assert "attempt 5 failed" in str(failure.value.cause.__cause__)  # type: ignore[union-attr]
+
+
+async def test_a_non_retryable_error_ends_retries(env: LocalEnvironment) -> None:
+    assert await env.execute_workflow(w.NonRetryable.run, "nr", id="nr") == "CardDeclined:51"
+    assert w.calls["nr"] == 1
+
+
+async def test_signals_timers_and_wait_condition_in_order(env: LocalEnvironment) -> None:
+    handle = await env.start_workflow(w.SignalsAndTimers.run, id="st")
+    await handle.signal(w.SignalsAndTimers.note, "early")
+    await handle.signal(w.SignalsAndTimers.proceed)
+    await handle.signal(w.SignalsAndTimers.note, "late")
+    events = await handle.result()
+    assert events[0].startswith("start@")
+    assert events[1:] == ["signal:early", "signal:late", "slept", "go", "timed-out"]
+    types = _types(env, "st")
+    assert types.count("timer_started") == 2 and types.count("timer_fired") == 2
+
+
+async def test_typed_payloads_round_trip(env: LocalEnvironment) -> None:
+    result = await env.execute_workflow(w.Typed.run, w.Order(order_id="x", amount=21), id="typed")
+    assert result == w.Order(order_id="x", amount=42)
+
+
+async def test_child_workflows(env: LocalEnvironment) -> None:
+    result = await env.execute_workflow(w.Parent.run, [1, 2, 3], id="parent")
+    assert result == {"results": [10, 20, 30], "failed": "ChildWorkflowError<-ApplicationError"}
+    assert _types(env, "parent").count("child_workflow_execution_closed") == 4
+    _assert_valid(env, "parent-c2")
+    assert ChildWorkflowError.__name__ in result["failed"]
+
+
+async def test_continue_as_new_chains_runs(env: LocalEnvironment) -> None:
+    handle = await env.start_workflow(w.Counter.run, 0, 4, id="counter")
+    assert await handle.result() == 4
+    runs = env._runs["counter"]
+    assert [r.state.status for r in runs] == ["continued_as_new"] * 3 + ["completed"]
+    assert len({r.state.first_run_id for r in runs}) == 1
+    assert all(len(r.history) <= 5 for r in runs)  # each run's history starts over
+
+
+async def test_cancellation_runs_cleanup(env: LocalEnvironment) -> None:
+    handle = await env.start_workflow(w.Cancellable.run, id="cancel-me")
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError, match="canceled"):
+        await handle.result()
+    assert w.calls["cleanup"] == 1
+    types = _types(env, "cancel-me")
+    assert types[-1] == "workflow_execution_canceled"
+    assert "timer_canceled" in types
+
+
+async def test_terminate_closes_at_once(env: LocalEnvironment) -> None:
+    handle = await env.start_workflow(w.Cancellable.run, id="term")
+    await handle.terminate("ops said so")
+    with pytest.raises(WorkflowFailureError, match="terminated"):
+        await handle.result()
+    assert w.calls["cleanup"] == 0
+
+
+async def test_same_request_id_yields_the_same_run(env: LocalEnvironment) -> None:
+    first = await env.start_workflow(w.Cancellable.run, id="dup", request_id="req-1")
+    again = await env.start_workflow(w.Cancellable.run, id="dup", request_id="req-1")
+    assert again.run_id == first.run_id
+    with pytest.raises(WorkflowAlreadyStartedError):
+        await env.start_workflow(w.Cancellable.run, id="dup", request_id="req-2")
+
+
+async def test_randomness_and_side_effects_replay_identically(env: LocalEnvironment) -> None:
+    from perdure.tenants.testing import replay
+
+    first = await env.execute_workflow(w.Deterministic.run, id="det")
+    replay(w.app, env.history("det"))
+    markers = [e for e in h.history_from_json(env.history("det")) if isinstance(e, h.MarkerRecorded)]
+    assert len(markers) == 1 and markers[0].marker == "side_effect"
+    assert first[2] == str(float(markers[0].value.data))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("how", "replacement"), [
+    ("sleep", "workflow.sleep"), ("clock", "workflow.now"), ("datetime", "workflow.now"),
+])
+async def test_nondeterministic_calls_name_their_replacement(env: LocalEnvironment, how: str, replacement: str) -> None:
+    handle = await env.start_workflow(w.Cheater.run, how, id=f"cheat-{how}")
+    description = await handle.describe()
+    assert description.status == "blocked"
+    assert description.blocked_reason is not None and replacement in description.blocked_reason
+    assert NondeterministicCallError.__name__ in description.blocked_reason
+
+
+async def test_crashing_code_parks_the_run(env: LocalEnvironment) -> None:
+    handle = await env.start_workflow(w.Crashy.run, id="crashy")
+    await env.idle()
+    description = await handle.describe()
+    assert description.status == "blocked"
+    assert "KeyError" in (description.blocked_reason or "")
+    assert _types(env, "crashy")[-1] == "workflow_task_failed"
