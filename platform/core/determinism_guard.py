@@ -68,7 +68,12 @@ _FUNCTIONS: dict[types.CodeType, str] = {
     socket.create_connection.__code__: _IO,
     socket.getaddrinfo.__code__: _IO,
 }
-_EXEMPT_MODULES = ("logging", "perdure.platform.core", "pydantic", "typing", "json")
+# Code that may run in the middle of a workflow task without being part of it: logging, tracing, and
+# tools that hook the interpreter (garbage-collector callbacks, coverage, test frameworks).
+_EXEMPT_MODULES = (
+    "logging", "structlog", "opentelemetry", "warnings", "perdure.platform.core", "pydantic", "typing", "json",
+    "hypothesis", "coverage", "_pytest", "pluggy",
+)
 
 
 def _replacement_for_builtin(fn: Any) -> tuple[str, str] | None:

@@ -89,6 +89,26 @@ class RunState(BaseModel):
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
 
+    # Finished items leave the state together with their seq mapping, so the state (copied on every
+    # message) stays as small as what is pending, however long the history grows.
+    def drop_activity(self, scheduled_event_id: int) -> PendingActivity | None:
+        activity = self.pending_activities.pop(scheduled_event_id, None)
+        if activity is not None:
+            self.seq_to_event.pop(activity.seq, None)
+        return activity
+
+    def drop_timer(self, started_event_id: int) -> PendingTimer | None:
+        timer = self.pending_timers.pop(started_event_id, None)
+        if timer is not None:
+            self.seq_to_event.pop(timer.seq, None)
+        return timer
+
+    def drop_child(self, initiated_event_id: int) -> PendingChild | None:
+        child = self.pending_children.pop(initiated_event_id, None)
+        if child is not None:
+            self.seq_to_event.pop(child.seq, None)
+        return child
+
     def remember_request(self, request_id: str) -> None:
         if request_id:
             self.recent_request_ids.append(request_id)
@@ -244,7 +264,7 @@ def _fold(state: RunState, event: h.HistoryEvent) -> None:
             | h.ActivityTaskCanceled()
             | h.ActivityTaskCancelRequested()
         ):
-            if state.pending_activities.pop(event.scheduled_event_id, None) is not None:
+            if state.drop_activity(event.scheduled_event_id) is not None:
                 disarm_activity(state, event.scheduled_event_id, include_schedule_to_close=True)
         case h.TimerStarted():
             state.pending_timers[event.event_id] = PendingTimer(
@@ -253,7 +273,7 @@ def _fold(state: RunState, event: h.HistoryEvent) -> None:
             state.seq_to_event[event.seq] = event.event_id
             arm(state, "user_timer", event.fire_at, event.event_id)
         case h.TimerFired() | h.TimerCanceled():
-            state.pending_timers.pop(event.started_event_id, None)
+            state.drop_timer(event.started_event_id)
             state.armed_timers.pop(timer_key(state.run_id, "user_timer", event.started_event_id), None)
         case h.StartChildWorkflowExecutionInitiated():
             state.pending_children[event.event_id] = PendingChild(
@@ -268,7 +288,7 @@ def _fold(state: RunState, event: h.HistoryEvent) -> None:
             if child is not None:
                 child.run_id = event.run_id
         case h.ChildWorkflowExecutionClosed() | h.StartChildWorkflowExecutionFailed():
-            state.pending_children.pop(event.initiated_event_id, None)
+            state.drop_child(event.initiated_event_id)
         case h.WorkflowExecutionSignaled():
             state.remember_request(event.request_id)
         case h.WorkflowExecutionCancelRequested():

@@ -317,7 +317,7 @@ class ExecutionStateMachine:
             return "timer no longer armed"
         armed = state.armed_timers.pop(notice.timer_key)
         if notice.purpose == "user_timer":
-            state.pending_timers.pop(notice.event_id, None)
+            state.drop_timer(notice.event_id)
             self._run_code(step, step.append(h.TimerFired, started_event_id=notice.event_id))
             return None
         if notice.purpose == "execution_timeout":
@@ -373,7 +373,7 @@ class ExecutionStateMachine:
     def _on_child_start_failed(self, step: _Step, message: m.ChildStartFailed) -> str | None:
         if (
             message.run_id != step.state.run_id
-            or step.state.pending_children.pop(message.initiated_event_id, None) is None
+            or step.state.drop_child(message.initiated_event_id) is None
         ):
             return "stale child start failure"
         event = step.append(
@@ -387,7 +387,7 @@ class ExecutionStateMachine:
     def _on_child_closed(self, step: _Step, message: m.ChildClosed) -> str | None:
         if (
             message.run_id != step.state.run_id
-            or step.state.pending_children.pop(message.initiated_event_id, None) is None
+            or step.state.drop_child(message.initiated_event_id) is None
         ):
             return "stale child close"
         event = step.append(
@@ -423,7 +423,7 @@ class ExecutionStateMachine:
             step.outbox.append(o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice))
 
     def _finish_activity(self, step: _Step, activity: PendingActivity) -> None:
-        step.state.pending_activities.pop(activity.scheduled_event_id, None)
+        step.state.drop_activity(activity.scheduled_event_id)
         step.disarm(disarm_activity(step.state, activity.scheduled_event_id, include_schedule_to_close=True))
 
     def _attempt_failed(
@@ -601,7 +601,7 @@ class ExecutionStateMachine:
             case CancelTimer():
                 started_id = state.seq_to_event.get(command.timer_seq, 0)
                 event = step.append(h.TimerCanceled, seq=command.timer_seq, started_event_id=started_id)
-                if state.pending_timers.pop(started_id, None) is not None:
+                if state.drop_timer(started_id) is not None:
                     key = timer_key(state.run_id, "user_timer", started_id)
                     state.armed_timers.pop(key, None)
                     step.disarm([key])

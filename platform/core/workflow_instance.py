@@ -270,7 +270,7 @@ class WorkflowInstance:
                         self._main.cancel()
 
     def _resolve(self, table: dict[int, _PendingResult], event_id: int) -> _PendingResult | None:
-        seq = self._seq_by_event.get(event_id)
+        seq = self._seq_by_event.pop(event_id, None)
         if seq is None:
             return None
         pending = table.pop(seq, None)
