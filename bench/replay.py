@@ -46,8 +46,13 @@ def run(target_events: int, window: int) -> None:
     ids = iter(range(10**9))
     machine = ExecutionStateMachine(app, clock=clock, new_id=lambda: f"run-{next(ids)}")
     transition = machine.start(
-        "bench", m.StartWorkflow(request_id="r", workflow_type="Ticker", workflow_id="w", input=[
-            machine.converter.to_payload(target_events)])
+        "bench",
+        m.StartWorkflow(
+            request_id="r",
+            workflow_type="Ticker",
+            workflow_id="w",
+            input=[machine.converter.to_payload(target_events)],
+        ),
     )
     state, instance = transition.state, transition.instance
     history: list[h.HistoryEvent] = list(transition.events)
@@ -73,13 +78,18 @@ def run(target_events: int, window: int) -> None:
         rounds.append(time.perf_counter() - started)
     best = min(rounds)
     print(f"machine: {describe_machine()}")
-    print(f"full replay of {len(full):,} events: {best * 1000:.1f} ms -> {len(full) / best:,.0f} events/s "
-          f"(best of 3; runs: {', '.join(f'{r * 1000:.0f}' for r in rounds)} ms)")
+    print(
+        f"full replay of {len(full):,} events: {best * 1000:.1f} ms -> {len(full) / best:,.0f} events/s "
+        f"(best of 3; runs: {', '.join(f'{r * 1000:.0f}' for r in rounds)} ms)"
+    )
     for mark, samples in step_cost.items():
         samples_ms = sorted(s * 1000 for s in samples)
-        print(f"one new step on a live instance at ~{mark:,} events: median {statistics.median(samples_ms):.3f} ms, "
-              f"p90 {samples_ms[int(len(samples_ms) * 0.9)]:.3f} ms over {len(samples_ms)} steps "
-              "(state machine + instance: timer fired -> next timer started)")
+        print(
+            f"one new step on a live instance at ~{mark:,} events: "
+            f"median {statistics.median(samples_ms):.3f} ms, "
+            f"p90 {samples_ms[int(len(samples_ms) * 0.9)]:.3f} ms over {len(samples_ms)} steps "
+            "(state machine + instance: timer fired -> next timer started)"
+        )
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from perdure.infra.settings import Settings
 
 KafkaHeaders = list[tuple[str, bytes]]

@@ -105,6 +105,7 @@ class LocalEnvironment:
         self._activity_tasks: set[asyncio.Task[None]] = set()
         self._waiters = 0
         self._wakeup: asyncio.Event | None = None
+        self._queue_empty: asyncio.Event | None = None
         self._driver: asyncio.Task[None] | None = None
         self._closed = False
         self._driver_error: BaseException | None = None
@@ -130,6 +131,7 @@ class LocalEnvironment:
             loop = asyncio.get_running_loop()
             self._started_at_monotonic = loop.time()
             self._wakeup = asyncio.Event()
+            self._queue_empty = asyncio.Event()
             self._driver = loop.create_task(self._drive(), name="perdure-local-environment")
 
     def _wake(self) -> None:
@@ -198,6 +200,15 @@ class LocalEnvironment:
         )
         run = self._start(start, id_reuse_policy="allow_duplicate")
         return LocalWorkflowHandle(self, id, run.state.run_id)
+
+    async def drained(self) -> None:
+        """Return once every queued message has been applied."""
+        self._ensure_driver()
+        assert self._queue_empty is not None
+        while self._queue:
+            self._queue_empty.clear()
+            self._wake()
+            await self._queue_empty.wait()
 
     async def idle(self) -> None:
         """Return once every queued message is applied and every running activity has reported back
@@ -407,6 +418,7 @@ class LocalEnvironment:
                     self._deliver(*self._queue.popleft())
                     await asyncio.sleep(0)
                     continue
+                self._queue_empty.set()  # type: ignore[union-attr]
                 if self._fire_due_timers():
                     continue
                 next_fire = self._next_timer()
@@ -529,8 +541,7 @@ class LocalWorkflowHandle:
 
     async def _settle(self) -> None:
         # Let the engine take in what is queued, so callers observe the effect of what they sent.
-        while self.env._queue:
-            await asyncio.sleep(0)
+        await self.env.drained()
 
 
 def replay(

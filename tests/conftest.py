@@ -9,10 +9,11 @@ import aio_pika
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from perdure.infra.rabbitmq_admin import RabbitMQAdmin
-from perdure.infra.settings import Endpoints, load_settings
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+
+from perdure.infra.rabbitmq_admin import RabbitMQAdmin
+from perdure.infra.settings import Endpoints, load_settings
 
 from .service_endpoints import resolve_services
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+
 from perdure.infra.settings import SettingsError, get_settings
 from perdure.platform.cli.stack_commands import stack_app
 

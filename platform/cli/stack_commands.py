@@ -7,6 +7,7 @@ import time
 from typing import Annotated
 
 import typer
+
 from perdure.infra.local.services import StackError
 from perdure.infra.local.stack import LocalStack, ServiceStatus
 from perdure.infra.settings import get_settings

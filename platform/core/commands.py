@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from perdure.platform.core import history as h
 from perdure.platform.core.failures import Failure
 from perdure.platform.core.payloads import Payload
-from pydantic import BaseModel, ConfigDict
 
 
 class _Command(BaseModel):
@@ -177,6 +178,7 @@ def describe_event(event: Any) -> str:
         case h.MarkerRecorded():
             return f"{event.marker} marker {event.marker_id!r} (event {event.event_id})"
         case h.StartChildWorkflowExecutionInitiated():
-            return f"start child workflow {event.workflow_type!r} id {event.workflow_id!r} (event {event.event_id})"
+            child = f"{event.workflow_type!r} id {event.workflow_id!r}"
+            return f"start child workflow {child} (event {event.event_id})"
         case _:
             return f"{event.type} (event {event.event_id})"

@@ -48,7 +48,7 @@ _BUILTINS: dict[tuple[object, str], str] = {
     (os, "urandom"): _RANDOM,
     (os, "getrandom"): _RANDOM,
 }
-_GLOBAL_RANDOM = random._inst  # type: ignore[attr-defined]
+_GLOBAL_RANDOM = random._inst
 _SOCKET_CALLS = {
     "connect",
     "connect_ex",
@@ -71,8 +71,18 @@ _FUNCTIONS: dict[types.CodeType, str] = {
 # Code that may run in the middle of a workflow task without being part of it: logging, tracing, and
 # tools that hook the interpreter (garbage-collector callbacks, coverage, test frameworks).
 _EXEMPT_MODULES = (
-    "logging", "structlog", "opentelemetry", "warnings", "perdure.platform.core", "pydantic", "typing", "json",
-    "hypothesis", "coverage", "_pytest", "pluggy",
+    "logging",
+    "structlog",
+    "opentelemetry",
+    "warnings",
+    "perdure.platform.core",
+    "pydantic",
+    "typing",
+    "json",
+    "hypothesis",
+    "coverage",
+    "_pytest",
+    "pluggy",
 )
 
 

@@ -27,25 +27,25 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._guard = DeterminismGuard()
 
     # -- scheduling -------------------------------------------------------------------------------
-    def call_soon(
+    def call_soon(  # type: ignore[override]
         self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
     ) -> asyncio.Handle:
         handle = asyncio.Handle(callback, args, self, context)
         self._ready.append(handle)
         return handle
 
-    def call_soon_threadsafe(
+    def call_soon_threadsafe(  # type: ignore[override]
         self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
     ) -> asyncio.Handle:
         raise NondeterministicCallError("threads are not allowed in workflow code: use an activity")
 
-    def call_later(self, delay: float, callback: Callable[..., object], *args: Any, **kwargs: Any) -> Any:
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         raise NondeterministicCallError(
             "asyncio.sleep() and asyncio timeouts are not allowed in workflow code: use workflow.sleep() "
             "or workflow.wait_condition(..., timeout=...)"
         )
 
-    def call_at(self, when: float, callback: Callable[..., object], *args: Any, **kwargs: Any) -> Any:
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         return self.call_later(0, callback)
 
     def time(self) -> float:
@@ -65,7 +65,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.Task[Any]:
         return asyncio.Task(coro, loop=self, name=name, context=context)
 
-    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any:
+    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any:  # type: ignore[override]
         raise NondeterministicCallError(
             "threads and executors are not allowed in workflow code: use an activity"
         )
@@ -73,13 +73,13 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     async def getaddrinfo(self, *args: Any, **kwargs: Any) -> Any:
         raise NondeterministicCallError("network I/O is not allowed in workflow code: use an activity")
 
-    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
         raise NondeterministicCallError("network I/O is not allowed in workflow code: use an activity")
 
-    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:
         raise NondeterministicCallError("subprocesses are not allowed in workflow code: use an activity")
 
-    async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:
         raise NondeterministicCallError("subprocesses are not allowed in workflow code: use an activity")
 
     # -- running ----------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ from __future__ import annotations
 import traceback
 from typing import Any, Literal
 
-from perdure.platform.core.payloads import DataConverter, Payload, default_converter
 from pydantic import BaseModel, ConfigDict
+
+from perdure.platform.core.payloads import DataConverter, Payload, default_converter
 
 FailureKind = Literal[
     "application", "activity", "child_workflow", "timeout", "cancelled", "terminated", "internal"

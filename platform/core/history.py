@@ -14,10 +14,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
 from perdure.platform.core.failures import Failure, TimeoutType
 from perdure.platform.core.payloads import Payload
 from perdure.platform.core.retry import RetryPolicy
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
 class _Event(BaseModel):
@@ -320,7 +321,8 @@ def is_close_event(event: Any) -> bool:
 
 
 def history_to_json(events: list[HistoryEvent]) -> list[dict[str, Any]]:
-    return _history_adapter.dump_python(events, mode="json")
+    dumped: list[dict[str, Any]] = _history_adapter.dump_python(events, mode="json")
+    return dumped
 
 
 def history_from_json(data: Any) -> list[HistoryEvent]:

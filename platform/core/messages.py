@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from perdure.platform.core.failures import Failure
 from perdure.platform.core.history import ParentRef
 from perdure.platform.core.payloads import Payload
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Message(BaseModel):

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from perdure.platform.core.failures import Failure
 from perdure.platform.core.history import ActivityOptions, ParentRef
 from perdure.platform.core.messages import ChildClosed, StartWorkflow, TimerFiredNotice
 from perdure.platform.core.payloads import Payload
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Entry(BaseModel):

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from perdure.platform.core import history as h
 from perdure.platform.core.failures import Failure
 from perdure.platform.core.messages import TimerFiredNotice, TimerPurpose
 from perdure.platform.core.payloads import Payload
-from pydantic import BaseModel, ConfigDict, Field
 
 RunStatus = Literal[
     "running", "blocked", "completed", "failed", "canceled", "terminated", "timed_out", "continued_as_new"
@@ -237,25 +238,25 @@ def _fold(state: RunState, event: h.HistoryEvent) -> None:
                 )
             attempt_timers(state, activity, event.timestamp)
         case h.ActivityTaskStarted():
-            activity = state.pending_activities.get(event.scheduled_event_id)
-            if activity is not None:
-                activity.attempt, activity.phase, activity.started_at = (
+            started_activity = state.pending_activities.get(event.scheduled_event_id)
+            if started_activity is not None:
+                started_activity.attempt, started_activity.phase, started_activity.started_at = (
                     event.attempt,
                     "started",
                     event.timestamp,
                 )
         case h.ActivityTaskRetryScheduled():
-            activity = state.pending_activities.get(event.scheduled_event_id)
-            if activity is not None:
+            retrying = state.pending_activities.get(event.scheduled_event_id)
+            if retrying is not None:
                 disarm_activity(state, event.scheduled_event_id, include_schedule_to_close=False)
-                activity.phase, activity.last_failure = "backoff", event.failure
-                activity.attempt = event.failed_attempt + 1
+                retrying.phase, retrying.last_failure = "backoff", event.failure
+                retrying.attempt = event.failed_attempt + 1
                 arm(
                     state,
                     "activity_retry",
                     event.timestamp + event.backoff,
                     event.scheduled_event_id,
-                    activity.attempt,
+                    retrying.attempt,
                 )
         case (
             h.ActivityTaskCompleted()

@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
@@ -30,7 +30,12 @@ from perdure.platform.core.commands import (
     StartTimer,
 )
 from perdure.platform.core.definitions import UnknownWorkflowTypeError, WorkflowRegistry
-from perdure.platform.core.failures import Failure, NonDeterminismError, NondeterministicCallError
+from perdure.platform.core.failures import (
+    Failure,
+    NonDeterminismError,
+    NondeterministicCallError,
+    TimeoutType,
+)
 from perdure.platform.core.payloads import DataConverter, default_converter
 from perdure.platform.core.retry import DEFAULT_ACTIVITY_RETRY
 from perdure.platform.core.run_state import (
@@ -46,6 +51,15 @@ from perdure.platform.core.run_state import (
     timer_key,
 )
 from perdure.platform.core.workflow_instance import WorkflowInstance, WorkflowTaskError
+
+ChildOutcome = Literal["completed", "failed", "canceled", "terminated", "timed_out"]
+CHILD_OUTCOMES: dict[str, ChildOutcome] = {
+    "completed": "completed",
+    "failed": "failed",
+    "canceled": "canceled",
+    "terminated": "terminated",
+    "timed_out": "timed_out",
+}
 
 
 @dataclass
@@ -371,10 +385,7 @@ class ExecutionStateMachine:
         return None
 
     def _on_child_start_failed(self, step: _Step, message: m.ChildStartFailed) -> str | None:
-        if (
-            message.run_id != step.state.run_id
-            or step.state.drop_child(message.initiated_event_id) is None
-        ):
+        if message.run_id != step.state.run_id or step.state.drop_child(message.initiated_event_id) is None:
             return "stale child start failure"
         event = step.append(
             h.StartChildWorkflowExecutionFailed,
@@ -385,10 +396,7 @@ class ExecutionStateMachine:
         return None
 
     def _on_child_closed(self, step: _Step, message: m.ChildClosed) -> str | None:
-        if (
-            message.run_id != step.state.run_id
-            or step.state.drop_child(message.initiated_event_id) is None
-        ):
+        if message.run_id != step.state.run_id or step.state.drop_child(message.initiated_event_id) is None:
             return "stale child close"
         event = step.append(
             h.ChildWorkflowExecutionClosed,
@@ -427,7 +435,11 @@ class ExecutionStateMachine:
         step.disarm(disarm_activity(step.state, activity.scheduled_event_id, include_schedule_to_close=True))
 
     def _attempt_failed(
-        self, step: _Step, activity: PendingActivity, failure: Failure | None, timeout_type: str | None
+        self,
+        step: _Step,
+        activity: PendingActivity,
+        failure: Failure | None,
+        timeout_type: TimeoutType | None,
     ) -> None:
         if failure is None:
             failure = Failure(
@@ -435,7 +447,7 @@ class ExecutionStateMachine:
                 message=f"activity attempt timed out ({timeout_type})",
                 type="TimeoutFailure",
                 timeout_type=timeout_type,
-            )  # type: ignore[arg-type]
+            )
         policy = activity.options.retry_policy or DEFAULT_ACTIVITY_RETRY
         retry = policy.should_retry(activity.attempt, failure.type, failure.non_retryable)
         backoff = policy.backoff(activity.attempt)
@@ -477,7 +489,7 @@ class ExecutionStateMachine:
             )
         self._run_code(step, event)
 
-    def _time_out(self, step: _Step, activity: PendingActivity, timeout_type: str) -> None:
+    def _time_out(self, step: _Step, activity: PendingActivity, timeout_type: TimeoutType) -> None:
         self._finish_activity(step, activity)
         event = step.append(
             h.ActivityTaskTimedOut,
@@ -578,9 +590,9 @@ class ExecutionStateMachine:
                 event = step.append(
                     h.ActivityTaskCancelRequested, seq=command.activity_seq, scheduled_event_id=scheduled
                 )
-                activity = state.pending_activities.get(scheduled)
-                if activity is not None:
-                    self._finish_activity(step, activity)
+                cancelled = state.pending_activities.get(scheduled)
+                if cancelled is not None:
+                    self._finish_activity(step, cancelled)
                     step.outbox.append(
                         o.CancelActivityTask(run_id=state.run_id, scheduled_event_id=scheduled)
                     )
@@ -730,13 +742,7 @@ class ExecutionStateMachine:
             )
         )
         if state.parent is not None and not isinstance(event, h.WorkflowExecutionContinuedAsNew):
-            outcome = {
-                "completed": "completed",
-                "failed": "failed",
-                "canceled": "canceled",
-                "terminated": "terminated",
-                "timed_out": "timed_out",
-            }[state.status]
+            outcome: ChildOutcome = CHILD_OUTCOMES[state.status]
             step.outbox.append(
                 o.NotifyParent(
                     parent=state.parent,
@@ -747,7 +753,7 @@ class ExecutionStateMachine:
                         outcome=outcome,
                         result=state.result,
                         failure=state.failure,
-                    ),  # type: ignore[arg-type]
+                    ),
                 )
             )
 

@@ -90,7 +90,7 @@ class ContinueAsNewRequest(BaseException):
     def __init__(self, workflow_type: str, args: Sequence[Any], execution_timeout: timedelta | None) -> None:
         super().__init__("continue as new")
         self.workflow_type = workflow_type
-        self.args = list(args)
+        self.arguments = list(args)
         self.execution_timeout = execution_timeout
 
 
@@ -129,7 +129,7 @@ class WorkflowInstance:
             start_time=started.timestamp,
             attempt=started.attempt,
         )
-        self.loop = DeterministicLoop()
+        self.loop = DeterministicLoop()  # type: ignore[abstract]  # I/O methods stay unimplemented on purpose
         self.now: datetime = started.timestamp
         seed = int.from_bytes(hashlib.sha256(started.run_id.encode()).digest()[:8], "big")
         self.random = random.Random(seed)
@@ -329,7 +329,7 @@ class WorkflowInstance:
             self._emit(
                 ContinueAsNew(
                     workflow_type=request.workflow_type,
-                    input=self.converter.to_payloads(request.args, "continue-as-new input"),
+                    input=self.converter.to_payloads(request.arguments, "continue-as-new input"),
                     execution_timeout=request.execution_timeout,
                 )
             )

@@ -7,8 +7,8 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from perdure.infra.settings import Endpoints
 
+from perdure.infra.settings import Endpoints
 from tests.conftest import TopicFactory
 
 

@@ -11,9 +11,9 @@ from aio_pika.abc import AbstractChannel
 from aio_pika.exceptions import ProbableAuthenticationError
 from aiormq.exceptions import ChannelNotFoundEntity, InvalidFrameError
 from pamqp.commands import Basic
+
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.infra.settings import Endpoints
-
 from tests.conftest import amqp_url
 
 

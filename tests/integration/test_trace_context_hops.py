@@ -10,6 +10,7 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry import trace
+
 from perdure.infra.settings import Endpoints, load_settings
 from perdure.infra.telemetry import (
     Telemetry,
@@ -19,7 +20,6 @@ from perdure.infra.telemetry import (
     inject_amqp_headers,
     inject_kafka_headers,
 )
-
 from tests.conftest import TopicFactory
 
 

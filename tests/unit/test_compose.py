@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
 from perdure.infra.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]

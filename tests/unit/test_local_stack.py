@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from perdure.infra.local import services
 from perdure.infra.local.processes import ManagedProcess
 from perdure.infra.local.services import FerretDBService, KafkaService, RabbitMQService, StackError

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -37,7 +37,10 @@ async def test_start_to_close_timeout_retries_a_hung_attempt(env: LocalEnvironme
 
 
 async def test_schedule_to_close_timeout_is_final(env: LocalEnvironment) -> None:
-    assert await env.execute_workflow(w.ScheduleToClose.run, "s", id="sched") == "TimeoutFailure:schedule_to_close"
+    assert (
+        await env.execute_workflow(w.ScheduleToClose.run, "s", id="sched")
+        == "TimeoutFailure:schedule_to_close"
+    )
 
 
 def test_an_oversized_payload_is_refused_with_its_size() -> None:
@@ -59,8 +62,10 @@ class CompressingCodec:
     """Stands in for a tenant's encryption: payloads leave the tenant transformed."""
 
     def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [Payload(metadata={"encoding": "binary/zlib"}, data=zlib.compress(p.model_dump_json().encode()))
-                for p in payloads]
+        return [
+            Payload(metadata={"encoding": "binary/zlib"}, data=zlib.compress(p.model_dump_json().encode()))
+            for p in payloads
+        ]
 
     def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [Payload.model_validate_json(zlib.decompress(p.data)) for p in payloads]
@@ -70,7 +75,9 @@ async def test_a_codec_transforms_every_stored_payload() -> None:
     w.calls.clear()
     async with LocalEnvironment(w.app, converter=DataConverter(codec=CompressingCodec())) as env:
         assert await env.execute_workflow(w.ThreeSteps.run, "secret", id="codec") == [
-            "secret-1-done", "secret-2-done", "secret-3-done"
+            "secret-1-done",
+            "secret-2-done",
+            "secret-3-done",
         ]
         events = h.history_from_json(env.history("codec"))
     stored = [p for e in events for p in getattr(e, "input", [])] + [

@@ -33,7 +33,11 @@ def _assert_valid(env: LocalEnvironment, workflow_id: str) -> None:
 
 
 async def test_three_activities_run_in_order(env: LocalEnvironment) -> None:
-    assert await env.execute_workflow(w.ThreeSteps.run, "p", id="three") == ["p-1-done", "p-2-done", "p-3-done"]
+    assert await env.execute_workflow(w.ThreeSteps.run, "p", id="three") == [
+        "p-1-done",
+        "p-2-done",
+        "p-3-done",
+    ]
     assert [w.calls[f"p-{i}"] for i in (1, 2, 3)] == [1, 1, 1]
     _assert_valid(env, "three")
     assert _types(env, "three").count("activity_task_completed") == 3
@@ -147,10 +151,17 @@ async def test_randomness_and_side_effects_replay_identically(env: LocalEnvironm
     assert first[2] == str(float(markers[0].value.data))  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("how", "replacement"), [
-    ("sleep", "workflow.sleep"), ("clock", "workflow.now"), ("datetime", "workflow.now"),
-])
-async def test_nondeterministic_calls_name_their_replacement(env: LocalEnvironment, how: str, replacement: str) -> None:
+@pytest.mark.parametrize(
+    ("how", "replacement"),
+    [
+        ("sleep", "workflow.sleep"),
+        ("clock", "workflow.now"),
+        ("datetime", "workflow.now"),
+    ],
+)
+async def test_nondeterministic_calls_name_their_replacement(
+    env: LocalEnvironment, how: str, replacement: str
+) -> None:
     handle = await env.start_workflow(w.Cheater.run, how, id=f"cheat-{how}")
     description = await handle.describe()
     assert description.status == "blocked"

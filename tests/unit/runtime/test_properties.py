@@ -27,7 +27,9 @@ policies = st.builds(
 
 
 @given(policies, st.integers(min_value=1, max_value=10_000))
-def test_backoff_is_monotone_capped_and_starts_at_the_initial_interval(policy: RetryPolicy, attempt: int) -> None:
+def test_backoff_is_monotone_capped_and_starts_at_the_initial_interval(
+    policy: RetryPolicy, attempt: int
+) -> None:
     cap = policy.effective_maximum_interval
     assert policy.backoff(1) == min(policy.initial_interval, cap)
     assert policy.backoff(attempt) <= policy.backoff(attempt + 1) <= cap
@@ -35,7 +37,9 @@ def test_backoff_is_monotone_capped_and_starts_at_the_initial_interval(policy: R
 
 
 @given(policies, st.integers(min_value=1, max_value=200), st.text(max_size=8), st.booleans())
-def test_attempts_are_bounded(policy: RetryPolicy, attempt: int, error_type: str, non_retryable: bool) -> None:
+def test_attempts_are_bounded(
+    policy: RetryPolicy, attempt: int, error_type: str, non_retryable: bool
+) -> None:
     retry = policy.should_retry(attempt, error_type, non_retryable)
     if non_retryable or error_type in policy.non_retryable_error_types:
         assert not retry
@@ -85,11 +89,16 @@ class Program:
             elif kind == "sleep":
                 await workflow.sleep(timedelta(seconds=op[1]))
             elif kind == "side":
-                out.append(workflow.side_effect(lambda: op[1]))
+                out.append(workflow.side_effect(lambda value=op[1]: value))
             elif kind == "par":
-                out.extend(await asyncio.gather(
-                    *(workflow.execute_activity(work, f"p{i}", start_to_close_timeout=5) for i in range(op[1]))
-                ))
+                out.extend(
+                    await asyncio.gather(
+                        *(
+                            workflow.execute_activity(work, f"p{i}", start_to_close_timeout=5)
+                            for i in range(op[1])
+                        )
+                    )
+                )
             elif kind == "uuid":
                 out.append(str(workflow.uuid4()))
         return out
@@ -104,8 +113,14 @@ op_strategy = st.one_of(
     st.tuples(st.just("uuid"), st.just(0)),
 ).map(list)
 
-KIND_CHANGES = {"act": ["other", "x"], "other": ["act", "x"], "sleep": ["act", "x"], "side": ["sleep", 1],
-                "par": ["sleep", 1], "uuid": ["act", "u"]}
+KIND_CHANGES = {
+    "act": ["other", "x"],
+    "other": ["act", "x"],
+    "sleep": ["act", "x"],
+    "side": ["sleep", 1],
+    "par": ["sleep", 1],
+    "uuid": ["act", "u"],
+}
 
 
 async def _record(ops: list[list[Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
@@ -120,8 +135,9 @@ def test_random_programs_replay_and_changes_are_detected(ops: list[list[Any]], d
     global OVERRIDE
     OVERRIDE = None
     result, history = asyncio.run(_record(ops))
-    assert len(result) == sum(1 if op[0] in ("act", "other", "side", "uuid") else op[1] if op[0] == "par" else 0
-                              for op in ops)
+    assert len(result) == sum(
+        1 if op[0] in ("act", "other", "side", "uuid") else op[1] if op[0] == "par" else 0 for op in ops
+    )
     replay(program_app, history)  # the same code replays its own history
 
     # A change of the kind of one command-issuing step is caught, whichever step it is.

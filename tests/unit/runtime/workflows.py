@@ -66,7 +66,9 @@ class ThreeSteps:
 class Retrying:
     @workflow.run
     async def run(self, name: str, failures: int) -> str:
-        return await workflow.execute_activity(flaky, name, failures, start_to_close_timeout=10, retry_policy=FAST)  # type: ignore[no-any-return]
+        return await workflow.execute_activity(
+            flaky, name, failures, start_to_close_timeout=10, retry_policy=FAST
+        )  # type: ignore[no-any-return]
 
 
 @app.workflow
@@ -168,7 +170,10 @@ class Parent:
     @workflow.run
     async def run(self, values: list[int]) -> dict[str, Any]:
         results = await asyncio.gather(
-            *(workflow.execute_child_workflow(Child.run, v, id=f"{workflow.info().workflow_id}-c{v}") for v in values)
+            *(
+                workflow.execute_child_workflow(Child.run, v, id=f"{workflow.info().workflow_id}-c{v}")
+                for v in values
+            )
         )
         failed = ""
         try:
