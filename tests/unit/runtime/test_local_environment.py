@@ -157,6 +157,9 @@ async def test_randomness_and_side_effects_replay_identically(env: LocalEnvironm
         ("sleep", "workflow.sleep"),
         ("clock", "workflow.now"),
         ("datetime", "workflow.now"),
+        ("thread", "an activity"),
+        ("network", "an activity"),
+        ("random", "workflow.random()"),
     ],
 )
 async def test_nondeterministic_calls_name_their_replacement(

@@ -226,6 +226,18 @@ class Cheater:
             return str(time.time())
         elif how == "datetime":
             return str(dt.datetime.now())
+        elif how == "thread":
+            import threading
+
+            threading.Thread(target=print).start()
+        elif how == "network":
+            import socket
+
+            socket.create_connection(("127.0.0.1", 9), timeout=1)
+        elif how == "random":
+            import random
+
+            return str(random.random())
         return "?"
 
 
