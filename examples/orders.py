@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from perdure.tenants import App, RetryPolicy, activity, workflow
+from perdure.tenants import App, RetryPolicy, workflow
 
 app = App("orders")
 
 
 @app.activity
 async def charge(order_id: str, amount: int) -> str:
-    attempt = activity.info().attempt
-    return f"receipt-{order_id}-{amount}-attempt-{attempt}"
+    # activity.info().attempt and activity.heartbeat(details) are available here.
+    return f"receipt-{order_id}-{amount}"
 
 
 @app.workflow
