@@ -179,3 +179,36 @@ async def test_crashing_code_parks_the_run(env: LocalEnvironment) -> None:
     assert description.status == "blocked"
     assert "KeyError" in (description.blocked_reason or "")
     assert _types(env, "crashy")[-1] == "workflow_task_failed"
+
+
+async def test_execution_timeout_closes_the_run_as_timed_out(env: LocalEnvironment) -> None:
+    handle = await env.start_workflow(w.Cancellable.run, id="slow", execution_timeout=timedelta(hours=1))
+    with pytest.raises(WorkflowFailureError, match="timed_out"):
+        await handle.result()
+    description = await env.get_workflow_handle("slow").describe()
+    assert description.status == "timed_out" and description.pending_timers == 0
+    assert _types(env, "slow")[-1] == "workflow_execution_timed_out"
+
+
+async def test_signal_with_start_starts_or_signals(env: LocalEnvironment) -> None:
+    handle = await env.signal_with_start(w.SignalsAndTimers.run, id="sws", signal=w.SignalsAndTimers.proceed)
+    again = await env.signal_with_start(
+        w.SignalsAndTimers.run, id="sws", signal=w.SignalsAndTimers.note, signal_args=["second"]
+    )
+    assert again.run_id == handle.run_id
+    events = await handle.result()
+    assert events[1:] == ["signal:second", "slept", "go", "timed-out"]
+    assert _types(env, "sws")[:2] == ["workflow_execution_started", "timer_started"]
+
+
+async def test_unknown_workflow_types_and_queries_are_refused_clearly(env: LocalEnvironment) -> None:
+    from perdure.tenants import ApplicationError, UnknownWorkflowTypeError
+
+    with pytest.raises(UnknownWorkflowTypeError, match="unknown workflow type 'Nope'"):
+        await env.start_workflow("Nope", id="nope")
+    handle = await env.start_workflow(w.SignalsAndTimers.run, id="q")
+    with pytest.raises(ApplicationError, match="unknown query 'missing'; the workflow answers: seen"):
+        await handle.query("missing")
+    assert await handle.query(w.SignalsAndTimers.seen) == [
+        f"start@{(await handle.describe()).start_time.isoformat()}"
+    ]
