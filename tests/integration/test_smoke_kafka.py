@@ -6,7 +6,6 @@ import asyncio
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 
 from perdure.infra.settings import Endpoints
 from tests.conftest import TopicFactory
@@ -62,23 +61,15 @@ async def test_keyed_round_trip_resumes_after_the_committed_offset(
         await consumer.stop()
 
 
-class _AssignmentWatch(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.assigned: set[int] = set()
-        self.changed = asyncio.Event()
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.assigned -= {tp.partition for tp in revoked}
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.assigned |= {tp.partition for tp in assigned}
-        self.changed.set()
+def _partitions(consumer: AIOKafkaConsumer) -> set[int]:
+    return {tp.partition for tp in consumer.assignment()}
 
 
-async def _poll_until(consumers: list[AIOKafkaConsumer], done: asyncio.Event) -> None:
-    # Group membership only progresses while the members poll.
-    while not done.is_set():
-        await asyncio.gather(*(c.getmany(timeout_ms=100) for c in consumers))
+async def _poll_until_assigned(consumers: list[AIOKafkaConsumer], expected_sizes: list[int]) -> None:
+    """Poll (group membership only progresses while members poll) until each member holds its share."""
+    async with asyncio.timeout(60):
+        while [len(_partitions(c)) for c in consumers] != expected_sizes:
+            await asyncio.gather(*(c.getmany(timeout_ms=100) for c in consumers))
 
 
 async def test_a_second_consumer_takes_over_half_of_the_partitions(
@@ -86,32 +77,17 @@ async def test_a_second_consumer_takes_over_half_of_the_partitions(
 ) -> None:
     topic = await kafka_topic(4)
     group = f"g-{uuid.uuid4().hex[:8]}"
-    first, second = _consumer(endpoints, group=group), _consumer(endpoints, group=group)
-    watch_first, watch_second = _AssignmentWatch(), _AssignmentWatch()
-    first.subscribe([topic], listener=watch_first)
+    first = _consumer(endpoints, topic, group=group)
+    second = _consumer(endpoints, topic, group=group)
     await first.start()
     try:
-        done = asyncio.Event()
-        poller = asyncio.create_task(_poll_until([first], done))
-        await asyncio.wait_for(watch_first.changed.wait(), 30)
-        assert watch_first.assigned == {0, 1, 2, 3}
-        done.set()
-        await poller
+        await _poll_until_assigned([first], [4])
+        assert _partitions(first) == {0, 1, 2, 3}
 
-        second.subscribe([topic], listener=watch_second)
         await second.start()
-        watch_first.changed.clear()
-        done = asyncio.Event()
-        poller = asyncio.create_task(_poll_until([first, second], done))
-        try:
-            await asyncio.wait_for(watch_second.changed.wait(), 60)
-            await asyncio.wait_for(watch_first.changed.wait(), 60)
-        finally:
-            done.set()
-            await poller
-        assert watch_first.assigned | watch_second.assigned == {0, 1, 2, 3}
-        assert not watch_first.assigned & watch_second.assigned
-        assert len(watch_first.assigned) == len(watch_second.assigned) == 2
+        await _poll_until_assigned([first, second], [2, 2])
+        assert _partitions(first) | _partitions(second) == {0, 1, 2, 3}
+        assert not _partitions(first) & _partitions(second)
     finally:
         await second.stop()
         await first.stop()
