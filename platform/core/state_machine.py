@@ -85,6 +85,9 @@ class _Step:
         self.now = now
         self.events: list[h.HistoryEvent] = []
         self.outbox: list[o.OutboxEntry] = []
+        # The live instance (None until needed, or once the run is parked) and the history to replay.
+        self.instance: WorkflowInstance | None = None
+        self.history: Sequence[h.HistoryEvent] | None = None
 
     def append(self, event_type: type[Any], **fields: Any) -> Any:
         event = event_type(event_id=self.state.next_event_id, timestamp=self.now, **fields)
@@ -181,13 +184,12 @@ class ExecutionStateMachine:
         if not state.is_open:
             return Transition(state, ignored=f"run {state.run_id} is closed ({state.status})")
         step = _Step(state.model_copy(deep=True), self.clock())
-        self._instance = instance
-        self._history = history
+        step.instance, step.history = instance, history
         handler = getattr(self, f"_on_{message.kind}")
         ignored: str | None = handler(step, message)
         if ignored is not None:
             return Transition(state, instance=instance, ignored=ignored)
-        return self._done(step, self._instance)
+        return self._done(step, step.instance)
 
     def recover(self, history: Sequence[h.HistoryEvent]) -> Transition:
         """Continue a run from its history alone (as after losing everything but the history): rebuild
@@ -207,10 +209,10 @@ class ExecutionStateMachine:
         for key, timer in step.state.armed_timers.items():
             if not key.endswith(("/start_to_close", "/heartbeat", "/schedule_to_start")):
                 step.outbox.append(o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice))
-        self._instance, self._history = None, history
+        step.instance, step.history = None, history
         if step.state.status == "running":
             self._run_code(step, None)
-        return self._done(step, self._instance)
+        return self._done(step, step.instance)
 
     # -- message handlers (return a reason when the message changes nothing) -------------------------
     def _on_signal(self, step: _Step, message: m.SignalWorkflow) -> str | None:
@@ -246,7 +248,7 @@ class ExecutionStateMachine:
             return "run is not blocked"
         step.append(h.WorkflowTaskRedriven, request_id=message.request_id)
         step.state.status, step.state.blocked_reason = "running", None
-        self._instance = None  # always replay from the stored history: the code may have changed
+        step.instance = None  # always replay from the stored history: the code may have changed
         self._run_code(step, None)
         return None
 
@@ -329,7 +331,7 @@ class ExecutionStateMachine:
         state = step.state
         if notice.run_id != state.run_id or state.armed_timers.get(notice.timer_key) is None:
             return "timer no longer armed"
-        armed = state.armed_timers.pop(notice.timer_key)
+        del state.armed_timers[notice.timer_key]
         if notice.purpose == "user_timer":
             state.drop_timer(notice.event_id)
             self._run_code(step, step.append(h.TimerFired, started_event_id=notice.event_id))
@@ -369,7 +371,6 @@ class ExecutionStateMachine:
                 step.arm("heartbeat", last_sign + timeout, activity.scheduled_event_id, activity.attempt)
             else:
                 self._attempt_failed(step, activity, None, timeout_type="heartbeat")
-        del armed
         return None
 
     def _on_child_started(self, step: _Step, message: m.ChildStarted) -> str | None:
@@ -505,21 +506,21 @@ class ExecutionStateMachine:
         """Feed an activation event to the code (replaying first on a cache miss) and record its commands."""
         if step.state.status != "running":
             return  # parked: the event is recorded; the code sees it when the run is redriven
-        instance = self._instance
+        instance = step.instance
         if instance is None:
-            if self._history is None:
+            if step.history is None:
                 raise ValueError("no live instance and no history to replay: pass one of them")
             try:
-                instance = self.replay(self._history)
+                instance = self.replay(step.history)
             except (NonDeterminismError, WorkflowTaskError, UnknownWorkflowTypeError) as exc:
                 self._park_for(step, exc)
-                self._instance = None
+                step.instance = None
                 return
         if event is not None:
             instance = self._activate(step, instance, event)
         else:
             instance = self._record_pending(step, instance)
-        self._instance = instance
+        step.instance = instance
 
     def replay(self, history: Sequence[h.HistoryEvent]) -> WorkflowInstance:
         started = history[0]
