@@ -189,12 +189,8 @@ def disarm_activity(
     return removed
 
 
-def rebuild_state(history: Sequence[h.HistoryEvent]) -> RunState:
-    """Fold a history into the state it implies (for resume, redrive and checks)."""
-    if not history or not isinstance(history[0], h.WorkflowExecutionStarted):
-        raise ValueError("a history starts with workflow_execution_started")
-    h.check_contiguous(list(history))
-    started = history[0]
+def new_run_state(started: h.WorkflowExecutionStarted) -> RunState:
+    """The state of a run that has only its started event."""
     state = RunState(
         namespace=started.namespace,
         workflow_id=started.workflow_id,
@@ -205,18 +201,30 @@ def rebuild_state(history: Sequence[h.HistoryEvent]) -> RunState:
         execution_timeout=started.execution_timeout,
         parent=started.parent,
         start_request_id=started.request_id,
-        next_event_id=2,
     )
-    if started.execution_timeout is not None:
-        arm(state, "execution_timeout", started.timestamp + started.execution_timeout)
-    for event in history[1:]:
-        state.next_event_id = event.event_id + 1
-        _fold(state, event)
+    apply_event(state, started)
     return state
 
 
-def _fold(state: RunState, event: h.HistoryEvent) -> None:
+def rebuild_state(history: Sequence[h.HistoryEvent]) -> RunState:
+    """Fold a history into the state it implies (for resume, redrive and checks)."""
+    if not history or not isinstance(history[0], h.WorkflowExecutionStarted):
+        raise ValueError("a history starts with workflow_execution_started")
+    h.check_contiguous(list(history))
+    state = new_run_state(history[0])
+    for event in history[1:]:
+        apply_event(state, event)
+    return state
+
+
+def apply_event(state: RunState, event: h.HistoryEvent) -> None:
+    """What an event does to the run's state: the one place the live state machine and a rebuild
+    from history share, so the two cannot disagree."""
+    state.next_event_id = event.event_id + 1
     match event:
+        case h.WorkflowExecutionStarted():
+            if event.execution_timeout is not None:
+                arm(state, "execution_timeout", event.timestamp + event.execution_timeout)
         case h.ActivityTaskScheduled():
             activity = PendingActivity(
                 scheduled_event_id=event.event_id,
@@ -245,6 +253,20 @@ def _fold(state: RunState, event: h.HistoryEvent) -> None:
                     "started",
                     event.timestamp,
                 )
+                state.armed_timers.pop(
+                    timer_key(state.run_id, "schedule_to_start", event.scheduled_event_id, event.attempt),
+                    None,
+                )
+                timeout = started_activity.options.start_to_close_timeout
+                if timeout is not None:
+                    # Measured from the start from now on, no longer from the dispatch.
+                    arm(
+                        state,
+                        "start_to_close",
+                        event.timestamp + timeout,
+                        event.scheduled_event_id,
+                        event.attempt,
+                    )
         case h.ActivityTaskRetryScheduled():
             retrying = state.pending_activities.get(event.scheduled_event_id)
             if retrying is not None:

@@ -40,15 +40,13 @@ from perdure.platform.core.payloads import DataConverter, default_converter
 from perdure.platform.core.retry import DEFAULT_ACTIVITY_RETRY
 from perdure.platform.core.run_state import (
     PendingActivity,
-    PendingChild,
-    PendingTimer,
     RunState,
+    apply_event,
     arm,
     attempt_timers,
-    close,
     disarm_activity,
+    new_run_state,
     rebuild_state,
-    timer_key,
 )
 from perdure.platform.core.workflow_instance import WorkflowInstance, WorkflowTaskError
 
@@ -78,7 +76,11 @@ class Transition:
 
 
 class _Step:
-    """Accumulates one transition: events with contiguous ids, outbox entries, state changes."""
+    """Accumulates one transition: events with contiguous ids, outbox entries, state changes.
+
+    Every event changes the state through ``apply_event`` (as a rebuild from history does), and every
+    change of the armed timers becomes a create or cancel entry in the outbox.
+    """
 
     def __init__(self, state: RunState, now: datetime) -> None:
         self.state = state
@@ -91,17 +93,28 @@ class _Step:
 
     def append(self, event_type: type[Any], **fields: Any) -> Any:
         event = event_type(event_id=self.state.next_event_id, timestamp=self.now, **fields)
-        self.state.next_event_id += 1
         self.events.append(event)
+        self.change(lambda: apply_event(self.state, event))
         return event
 
-    def arm(self, purpose: m.TimerPurpose, fire_at: datetime, event_id: int = 0, attempt: int = 0) -> None:
-        key = arm(self.state, purpose, fire_at, event_id, attempt)
-        timer = self.state.armed_timers[key]
-        self.outbox.append(o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice))
+    def change(self, mutate: Callable[[], object]) -> None:
+        before = dict(self.state.armed_timers)
+        mutate()
+        after = self.state.armed_timers
+        for key, timer in after.items():
+            if before.get(key) is not timer:
+                self.outbox.append(o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice))
+        self.outbox.extend(o.CancelTimerEntry(timer_key=key) for key in before.keys() - after.keys())
 
-    def disarm(self, keys: Sequence[str]) -> None:
-        self.outbox.extend(o.CancelTimerEntry(timer_key=key) for key in keys)
+    def arm(self, purpose: m.TimerPurpose, fire_at: datetime, event_id: int = 0, attempt: int = 0) -> None:
+        self.change(lambda: arm(self.state, purpose, fire_at, event_id, attempt))
+
+    def announce_armed(self) -> None:
+        """Create every armed timer again (for a new run, or a run restored from its history)."""
+        self.outbox.extend(
+            o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice)
+            for key, timer in self.state.armed_timers.items()
+        )
 
 
 class ExecutionStateMachine:
@@ -122,20 +135,9 @@ class ExecutionStateMachine:
     def start(self, namespace: str, message: m.StartWorkflow, run_id: str | None = None) -> Transition:
         now = self.clock()
         run_id = run_id or self.new_id()
-        state = RunState(
-            namespace=namespace,
-            workflow_id=message.workflow_id,
-            run_id=run_id,
-            workflow_type=message.workflow_type,
-            first_run_id=message.first_run_id or run_id,
-            start_time=now,
-            execution_timeout=message.execution_timeout,
-            parent=message.parent,
-            start_request_id=message.request_id,
-        )
-        step = _Step(state, now)
-        started = step.append(
-            h.WorkflowExecutionStarted,
+        started = h.WorkflowExecutionStarted(
+            event_id=1,
+            timestamp=now,
             workflow_type=message.workflow_type,
             workflow_id=message.workflow_id,
             run_id=run_id,
@@ -143,12 +145,13 @@ class ExecutionStateMachine:
             input=message.input,
             request_id=message.request_id,
             execution_timeout=message.execution_timeout,
-            first_run_id=state.first_run_id,
+            first_run_id=message.first_run_id or run_id,
             continued_from_run_id=message.continued_from_run_id,
             parent=message.parent,
         )
-        if message.execution_timeout is not None:
-            step.arm("execution_timeout", now + message.execution_timeout)
+        step = _Step(new_run_state(started), now)
+        step.events.append(started)
+        step.announce_armed()
         instance: WorkflowInstance | None = None
         try:
             instance = WorkflowInstance(
@@ -159,14 +162,13 @@ class ExecutionStateMachine:
         else:
             instance = self._activate(step, instance, started)
         if message.signal_name is not None:
-            state.remember_request(message.request_id)
             signaled = step.append(
                 h.WorkflowExecutionSignaled,
                 signal_name=message.signal_name,
                 input=message.signal_input,
                 request_id=message.request_id,
             )
-            if instance is not None and state.status == "running":
+            if instance is not None and step.state.status == "running":
                 instance = self._activate(step, instance, signaled)
         return self._done(step, instance)
 
@@ -196,21 +198,17 @@ class ExecutionStateMachine:
         the state, re-dispatch pending activity attempts, re-arm every timer, and record the commands the
         code issues past the end of the history."""
         state = rebuild_state(history)
-        step = _Step(state.model_copy(deep=True), self.clock())
-        for activity in list(step.state.pending_activities.values()):
-            if activity.phase != "backoff":
-                disarm_activity(step.state, activity.scheduled_event_id, include_schedule_to_close=False)
-                activity.phase, activity.started_at, activity.attempt_dispatched_at = (
-                    "scheduled",
-                    None,
-                    step.now,
-                )
-                self._dispatch(step, activity)
-        for key, timer in step.state.armed_timers.items():
-            if not key.endswith(("/start_to_close", "/heartbeat", "/schedule_to_start")):
-                step.outbox.append(o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice))
+        step = _Step(state, self.clock())
+        redispatched = [a for a in state.pending_activities.values() if a.phase != "backoff"]
+        for activity in redispatched:
+            disarm_activity(state, activity.scheduled_event_id, include_schedule_to_close=False)
+            activity.phase, activity.started_at, activity.attempt_dispatched_at = "scheduled", None, step.now
+            attempt_timers(state, activity, step.now)
+        step.announce_armed()
+        for activity in redispatched:
+            self._dispatch(step, activity)
         step.instance, step.history = None, history
-        if step.state.status == "running":
+        if state.status == "running":
             self._run_code(step, None)
         return self._done(step, step.instance)
 
@@ -218,7 +216,6 @@ class ExecutionStateMachine:
     def _on_signal(self, step: _Step, message: m.SignalWorkflow) -> str | None:
         if message.request_id and message.request_id in step.state.recent_request_ids:
             return f"duplicate signal request {message.request_id}"
-        step.state.remember_request(message.request_id)
         event = step.append(
             h.WorkflowExecutionSignaled,
             signal_name=message.signal_name,
@@ -231,8 +228,6 @@ class ExecutionStateMachine:
     def _on_cancel(self, step: _Step, message: m.CancelWorkflowRequest) -> str | None:
         if step.state.cancel_requested:
             return "cancellation already requested"
-        step.state.cancel_requested = True
-        step.state.remember_request(message.request_id)
         event = step.append(
             h.WorkflowExecutionCancelRequested, reason=message.reason, request_id=message.request_id
         )
@@ -240,14 +235,13 @@ class ExecutionStateMachine:
         return None
 
     def _on_terminate(self, step: _Step, message: m.TerminateWorkflowRequest) -> str | None:
-        self._close(step, step.append(h.WorkflowExecutionTerminated, reason=message.reason))
+        self._close(step, h.WorkflowExecutionTerminated, reason=message.reason)
         return None
 
     def _on_redrive(self, step: _Step, message: m.RedriveRun) -> str | None:
         if step.state.status != "blocked":
             return "run is not blocked"
         step.append(h.WorkflowTaskRedriven, request_id=message.request_id)
-        step.state.status, step.state.blocked_reason = "running", None
         step.instance = None  # always replay from the stored history: the code may have changed
         self._run_code(step, None)
         return None
@@ -269,21 +263,6 @@ class ExecutionStateMachine:
             attempt=activity.attempt,
             identity=identity,
         )
-        activity.phase, activity.started_at = "started", step.now
-        options = activity.options
-        keys = [
-            timer_key(step.state.run_id, "schedule_to_start", activity.scheduled_event_id, activity.attempt)
-        ]
-        for key in keys:
-            if step.state.armed_timers.pop(key, None) is not None:
-                step.disarm([key])
-        if options.start_to_close_timeout is not None:
-            step.arm(
-                "start_to_close",
-                step.now + options.start_to_close_timeout,
-                activity.scheduled_event_id,
-                activity.attempt,
-            )
 
     def _on_activity_started(self, step: _Step, message: m.ActivityStarted) -> str | None:
         activity = self._current_attempt(step, message.scheduled_event_id, message.attempt, message.run_id)
@@ -308,7 +287,6 @@ class ExecutionStateMachine:
             return "result of a stale attempt or a finished activity"
         if activity.phase == "scheduled":
             self._record_started(step, activity)
-        self._finish_activity(step, activity)
         event = step.append(
             h.ActivityTaskCompleted,
             scheduled_event_id=activity.scheduled_event_id,
@@ -331,13 +309,12 @@ class ExecutionStateMachine:
         state = step.state
         if notice.run_id != state.run_id or state.armed_timers.get(notice.timer_key) is None:
             return "timer no longer armed"
-        del state.armed_timers[notice.timer_key]
+        del state.armed_timers[notice.timer_key]  # it fired: there is nothing left to cancel
         if notice.purpose == "user_timer":
-            state.drop_timer(notice.event_id)
             self._run_code(step, step.append(h.TimerFired, started_event_id=notice.event_id))
             return None
         if notice.purpose == "execution_timeout":
-            self._close(step, step.append(h.WorkflowExecutionTimedOut))
+            self._close(step, h.WorkflowExecutionTimedOut)
             return None
         activity = state.pending_activities.get(notice.event_id)
         if activity is None:
@@ -347,9 +324,8 @@ class ExecutionStateMachine:
         elif notice.attempt != activity.attempt:
             return "timer of an earlier attempt"
         elif notice.purpose == "activity_retry":
-            activity.phase = "scheduled"
-            activity.attempt_dispatched_at = step.now
-            activity.started_at = None
+            activity.phase, activity.started_at, activity.attempt_dispatched_at = "scheduled", None, step.now
+            step.change(lambda: attempt_timers(state, activity, step.now))
             self._dispatch(step, activity)
         elif notice.purpose == "schedule_to_start":
             self._time_out(step, activity, "schedule_to_start")
@@ -377,7 +353,6 @@ class ExecutionStateMachine:
         child = step.state.pending_children.get(message.initiated_event_id)
         if message.run_id != step.state.run_id or child is None or child.run_id is not None:
             return "stale child start"
-        child.run_id = message.child_run_id
         step.append(
             h.ChildWorkflowExecutionStarted,
             initiated_event_id=child.initiated_event_id,
@@ -386,7 +361,10 @@ class ExecutionStateMachine:
         return None
 
     def _on_child_start_failed(self, step: _Step, message: m.ChildStartFailed) -> str | None:
-        if message.run_id != step.state.run_id or step.state.drop_child(message.initiated_event_id) is None:
+        if (
+            message.run_id != step.state.run_id
+            or message.initiated_event_id not in step.state.pending_children
+        ):
             return "stale child start failure"
         event = step.append(
             h.StartChildWorkflowExecutionFailed,
@@ -397,7 +375,10 @@ class ExecutionStateMachine:
         return None
 
     def _on_child_closed(self, step: _Step, message: m.ChildClosed) -> str | None:
-        if message.run_id != step.state.run_id or step.state.drop_child(message.initiated_event_id) is None:
+        if (
+            message.run_id != step.state.run_id
+            or message.initiated_event_id not in step.state.pending_children
+        ):
             return "stale child close"
         event = step.append(
             h.ChildWorkflowExecutionClosed,
@@ -427,13 +408,6 @@ class ExecutionStateMachine:
                 heartbeat_details=activity.heartbeat_details,
             )
         )
-        for key in attempt_timers(state, activity, step.now):
-            timer = state.armed_timers[key]
-            step.outbox.append(o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice))
-
-    def _finish_activity(self, step: _Step, activity: PendingActivity) -> None:
-        step.state.drop_activity(activity.scheduled_event_id)
-        step.disarm(disarm_activity(step.state, activity.scheduled_event_id, include_schedule_to_close=True))
 
     def _attempt_failed(
         self,
@@ -458,9 +432,6 @@ class ExecutionStateMachine:
             else None
         )
         if retry and (deadline is None or step.now + backoff < deadline):
-            step.disarm(
-                disarm_activity(step.state, activity.scheduled_event_id, include_schedule_to_close=False)
-            )
             step.append(
                 h.ActivityTaskRetryScheduled,
                 scheduled_event_id=activity.scheduled_event_id,
@@ -468,19 +439,8 @@ class ExecutionStateMachine:
                 failure=failure,
                 backoff=backoff,
             )
-            activity.phase, activity.last_failure = "backoff", failure
-            activity.attempt += 1
-            step.arm("activity_retry", step.now + backoff, activity.scheduled_event_id, activity.attempt)
-            return
-        self._finish_activity(step, activity)
-        if timeout_type is not None:
-            event = step.append(
-                h.ActivityTaskTimedOut,
-                scheduled_event_id=activity.scheduled_event_id,
-                attempt=activity.attempt,
-                timeout_type=timeout_type,
-                last_failure=activity.last_failure,
-            )
+        elif timeout_type is not None:
+            self._time_out(step, activity, timeout_type)
         else:
             event = step.append(
                 h.ActivityTaskFailed,
@@ -488,10 +448,9 @@ class ExecutionStateMachine:
                 attempt=activity.attempt,
                 failure=failure,
             )
-        self._run_code(step, event)
+            self._run_code(step, event)
 
     def _time_out(self, step: _Step, activity: PendingActivity, timeout_type: TimeoutType) -> None:
-        self._finish_activity(step, activity)
         event = step.append(
             h.ActivityTaskTimedOut,
             scheduled_event_id=activity.scheduled_event_id,
@@ -567,58 +526,29 @@ class ExecutionStateMachine:
                     input=command.input,
                     options=command.options,
                 )
-                activity = PendingActivity(
-                    scheduled_event_id=event.event_id,
-                    seq=command.seq,
-                    activity_type=command.activity_type,
-                    input=command.input,
-                    options=command.options,
-                    scheduled_time=step.now,
-                    attempt_dispatched_at=step.now,
-                )
-                state.pending_activities[event.event_id] = activity
-                state.seq_to_event[command.seq] = event.event_id
-                if command.options.schedule_to_close_timeout is not None:
-                    step.arm(
-                        "schedule_to_close",
-                        step.now + command.options.schedule_to_close_timeout,
-                        event.event_id,
-                    )
-                self._dispatch(step, activity)
-                return
+                self._dispatch(step, state.pending_activities[event.event_id])
             case RequestCancelActivity():
                 scheduled = state.seq_to_event.get(command.activity_seq, 0)
-                event = step.append(
+                pending = scheduled in state.pending_activities
+                step.append(
                     h.ActivityTaskCancelRequested, seq=command.activity_seq, scheduled_event_id=scheduled
                 )
-                cancelled = state.pending_activities.get(scheduled)
-                if cancelled is not None:
-                    self._finish_activity(step, cancelled)
+                if pending:
                     step.outbox.append(
                         o.CancelActivityTask(run_id=state.run_id, scheduled_event_id=scheduled)
                     )
                     # Cancellation is "try cancel": the code already moved on, so it is settled at once.
                     step.append(h.ActivityTaskCanceled, scheduled_event_id=scheduled)
-                return
             case StartTimer():
-                fire_at = step.now + command.duration
-                event = step.append(
-                    h.TimerStarted, seq=command.seq, duration=command.duration, fire_at=fire_at
+                step.append(
+                    h.TimerStarted,
+                    seq=command.seq,
+                    duration=command.duration,
+                    fire_at=step.now + command.duration,
                 )
-                state.pending_timers[event.event_id] = PendingTimer(
-                    started_event_id=event.event_id, seq=command.seq, fire_at=fire_at
-                )
-                state.seq_to_event[command.seq] = event.event_id
-                step.arm("user_timer", fire_at, event.event_id)
-                return
             case CancelTimer():
                 started_id = state.seq_to_event.get(command.timer_seq, 0)
-                event = step.append(h.TimerCanceled, seq=command.timer_seq, started_event_id=started_id)
-                if state.drop_timer(started_id) is not None:
-                    key = timer_key(state.run_id, "user_timer", started_id)
-                    state.armed_timers.pop(key, None)
-                    step.disarm([key])
-                return
+                step.append(h.TimerCanceled, seq=command.timer_seq, started_event_id=started_id)
             case RecordMarker():
                 step.append(
                     h.MarkerRecorded,
@@ -627,7 +557,6 @@ class ExecutionStateMachine:
                     marker_id=command.marker_id,
                     value=command.value,
                 )
-                return
             case StartChildWorkflow():
                 event = step.append(
                     h.StartChildWorkflowExecutionInitiated,
@@ -637,13 +566,6 @@ class ExecutionStateMachine:
                     input=command.input,
                     execution_timeout=command.execution_timeout,
                 )
-                state.pending_children[event.event_id] = PendingChild(
-                    initiated_event_id=event.event_id,
-                    seq=command.seq,
-                    workflow_id=command.workflow_id,
-                    workflow_type=command.workflow_type,
-                )
-                state.seq_to_event[command.seq] = event.event_id
                 parent = h.ParentRef(
                     namespace=state.namespace,
                     workflow_id=state.workflow_id,
@@ -663,13 +585,12 @@ class ExecutionStateMachine:
                         ),
                     )
                 )
-                return
             case RequestCancelChild():
                 initiated = state.seq_to_event.get(command.child_seq, 0)
-                event = step.append(
+                child = state.pending_children.get(initiated)
+                step.append(
                     h.RequestCancelChildWorkflowExecution, seq=command.child_seq, initiated_event_id=initiated
                 )
-                child = state.pending_children.get(initiated)
                 if child is not None:
                     step.outbox.append(
                         o.CancelRun(
@@ -678,22 +599,14 @@ class ExecutionStateMachine:
                             request_id=f"{state.run_id}/cancel-child/{initiated}",
                         )
                     )
-                return
             case CompleteWorkflow():
-                event = step.append(h.WorkflowExecutionCompleted, result=command.result)
+                self._close(step, h.WorkflowExecutionCompleted, result=command.result)
             case FailWorkflow():
-                event = step.append(h.WorkflowExecutionFailed, failure=command.failure)
+                self._close(step, h.WorkflowExecutionFailed, failure=command.failure)
             case CancelWorkflow():
-                event = step.append(h.WorkflowExecutionCanceled)
+                self._close(step, h.WorkflowExecutionCanceled)
             case ContinueAsNew():
                 new_run_id = self.new_id()
-                event = step.append(
-                    h.WorkflowExecutionContinuedAsNew,
-                    new_run_id=new_run_id,
-                    workflow_type=command.workflow_type,
-                    input=command.input,
-                    execution_timeout=command.execution_timeout,
-                )
                 step.outbox.append(
                     o.StartRun(
                         namespace=state.namespace,
@@ -710,15 +623,21 @@ class ExecutionStateMachine:
                         ),
                     )
                 )
-        self._close(step, event)
+                self._close(
+                    step,
+                    h.WorkflowExecutionContinuedAsNew,
+                    new_run_id=new_run_id,
+                    workflow_type=command.workflow_type,
+                    input=command.input,
+                    execution_timeout=command.execution_timeout,
+                )
 
-    def _close(self, step: _Step, event: h.HistoryEvent) -> None:
+    def _close(self, step: _Step, event_type: type[Any], **fields: Any) -> None:
         state = step.state
-        for activity in list(state.pending_activities.values()):
+        for activity in state.pending_activities.values():
             step.outbox.append(
                 o.CancelActivityTask(run_id=state.run_id, scheduled_event_id=activity.scheduled_event_id)
             )
-        step.disarm(list(state.armed_timers))
         for child in state.pending_children.values():
             # Parent close policy: terminate (as Temporal's default).
             step.outbox.append(
@@ -730,7 +649,7 @@ class ExecutionStateMachine:
                     reason="parent closed",
                 )
             )
-        close(state, event)
+        event = step.append(event_type, **fields)  # clears what is pending and disarms every timer
         step.outbox.append(
             o.RunClosed(
                 namespace=state.namespace,
@@ -743,7 +662,6 @@ class ExecutionStateMachine:
             )
         )
         if state.parent is not None and not isinstance(event, h.WorkflowExecutionContinuedAsNew):
-            outcome: ChildOutcome = CHILD_OUTCOMES[state.status]
             step.outbox.append(
                 o.NotifyParent(
                     parent=state.parent,
@@ -751,7 +669,7 @@ class ExecutionStateMachine:
                     message=m.ChildClosed(
                         run_id=state.parent.run_id,
                         initiated_event_id=state.parent.initiated_event_id,
-                        outcome=outcome,
+                        outcome=CHILD_OUTCOMES[state.status],
                         result=state.result,
                         failure=state.failure,
                     ),
@@ -781,7 +699,6 @@ class ExecutionStateMachine:
 
     def _park(self, step: _Step, cause: str, message: str, stack: str) -> None:
         step.append(h.WorkflowTaskFailed, cause=cause, message=message, stack_trace=stack)
-        step.state.status, step.state.blocked_reason = "blocked", message
 
     def _done(self, step: _Step, instance: WorkflowInstance | None) -> Transition:
         if step.state.status != "running":
