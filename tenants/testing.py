@@ -32,6 +32,7 @@ from perdure.platform.core.definitions import (
 )
 from perdure.platform.core.failures import (
     CancelledFailure,
+    NonDeterminismError,
     TerminatedFailure,
     TimeoutFailure,
     WorkflowFailureError,
@@ -234,8 +235,7 @@ class LocalEnvironment:
     ) -> LocalWorkflowHandle:
         """Continue a run from a recorded history prefix, as a cell does after a crash."""
         self._ensure_driver()
-        events = [e if not isinstance(e, dict) else h.event_from_json(e) for e in history]
-        h.check_contiguous(events)
+        events = _events(history)
         transition = self.machine.recover(events)
         state = transition.state
         existing = self._latest(state.workflow_id)
@@ -329,34 +329,26 @@ class LocalEnvironment:
 
     def _start_from_outbox(self, entry: o.StartRun) -> None:
         start = entry.start
+        # A child's parent hears whether it started; the next run of a continue-as-new chain is no child.
+        parent = start.parent if start.continued_from_run_id is None else None
+        notice: m.ChildStarted | m.ChildStartFailed
         try:
             run = self._start(start, id_reuse_policy="allow_duplicate", run_id=entry.run_id)
         except WorkflowAlreadyStartedError as exc:
-            if start.parent is not None and start.continued_from_run_id is None:
-                self._queue.append(
-                    (
-                        None,
-                        start.parent.run_id,
-                        m.ChildStartFailed(
-                            run_id=start.parent.run_id,
-                            initiated_event_id=start.parent.initiated_event_id,
-                            cause=str(exc),
-                        ),
-                    )
-                )
-            return
-        if start.parent is not None and start.continued_from_run_id is None:
-            self._queue.append(
-                (
-                    None,
-                    start.parent.run_id,
-                    m.ChildStarted(
-                        run_id=start.parent.run_id,
-                        initiated_event_id=start.parent.initiated_event_id,
-                        child_run_id=run.state.run_id,
-                    ),
-                )
+            if parent is None:
+                return
+            notice = m.ChildStartFailed(
+                run_id=parent.run_id, initiated_event_id=parent.initiated_event_id, cause=str(exc)
             )
+        else:
+            if parent is None:
+                return
+            notice = m.ChildStarted(
+                run_id=parent.run_id,
+                initiated_event_id=parent.initiated_event_id,
+                child_run_id=run.state.run_id,
+            )
+        self._queue.append((None, parent.run_id, notice))
 
     async def _run_activity(self, task: o.DispatchActivity) -> None:
         loop = asyncio.get_running_loop()
@@ -458,17 +450,12 @@ class LocalWorkflowHandle:
     async def result(self, timeout: float | None = None) -> Any:
         """The workflow's result, following continue-as-new; raises ``WorkflowFailureError`` otherwise."""
         run = self.env._by_run_id[self.run_id]
-        while True:
+        await self.env._wait_closed(run, timeout)
+        while run.state.status == "continued_as_new":
+            await self.env.drained()  # the next run's start is queued behind the close
+            run = self.env._by_run_id[run.state.new_run_id or ""]
             await self.env._wait_closed(run, timeout)
-            state = run.state
-            if state.status == "continued_as_new" and state.new_run_id in self.env._by_run_id:
-                run = self.env._by_run_id[state.new_run_id]
-                continue
-            if state.status == "continued_as_new":
-                await asyncio.sleep(0)  # the next run is queued; let the engine start it
-                if state.new_run_id in self.env._by_run_id:
-                    continue
-            break
+        state = run.state
         if state.status == "completed":
             type_hint = self.env.app.get_workflow(state.workflow_type).run.return_type
             return self.env.converter.from_payload(state.result, type_hint) if state.result else None
@@ -544,14 +531,19 @@ class LocalWorkflowHandle:
         await self.env.drained()
 
 
+def _events(history: Sequence[dict[str, Any]] | Sequence[h.HistoryEvent]) -> list[h.HistoryEvent]:
+    events = [e if not isinstance(e, dict) else h.event_from_json(e) for e in history]
+    h.check_contiguous(events)
+    return events
+
+
 def replay(
     app: WorkflowRegistry,
     history: Sequence[dict[str, Any]] | Sequence[h.HistoryEvent],
     converter: DataConverter = default_converter,
 ) -> None:
     """Check that the app's current code replays ``history``; raises ``NonDeterminismError`` if not."""
-    events = [e if not isinstance(e, dict) else h.event_from_json(e) for e in history]
-    h.check_contiguous(events)
+    events = _events(history)
     machine = ExecutionStateMachine(
         app, clock=lambda: datetime.now(UTC), new_id=lambda: "", converter=converter
     )
@@ -559,6 +551,4 @@ def replay(
     leftover = instance.apply([])
     closed = any(h.is_close_event(e) for e in events)
     if leftover and closed:
-        from perdure.platform.core.failures import NonDeterminismError
-
         raise NonDeterminismError(None, "the end of the history", leftover[0].describe())

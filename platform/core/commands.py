@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import timedelta
 from typing import Any
 
@@ -12,14 +13,16 @@ from perdure.platform.core.failures import Failure
 from perdure.platform.core.payloads import Payload
 
 
-class _Command(BaseModel):
+class _Command(BaseModel, ABC):
     model_config = ConfigDict(frozen=True)
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """How the command reads in a non-determinism error."""
 
+    @abstractmethod
     def matches(self, event: Any) -> bool:
-        raise NotImplementedError
+        """Whether ``event`` records this command."""
 
 
 class ScheduleActivity(_Command):
