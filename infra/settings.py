@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     rabbitmq_management_url: str = "http://guest:guest@127.0.0.1:15672/"
     cells: dict[str, CellOverride] = Field(default_factory=dict)
 
+    # Databases are "<prefix>_control", "<prefix>_cell_<cell>", "<prefix>_metering".
+    database_prefix: str = Field(default="perdure", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,30}$")
+
     telemetry_exporter: Literal["none", "console", "otlp", "memory"] = "none"
     otlp_endpoint: str = "http://127.0.0.1:4318"
     service_name: str = "perdure"
@@ -134,6 +137,13 @@ class Settings(BaseSettings):
     @classmethod
     def _http(cls, v: str) -> str:
         return _check_url(v, ("http", "https"))
+
+    @property
+    def control_database(self) -> str:
+        return f"{self.database_prefix}_control"
+
+    def cell_database(self, cell: str) -> str:
+        return f"{self.database_prefix}_cell_{cell.replace('-', '_')}"
 
     def endpoints(self, cell: str | None = None) -> Endpoints:
         """The endpoints a cell uses: its overrides over the platform defaults."""

@@ -23,22 +23,23 @@ class ManagedProcess:
     cmdline_marker: str
 
     def pid(self) -> int | None:
-        """The recorded pid if that process is still ours and alive."""
+        """The recorded process group if a process of it is still alive and ours.
+
+        The recorded pid leads a session of its own; a launcher script may exit while the server it
+        started lives on in the same group (RabbitMQ's does), so the group is what counts.
+        """
         try:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            return None
-        if self.cmdline_marker not in cmdline:
-            return None
-        with contextlib.suppress(FileNotFoundError):
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            if state == "Z":
-                return None
-        return pid
+        for member in _group_members(pid):
+            try:
+                cmdline = Path(f"/proc/{member}/cmdline").read_bytes().replace(b"\0", b" ")
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            if self.cmdline_marker in cmdline.decode(errors="replace"):
+                return pid
+        return None
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -92,17 +93,23 @@ class ManagedProcess:
 
     @staticmethod
     def _group_alive(pgid: int) -> bool:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-            # fields: state ppid pgrp ...
-            if fields[2] == str(pgid) and fields[0] != "Z":
-                return True
-        return False
+        return bool(_group_members(pgid))
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        # fields: state ppid pgrp ...
+        if fields[2] == str(pgid) and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -7,7 +7,11 @@ import sys
 import typer
 
 from perdure.infra.settings import SettingsError, get_settings
+from perdure.platform.cli.cell_commands import cell_app
+from perdure.platform.cli.dlq_commands import dlq_app
+from perdure.platform.cli.namespace_commands import namespace_app
 from perdure.platform.cli.stack_commands import stack_app
+from perdure.platform.cli.workflow_commands import workflow_app
 
 app = typer.Typer(
     name="perdure",
@@ -16,6 +20,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack_app, name="stack")
+app.add_typer(cell_app, name="cell")
+app.add_typer(namespace_app, name="namespace")
+app.add_typer(workflow_app, name="workflow")
+app.add_typer(dlq_app, name="dlq")
 
 
 @app.callback()

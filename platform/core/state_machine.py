@@ -307,8 +307,11 @@ class ExecutionStateMachine:
 
     def _on_timer_fired(self, step: _Step, notice: m.TimerFiredNotice) -> str | None:
         state = step.state
-        if notice.run_id != state.run_id or state.armed_timers.get(notice.timer_key) is None:
+        armed = state.armed_timers.get(notice.timer_key)
+        if notice.run_id != state.run_id or armed is None:
             return "timer no longer armed"
+        if armed.fire_at > step.now:
+            return "timer was armed again for later"  # a late notice of the key's previous arming
         del state.armed_timers[notice.timer_key]  # it fired: there is nothing left to cancel
         if notice.purpose == "user_timer":
             self._run_code(step, step.append(h.TimerFired, started_event_id=notice.event_id))

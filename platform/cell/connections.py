@@ -1,0 +1,36 @@
+"""The clients a cell process holds: control and cell databases, Kafka, RabbitMQ management."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from perdure.infra.rabbitmq_admin import RabbitMQAdmin
+from perdure.infra.settings import Settings
+from perdure.platform.cell.control_store import ControlStore
+from perdure.platform.cell.run_store import RunStore
+
+
+@dataclass
+class Databases:
+    client: AsyncMongoClient[dict[str, Any]]
+    control: ControlStore
+
+    @classmethod
+    def connect(cls, settings: Settings, cell: str | None = None) -> Databases:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            settings.endpoints(cell).mongodb_uri, serverSelectionTimeoutMS=10_000, tz_aware=True
+        )
+        return cls(client, ControlStore(client[settings.control_database]))
+
+    def runs(self, settings: Settings, cell: str) -> RunStore:
+        return RunStore(self.client[settings.cell_database(cell)])
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def rabbitmq_admin(settings: Settings, cell: str | None = None) -> RabbitMQAdmin:
+    return RabbitMQAdmin(settings.endpoints(cell).rabbitmq_management_url)

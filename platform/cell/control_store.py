@@ -1,0 +1,118 @@
+"""The control database's records of cells and namespaces (``<prefix>_control``)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from perdure.platform.cell.wire import dlq_topic, tasks_topic
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+
+
+class ControlError(ValueError):
+    pass
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise ControlError(
+            f"{kind} name {name!r} must be lowercase letters, digits and '-', starting with a letter"
+        )
+    return name
+
+
+class CellRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    partitions: int = Field(ge=1, le=1024)
+    topic: str
+    dlq_topic: str
+    database: str
+    created_at: datetime
+
+    @classmethod
+    def new(cls, name: str, partitions: int, database: str) -> CellRecord:
+        return cls(
+            name=check_name("cell", name),
+            partitions=partitions,
+            topic=tasks_topic(name),
+            dlq_topic=dlq_topic(name),
+            database=database,
+            created_at=datetime.now(UTC),
+        )
+
+
+class NamespaceRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    app: str
+    cell: str
+    vhost: str
+    created_at: datetime
+
+
+class ControlStore:
+    def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+        self.db = database
+        self.cells = database["cells"]
+        self.namespaces = database["namespaces"]
+
+    async def ensure_indexes(self) -> None:
+        await self.namespaces.create_index([("cell", ASCENDING)])
+
+    async def add_cell(self, cell: CellRecord) -> CellRecord:
+        """Register a cell; registering the same cell again is a no-op, a different one an error."""
+        document = {"_id": cell.name, **cell.model_dump(mode="python")}
+        try:
+            await self.cells.insert_one(document)
+            return cell
+        except DuplicateKeyError:
+            existing = await self.get_cell(cell.name)
+            if existing.partitions != cell.partitions:
+                raise ControlError(
+                    f"cell {cell.name!r} exists with {existing.partitions} partitions, not {cell.partitions}"
+                ) from None
+            return existing
+
+    async def get_cell(self, name: str) -> CellRecord:
+        document = await self.cells.find_one({"_id": name})
+        if document is None:
+            raise ControlError(
+                f"no cell {name!r}; create it with `perdure cell create {name} --partitions N`"
+            )
+        return CellRecord.model_validate(document)
+
+    async def list_cells(self) -> list[CellRecord]:
+        return [CellRecord.model_validate(d) async for d in self.cells.find().sort("_id", ASCENDING)]
+
+    async def add_namespace(self, namespace: NamespaceRecord) -> NamespaceRecord:
+        document = {"_id": namespace.name, **namespace.model_dump(mode="python")}
+        try:
+            await self.namespaces.insert_one(document)
+            return namespace
+        except DuplicateKeyError:
+            existing = await self.get_namespace(namespace.name)
+            if (existing.app, existing.cell) != (namespace.app, namespace.cell):
+                raise ControlError(
+                    f"namespace {namespace.name!r} exists on cell {existing.cell!r} with app {existing.app!r}"
+                ) from None
+            return existing
+
+    async def get_namespace(self, name: str) -> NamespaceRecord:
+        document = await self.namespaces.find_one({"_id": name})
+        if document is None:
+            raise ControlError(f"no namespace {name!r}")
+        return NamespaceRecord.model_validate(document)
+
+    async def namespaces_of(self, cell: str) -> list[NamespaceRecord]:
+        cursor = self.namespaces.find({"cell": cell}).sort("_id", ASCENDING)
+        return [NamespaceRecord.model_validate(d) async for d in cursor]

@@ -1,0 +1,435 @@
+"""The cell engine: consumes the cell's partitions and applies their messages to runs.
+
+Per poll: decode (undecodable records go to the dead-letter topic), group by execution, load what is
+not cached, apply each group's messages through the namespace's state machine, write every changed run
+in bulk (conditional, fenced by the partition epoch), send the outbox, commit the offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from opentelemetry import metrics, trace
+
+from perdure.infra.telemetry import extract_kafka_context
+from perdure.platform.cell.control_store import CellRecord
+from perdure.platform.cell.namespace_apps import LoadedNamespace, NamespaceApps, NamespaceUnavailable
+from perdure.platform.cell.outbox_sender import Addressed, OutboxSender
+from perdure.platform.cell.run_store import FencedError, RunEntry, RunStore
+from perdure.platform.cell.task_producer import TaskProducer
+from perdure.platform.cell.wire import DeadLetter, TaskEnvelope, UndecodableMessage, decode_envelope
+from perdure.platform.core import messages as m
+from perdure.platform.core.state_machine import Transition
+
+log = logging.getLogger("perdure.engine")
+tracer = trace.get_tracer("perdure.engine")
+meter = metrics.get_meter("perdure.engine")
+tasks_processed = meter.create_counter("perdure.engine.messages", description="messages applied to runs")
+batch_sizes = meter.create_histogram("perdure.engine.batch_size", description="records per poll")
+step_latency = meter.create_histogram("perdure.engine.batch_seconds", unit="s", description="poll to commit")
+cache_lookups = meter.create_counter("perdure.engine.cache_lookups", description="run cache hits and misses")
+dead_letters = meter.create_counter("perdure.engine.dead_letters", description="records sent to the DLQ")
+
+CACHE_LIMIT_PER_PARTITION = 5_000
+ExecutionKey = tuple[str, str]
+
+
+def fresh_run_id(namespace: str, workflow_id: str, request_id: str) -> str:
+    """Deterministic, so a redelivered start creates the same run id and is refused as a duplicate."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"perdure:{namespace}/{workflow_id}/{request_id}"))
+
+
+@dataclass
+class PartitionCache:
+    latest: collections.OrderedDict[ExecutionKey, RunEntry] = field(default_factory=collections.OrderedDict)
+    by_run: dict[str, RunEntry] = field(default_factory=dict)
+
+    def put(self, key: ExecutionKey, entry: RunEntry, *, latest: bool) -> None:
+        self.by_run[entry.state.run_id] = entry
+        if latest:
+            self.latest[key] = entry
+            self.latest.move_to_end(key)
+        while len(self.latest) > CACHE_LIMIT_PER_PARTITION:
+            _, evicted = self.latest.popitem(last=False)
+            self.by_run.pop(evicted.state.run_id, None)
+
+
+@dataclass
+class Group:
+    """The messages of one execution in one poll, in partition order."""
+
+    key: ExecutionKey
+    partition: int
+    items: list[tuple[ConsumerRecord[bytes, bytes], TaskEnvelope]] = field(default_factory=list)
+    namespace: LoadedNamespace | None = None
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, engine: CellEngine) -> None:
+        self.engine = engine
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.engine.release({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.engine.take({tp.partition for tp in assigned})
+
+
+class CellEngine:
+    def __init__(
+        self,
+        cell: CellRecord,
+        store: RunStore,
+        apps: NamespaceApps,
+        tasks: TaskProducer,
+        sender: OutboxSender,
+        consumer: AIOKafkaConsumer,
+    ) -> None:
+        self.cell = cell
+        self.store = store
+        self.apps = apps
+        self.tasks = tasks
+        self.sender = sender
+        self.consumer = consumer
+        self.epochs: dict[int, int] = {}
+        self.caches: dict[int, PartitionCache] = {}
+        self.lock = asyncio.Lock()
+        self.timer_wakeup = asyncio.Event()
+        self.stopping = asyncio.Event()
+
+    # -- partition ownership ----------------------------------------------------------------------------
+    async def take(self, partitions: set[int]) -> None:
+        async with self.lock:
+            for partition in sorted(partitions):
+                self.epochs[partition] = await self.store.take_partition(partition)
+                self.caches[partition] = PartitionCache()
+                await self._resend_outboxes(partition)
+            log.info("partitions assigned", extra={"partitions": sorted(partitions), "epochs": self.epochs})
+            self.timer_wakeup.set()
+
+    async def release(self, partitions: set[int]) -> None:
+        # Taking the lock waits for the batch in progress to finish and commit.
+        async with self.lock:
+            for partition in partitions:
+                self.epochs.pop(partition, None)
+                self.caches.pop(partition, None)
+            log.info("partitions revoked", extra={"partitions": sorted(partitions)})
+
+    async def _resend_outboxes(self, partition: int) -> None:
+        documents = await self.store.pending_outboxes(partition)
+        if not documents:
+            return
+        items = [
+            Addressed(d["namespace"], d["workflow_id"], partition, entry)
+            for d in documents
+            for entry in self.store.outbox_of(d)
+        ]
+        for document in documents:
+            try:
+                await self.apps.get(document["namespace"])  # the vhost of the namespace
+            except NamespaceUnavailable:
+                pass
+        await self.sender.send(items)
+        entries = [self.store.entry_of(d) for d in documents]
+        await self.store.clear_outbox(entries)
+        log.info(
+            "outbox re-sent after taking a partition", extra={"partition": partition, "runs": len(documents)}
+        )
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def subscribe(self) -> None:
+        self.consumer.subscribe([self.cell.topic], listener=_Rebalance(self))
+
+    async def run(self) -> None:
+        timers = asyncio.create_task(self._timer_loop(), name="timers")
+        try:
+            while not self.stopping.is_set():
+                batch = await self.consumer.getmany(timeout_ms=100, max_records=500)
+                if not batch:
+                    continue
+                async with self.lock:
+                    # Records of partitions revoked meanwhile belong to their new owner now.
+                    owned = {tp: records for tp, records in batch.items() if tp.partition in self.epochs}
+                    if owned:
+                        await self.process(owned)
+        finally:
+            timers.cancel()
+            await asyncio.gather(timers, return_exceptions=True)
+
+    async def process(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        started = time.perf_counter()
+        count = sum(len(records) for records in batch.values())
+        batch_sizes.record(count)
+        first = next(iter(batch.values()))[0]
+        with tracer.start_as_current_span(
+            "perdure.consume", context=extract_kafka_context(first.headers), attributes={"records": count}
+        ):
+            rejected: list[DeadLetter] = []
+            groups: dict[ExecutionKey, Group] = {}
+            for tp, records in batch.items():
+                for record in records:
+                    try:
+                        envelope = decode_envelope(record.value, record.key)
+                    except UndecodableMessage as exc:
+                        rejected.append(self._dead_letter(record, str(exc)))
+                        continue
+                    key = (envelope.namespace, envelope.workflow_id)
+                    groups.setdefault(key, Group(key, tp.partition)).items.append((record, envelope))
+            await asyncio.gather(*(self._prepare(group, rejected) for group in groups.values()))
+            touched: dict[str, RunEntry] = {}
+            extra: list[TaskEnvelope] = []
+            for group in groups.values():
+                if group.namespace is None:
+                    continue
+                with tracer.start_as_current_span(
+                    "perdure.workflow_task",
+                    attributes={"namespace": group.key[0], "workflow_id": group.key[1]},
+                ):
+                    try:
+                        self._apply(group, touched, extra)
+                    except Exception as exc:  # a bug must not stop the partition: park the messages
+                        log.exception("applying messages failed", extra={"execution": group.key})
+                        rejected.extend(
+                            self._dead_letter(r, f"engine error: {exc!r}") for r, _ in group.items
+                        )
+            entries = [e for e in touched.values() if e.dirty]
+            try:
+                await self.store.write(entries, self.epochs)
+            except FencedError as exc:
+                log.error("fenced: another process owns these partitions now", extra={"error": str(exc)})
+                for entry in entries:
+                    self._forget(entry)
+                return  # nothing committed: the new owner processes these records
+            items = [
+                Addressed(e.state.namespace, e.state.workflow_id, e.partition, item)
+                for e in entries
+                for item in e.new_outbox
+            ]
+            await self.sender.send(items)
+            await self.tasks.send_all(extra)
+            await self.store.clear_outbox([e for e in entries if e.new_outbox])
+            if rejected:
+                await self._send_dead_letters(rejected)
+            await self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+            for entry in entries:
+                entry.reset_changes()
+                if entry.instance is not None:
+                    entry.history = None
+            tasks_processed.add(count - len(rejected))
+            step_latency.record(time.perf_counter() - started)
+
+    # -- loading ---------------------------------------------------------------------------------------------
+    async def _prepare(self, group: Group, rejected: list[DeadLetter]) -> None:
+        namespace = group.key[0]
+        try:
+            group.namespace = await self.apps.get(namespace)
+        except NamespaceUnavailable as exc:
+            rejected.extend(self._dead_letter(record, str(exc)) for record, _ in group.items)
+            return
+        cache = self.caches[group.partition]
+        latest = cache.latest.get(group.key)
+        cache_lookups.add(1, {"result": "hit" if latest else "miss"})
+        if latest is None:
+            document = await self.store.latest_run(*group.key)
+            if document is not None:
+                latest = await self._entry(document)
+                cache.put(group.key, latest, latest=True)
+        needs_history = any(isinstance(env.message, m.RedriveRun) for _, env in group.items)
+        if latest is not None and needs_history and latest.history is None and latest.instance is None:
+            latest.history = await self.store.read_history(latest.state.run_id)
+        for _, envelope in group.items:
+            run_id = envelope.run_id
+            if isinstance(envelope.message, m.StartWorkflow) and run_id is None:
+                run_id = fresh_run_id(namespace, envelope.workflow_id, envelope.message.request_id)
+            if run_id is None or run_id in cache.by_run:
+                continue
+            document = await self.store.run(run_id)
+            if document is not None:
+                cache.put(group.key, await self._entry(document), latest=False)
+
+    async def _entry(self, document: dict[str, Any]) -> RunEntry:
+        await self.store.flush_tail(document)
+        entry = self.store.entry_of(document)
+        if entry.state.is_open:
+            entry.history = await self.store.read_history(entry.state.run_id, document)
+        return entry
+
+    def _forget(self, entry: RunEntry) -> None:
+        cache = self.caches.get(entry.partition)
+        if cache is not None:
+            cache.by_run.pop(entry.state.run_id, None)
+            cache.latest.pop((entry.state.namespace, entry.state.workflow_id), None)
+
+    # -- applying ----------------------------------------------------------------------------------------------
+    def _apply(self, group: Group, touched: dict[str, RunEntry], extra: list[TaskEnvelope]) -> None:
+        assert group.namespace is not None
+        machine = group.namespace.machine
+        cache = self.caches[group.partition]
+        for _, envelope in group.items:
+            message = envelope.message
+            if isinstance(message, m.StartWorkflow):
+                entry = self._start(group, envelope, message, extra)
+                if entry is not None:
+                    touched[entry.state.run_id] = entry
+                continue
+            entry = cache.by_run.get(envelope.run_id) if envelope.run_id else cache.latest.get(group.key)
+            if entry is None:
+                log.warning(
+                    "message for an unknown run", extra={"execution": group.key, "kind": message.kind}
+                )
+                continue
+            transition = machine.handle(entry.state, message, instance=entry.instance, history=entry.history)
+            if self._absorb(entry, transition):
+                touched[entry.state.run_id] = entry
+
+    def _start(
+        self, group: Group, envelope: TaskEnvelope, message: m.StartWorkflow, extra: list[TaskEnvelope]
+    ) -> RunEntry | None:
+        assert group.namespace is not None
+        cache = self.caches[group.partition]
+        namespace = group.key[0]
+        run_id = envelope.run_id or fresh_run_id(namespace, message.workflow_id, message.request_id)
+        if run_id in cache.by_run:
+            return None  # the same start again: the run exists
+        latest = cache.latest.get(group.key)
+        is_child = message.parent is not None and message.continued_from_run_id is None
+        refusal = None
+        if latest is not None and message.continued_from_run_id is None:
+            if latest.state.is_open:
+                refusal = f"workflow {message.workflow_id!r} is already running (run {latest.state.run_id})"
+            elif envelope.id_reuse_policy == "reject_duplicate" or (
+                envelope.id_reuse_policy == "allow_duplicate_failed_only"
+                and latest.state.status == "completed"
+            ):
+                refusal = f"workflow id {message.workflow_id!r} was used and the reuse policy forbids it"
+        if refusal is not None:
+            log.info("start refused", extra={"execution": group.key, "reason": refusal})
+            if is_child and message.parent is not None:
+                extra.append(
+                    self._to_parent(
+                        message,
+                        m.ChildStartFailed(
+                            run_id=message.parent.run_id,
+                            initiated_event_id=message.parent.initiated_event_id,
+                            cause=refusal,
+                        ),
+                    )
+                )
+            return None
+        transition = group.namespace.machine.start(namespace, message, run_id=run_id)
+        entry = RunEntry(state=transition.state, partition=group.partition, persisted_next_event_id=1)
+        self._absorb(entry, transition)
+        cache.put(group.key, entry, latest=True)
+        if is_child and message.parent is not None:
+            extra.append(
+                self._to_parent(
+                    message,
+                    m.ChildStarted(
+                        run_id=message.parent.run_id,
+                        initiated_event_id=message.parent.initiated_event_id,
+                        child_run_id=run_id,
+                    ),
+                )
+            )
+        return entry
+
+    @staticmethod
+    def _to_parent(message: m.StartWorkflow, notice: m.ChildStarted | m.ChildStartFailed) -> TaskEnvelope:
+        assert message.parent is not None
+        parent = message.parent
+        return TaskEnvelope(
+            namespace=parent.namespace, workflow_id=parent.workflow_id, run_id=parent.run_id, message=notice
+        )
+
+    @staticmethod
+    def _absorb(entry: RunEntry, transition: Transition) -> bool:
+        if transition.ignored is not None:
+            return False
+        entry.state = transition.state
+        entry.instance = transition.instance
+        entry.new_events.extend(transition.events)
+        entry.new_outbox.extend(transition.outbox)
+        entry.state_changed = True
+        if entry.history is not None:
+            entry.history.extend(transition.events)
+        elif entry.instance is None and entry.persisted_next_event_id == 1:
+            entry.history = list(entry.new_events)  # a new run parked at once: all it has is in this poll
+        return True
+
+    # -- dead letters -----------------------------------------------------------------------------------------
+    def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> DeadLetter:
+        dead_letters.add(1)
+        log.warning(
+            "dead-lettered", extra={"offset": record.offset, "partition": record.partition, "reason": reason}
+        )
+        return DeadLetter.of(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=list(record.headers or []),
+            reason=reason,
+            at=datetime.now(UTC),
+        )
+
+    async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        producer = self.tasks.producer
+        futures = [
+            await producer.send(
+                self.cell.dlq_topic, letter.model_dump_json().encode(), key=letter.id.encode()
+            )
+            for letter in letters
+        ]
+        await asyncio.gather(*futures)
+
+    # -- timers ------------------------------------------------------------------------------------------------
+    def timer_armed(self, fire_at: datetime) -> None:
+        self.timer_wakeup.set()
+
+    async def _timer_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self._fire_due_timers()
+            except Exception:
+                log.exception("timer service failed; retrying")
+                await asyncio.sleep(1)
+
+    async def _fire_due_timers(self) -> None:
+        owned = sorted(self.epochs)
+        due = await self.store.due_timers(owned, datetime.now(UTC))
+        if due:
+            with tracer.start_as_current_span("perdure.timers.fire", attributes={"timers": len(due)}):
+                envelopes = []
+                for document in due:
+                    notice = m.TimerFiredNotice.model_validate(document["notice"])
+                    envelopes.append(
+                        TaskEnvelope(
+                            namespace=document["namespace"],
+                            workflow_id=document["workflow_id"],
+                            run_id=notice.run_id,
+                            message=notice,
+                        )
+                    )
+                await self.tasks.send_all(envelopes)
+                await self.store.delete_fired(due)
+            return
+        upcoming = await self.store.next_timer(owned)
+        delay = 1.0
+        if upcoming is not None:
+            delay = min(delay, max(0.0, (upcoming - datetime.now(UTC)).total_seconds()))
+        self.timer_wakeup.clear()
+        try:
+            await asyncio.wait_for(self.timer_wakeup.wait(), delay)
+        except TimeoutError:
+            pass

@@ -1,0 +1,134 @@
+"""What ops and tests use without the tenant edge: start and steer workflows through the cell's topic,
+and read runs and histories from the cell's database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from perdure.infra.settings import Settings
+from perdure.platform.cell.connections import Databases
+from perdure.platform.cell.control_store import NamespaceRecord
+from perdure.platform.cell.run_store import RunStore
+from perdure.platform.cell.task_producer import TaskProducer, new_producer
+from perdure.platform.cell.wire import TaskEnvelope
+from perdure.platform.core import history as h
+from perdure.platform.core import messages as m
+from perdure.platform.core.payloads import default_converter
+
+
+class WorkflowNotFound(LookupError):
+    pass
+
+
+class OpsClient:
+    def __init__(
+        self, settings: Settings, databases: Databases, namespace: NamespaceRecord, producer: AIOKafkaProducer
+    ) -> None:
+        self.settings = settings
+        self.databases = databases
+        self.namespace = namespace
+        self.store: RunStore = databases.runs(settings, namespace.cell)
+        self.tasks = TaskProducer(producer, namespace.cell)
+        self._producer = producer
+
+    @classmethod
+    async def connect(cls, settings: Settings, namespace: str) -> OpsClient:
+        databases = Databases.connect(settings)
+        record = await databases.control.get_namespace(namespace)
+        producer = new_producer(settings.endpoints(record.cell).kafka_bootstrap_servers)
+        await producer.start()
+        return cls(settings, databases, record, producer)
+
+    async def close(self) -> None:
+        await self._producer.stop()
+        await self.databases.close()
+
+    async def __aenter__(self) -> OpsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _send(self, workflow_id: str, message: Any, **extra: Any) -> None:
+        await self.tasks.send(
+            TaskEnvelope(namespace=self.namespace.name, workflow_id=workflow_id, message=message, **extra)
+        )
+
+    async def start_workflow(
+        self,
+        workflow_type: str,
+        *args: Any,
+        id: str,
+        request_id: str | None = None,
+        execution_timeout: timedelta | None = None,
+        id_reuse_policy: str = "allow_duplicate",
+    ) -> str:
+        """Enqueue a start; returns the request id (the run id follows from it)."""
+        request_id = request_id or str(uuid.uuid4())
+        start = m.StartWorkflow(
+            request_id=request_id,
+            workflow_type=workflow_type,
+            workflow_id=id,
+            input=default_converter.to_payloads(list(args), "workflow input"),
+            execution_timeout=execution_timeout,
+        )
+        await self._send(id, start, id_reuse_policy=id_reuse_policy)
+        return request_id
+
+    async def signal(self, workflow_id: str, name: str, *args: Any) -> None:
+        await self._send(
+            workflow_id,
+            m.SignalWorkflow(
+                request_id=str(uuid.uuid4()),
+                signal_name=name,
+                input=default_converter.to_payloads(list(args)),
+            ),
+        )
+
+    async def cancel(self, workflow_id: str, reason: str = "") -> None:
+        await self._send(workflow_id, m.CancelWorkflowRequest(request_id=str(uuid.uuid4()), reason=reason))
+
+    async def terminate(self, workflow_id: str, reason: str = "") -> None:
+        await self._send(workflow_id, m.TerminateWorkflowRequest(request_id=str(uuid.uuid4()), reason=reason))
+
+    async def redrive(self, workflow_id: str) -> None:
+        await self._send(workflow_id, m.RedriveRun(request_id=str(uuid.uuid4())))
+
+    async def describe(self, workflow_id: str) -> dict[str, Any]:
+        document = await self.store.latest_run(self.namespace.name, workflow_id)
+        if document is None:
+            raise WorkflowNotFound(f"no workflow {workflow_id!r} in namespace {self.namespace.name!r}")
+        state = document["state"]
+        return {
+            "workflow_id": workflow_id,
+            "run_id": document["_id"],
+            "workflow_type": document["workflow_type"],
+            "status": document["status"],
+            "start_time": document["start_time"],
+            "close_time": document["close_time"],
+            "history_length": document["next_event_id"] - 1,
+            "pending_activities": len(state.get("pending_activities") or {}),
+            "pending_timers": len(state.get("pending_timers") or {}),
+            "blocked_reason": document.get("blocked_reason"),
+            "result": default_converter.from_payload(h.Payload.model_validate(state["result"]))
+            if state.get("result")
+            else None,
+            "failure": state.get("failure"),
+        }
+
+    async def history(self, workflow_id: str) -> list[h.HistoryEvent]:
+        document = await self.store.latest_run(self.namespace.name, workflow_id)
+        if document is None:
+            raise WorkflowNotFound(f"no workflow {workflow_id!r} in namespace {self.namespace.name!r}")
+        return await self.store.read_history(document["_id"], document)
+
+    async def list(
+        self, status: str | None = None, workflow_type: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return await self.store.list_runs(
+            self.namespace.name, status=status, workflow_type=workflow_type, limit=limit
+        )

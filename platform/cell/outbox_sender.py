@@ -1,0 +1,121 @@
+"""Sending what transitions put in their outbox, after the history write (DESIGN invariant 4):
+timers to the cell database, runs to start or cancel and parent notices to Kafka, activity tasks and
+close notifications to the namespace's RabbitMQ vhost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import aio_pika
+
+from perdure.infra.telemetry import inject_amqp_headers
+from perdure.platform.cell.amqp_channels import AmqpChannels
+from perdure.platform.cell.provisioning import ACTIVITIES_QUEUE, RESULTS_EXCHANGE
+from perdure.platform.cell.run_store import RunStore, partition_of
+from perdure.platform.cell.task_producer import TaskProducer
+from perdure.platform.cell.wire import TaskEnvelope, execution_key
+from perdure.platform.core import messages as m
+from perdure.platform.core import outbox as o
+
+
+@dataclass(frozen=True)
+class Addressed:
+    """An outbox entry with the run it came from."""
+
+    namespace: str
+    workflow_id: str
+    partition: int
+    entry: o.OutboxEntry
+
+
+class OutboxSender:
+    def __init__(
+        self,
+        store: RunStore,
+        producer: TaskProducer,
+        channels: AmqpChannels,
+        partitions: int,
+        vhost_of: Callable[[str], str],
+        timer_armed: Callable[[datetime], None],
+    ) -> None:
+        self.store = store
+        self.producer = producer
+        self.channels = channels
+        self.partitions = partitions
+        self.vhost_of = vhost_of
+        self.timer_armed = timer_armed
+
+    async def send(self, items: Sequence[Addressed]) -> None:
+        created: list[tuple[o.CreateTimer, int, str, str]] = []
+        cancelled: list[str] = []
+        envelopes: list[TaskEnvelope] = []
+        publishes = []
+        for item in items:
+            entry = item.entry
+            match entry:
+                case o.CreateTimer():
+                    created.append((entry, item.partition, item.namespace, item.workflow_id))
+                case o.CancelTimerEntry():
+                    cancelled.append(entry.timer_key)
+                case o.StartRun():
+                    envelopes.append(
+                        TaskEnvelope(
+                            namespace=entry.namespace,
+                            workflow_id=entry.start.workflow_id,
+                            run_id=entry.run_id,
+                            message=entry.start,
+                        )
+                    )
+                case o.CancelRun():
+                    message: m.RunMessage = (
+                        m.TerminateWorkflowRequest(request_id=entry.request_id, reason=entry.reason)
+                        if entry.terminate
+                        else m.CancelWorkflowRequest(request_id=entry.request_id, reason=entry.reason)
+                    )
+                    envelopes.append(
+                        TaskEnvelope(
+                            namespace=entry.namespace, workflow_id=entry.workflow_id, message=message
+                        )
+                    )
+                case o.NotifyParent():
+                    envelopes.append(
+                        TaskEnvelope(
+                            namespace=entry.parent.namespace,
+                            workflow_id=entry.parent.workflow_id,
+                            run_id=entry.parent.run_id,
+                            message=entry.message,
+                        )
+                    )
+                case o.DispatchActivity():
+                    publishes.append(self._publish(entry.namespace, "", ACTIVITIES_QUEUE, entry))
+                case o.RunClosed():
+                    publishes.append(
+                        self._publish(entry.namespace, RESULTS_EXCHANGE, f"closed.{entry.workflow_id}", entry)
+                    )
+                case o.CancelActivityTask():
+                    pass  # best effort only: a late result of a cancelled activity is ignored by the engine
+        # Timers first: a timer armed for a message about to be sent must already exist.
+        await self.store.apply_timer_changes(created, cancelled)
+        if created:
+            self.timer_armed(min(t.fire_at for t, *_ in created))
+        await asyncio.gather(self.producer.send_all(envelopes), *publishes)
+
+    async def _publish(self, namespace: str, exchange: str, routing_key: str, entry: o.OutboxEntry) -> None:
+        channel = await self.channels.channel(self.vhost_of(namespace))
+        message = aio_pika.Message(
+            entry.model_dump_json().encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            type=entry.kind,
+            headers=inject_amqp_headers({"perdure-version": "1"}),
+        )
+        target = (
+            channel.default_exchange if not exchange else await channel.get_exchange(exchange, ensure=False)
+        )
+        await target.publish(message, routing_key=routing_key)
+
+    def partition_for(self, namespace: str, workflow_id: str) -> int:
+        return partition_of(execution_key(namespace, workflow_id), self.partitions)

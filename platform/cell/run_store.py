@@ -1,0 +1,317 @@
+"""A cell's database: one document per run (its state, its latest history batch and its pending
+outbox), history batches, durable timers and partition epochs.
+
+Writes are conditional and need no transactions: a run document changes only if its
+``next_event_id`` is the one the writer read and its ``epoch`` is not newer than the writer's, so a
+duplicate or a zombie writer fails instead of forking history (DESIGN invariants 2 and 3). The newest
+batch of events rides in the run document itself (``tail``) and is copied to the history collection
+right after; readers take the tail when that copy is missing, so a crash between the two loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+from pydantic import TypeAdapter
+from pymongo import ASCENDING, DESCENDING, DeleteOne, InsertOne, ReplaceOne, ReturnDocument, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from perdure.platform.core import history as h
+from perdure.platform.core import outbox as o
+from perdure.platform.core.run_state import RunState
+from perdure.platform.core.workflow_instance import WorkflowInstance
+
+Document = dict[str, Any]
+_outbox_adapter: TypeAdapter[list[o.OutboxEntry]] = TypeAdapter(list[o.OutboxEntry])
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), so the owner of a timer is the owner of its run."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class FencedError(RuntimeError):
+    """A newer owner of the partition wrote first: this process must stop writing for it."""
+
+
+@dataclass
+class RunEntry:
+    """A run as the engine holds it between messages."""
+
+    state: RunState
+    partition: int
+    persisted_next_event_id: int  # 1 for a run not yet written
+    instance: WorkflowInstance | None = None
+    # The whole history, kept only while there is no live instance to feed (a parked run, a cache miss).
+    history: list[h.HistoryEvent] | None = None
+    # What this poll changed: written together, then the outbox is sent.
+    new_events: list[h.HistoryEvent] = field(default_factory=list)
+    new_outbox: list[o.OutboxEntry] = field(default_factory=list)
+    state_changed: bool = False
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.new_events) or self.state_changed
+
+    def reset_changes(self) -> None:
+        self.new_events, self.new_outbox, self.state_changed = [], [], False
+
+
+def _state_document(entry: RunEntry, epoch: int) -> Document:
+    state = entry.state
+    return {
+        "namespace": state.namespace,
+        "workflow_id": state.workflow_id,
+        "workflow_type": state.workflow_type,
+        "status": state.status,
+        "start_time": state.start_time,
+        "close_time": state.close_time,
+        "blocked_reason": state.blocked_reason,
+        "partition": entry.partition,
+        "epoch": epoch,
+        "next_event_id": state.next_event_id,
+        "state": state.model_dump(mode="json"),
+        "tail": {
+            "first_event_id": entry.new_events[0].event_id if entry.new_events else 0,
+            "events": h.history_to_json(entry.new_events),
+        },
+        "outbox": [e.model_dump(mode="json") for e in entry.new_outbox],
+        "has_outbox": bool(entry.new_outbox),
+    }
+
+
+def _batch_id(run_id: str, first_event_id: int) -> str:
+    return f"{run_id}/{first_event_id:012d}"
+
+
+class RunStore:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self.db = database
+        self.runs = database["runs"]
+        self.history = database["history"]
+        self.timers = database["timers"]
+        self.epochs = database["partition_epochs"]
+
+    async def ensure_indexes(self) -> None:
+        await self.runs.create_index(
+            [("namespace", ASCENDING), ("workflow_id", ASCENDING), ("start_time", DESCENDING)]
+        )
+        await self.runs.create_index(
+            [("namespace", ASCENDING), ("status", ASCENDING), ("start_time", DESCENDING)]
+        )
+        await self.runs.create_index(
+            [("namespace", ASCENDING), ("workflow_type", ASCENDING), ("start_time", DESCENDING)]
+        )
+        await self.runs.create_index([("partition", ASCENDING), ("has_outbox", ASCENDING)])
+        await self.runs.create_index([("status", ASCENDING)])
+        await self.history.create_index([("run_id", ASCENDING), ("first_event_id", ASCENDING)], unique=True)
+        await self.timers.create_index([("partition", ASCENDING), ("fire_at", ASCENDING)])
+
+    # -- epochs ---------------------------------------------------------------------------------------
+    async def take_partition(self, partition: int) -> int:
+        """Bump the partition's epoch: every older writer is refused from now on."""
+        document = await self.epochs.find_one_and_update(
+            {"_id": partition}, {"$inc": {"epoch": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        assert document is not None
+        return int(document["epoch"])
+
+    # -- reading runs -----------------------------------------------------------------------------------
+    async def latest_run(self, namespace: str, workflow_id: str) -> Document | None:
+        cursor = self.runs.find({"namespace": namespace, "workflow_id": workflow_id}).sort(
+            "start_time", DESCENDING
+        )
+        async for document in cursor.limit(1):
+            return document
+        return None
+
+    async def run(self, run_id: str) -> Document | None:
+        return await self.runs.find_one({"_id": run_id})
+
+    @staticmethod
+    def entry_of(document: Document) -> RunEntry:
+        state = RunState.model_validate(document["state"])
+        return RunEntry(
+            state=state, partition=document["partition"], persisted_next_event_id=state.next_event_id
+        )
+
+    async def read_history(self, run_id: str, document: Document | None = None) -> list[h.HistoryEvent]:
+        """The whole history: stored batches, completed by the run document's tail if its copy is missing."""
+        document = document or await self.run(run_id)
+        if document is None:
+            return []
+        events: list[h.HistoryEvent] = []
+        cursor = self.history.find({"run_id": run_id}).sort("first_event_id", ASCENDING)
+        async for batch in cursor:
+            if batch["first_event_id"] >= document["next_event_id"]:
+                break  # never happens for committed batches; guards against stray documents
+            events.extend(h.event_from_json(e) for e in batch["events"])
+        tail = document.get("tail") or {}
+        if tail.get("events") and (not events or events[-1].event_id < tail["first_event_id"]):
+            events.extend(h.event_from_json(e) for e in tail["events"])
+        h.check_contiguous(events)
+        return events
+
+    async def flush_tail(self, document: Document) -> None:
+        """Copy a run document's tail into the history collection (after a crash between the two)."""
+        tail = document.get("tail") or {}
+        if not tail.get("events"):
+            return
+        try:
+            await self.history.insert_one(
+                {
+                    "_id": _batch_id(document["_id"], tail["first_event_id"]),
+                    "run_id": document["_id"],
+                    "first_event_id": tail["first_event_id"],
+                    "events": tail["events"],
+                }
+            )
+        except DuplicateKeyError:
+            pass
+
+    # -- writing --------------------------------------------------------------------------------------
+    async def write(self, entries: Sequence[RunEntry], epochs: dict[int, int]) -> None:
+        """Persist every changed run in two bulk round trips; raises ``FencedError`` if any run document
+        was changed by a newer writer (nothing of this batch is then acknowledged by the caller)."""
+        operations: list[Any] = []
+        batches: list[Any] = []
+        for entry in entries:
+            if not entry.dirty:
+                continue
+            epoch = epochs[entry.partition]
+            document = _state_document(entry, epoch)
+            run_id = entry.state.run_id
+            if entry.persisted_next_event_id == 1:
+                operations.append(InsertOne({"_id": run_id, **document}))
+            else:
+                operations.append(
+                    UpdateOne(
+                        {
+                            "_id": run_id,
+                            "next_event_id": entry.persisted_next_event_id,
+                            "epoch": {"$lte": epoch},
+                        },
+                        {"$set": document},
+                    )
+                )
+            if entry.new_events:
+                first = entry.new_events[0].event_id
+                batches.append(
+                    InsertOne(
+                        {
+                            "_id": _batch_id(run_id, first),
+                            "run_id": run_id,
+                            "first_event_id": first,
+                            "events": document["tail"]["events"],
+                        }
+                    )
+                )
+        if not operations:
+            return
+        updates = sum(isinstance(op, UpdateOne) for op in operations)
+        try:
+            result = await self.runs.bulk_write(operations, ordered=False)
+            matched = result.matched_count
+            errors: list[Any] = []
+        except BulkWriteError as exc:
+            matched = exc.details.get("nMatched", 0)
+            errors = exc.details.get("writeErrors", [])
+        if errors or matched != updates:
+            raise FencedError(
+                f"{updates - matched} run update(s) found a newer writer or another history; "
+                f"{len(errors)} insert(s) refused: {[e.get('errmsg', '')[:120] for e in errors[:3]]}"
+            )
+        if batches:
+            try:
+                await self.history.bulk_write(batches, ordered=False)
+            except BulkWriteError as exc:
+                # Only a batch already copied may collide; anything else is a real failure.
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+        for entry in entries:
+            entry.persisted_next_event_id = entry.state.next_event_id
+
+    async def clear_outbox(self, entries: Iterable[RunEntry]) -> None:
+        operations = [
+            UpdateOne(
+                {"_id": e.state.run_id, "next_event_id": e.persisted_next_event_id},
+                {"$set": {"outbox": [], "has_outbox": False}},
+            )
+            for e in entries
+        ]
+        if operations:
+            await self.runs.bulk_write(operations, ordered=False)
+
+    async def pending_outboxes(self, partition: int) -> list[Document]:
+        return [d async for d in self.runs.find({"partition": partition, "has_outbox": True})]
+
+    @staticmethod
+    def outbox_of(document: Document) -> list[o.OutboxEntry]:
+        return _outbox_adapter.validate_python(document.get("outbox") or [])
+
+    # -- timers ---------------------------------------------------------------------------------------
+    async def apply_timer_changes(
+        self, created: Sequence[tuple[o.CreateTimer, int, str, str]], cancelled: Sequence[str]
+    ) -> None:
+        operations: list[Any] = [
+            ReplaceOne(
+                {"_id": timer.timer_key},
+                {
+                    "partition": partition,
+                    "fire_at": timer.fire_at,
+                    "namespace": namespace,
+                    "workflow_id": workflow_id,
+                    "notice": timer.notice.model_dump(mode="json"),
+                },
+                upsert=True,
+            )
+            for timer, partition, namespace, workflow_id in created
+        ]
+        operations.extend(DeleteOne({"_id": key}) for key in cancelled)
+        if operations:
+            await self.timers.bulk_write(operations, ordered=True)
+
+    async def due_timers(self, partitions: Sequence[int], now: datetime, limit: int = 500) -> list[Document]:
+        if not partitions:
+            return []
+        cursor = self.timers.find({"partition": {"$in": list(partitions)}, "fire_at": {"$lte": now}})
+        return [d async for d in cursor.sort("fire_at", ASCENDING).limit(limit)]
+
+    async def next_timer(self, partitions: Sequence[int]) -> datetime | None:
+        if not partitions:
+            return None
+        cursor = (
+            self.timers.find({"partition": {"$in": list(partitions)}}).sort("fire_at", ASCENDING).limit(1)
+        )
+        async for document in cursor:
+            fire_at: datetime = document["fire_at"]
+            return fire_at
+        return None
+
+    async def delete_fired(self, fired: Sequence[Document]) -> None:
+        """Delete fired timers, unless one was armed again meanwhile (same key, a later time)."""
+        operations = [DeleteOne({"_id": d["_id"], "fire_at": d["fire_at"]}) for d in fired]
+        if operations:
+            await self.timers.bulk_write(operations, ordered=False)
+
+    # -- visibility -----------------------------------------------------------------------------------
+    async def list_runs(
+        self, namespace: str, *, status: str | None = None, workflow_type: str | None = None, limit: int = 100
+    ) -> list[Document]:
+        query: Document = {"namespace": namespace}
+        if status:
+            query["status"] = status
+        if workflow_type:
+            query["workflow_type"] = workflow_type
+        projection = {"state": 0, "tail": 0, "outbox": 0}
+        cursor = self.runs.find(query, projection).sort("start_time", DESCENDING).limit(limit)
+        return [d async for d in cursor]
+
+    async def blocked_runs(self, limit: int = 1000) -> list[Document]:
+        cursor = self.runs.find({"status": "blocked"}, {"state": 0, "tail": 0, "outbox": 0}).limit(limit)
+        return [d async for d in cursor]

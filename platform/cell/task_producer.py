@@ -1,0 +1,43 @@
+"""Producing envelopes to a cell's tasks topic (acks=all, idempotent), with kind and trace headers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+
+from perdure.infra.telemetry import inject_kafka_headers
+from perdure.platform.cell.wire import KIND_HEADER, VERSION_HEADER, WIRE_VERSION, TaskEnvelope, tasks_topic
+
+
+def new_producer(bootstrap_servers: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=0,
+        max_request_size=4 * 1024 * 1024,
+    )
+
+
+class TaskProducer:
+    def __init__(self, producer: AIOKafkaProducer, cell: str) -> None:
+        self.producer = producer
+        self.topic = tasks_topic(cell)
+
+    async def send_all(self, envelopes: Sequence[TaskEnvelope]) -> None:
+        """Send and wait until Kafka acknowledged every one of them."""
+        futures = []
+        for envelope in envelopes:
+            headers = inject_kafka_headers(
+                [(KIND_HEADER, envelope.message.kind.encode()), (VERSION_HEADER, str(WIRE_VERSION).encode())]
+            )
+            futures.append(
+                await self.producer.send(self.topic, envelope.encode(), key=envelope.key, headers=headers)
+            )
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def send(self, envelope: TaskEnvelope) -> None:
+        await self.send_all([envelope])

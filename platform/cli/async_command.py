@@ -1,0 +1,34 @@
+"""Running a coroutine as a CLI command, turning expected errors into one clear line and exit code 1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import typer
+from aio_pika.exceptions import AMQPConnectionError
+from aiokafka.errors import KafkaConnectionError
+from pymongo.errors import ServerSelectionTimeoutError
+
+from perdure.platform.cell.app_loader import AppLoadError
+from perdure.platform.cell.control_store import ControlError
+from perdure.platform.cell.ops_client import WorkflowNotFound
+from perdure.platform.core.payloads import PayloadTooLargeError
+
+T = TypeVar("T")
+EXPECTED = (ControlError, AppLoadError, WorkflowNotFound, PayloadTooLargeError, ValueError)
+# A service that cannot be reached: say which, not a traceback.
+UNREACHABLE = (KafkaConnectionError, ServerSelectionTimeoutError, AMQPConnectionError, ConnectionError)
+
+
+def run_command(name: str, coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coroutine)
+    except EXPECTED as exc:
+        typer.echo(f"perdure {name}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except UNREACHABLE as exc:
+        typer.echo(f"perdure {name}: a service is unreachable ({type(exc).__name__}: {exc}); "
+                   "is the stack up? (`perdure stack status`)", err=True)
+        raise typer.Exit(1) from None

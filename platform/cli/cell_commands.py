@@ -1,0 +1,58 @@
+"""``perdure cell create | list | run``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from perdure.infra.logs import configure_logging
+from perdure.infra.settings import get_settings
+from perdure.platform.cell.cell_process import run_cell
+from perdure.platform.cell.connections import Databases
+from perdure.platform.cell.control_store import CellRecord
+from perdure.platform.cell.provisioning import create_cell
+from perdure.platform.cli.async_command import run_command
+
+cell_app = typer.Typer(
+    help="Cells: isolated slices of the data plane (topic, database, processes).", no_args_is_help=True
+)
+
+
+@cell_app.command("create")
+def create(
+    name: str,
+    partitions: Annotated[int, typer.Option("--partitions", "-p", min=1, max=1024)] = 8,
+) -> None:
+    """Register a cell, create its tasks and dead-letter topics and its database indexes."""
+    record = run_command("cell create", create_cell(get_settings(), name, partitions))
+    typer.echo(
+        f"cell {record.name}: topic {record.topic} ({record.partitions} partitions), "
+        f"dead letters {record.dlq_topic}, database {record.database}"
+    )
+
+
+@cell_app.command("list")
+def list_cells() -> None:
+    """The registered cells."""
+
+    async def cells() -> list[CellRecord]:
+        databases = Databases.connect(get_settings())
+        try:
+            return await databases.control.list_cells()
+        finally:
+            await databases.close()
+
+    for record in run_command("cell list", cells()):
+        typer.echo(f"{record.name}\t{record.partitions} partitions\t{record.topic}\t{record.database}")
+
+
+@cell_app.command("run")
+def run(
+    name: str,
+    no_executors: Annotated[bool, typer.Option("--no-executors", help="engine and timers only")] = False,
+) -> None:
+    """Run the cell's engine, timer service and activity executors in the foreground (SIGTERM stops)."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    run_command("cell run", run_cell(settings, name, executors=not no_executors))

@@ -1,0 +1,71 @@
+"""The app the cell tests deploy. Activities write one line per execution to a ledger file named in
+their arguments, so tests count executions outside the platform."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from perdure.tenants import App, RetryPolicy, activity, workflow
+
+app = App("cell-tests")
+FAST_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=10)
+
+
+def record(ledger: str, what: str) -> None:
+    with open(ledger, "a") as out:
+        out.write(f"{what}\n")
+
+
+@app.activity
+def step(ledger: str, name: str) -> str:
+    record(ledger, name)
+    return f"{name}-done"
+
+
+@app.activity
+def flaky(ledger: str, name: str, failures: int) -> str:
+    record(ledger, name)
+    if activity.info().attempt <= failures:
+        raise RuntimeError(f"{name} failed on attempt {activity.info().attempt}")
+    return f"{name}-ok-{activity.info().attempt}"
+
+
+@app.workflow
+class Pipeline:
+    """Three activities (the second failing twice), a timer, and a signal to finish."""
+
+    def __init__(self) -> None:
+        self.approved = False
+
+    @workflow.run
+    async def run(self, ledger: str) -> list[str]:
+        one = await workflow.execute_activity(step, ledger, "one", start_to_close_timeout=10)
+        two = await workflow.execute_activity(flaky, ledger, "two", 2, start_to_close_timeout=10, retry_policy=FAST_RETRY)
+        await workflow.sleep(timedelta(milliseconds=300))
+        await workflow.wait_condition(lambda: self.approved)
+        three = await workflow.execute_activity(step, ledger, "three", start_to_close_timeout=10)
+        return [one, two, three]
+
+    @workflow.signal
+    def approve(self) -> None:
+        self.approved = True
+
+
+@app.workflow
+class ThreeSteps:
+    @workflow.run
+    async def run(self, ledger: str, tag: str) -> list[str]:
+        results = []
+        for i in (1, 2, 3):
+            results.append(
+                await workflow.execute_activity(step, ledger, f"{tag}-{i}", start_to_close_timeout=10, retry_policy=FAST_RETRY)
+            )
+        return results
+
+
+@app.workflow
+class Sleeper:
+    @workflow.run
+    async def run(self, seconds: float) -> str:
+        await workflow.sleep(timedelta(seconds=seconds))
+        return "woke"
