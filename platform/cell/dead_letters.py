@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from perdure.infra.settings import Settings
 from perdure.platform.cell.connections import Databases
@@ -29,21 +30,24 @@ class ParkedRun:
 
 
 async def read_dead_letters(settings: Settings, cell: CellRecord) -> list[DeadLetter]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.endpoints(cell.name).kafka_bootstrap_servers, enable_auto_commit=False
-    )
+    bootstrap = settings.endpoints(cell.name).kafka_bootstrap_servers
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([cell.dlq_topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(cell.dlq_topic, p["partition"]) for p in described[0].get("partitions", [])]
+    if not partitions:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(cell.dlq_topic, p) for p in consumer.partitions_for_topic(cell.dlq_topic) or []
-        ]
-        if not partitions:
-            return []
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         letters: list[DeadLetter] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 letters.extend(DeadLetter.model_validate_json(r.value) for r in records if r.value)
