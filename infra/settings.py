@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     # Databases are "<prefix>_control", "<prefix>_cell_<cell>", "<prefix>_metering".
     database_prefix: str = Field(default="perdure", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,30}$")
 
+    # How long a dead cell process keeps its partitions before the group gives them to another.
+    engine_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
+
     telemetry_exporter: Literal["none", "console", "otlp", "memory"] = "none"
     otlp_endpoint: str = "http://127.0.0.1:4318"
     service_name: str = "perdure"

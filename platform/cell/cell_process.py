@@ -46,8 +46,8 @@ async def run_cell(settings: Settings, cell_name: str, *, executors: bool = True
         auto_offset_reset="earliest",
         fetch_max_wait_ms=20,
         max_poll_records=500,
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=1_000,
+        session_timeout_ms=settings.engine_session_timeout_ms,
+        heartbeat_interval_ms=min(1_000, settings.engine_session_timeout_ms // 3),
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     engine: CellEngine | None = None

@@ -1,0 +1,194 @@
+"""Running real cell processes in tests: provisioning a unique cell and namespace, starting and killing
+``perdure cell run`` as a subprocess, and awaiting run-closed notifications from RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from perdure.infra.settings import Endpoints, Settings, load_settings
+from perdure.platform.cell.ops_client import OpsClient
+from perdure.platform.cell.provisioning import (
+    RESULTS_EXCHANGE,
+    create_cell,
+    create_namespace,
+    namespace_amqp_url,
+)
+from perdure.platform.core.outbox import RunClosed
+
+REPO = Path(__file__).resolve().parents[2]
+PERDURE = Path(sys.executable).parent / "perdure"
+
+
+@dataclass
+class CellUnderTest:
+    settings: Settings
+    env: dict[str, str]
+    cell: str
+    namespace: str
+    workdir: Path
+    processes: list[CellProcess] = field(default_factory=list)
+
+    def start_process(self, name: str = "p") -> CellProcess:
+        process = CellProcess(self, f"{name}{len(self.processes)}")
+        self.processes.append(process)
+        return process
+
+    async def client(self) -> OpsClient:
+        return await OpsClient.connect(self.settings, self.namespace)
+
+
+class CellProcess:
+    """``perdure cell run`` in a subprocess; its log lines can be awaited."""
+
+    def __init__(self, owner: CellUnderTest, name: str) -> None:
+        self.owner = owner
+        self.name = name
+        self.log = owner.workdir / f"{name}.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self._lines: list[str] = []
+        self._changed = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> CellProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            str(PERDURE), "cell", "run", self.owner.cell, env=self.owner.env, cwd=str(self.owner.workdir),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+        )
+        self._reader = asyncio.create_task(self._read())
+        await self.wait_for_log(r'"partitions assigned".*"partitions": \[\d', timeout=60)
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with self.log.open("a") as out:
+            async for raw in self.proc.stdout:
+                line = raw.decode(errors="replace")
+                out.write(line)
+                out.flush()
+                self._lines.append(line)
+                self._changed.set()
+
+    async def wait_for_log(self, pattern: str, timeout: float = 30) -> str:
+        regex = re.compile(pattern)
+        seen = 0
+        async with asyncio.timeout(timeout):
+            while True:
+                for line in self._lines[seen:]:
+                    if regex.search(line):
+                        return line
+                seen = len(self._lines)
+                if self.proc is not None and self.proc.returncode is not None:
+                    raise RuntimeError(f"cell process {self.name} exited ({self.proc.returncode}):\n"
+                                       + "".join(self._lines[-30:]))
+                self._changed.clear()
+                await self._changed.wait()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            os.killpg(self.proc.pid, sig)
+
+    async def wait(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        async with asyncio.timeout(timeout):
+            code = await self.proc.wait()
+        if self._reader is not None:
+            await self._reader
+        return code
+
+
+class ClosedRuns:
+    """Every run-closed notification of a namespace, from a queue bound before the test starts work."""
+
+    def __init__(self) -> None:
+        self.closed: dict[str, RunClosed] = {}
+        self._arrived = asyncio.Event()
+
+    def on_message(self, message: RunClosed) -> None:
+        if message.status != "continued_as_new":
+            self.closed[message.workflow_id] = message
+        self._arrived.set()
+
+    async def wait(self, workflow_ids: set[str] | list[str], timeout: float = 60) -> dict[str, RunClosed]:
+        wanted = set(workflow_ids)
+        async with asyncio.timeout(timeout):
+            while not wanted <= self.closed.keys():
+                self._arrived.clear()
+                await self._arrived.wait()
+        return {w: self.closed[w] for w in wanted}
+
+
+@contextlib.asynccontextmanager
+async def closed_runs(cell: CellUnderTest) -> AsyncIterator[ClosedRuns]:
+    watcher = ClosedRuns()
+    connection = await aio_pika.connect(namespace_amqp_url(cell.settings, cell.cell, cell.namespace))
+    channel = await connection.channel()
+    exchange = await channel.get_exchange(RESULTS_EXCHANGE)
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(exchange, "closed.#")
+
+    async def deliver(message: AbstractIncomingMessage) -> None:
+        async with message.process():
+            watcher.on_message(RunClosed.model_validate_json(message.body))
+
+    await queue.consume(deliver)
+    try:
+        yield watcher
+    finally:
+        await connection.close()
+
+
+def settings_env(endpoints: Endpoints, prefix: str) -> dict[str, str]:
+    return {
+        "PERDURE_KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
+        "PERDURE_MONGODB_URI": endpoints.mongodb_uri,
+        "PERDURE_RABBITMQ_URL": endpoints.rabbitmq_url,
+        "PERDURE_RABBITMQ_MANAGEMENT_URL": endpoints.rabbitmq_management_url,
+        "PERDURE_DATABASE_PREFIX": prefix,
+        "PERDURE_ENGINE_SESSION_TIMEOUT_MS": "6000",
+        "PERDURE_LOG_LEVEL": "INFO",
+    }
+
+
+async def provision(endpoints: Endpoints, workdir: Path, *, partitions: int = 4,
+                    app: str = "tests.integration.cell_app:app", pythonpath: list[str] | None = None,
+                    ) -> CellUnderTest:
+    suffix = uuid.uuid4().hex[:10]
+    prefix = f"t{suffix}"
+    variables = settings_env(endpoints, prefix)
+    env = {**os.environ, **variables,
+           "PYTHONPATH": os.pathsep.join([*(pythonpath or []), str(REPO)])}
+    settings = load_settings(**{k.removeprefix("PERDURE_").lower(): v for k, v in variables.items()})
+    cell, namespace = f"c-{suffix}", f"n-{suffix}"
+    for path in pythonpath or []:
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    await create_cell(settings, cell, partitions)
+    await create_namespace(settings, namespace, app, cell)
+    return CellUnderTest(settings, env, cell, namespace, workdir)
+
+
+def count_lines(ledger: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    if ledger.exists():
+        for line in ledger.read_text().splitlines():
+            counts[line] = counts.get(line, 0) + 1
+    return counts
+
+
+def payload_value(closed: RunClosed) -> Any:
+    from perdure.platform.core.payloads import default_converter
+
+    return default_converter.from_payload(closed.result) if closed.result else None
