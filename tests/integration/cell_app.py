@@ -69,3 +69,23 @@ class Sleeper:
     async def run(self, seconds: float) -> str:
         await workflow.sleep(timedelta(seconds=seconds))
         return "woke"
+
+
+@app.workflow
+class Gated:
+    """Steps 1 and 2, then waits for the signal ``go`` before step 3."""
+
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.run
+    async def run(self, ledger: str, tag: str) -> list[str]:
+        first = await workflow.execute_activity(step, ledger, f"{tag}-1", start_to_close_timeout=10)
+        second = await workflow.execute_activity(step, ledger, f"{tag}-2", start_to_close_timeout=10)
+        await workflow.wait_condition(lambda: self.go)
+        third = await workflow.execute_activity(step, ledger, f"{tag}-3", start_to_close_timeout=10)
+        return [first, second, third]
+
+    @workflow.signal
+    def proceed(self) -> None:
+        self.go = True

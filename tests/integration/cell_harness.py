@@ -26,6 +26,7 @@ from perdure.platform.cell.provisioning import (
     create_namespace,
     namespace_amqp_url,
 )
+from perdure.platform.core import history as h
 from perdure.platform.core.outbox import RunClosed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,7 +170,9 @@ async def provision(endpoints: Endpoints, workdir: Path, *, partitions: int = 4,
     prefix = f"t{suffix}"
     variables = settings_env(endpoints, prefix)
     env = {**os.environ, **variables,
-           "PYTHONPATH": os.pathsep.join([*(pythonpath or []), str(REPO)])}
+           "PYTHONPATH": os.pathsep.join([*(pythonpath or []), str(REPO)]),
+           # Tests rewrite app modules within a second: never run a stale bytecode cache.
+           "PYTHONDONTWRITEBYTECODE": "1"}
     settings = load_settings(**{k.removeprefix("PERDURE_").lower(): v for k, v in variables.items()})
     cell, namespace = f"c-{suffix}", f"n-{suffix}"
     for path in pythonpath or []:
@@ -192,3 +195,24 @@ def payload_value(closed: RunClosed) -> Any:
     from perdure.platform.core.payloads import default_converter
 
     return default_converter.from_payload(closed.result) if closed.result else None
+
+
+async def eventually(check: Any, timeout: float = 30) -> Any:
+    """Retry an async check until it stops failing (an assertion, or a run not there yet); for state held by another process
+    that sends no event of its own."""
+    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((AssertionError, LookupError)),
+        stop=stop_after_delay(timeout),
+        wait=wait_exponential(multiplier=0.02, max=0.5),
+        reraise=True,
+    ):
+        with attempt:
+            return await check()
+    return None
+
+
+async def completed_activities(client: OpsClient, workflow_id: str) -> int:
+    history = await client.history(workflow_id)
+    return sum(isinstance(e, h.ActivityTaskCompleted) for e in history)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from perdure.platform.core import history as h
 
-from .cell_harness import closed_runs, count_lines, payload_value
+from .cell_harness import closed_runs, completed_activities, count_lines, eventually, payload_value
 from .conftest import CellFactory
 
 
@@ -30,3 +30,73 @@ async def test_activities_retries_a_timer_and_a_signal(make_cell: CellFactory, t
     assert [e.failed_attempt for e in history if isinstance(e, h.ActivityTaskRetryScheduled)] == [1, 2]
     assert any(isinstance(e, h.TimerFired) for e in history)
     assert count_lines(ledger) == {"one": 1, "two": 3, "three": 1}
+
+
+async def test_a_cell_killed_between_steps_resumes_without_rerunning_them(
+    make_cell: CellFactory, tmp_path: Path
+) -> None:
+    cell = await make_cell(partitions=2)
+    first = await cell.start_process().start()
+    ledger = tmp_path / "ledger"
+    async with closed_runs(cell) as closed, await cell.client() as client:
+        await client.start_workflow("Gated", str(ledger), "crash", id="gated")
+
+        async def two_steps_done() -> None:
+            assert await completed_activities(client, "gated") == 2
+
+        await eventually(two_steps_done)
+        first.kill()  # SIGKILL: no goodbye, no commit of anything in flight
+        await first.wait()
+        await client.signal("gated", "proceed")  # waits in Kafka while the cell is down
+        await cell.start_process().start()
+        result = (await closed.wait({"gated"}))["gated"]
+        history = await client.history("gated")
+    assert payload_value(result) == ["crash-1-done", "crash-2-done", "crash-3-done"]
+    counts = count_lines(ledger)
+    assert counts["crash-1"] == 1 and counts["crash-2"] == 1 and counts["crash-3"] >= 1
+    _valid(history)
+
+
+async def test_partitions_of_a_killed_process_move_to_the_other(make_cell: CellFactory, tmp_path: Path) -> None:
+    cell = await make_cell(partitions=4)
+    doomed = await cell.start_process().start()
+    survivor = await cell.start_process().start()
+    ledger = tmp_path / "ledger"
+    ids = [f"w{i}" for i in range(40)]
+    async with closed_runs(cell) as closed, await cell.client() as client:
+        await client.start_workflows("ThreeSteps", [(i, [str(ledger), i]) for i in ids])
+        doomed.kill()
+        await survivor.wait_for_log(r'"partitions assigned".*"partitions": \[0, 1, 2, 3\]', timeout=60)
+        results = await closed.wait(ids, timeout=120)
+        for workflow_id in ids:
+            _valid(await client.history(workflow_id))
+    assert {r.status for r in results.values()} == {"completed"}
+    counts = count_lines(ledger)
+    assert all(counts.get(f"{i}-{n}", 0) >= 1 for i in ids for n in (1, 2, 3))
+
+
+async def test_timers_due_during_an_outage_fire_after_restart(make_cell: CellFactory) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    cell = await make_cell(partitions=2)
+    process = await cell.start_process().start()
+    ids = ["s1", "s2", "s3"]
+    async with closed_runs(cell) as closed, await cell.client() as client:
+        await client.start_workflows("Sleeper", [(i, [1.0]) for i in ids])
+
+        async def all_timers_started() -> None:
+            for workflow_id in ids:
+                assert any(isinstance(e, h.TimerStarted) for e in await client.history(workflow_id))
+
+        await eventually(all_timers_started)
+        process.kill(15)
+        assert await process.wait() == 0
+        down_since = datetime.now(UTC)
+        await asyncio.sleep(1.5)  # the outage itself: the timers fall due while no process runs
+        await cell.start_process().start()
+        results = await closed.wait(ids)
+        for workflow_id in ids:
+            fired = [e for e in await client.history(workflow_id) if isinstance(e, h.TimerFired)]
+            assert len(fired) == 1 and fired[0].timestamp > down_since
+    assert {payload_value(r) for r in results.values()} == {"woke"}
