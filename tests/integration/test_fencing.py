@@ -1,0 +1,92 @@
+"""Zombie writers: a process that lost its partition cannot fork a run's history (invariants 2 and 3)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from perdure.platform.cell.run_store import FencedError, RunEntry, RunStore
+from perdure.platform.core import messages as m
+from perdure.platform.core.payloads import default_converter
+from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
+
+from .cell_app import app
+
+
+def _machine() -> ExecutionStateMachine:
+    return ExecutionStateMachine(app, clock=lambda: datetime.now(UTC), new_id=lambda: str(uuid.uuid4()))
+
+
+def _absorb(entry: RunEntry, transition: Transition) -> RunEntry:
+    entry.state, entry.instance = transition.state, transition.instance
+    entry.new_events, entry.new_outbox, entry.state_changed = list(transition.events), list(transition.outbox), True
+    return entry
+
+
+def _completed(entry: RunEntry, scheduled: int) -> m.ActivityCompleted:
+    return m.ActivityCompleted(run_id=entry.state.run_id, scheduled_event_id=scheduled, attempt=1,
+                               result=default_converter.to_payload("done"))
+
+
+async def test_a_writer_with_an_older_epoch_is_refused(mongo_db: AsyncDatabase[dict[str, Any]]) -> None:
+    store = RunStore(mongo_db)
+    await store.ensure_indexes()
+    machine = _machine()
+    old_epoch = await store.take_partition(0)
+    start = m.StartWorkflow(request_id="r", workflow_type="ThreeSteps", workflow_id="w",
+                            input=default_converter.to_payloads(["/dev/null", "z"]))
+    started = machine.start("ns", start)
+    entry = _absorb(RunEntry(state=started.state, partition=0, persisted_next_event_id=1), started)
+    await store.write([entry], {0: old_epoch})
+    zombie = entry
+    zombie.reset_changes()
+
+    # A new owner takes the partition and appends the next step.
+    new_epoch = await store.take_partition(0)
+    assert new_epoch > old_epoch
+    document = await store.run(entry.state.run_id)
+    assert document is not None
+    owner = store.entry_of(document)
+    owner_history = await store.read_history(owner.state.run_id, document)
+    _absorb(owner, machine.handle(owner.state, _completed(owner, 2), history=owner_history))
+    await store.write([owner], {0: new_epoch})
+
+    # The zombie, unaware, appends its own version of the same step: refused.
+    _absorb(zombie, machine.handle(zombie.state, _completed(zombie, 2), instance=zombie.instance))
+    with pytest.raises(FencedError):
+        await store.write([zombie], {0: old_epoch})
+
+    # Even a zombie that caught up on next_event_id is refused by its epoch.
+    document = await store.run(entry.state.run_id)
+    assert document is not None
+    caught_up = store.entry_of(document)
+    _absorb(caught_up, machine.handle(caught_up.state, m.SignalWorkflow(request_id="s", signal_name="x"),
+                                      history=await store.read_history(caught_up.state.run_id, document)))
+    with pytest.raises(FencedError):
+        await store.write([caught_up], {0: old_epoch})
+
+    final = await store.read_history(entry.state.run_id)
+    assert [e.event_id for e in final] == list(range(1, len(final) + 1))
+    assert final[: len(owner_history)] == owner_history
+    assert len(final) == owner.state.next_event_id - 1
+
+
+async def test_a_duplicate_append_is_refused(mongo_db: AsyncDatabase[dict[str, Any]]) -> None:
+    store = RunStore(mongo_db)
+    await store.ensure_indexes()
+    machine = _machine()
+    epoch = await store.take_partition(3)
+    start = m.StartWorkflow(request_id="r", workflow_type="ThreeSteps", workflow_id="w",
+                            input=default_converter.to_payloads(["/dev/null", "z"]))
+    first = machine.start("ns", start, run_id="run-1")
+    await store.write([_absorb(RunEntry(state=first.state, partition=3, persisted_next_event_id=1), first)],
+                      {3: epoch})
+    again = machine.start("ns", start, run_id="run-1")  # the same start delivered twice
+    with pytest.raises(FencedError):
+        await store.write([_absorb(RunEntry(state=again.state, partition=3, persisted_next_event_id=1), again)],
+                          {3: epoch})
+    assert len(await store.read_history("run-1")) == len(first.events)
