@@ -14,6 +14,7 @@ from perdure.infra.settings import Settings
 from perdure.infra.telemetry import configure_telemetry
 from perdure.platform.cell.activity_executor import ActivityExecutors
 from perdure.platform.cell.amqp_channels import AmqpChannels
+from perdure.platform.cell.armed_timers import ArmedTimers
 from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.engine import CellEngine
 from perdure.platform.cell.namespace_apps import NamespaceApps
@@ -51,7 +52,7 @@ async def run_cell(settings: Settings, cell_name: str, *, executors: bool = True
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     engine: CellEngine | None = None
-    sender = OutboxSender(store, tasks, channels, cell.partitions, apps.vhost_of, lambda at: None)
+    sender = OutboxSender(store, tasks, channels, cell.partitions, apps.vhost_of, ArmedTimers(), lambda: None)
     engine = CellEngine(cell, store, apps, tasks, sender, consumer)
     sender.timer_armed = engine.timer_armed
     workers = ActivityExecutors(apps, tasks, channels)

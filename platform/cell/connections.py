@@ -21,7 +21,12 @@ class Databases:
     @classmethod
     def connect(cls, settings: Settings, cell: str | None = None) -> Databases:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            settings.endpoints(cell).mongodb_uri, serverSelectionTimeoutMS=10_000, tz_aware=True
+            settings.endpoints(cell).mongodb_uri,
+            serverSelectionTimeoutMS=10_000,
+            tz_aware=True,
+            # A MongoDB-compatible server on SQLite serialises writes anyway; a small pool avoids a
+            # pile-up of concurrent requests that only wait for each other.
+            maxPoolSize=16,
         )
         return cls(client, ControlStore(client[settings.control_database]))
 

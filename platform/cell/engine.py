@@ -106,6 +106,10 @@ class CellEngine:
         self.lock = asyncio.Lock()
         self.timer_wakeup = asyncio.Event()
         self.stopping = asyncio.Event()
+        self.timers = sender.timers
+        # Loads of cache misses run concurrently, but few at a time: the database serves small batches
+        # of point reads far better than a burst of hundreds.
+        self._loading = asyncio.Semaphore(8)
 
     # -- partition ownership ----------------------------------------------------------------------------
     async def take(self, partitions: set[int]) -> None:
@@ -113,6 +117,9 @@ class CellEngine:
             for partition in sorted(partitions):
                 self.epochs[partition] = await self.store.take_partition(partition)
                 self.caches[partition] = PartitionCache()
+                self.timers.drop_partitions({partition})
+                for document in await self.store.timers_of(partition):
+                    self.timers.arm(document)
                 await self._resend_outboxes(partition)
             log.info("partitions assigned", extra={"partitions": sorted(partitions), "epochs": self.epochs})
             self.timer_wakeup.set()
@@ -123,6 +130,7 @@ class CellEngine:
             for partition in partitions:
                 self.epochs.pop(partition, None)
                 self.caches.pop(partition, None)
+            self.timers.drop_partitions(partitions)
             log.info("partitions revoked", extra={"partitions": sorted(partitions)})
 
     async def _resend_outboxes(self, partition: int) -> None:
@@ -230,6 +238,10 @@ class CellEngine:
 
     # -- loading ---------------------------------------------------------------------------------------------
     async def _prepare(self, group: Group, rejected: list[DeadLetter]) -> None:
+        async with self._loading:
+            await self._load(group, rejected)
+
+    async def _load(self, group: Group, rejected: list[DeadLetter]) -> None:
         namespace = group.key[0]
         try:
             group.namespace = await self.apps.get(namespace)
@@ -250,6 +262,8 @@ class CellEngine:
         for _, envelope in group.items:
             run_id = envelope.run_id
             if isinstance(envelope.message, m.StartWorkflow) and run_id is None:
+                if latest is None:
+                    continue  # no run of this execution exists at all (the pointer is written first)
                 run_id = fresh_run_id(namespace, envelope.workflow_id, envelope.message.request_id)
             if run_id is None or run_id in cache.by_run:
                 continue
@@ -394,7 +408,7 @@ class CellEngine:
         await asyncio.gather(*futures)
 
     # -- timers ------------------------------------------------------------------------------------------------
-    def timer_armed(self, fire_at: datetime) -> None:
+    def timer_armed(self) -> None:
         self.timer_wakeup.set()
 
     async def _timer_loop(self) -> None:
@@ -406,8 +420,7 @@ class CellEngine:
                 await asyncio.sleep(1)
 
     async def _fire_due_timers(self) -> None:
-        owned = sorted(self.epochs)
-        due = await self.store.due_timers(owned, datetime.now(UTC))
+        due = self.timers.pop_due(datetime.now(UTC))
         if due:
             with tracer.start_as_current_span("perdure.timers.fire", attributes={"timers": len(due)}):
                 envelopes = []
@@ -421,10 +434,15 @@ class CellEngine:
                             message=notice,
                         )
                     )
-                await self.tasks.send_all(envelopes)
+                try:
+                    await self.tasks.send_all(envelopes)
+                except Exception:
+                    for document in due:
+                        self.timers.arm(document)  # fire them again on the next round
+                    raise
                 await self.store.delete_fired(due)
             return
-        upcoming = await self.store.next_timer(owned)
+        upcoming = self.timers.next_fire_at()
         delay = 1.0
         if upcoming is not None:
             delay = min(delay, max(0.0, (upcoming - datetime.now(UTC)).total_seconds()))

@@ -81,13 +81,21 @@ class OpsClient:
 
     async def start_workflows(self, workflow_type: str, starts: list[tuple[str, list[Any]]]) -> None:
         """Enqueue many starts at once (id, arguments): one round of Kafka acknowledgements."""
-        await self.tasks.send_all([
-            TaskEnvelope(namespace=self.namespace.name, workflow_id=workflow_id, message=m.StartWorkflow(
-                request_id=str(uuid.uuid4()), workflow_type=workflow_type, workflow_id=workflow_id,
-                input=default_converter.to_payloads(args, "workflow input"),
-            ))
-            for workflow_id, args in starts
-        ])
+        await self.tasks.send_all(
+            [
+                TaskEnvelope(
+                    namespace=self.namespace.name,
+                    workflow_id=workflow_id,
+                    message=m.StartWorkflow(
+                        request_id=str(uuid.uuid4()),
+                        workflow_type=workflow_type,
+                        workflow_id=workflow_id,
+                        input=default_converter.to_payloads(args, "workflow input"),
+                    ),
+                )
+                for workflow_id, args in starts
+            ]
+        )
 
     async def signal(self, workflow_id: str, name: str, *args: Any) -> None:
         await self._send(

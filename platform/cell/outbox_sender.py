@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import aio_pika
 
 from perdure.infra.telemetry import inject_amqp_headers
 from perdure.platform.cell.amqp_channels import AmqpChannels
+from perdure.platform.cell.armed_timers import ArmedTimers
 from perdure.platform.cell.provisioning import ACTIVITIES_QUEUE, RESULTS_EXCHANGE
 from perdure.platform.cell.run_store import RunStore, partition_of
 from perdure.platform.cell.task_producer import TaskProducer
@@ -39,17 +39,19 @@ class OutboxSender:
         channels: AmqpChannels,
         partitions: int,
         vhost_of: Callable[[str], str],
-        timer_armed: Callable[[datetime], None],
+        timers: ArmedTimers,
+        timer_armed: Callable[[], None],
     ) -> None:
         self.store = store
         self.producer = producer
         self.channels = channels
         self.partitions = partitions
         self.vhost_of = vhost_of
+        self.timers = timers
         self.timer_armed = timer_armed
 
     async def send(self, items: Sequence[Addressed]) -> None:
-        created: list[tuple[o.CreateTimer, int, str, str]] = []
+        created: list[dict[str, object]] = []
         cancelled: list[str] = []
         envelopes: list[TaskEnvelope] = []
         publishes = []
@@ -57,7 +59,9 @@ class OutboxSender:
             entry = item.entry
             match entry:
                 case o.CreateTimer():
-                    created.append((entry, item.partition, item.namespace, item.workflow_id))
+                    created.append(
+                        RunStore.timer_document(entry, item.partition, item.namespace, item.workflow_id)
+                    )
                 case o.CancelTimerEntry():
                     cancelled.append(entry.timer_key)
                 case o.StartRun():
@@ -99,8 +103,12 @@ class OutboxSender:
                     pass  # best effort only: a late result of a cancelled activity is ignored by the engine
         # Timers first: a timer armed for a message about to be sent must already exist.
         await self.store.apply_timer_changes(created, cancelled)
+        for key in cancelled:
+            self.timers.cancel(key)
+        for document in created:
+            self.timers.arm(document)
         if created:
-            self.timer_armed(min(t.fire_at for t, *_ in created))
+            self.timer_armed()
         await asyncio.gather(self.producer.send_all(envelopes), *publishes)
 
     async def _publish(self, namespace: str, exchange: str, routing_key: str, entry: o.OutboxEntry) -> None:

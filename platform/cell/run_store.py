@@ -6,13 +6,16 @@ Writes are conditional and need no transactions: a run document changes only if 
 duplicate or a zombie writer fails instead of forking history (DESIGN invariants 2 and 3). The newest
 batch of events rides in the run document itself (``tail``) and is copied to the history collection
 right after; readers take the tail when that copy is missing, so a crash between the two loses nothing.
+
+Every hot read is a lookup by ``_id`` (the one filter FerretDB v1 serves without scanning): the latest
+run of an execution through a pointer document, history batches by their ids listed in the run
+document, and timers from memory (loaded once per partition when it is taken).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -47,6 +50,8 @@ class RunEntry:
     partition: int
     persisted_next_event_id: int  # 1 for a run not yet written
     instance: WorkflowInstance | None = None
+    # First event ids of the stored history batches (their ``_id``s follow from them).
+    batch_starts: list[int] = field(default_factory=list)
     # The whole history, kept only while there is no live instance to feed (a parked run, a cache miss).
     history: list[h.HistoryEvent] | None = None
     # What this poll changed: written together, then the outbox is sent.
@@ -89,6 +94,11 @@ def _batch_id(run_id: str, first_event_id: int) -> str:
     return f"{run_id}/{first_event_id:012d}"
 
 
+def _pointer_id(namespace: str, workflow_id: str) -> str:
+    """The ``_id`` of the document naming an execution's latest run (kept in the runs collection)."""
+    return f"latest:{namespace}/{workflow_id}"
+
+
 class RunStore:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self.db = database
@@ -123,12 +133,10 @@ class RunStore:
 
     # -- reading runs -----------------------------------------------------------------------------------
     async def latest_run(self, namespace: str, workflow_id: str) -> Document | None:
-        cursor = self.runs.find({"namespace": namespace, "workflow_id": workflow_id}).sort(
-            "start_time", DESCENDING
-        )
-        async for document in cursor.limit(1):
-            return document
-        return None
+        pointer = await self.runs.find_one({"_id": _pointer_id(namespace, workflow_id)})
+        if pointer is None:
+            return None
+        return await self.run(pointer["run_id"])
 
     async def run(self, run_id: str) -> Document | None:
         return await self.runs.find_one({"_id": run_id})
@@ -137,7 +145,10 @@ class RunStore:
     def entry_of(document: Document) -> RunEntry:
         state = RunState.model_validate(document["state"])
         return RunEntry(
-            state=state, partition=document["partition"], persisted_next_event_id=state.next_event_id
+            state=state,
+            partition=document["partition"],
+            persisted_next_event_id=state.next_event_id,
+            batch_starts=list(document.get("batch_starts") or []),
         )
 
     async def read_history(self, run_id: str, document: Document | None = None) -> list[h.HistoryEvent]:
@@ -146,10 +157,11 @@ class RunStore:
         if document is None:
             return []
         events: list[h.HistoryEvent] = []
-        cursor = self.history.find({"run_id": run_id}).sort("first_event_id", ASCENDING)
-        async for batch in cursor:
-            if batch["first_event_id"] >= document["next_event_id"]:
-                break  # never happens for committed batches; guards against stray documents
+        starts = [start for start in document.get("batch_starts") or [] if start < document["next_event_id"]]
+        for start in starts:
+            batch = await self.history.find_one({"_id": _batch_id(run_id, start)})
+            if batch is None:
+                break  # only the newest batch can be missing (a crash before its copy): the tail has it
             events.extend(h.event_from_json(e) for e in batch["events"])
         tail = document.get("tail") or {}
         if tail.get("events") and (not events or events[-1].event_id < tail["first_event_id"]):
@@ -180,13 +192,40 @@ class RunStore:
         was changed by a newer writer (nothing of this batch is then acknowledged by the caller)."""
         operations: list[Any] = []
         batches: list[Any] = []
+        written: list[tuple[RunEntry, list[int]]] = []
         for entry in entries:
             if not entry.dirty:
                 continue
             epoch = epochs[entry.partition]
+            state = entry.state
+            run_id = state.run_id
             document = _state_document(entry, epoch)
-            run_id = entry.state.run_id
+            starts = list(entry.batch_starts)
+            if entry.new_events:
+                first = entry.new_events[0].event_id
+                starts.append(first)
+                batches.append(
+                    InsertOne(
+                        {
+                            "_id": _batch_id(run_id, first),
+                            "run_id": run_id,
+                            "first_event_id": first,
+                            "events": document["tail"]["events"],
+                        }
+                    )
+                )
+            document["batch_starts"] = starts
+            written.append((entry, starts))
             if entry.persisted_next_event_id == 1:
+                # The pointer first: if the insert of the run then fails, the start is redelivered and
+                # recreates this same run id (it is derived from the start's request id).
+                operations.append(
+                    ReplaceOne(
+                        {"_id": _pointer_id(state.namespace, state.workflow_id)},
+                        {"kind": "pointer", "run_id": run_id, "start_time": state.start_time},
+                        upsert=True,
+                    )
+                )
                 operations.append(InsertOne({"_id": run_id, **document}))
             else:
                 operations.append(
@@ -199,31 +238,23 @@ class RunStore:
                         {"$set": document},
                     )
                 )
-            if entry.new_events:
-                first = entry.new_events[0].event_id
-                batches.append(
-                    InsertOne(
-                        {
-                            "_id": _batch_id(run_id, first),
-                            "run_id": run_id,
-                            "first_event_id": first,
-                            "events": document["tail"]["events"],
-                        }
-                    )
-                )
         if not operations:
             return
         updates = sum(isinstance(op, UpdateOne) for op in operations)
+        pointers = len(operations) - updates - sum(isinstance(op, InsertOne) for op in operations)
         try:
-            result = await self.runs.bulk_write(operations, ordered=False)
-            matched = result.matched_count
+            # Ordered: a new run's pointer is written before the run itself (see above).
+            result = await self.runs.bulk_write(operations, ordered=True)
+            matched, upserted = result.matched_count, result.upserted_count
             errors: list[Any] = []
         except BulkWriteError as exc:
-            matched = exc.details.get("nMatched", 0)
+            matched, upserted = exc.details.get("nMatched", 0), exc.details.get("nUpserted", 0)
             errors = exc.details.get("writeErrors", [])
-        if errors or matched != updates:
+        # A pointer either replaced the previous run's pointer (matched) or was created (upserted).
+        updates_matched = matched - (pointers - upserted)
+        if errors or updates_matched != updates:
             raise FencedError(
-                f"{updates - matched} run update(s) found a newer writer or another history; "
+                f"run updates matched {updates_matched} of {updates} (a newer writer or another history); "
                 f"{len(errors)} insert(s) refused: {[e.get('errmsg', '')[:120] for e in errors[:3]]}"
             )
         if batches:
@@ -233,8 +264,9 @@ class RunStore:
                 # Only a batch already copied may collide; anything else is a real failure.
                 if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
                     raise
-        for entry in entries:
+        for entry, starts in written:
             entry.persisted_next_event_id = entry.state.next_event_id
+            entry.batch_starts = starts
 
     async def clear_outbox(self, entries: Iterable[RunEntry]) -> None:
         operations = [
@@ -255,43 +287,25 @@ class RunStore:
         return _outbox_adapter.validate_python(document.get("outbox") or [])
 
     # -- timers ---------------------------------------------------------------------------------------
-    async def apply_timer_changes(
-        self, created: Sequence[tuple[o.CreateTimer, int, str, str]], cancelled: Sequence[str]
-    ) -> None:
-        operations: list[Any] = [
-            ReplaceOne(
-                {"_id": timer.timer_key},
-                {
-                    "partition": partition,
-                    "fire_at": timer.fire_at,
-                    "namespace": namespace,
-                    "workflow_id": workflow_id,
-                    "notice": timer.notice.model_dump(mode="json"),
-                },
-                upsert=True,
-            )
-            for timer, partition, namespace, workflow_id in created
-        ]
+    @staticmethod
+    def timer_document(timer: o.CreateTimer, partition: int, namespace: str, workflow_id: str) -> Document:
+        return {
+            "_id": timer.timer_key,
+            "partition": partition,
+            "fire_at": timer.fire_at,
+            "namespace": namespace,
+            "workflow_id": workflow_id,
+            "notice": timer.notice.model_dump(mode="json"),
+        }
+
+    async def apply_timer_changes(self, created: Sequence[Document], cancelled: Sequence[str]) -> None:
+        operations: list[Any] = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in created]
         operations.extend(DeleteOne({"_id": key}) for key in cancelled)
         if operations:
             await self.timers.bulk_write(operations, ordered=True)
 
-    async def due_timers(self, partitions: Sequence[int], now: datetime, limit: int = 500) -> list[Document]:
-        if not partitions:
-            return []
-        cursor = self.timers.find({"partition": {"$in": list(partitions)}, "fire_at": {"$lte": now}})
-        return [d async for d in cursor.sort("fire_at", ASCENDING).limit(limit)]
-
-    async def next_timer(self, partitions: Sequence[int]) -> datetime | None:
-        if not partitions:
-            return None
-        cursor = (
-            self.timers.find({"partition": {"$in": list(partitions)}}).sort("fire_at", ASCENDING).limit(1)
-        )
-        async for document in cursor:
-            fire_at: datetime = document["fire_at"]
-            return fire_at
-        return None
+    async def timers_of(self, partition: int) -> list[Document]:
+        return [d async for d in self.timers.find({"partition": partition})]
 
     async def delete_fired(self, fired: Sequence[Document]) -> None:
         """Delete fired timers, unless one was armed again meanwhile (same key, a later time)."""

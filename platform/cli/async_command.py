@@ -29,6 +29,9 @@ def run_command(name: str, coroutine: Coroutine[Any, Any, T]) -> T:
         typer.echo(f"perdure {name}: {exc}", err=True)
         raise typer.Exit(1) from None
     except UNREACHABLE as exc:
-        typer.echo(f"perdure {name}: a service is unreachable ({type(exc).__name__}: {exc}); "
-                   "is the stack up? (`perdure stack status`)", err=True)
+        typer.echo(
+            f"perdure {name}: a service is unreachable ({type(exc).__name__}: {exc}); "
+            "is the stack up? (`perdure stack status`)",
+            err=True,
+        )
         raise typer.Exit(1) from None

@@ -100,3 +100,30 @@ async def test_timers_due_during_an_outage_fire_after_restart(make_cell: CellFac
             fired = [e for e in await client.history(workflow_id) if isinstance(e, h.TimerFired)]
             assert len(fired) == 1 and fired[0].timestamp > down_since
     assert {payload_value(r) for r in results.values()} == {"woke"}
+
+
+async def test_chaos_five_sigkills_lose_nothing(make_cell: CellFactory, tmp_path: Path) -> None:
+    import asyncio
+    import random
+
+    cell = await make_cell(partitions=4)
+    process = await cell.start_process().start()
+    ledger = tmp_path / "ledger"
+    ids = [f"chaos-{i}" for i in range(500)]
+    chance = random.Random(20261128)
+    async with closed_runs(cell) as closed, await cell.client() as client:
+        await client.start_workflows("ThreeSteps", [(i, [str(ledger), i]) for i in ids])
+        for _ in range(5):
+            await asyncio.sleep(chance.uniform(0.2, 1.5))  # a random moment of the run, not a wait for it
+            process.kill()
+            await process.wait()
+            process = await cell.start_process().start()
+        results = await closed.wait(ids, timeout=240)
+        for workflow_id in ids:
+            _valid(await client.history(workflow_id))
+    assert {r.status for r in results.values()} == {"completed"}
+    counts = count_lines(ledger)
+    missing = [f"{i}-{n}" for i in ids for n in (1, 2, 3) if counts.get(f"{i}-{n}", 0) < 1]
+    assert not missing
+    duplicates = sum(counts.values()) - 3 * len(ids)
+    print(f"\nchaos: 500 workflows, 5 SIGKILLs, {duplicates} duplicate activity executions")
