@@ -168,8 +168,18 @@ class CellEngine:
                 async with self.lock:
                     # Records of partitions revoked meanwhile belong to their new owner now.
                     owned = {tp: records for tp, records in batch.items() if tp.partition in self.epochs}
-                    if owned:
+                    if not owned:
+                        continue
+                    try:
                         await self.process(owned)
+                    except Exception:
+                        log.exception("a batch failed; it is read again (nothing of it was committed)")
+                        self._rewind(owned)
+                        failed = True
+                    else:
+                        failed = False
+                if failed:
+                    await asyncio.sleep(1)  # a failing database or broker: do not spin
         finally:
             timers.cancel()
             await asyncio.gather(timers, return_exceptions=True)
@@ -214,10 +224,12 @@ class CellEngine:
             try:
                 await self.store.write(entries, self.epochs)
             except FencedError as exc:
-                log.error("fenced: another process owns these partitions now", extra={"error": str(exc)})
-                for entry in entries:
-                    self._forget(entry)
-                return  # nothing committed: the new owner processes these records
+                # Another process took these partitions (the rebalance revokes them here soon), or a write
+                # of this batch half-succeeded: either way the records are read again, and applying them
+                # again is harmless (duplicates are recognised by the state machine).
+                log.error("fenced: a run changed under this writer", extra={"error": str(exc)})
+                self._rewind(batch)
+                return
             items = [
                 Addressed(e.state.namespace, e.state.workflow_id, e.partition, item)
                 for e in entries
@@ -278,11 +290,12 @@ class CellEngine:
             entry.history = await self.store.read_history(entry.state.run_id, document)
         return entry
 
-    def _forget(self, entry: RunEntry) -> None:
-        cache = self.caches.get(entry.partition)
-        if cache is not None:
-            cache.by_run.pop(entry.state.run_id, None)
-            cache.latest.pop((entry.state.namespace, entry.state.workflow_id), None)
+    def _rewind(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Read the batch again from its first record, from the database rather than the cache."""
+        for tp, records in batch.items():
+            self.consumer.seek(tp, records[0].offset)
+            if tp.partition in self.caches:
+                self.caches[tp.partition] = PartitionCache()
 
     # -- applying ----------------------------------------------------------------------------------------------
     def _apply(self, group: Group, touched: dict[str, RunEntry], extra: list[TaskEnvelope]) -> None:

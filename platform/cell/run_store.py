@@ -14,13 +14,14 @@ document, and timers from memory (loaded once per partition when it is taken).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka.partitioner import murmur2
 from pydantic import TypeAdapter
-from pymongo import ASCENDING, DESCENDING, DeleteOne, InsertOne, ReplaceOne, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -30,7 +31,39 @@ from perdure.platform.core.run_state import RunState
 from perdure.platform.core.workflow_instance import WorkflowInstance
 
 Document = dict[str, Any]
+T = TypeVar("T")
 _outbox_adapter: TypeAdapter[list[o.OutboxEntry]] = TypeAdapter(list[o.OutboxEntry])
+
+
+# FerretDB v1 serves a multi-statement update or delete command by holding one pooled connection per
+# statement, and deadlocks once they outnumber its pool (100 on SQLite). Changes are therefore sent as
+# single-statement commands, a few at a time; inserts, which query nothing, still go in bulk.
+WRITE_CONCURRENCY = 8
+
+
+async def each(operations: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run the operations concurrently, at most ``WRITE_CONCURRENCY`` at a time, keeping their order."""
+    gate = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+    async def run(operation: Callable[[], Awaitable[T]]) -> T:
+        async with gate:
+            return await operation()
+
+    return list(await asyncio.gather(*(run(op) for op in operations)))
+
+
+async def insert_ignoring_duplicates(collection: Any, documents: Sequence[Document]) -> list[Document]:
+    """Insert all; returns the documents refused as duplicates (any other error is raised)."""
+    if not documents:
+        return []
+    try:
+        await collection.insert_many(list(documents), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != 11000 for e in errors):
+            raise
+        return [documents[e["index"]] for e in errors]
+    return []
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -188,10 +221,12 @@ class RunStore:
 
     # -- writing --------------------------------------------------------------------------------------
     async def write(self, entries: Sequence[RunEntry], epochs: dict[int, int]) -> None:
-        """Persist every changed run in two bulk round trips; raises ``FencedError`` if any run document
-        was changed by a newer writer (nothing of this batch is then acknowledged by the caller)."""
-        operations: list[Any] = []
-        batches: list[Any] = []
+        """Persist every changed run; raises ``FencedError`` if any run document was changed by a newer
+        writer or already exists (nothing of this batch is then acknowledged by the caller)."""
+        pointers: list[Callable[[], Awaitable[Any]]] = []
+        inserts: list[Document] = []
+        updates: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        batches: list[Document] = []
         written: list[tuple[RunEntry, list[int]]] = []
         for entry in entries:
             if not entry.dirty:
@@ -205,79 +240,67 @@ class RunStore:
                 first = entry.new_events[0].event_id
                 starts.append(first)
                 batches.append(
-                    InsertOne(
-                        {
-                            "_id": _batch_id(run_id, first),
-                            "run_id": run_id,
-                            "first_event_id": first,
-                            "events": document["tail"]["events"],
-                        }
-                    )
+                    {
+                        "_id": _batch_id(run_id, first),
+                        "run_id": run_id,
+                        "first_event_id": first,
+                        "events": document["tail"]["events"],
+                    }
                 )
             document["batch_starts"] = starts
             written.append((entry, starts))
             if entry.persisted_next_event_id == 1:
-                # The pointer first: if the insert of the run then fails, the start is redelivered and
-                # recreates this same run id (it is derived from the start's request id).
-                operations.append(
-                    ReplaceOne(
-                        {"_id": _pointer_id(state.namespace, state.workflow_id)},
-                        {"kind": "pointer", "run_id": run_id, "start_time": state.start_time},
-                        upsert=True,
+                pointer = {"kind": "pointer", "run_id": run_id, "start_time": state.start_time}
+                pointer_id = _pointer_id(state.namespace, state.workflow_id)
+                pointers.append(
+                    lambda pointer_id=pointer_id, pointer=pointer: self.runs.replace_one(
+                        {"_id": pointer_id}, pointer, upsert=True
                     )
                 )
-                operations.append(InsertOne({"_id": run_id, **document}))
+                inserts.append({"_id": run_id, **document})
             else:
-                operations.append(
-                    UpdateOne(
-                        {
-                            "_id": run_id,
-                            "next_event_id": entry.persisted_next_event_id,
-                            "epoch": {"$lte": epoch},
-                        },
-                        {"$set": document},
+                condition = {
+                    "_id": run_id,
+                    "next_event_id": entry.persisted_next_event_id,
+                    "epoch": {"$lte": epoch},
+                }
+                updates.append(
+                    (
+                        run_id,
+                        lambda condition=condition, document=document: self.runs.update_one(
+                            condition, {"$set": document}
+                        ),
                     )
                 )
-        if not operations:
+        if not written:
             return
-        updates = sum(isinstance(op, UpdateOne) for op in operations)
-        pointers = len(operations) - updates - sum(isinstance(op, InsertOne) for op in operations)
-        try:
-            # Ordered: a new run's pointer is written before the run itself (see above).
-            result = await self.runs.bulk_write(operations, ordered=True)
-            matched, upserted = result.matched_count, result.upserted_count
-            errors: list[Any] = []
-        except BulkWriteError as exc:
-            matched, upserted = exc.details.get("nMatched", 0), exc.details.get("nUpserted", 0)
-            errors = exc.details.get("writeErrors", [])
-        # A pointer either replaced the previous run's pointer (matched) or was created (upserted).
-        updates_matched = matched - (pointers - upserted)
-        if errors or updates_matched != updates:
+        # A new run's pointer is written before the run: if the insert then fails, the start is read
+        # again and recreates this same run id (it is derived from the start's request id).
+        await each(pointers)
+        refused = await insert_ignoring_duplicates(self.runs, inserts)
+        results = await each([update for _, update in updates])
+        stale = [
+            run_id for (run_id, _), result in zip(updates, results, strict=True) if result.matched_count != 1
+        ]
+        if refused or stale:
             raise FencedError(
-                f"run updates matched {updates_matched} of {updates} (a newer writer or another history); "
-                f"{len(errors)} insert(s) refused: {[e.get('errmsg', '')[:120] for e in errors[:3]]}"
+                f"runs changed by another writer: {stale[:5]}; runs that exist already: "
+                f"{[d['_id'] for d in refused][:5]}"
             )
-        if batches:
-            try:
-                await self.history.bulk_write(batches, ordered=False)
-            except BulkWriteError as exc:
-                # Only a batch already copied may collide; anything else is a real failure.
-                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                    raise
+        await insert_ignoring_duplicates(self.history, batches)  # a duplicate is a batch copied before
         for entry, starts in written:
             entry.persisted_next_event_id = entry.state.next_event_id
             entry.batch_starts = starts
 
     async def clear_outbox(self, entries: Iterable[RunEntry]) -> None:
         operations = [
-            UpdateOne(
+            lambda e=e: self.runs.update_one(
                 {"_id": e.state.run_id, "next_event_id": e.persisted_next_event_id},
                 {"$set": {"outbox": [], "has_outbox": False}},
             )
             for e in entries
         ]
-        if operations:
-            await self.runs.bulk_write(operations, ordered=False)
+        await each(operations)
 
     async def pending_outboxes(self, partition: int) -> list[Document]:
         return [d async for d in self.runs.find({"partition": partition, "has_outbox": True})]
@@ -299,19 +322,18 @@ class RunStore:
         }
 
     async def apply_timer_changes(self, created: Sequence[Document], cancelled: Sequence[str]) -> None:
-        operations: list[Any] = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in created]
-        operations.extend(DeleteOne({"_id": key}) for key in cancelled)
-        if operations:
-            await self.timers.bulk_write(operations, ordered=True)
+        # Cancels first: a key cancelled and armed again in one batch ends up armed.
+        await each([lambda key=key: self.timers.delete_one({"_id": key}) for key in cancelled])
+        await each([lambda d=d: self.timers.replace_one({"_id": d["_id"]}, d, upsert=True) for d in created])
 
     async def timers_of(self, partition: int) -> list[Document]:
         return [d async for d in self.timers.find({"partition": partition})]
 
     async def delete_fired(self, fired: Sequence[Document]) -> None:
         """Delete fired timers, unless one was armed again meanwhile (same key, a later time)."""
-        operations = [DeleteOne({"_id": d["_id"], "fire_at": d["fire_at"]}) for d in fired]
-        if operations:
-            await self.timers.bulk_write(operations, ordered=False)
+        await each(
+            [lambda d=d: self.timers.delete_one({"_id": d["_id"], "fire_at": d["fire_at"]}) for d in fired]
+        )
 
     # -- visibility -----------------------------------------------------------------------------------
     async def list_runs(
