@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     service_name: str = "perdure"
 
     stack_dir: Path = Field(default_factory=_default_stack_dir)
+    # The local stack's FerretDB backend. PostgreSQL by default: measured here, FerretDB v1 on SQLite scans
+    # the whole collection for every statement (even by _id) and cannot keep up with a cell.
+    stack_mongodb_backend: Literal["postgresql", "sqlite"] = "postgresql"
+    stack_postgres_port: int = Field(default=5433, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("kafka_bootstrap_servers")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -344,15 +345,21 @@ class FerretDBService(LocalService):
     def launch(self) -> None:
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
+        if self.settings.stack_mongodb_backend == "postgresql":
+            backend = [
+                "-handler",
+                "postgresql",
+                "-postgresql-url",
+                PostgresService(self.settings).ferretdb_url,
+            ]
+        else:
+            backend = ["-handler", "sqlite", "-sqlite-url", f"file:{data}/"]
         self.process.start(
             [
                 str(self.binary),
                 "-listen-addr",
                 str(self.address),
-                "-handler",
-                "sqlite",
-                "-sqlite-url",
-                f"file:{data}/",
+                *backend,
                 "-log-level",
                 "error",
             ],
@@ -361,7 +368,7 @@ class FerretDBService(LocalService):
 
     async def probe(self) -> str:
         wire = await probes.mongodb_ping(self.settings.mongodb_uri, timeout=2.0)
-        return f"{self.version} (MongoDB wire {wire})"
+        return f"{self.version} on {self.settings.stack_mongodb_backend} (MongoDB wire {wire})"
 
 
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
@@ -453,5 +460,129 @@ class RabbitMQService(LocalService):
         self.epmd.stop(timeout=5)
 
 
+POSTGRES_ROOT = Path("/usr/lib/postgresql")
+FERRETDB_DATABASE = "ferretdb"
+
+
+def _postgres_bin(tool: str) -> Path | None:
+    versions = sorted(
+        (p for p in POSTGRES_ROOT.glob("*/bin") if p.parent.name.isdigit()), key=lambda p: int(p.parent.name)
+    )
+    for folder in reversed(versions):
+        if (folder / tool).exists():
+            return folder / tool
+    return None
+
+
+class PostgresService(LocalService):
+    """PostgreSQL from Debian, the storage under FerretDB (run as the ``postgres`` user when root)."""
+
+    name = "postgres"
+    cmdline_marker = "postgres"
+
+    @property
+    def address(self) -> Address:
+        return Address("127.0.0.1", self.settings.stack_postgres_port)
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [self.address]
+
+    @property
+    def ferretdb_url(self) -> str:
+        return f"postgres://postgres@{self.address}/{FERRETDB_DATABASE}"
+
+    def missing_tools(self) -> list[str]:
+        if _postgres_bin("postgres") is None or _postgres_bin("initdb") is None:
+            return ["PostgreSQL for FerretDB: apt-get install postgresql"]
+        return []
+
+    def installed(self) -> bool:
+        return _postgres_bin("postgres") is not None
+
+    def install(self) -> None:
+        raise StackError("PostgreSQL comes from Debian: apt-get install postgresql")
+
+    def _as_owner(self, argv: list[str]) -> list[str]:
+        # PostgreSQL refuses to run as root.
+        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+    def launch(self) -> None:
+        data = self.home / "data"
+        sockets = self.home / "sockets"
+        for folder in (self.home, sockets):
+            folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.home, "postgres")
+            shutil.chown(sockets, "postgres")
+        initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
+        assert initdb is not None and postgres is not None
+        if not (data / "PG_VERSION").exists():
+            _run_install_step(
+                self._as_owner([str(initdb), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
+                cwd=self.home,
+                log=self.install_log,
+                what="initialising PostgreSQL's data folder",
+            )
+        self.process.start(
+            self._as_owner(
+                [
+                    str(postgres),
+                    "-D",
+                    str(data),
+                    "-h",
+                    self.address.host,
+                    "-p",
+                    str(self.address.port),
+                    "-k",
+                    str(sockets),
+                    # A local development stack: survive process crashes, not power loss.
+                    "-c",
+                    "synchronous_commit=off",
+                ]
+            ),
+            cwd=self.home,
+        )
+
+    async def probe(self) -> str:
+        ready = _postgres_bin("pg_isready")
+        createdb = _postgres_bin("createdb")
+        assert ready is not None and createdb is not None
+        host, port = self.address.host, str(self.address.port)
+        probe = await asyncio.create_subprocess_exec(
+            str(ready),
+            "-q",
+            "-h",
+            host,
+            "-p",
+            port,
+            "-U",
+            "postgres",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        if await probe.wait() != 0:
+            raise ConnectionError("PostgreSQL is not accepting connections yet")
+        created = await asyncio.create_subprocess_exec(
+            str(createdb),
+            "-h",
+            host,
+            "-p",
+            port,
+            "-U",
+            "postgres",
+            FERRETDB_DATABASE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, error = await created.communicate()
+        if created.returncode != 0 and b"already exists" not in error:
+            raise ConnectionError(error.decode(errors="replace").strip())
+        return f"PostgreSQL {ready.parent.parent.name}"
+
+
 def all_services(settings: Settings) -> list[LocalService]:
-    return [KafkaService(settings), FerretDBService(settings), RabbitMQService(settings)]
+    storage: list[LocalService] = (
+        [PostgresService(settings)] if settings.stack_mongodb_backend == "postgresql" else []
+    )
+    return [KafkaService(settings), *storage, FerretDBService(settings), RabbitMQService(settings)]

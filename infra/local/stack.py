@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 from perdure.infra.local.probes import port_in_use
 from perdure.infra.local.processes import tail
-from perdure.infra.local.services import LocalService, RabbitMQService, StackError, all_services
+from perdure.infra.local.services import (
+    LocalService,
+    PostgresService,
+    RabbitMQService,
+    StackError,
+    all_services,
+)
 from perdure.infra.settings import Settings
 
 READY_TIMEOUT_S = 120.0
@@ -87,11 +93,14 @@ class LocalStack:
                 service.home.mkdir(parents=True, exist_ok=True)
                 if not service.installed():
                     service.install()
-            for service in pending:
-                if not service.process.running():
-                    service.launch()
             deadline = time.monotonic() + READY_TIMEOUT_S
-            await asyncio.gather(*(self._wait_ready(s, deadline) for s in pending))
+            # Storage first: FerretDB needs its PostgreSQL serving before it starts.
+            first = [s for s in pending if isinstance(s, PostgresService)]
+            for group in (first, [s for s in pending if s not in first]):
+                for service in group:
+                    if not service.process.running():
+                        service.launch()
+                await asyncio.gather(*(self._wait_ready(s, deadline) for s in group))
         return await self.status()
 
     async def status(self) -> list[ServiceStatus]:

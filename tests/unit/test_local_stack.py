@@ -47,6 +47,7 @@ def test_missing_toolchains_are_reported_with_what_to_install(
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     monkeypatch.setattr(services, "RABBITMQ_SERVER", tmp_path / "no-rabbitmq-server")
+    monkeypatch.setattr(services, "POSTGRES_ROOT", tmp_path / "no-postgresql")
     settings = _settings(
         tmp_path,
         kafka_bootstrap_servers="127.0.0.1:1",
@@ -61,6 +62,7 @@ def test_missing_toolchains_are_reported_with_what_to_install(
     assert "apt-get install maven" in message
     assert "apt-get install golang-go" in message
     assert "apt-get install rabbitmq-server" in message
+    assert "apt-get install postgresql" in message
 
 
 def test_the_stack_refuses_remote_hosts(tmp_path: Path) -> None:
