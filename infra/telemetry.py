@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
@@ -123,9 +124,9 @@ def extract_kafka_context(headers: Iterable[tuple[str, bytes]] | None) -> Contex
 
 
 def inject_amqp_headers(
-    headers: MutableMapping[str, object] | None = None, context: Context | None = None
-) -> dict[str, object]:
-    carrier: dict[str, object] = dict(headers or {})
+    headers: MutableMapping[str, Any] | None = None, context: Context | None = None
+) -> dict[str, Any]:
+    carrier: dict[str, Any] = dict(headers or {})
     propagate.inject(carrier, context=context)
     return carrier
 

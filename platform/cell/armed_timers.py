@@ -31,7 +31,7 @@ class ArmedTimers:
         return len(self._documents)
 
     def arm(self, document: dict[str, Any]) -> None:
-        """Add or move a timer (``_id``, ``partition``, ``fire_at``, ``namespace``, ``workflow_id``, ``notice``)."""
+        """Add or move a timer: a timers-collection document (``_id``, ``partition``, ``fire_at``, ...)."""
         self._documents[document["_id"]] = document
         heapq.heappush(
             self._heap, _Entry(document["fire_at"], next(self._order), document["_id"], document["partition"])

@@ -111,7 +111,7 @@ class CellEngine:
         # of point reads far better than a burst of hundreds.
         self._loading = asyncio.Semaphore(8)
 
-    # -- partition ownership ----------------------------------------------------------------------------
+    # -- partition ownership -----------------------------------------------------------------------
     async def take(self, partitions: set[int]) -> None:
         async with self.lock:
             for partition in sorted(partitions):
@@ -154,7 +154,7 @@ class CellEngine:
             "outbox re-sent after taking a partition", extra={"partition": partition, "runs": len(documents)}
         )
 
-    # -- the loop ------------------------------------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------------------
     def subscribe(self) -> None:
         self.consumer.subscribe([self.cell.topic], listener=_Rebalance(self))
 
@@ -248,7 +248,7 @@ class CellEngine:
             tasks_processed.add(count - len(rejected))
             step_latency.record(time.perf_counter() - started)
 
-    # -- loading ---------------------------------------------------------------------------------------------
+    # -- loading -----------------------------------------------------------------------------------
     async def _prepare(self, group: Group, rejected: list[DeadLetter]) -> None:
         async with self._loading:
             await self._load(group, rejected)
@@ -297,7 +297,7 @@ class CellEngine:
             if tp.partition in self.caches:
                 self.caches[tp.partition] = PartitionCache()
 
-    # -- applying ----------------------------------------------------------------------------------------------
+    # -- applying ----------------------------------------------------------------------------------
     def _apply(self, group: Group, touched: dict[str, RunEntry], extra: list[TaskEnvelope]) -> None:
         assert group.namespace is not None
         machine = group.namespace.machine
@@ -393,7 +393,7 @@ class CellEngine:
             entry.history = list(entry.new_events)  # a new run parked at once: all it has is in this poll
         return True
 
-    # -- dead letters -----------------------------------------------------------------------------------------
+    # -- dead letters ------------------------------------------------------------------------------
     def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> DeadLetter:
         dead_letters.add(1)
         log.warning(
@@ -420,7 +420,7 @@ class CellEngine:
         ]
         await asyncio.gather(*futures)
 
-    # -- timers ------------------------------------------------------------------------------------------------
+    # -- timers ------------------------------------------------------------------------------------
     def timer_armed(self) -> None:
         self.timer_wakeup.set()
 

@@ -17,7 +17,7 @@ from perdure.platform.cell.task_producer import TaskProducer, new_producer
 from perdure.platform.cell.wire import TaskEnvelope
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
-from perdure.platform.core.payloads import default_converter
+from perdure.platform.core.payloads import Payload, default_converter
 
 
 class WorkflowNotFound(LookupError):
@@ -132,7 +132,7 @@ class OpsClient:
             "pending_activities": len(state.get("pending_activities") or {}),
             "pending_timers": len(state.get("pending_timers") or {}),
             "blocked_reason": document.get("blocked_reason"),
-            "result": default_converter.from_payload(h.Payload.model_validate(state["result"]))
+            "result": default_converter.from_payload(Payload.model_validate(state["result"]))
             if state.get("result")
             else None,
             "failure": state.get("failure"),

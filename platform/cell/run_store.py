@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from aiokafka.partitioner import murmur2
@@ -68,7 +69,7 @@ async def insert_ignoring_duplicates(collection: Any, documents: Sequence[Docume
 
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), so the owner of a timer is the owner of its run."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 class FencedError(RuntimeError):
@@ -252,11 +253,7 @@ class RunStore:
             if entry.persisted_next_event_id == 1:
                 pointer = {"kind": "pointer", "run_id": run_id, "start_time": state.start_time}
                 pointer_id = _pointer_id(state.namespace, state.workflow_id)
-                pointers.append(
-                    lambda pointer_id=pointer_id, pointer=pointer: self.runs.replace_one(
-                        {"_id": pointer_id}, pointer, upsert=True
-                    )
-                )
+                pointers.append(partial(self.runs.replace_one, {"_id": pointer_id}, pointer, upsert=True))
                 inserts.append({"_id": run_id, **document})
             else:
                 condition = {
@@ -264,14 +261,7 @@ class RunStore:
                     "next_event_id": entry.persisted_next_event_id,
                     "epoch": {"$lte": epoch},
                 }
-                updates.append(
-                    (
-                        run_id,
-                        lambda condition=condition, document=document: self.runs.update_one(
-                            condition, {"$set": document}
-                        ),
-                    )
-                )
+                updates.append((run_id, partial(self.runs.update_one, condition, {"$set": document})))
         if not written:
             return
         # A new run's pointer is written before the run: if the insert then fails, the start is read
@@ -293,14 +283,17 @@ class RunStore:
             entry.batch_starts = starts
 
     async def clear_outbox(self, entries: Iterable[RunEntry]) -> None:
-        operations = [
-            lambda e=e: self.runs.update_one(
-                {"_id": e.state.run_id, "next_event_id": e.persisted_next_event_id},
-                {"$set": {"outbox": [], "has_outbox": False}},
-            )
-            for e in entries
-        ]
-        await each(operations)
+        cleared = {"$set": {"outbox": [], "has_outbox": False}}
+        await each(
+            [
+                partial(
+                    self.runs.update_one,
+                    {"_id": e.state.run_id, "next_event_id": e.persisted_next_event_id},
+                    cleared,
+                )
+                for e in entries
+            ]
+        )
 
     async def pending_outboxes(self, partition: int) -> list[Document]:
         return [d async for d in self.runs.find({"partition": partition, "has_outbox": True})]
@@ -323,8 +316,8 @@ class RunStore:
 
     async def apply_timer_changes(self, created: Sequence[Document], cancelled: Sequence[str]) -> None:
         # Cancels first: a key cancelled and armed again in one batch ends up armed.
-        await each([lambda key=key: self.timers.delete_one({"_id": key}) for key in cancelled])
-        await each([lambda d=d: self.timers.replace_one({"_id": d["_id"]}, d, upsert=True) for d in created])
+        await each([partial(self.timers.delete_one, {"_id": key}) for key in cancelled])
+        await each([partial(self.timers.replace_one, {"_id": d["_id"]}, d, upsert=True) for d in created])
 
     async def timers_of(self, partition: int) -> list[Document]:
         return [d async for d in self.timers.find({"partition": partition})]
@@ -332,7 +325,7 @@ class RunStore:
     async def delete_fired(self, fired: Sequence[Document]) -> None:
         """Delete fired timers, unless one was armed again meanwhile (same key, a later time)."""
         await each(
-            [lambda d=d: self.timers.delete_one({"_id": d["_id"], "fire_at": d["fire_at"]}) for d in fired]
+            [partial(self.timers.delete_one, {"_id": d["_id"], "fire_at": d["fire_at"]}) for d in fired]
         )
 
     # -- visibility -----------------------------------------------------------------------------------

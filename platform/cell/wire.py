@@ -32,7 +32,7 @@ def execution_key(namespace: str, workflow_id: str) -> bytes:
 class TaskEnvelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    version: Literal[1] = WIRE_VERSION
+    version: Literal[1] = 1
     namespace: str
     workflow_id: str
     # The run a message is for, when it is bound to one (activity results, timers, child notices).

@@ -40,7 +40,9 @@ class Pipeline:
     @workflow.run
     async def run(self, ledger: str) -> list[str]:
         one = await workflow.execute_activity(step, ledger, "one", start_to_close_timeout=10)
-        two = await workflow.execute_activity(flaky, ledger, "two", 2, start_to_close_timeout=10, retry_policy=FAST_RETRY)
+        two = await workflow.execute_activity(
+            flaky, ledger, "two", 2, start_to_close_timeout=10, retry_policy=FAST_RETRY
+        )
         await workflow.sleep(timedelta(milliseconds=300))
         await workflow.wait_condition(lambda: self.approved)
         three = await workflow.execute_activity(step, ledger, "three", start_to_close_timeout=10)
@@ -58,7 +60,9 @@ class ThreeSteps:
         results = []
         for i in (1, 2, 3):
             results.append(
-                await workflow.execute_activity(step, ledger, f"{tag}-{i}", start_to_close_timeout=10, retry_policy=FAST_RETRY)
+                await workflow.execute_activity(
+                    step, ledger, f"{tag}-{i}", start_to_close_timeout=10, retry_policy=FAST_RETRY
+                )
             )
         return results
 

@@ -65,8 +65,15 @@ class CellProcess:
 
     async def start(self) -> CellProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            str(PERDURE), "cell", "run", self.owner.cell, env=self.owner.env, cwd=str(self.owner.workdir),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            str(PERDURE),
+            "cell",
+            "run",
+            self.owner.cell,
+            env=self.owner.env,
+            cwd=str(self.owner.workdir),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
         )
         self._reader = asyncio.create_task(self._read())
         await self.wait_for_log(r'"partitions assigned".*"partitions": \[\d', timeout=60)
@@ -92,8 +99,10 @@ class CellProcess:
                         return line
                 seen = len(self._lines)
                 if self.proc is not None and self.proc.returncode is not None:
-                    raise RuntimeError(f"cell process {self.name} exited ({self.proc.returncode}):\n"
-                                       + "".join(self._lines[-30:]))
+                    raise RuntimeError(
+                        f"cell process {self.name} exited ({self.proc.returncode}):\n"
+                        + "".join(self._lines[-30:])
+                    )
                 self._changed.clear()
                 await self._changed.wait()
 
@@ -163,16 +172,24 @@ def settings_env(endpoints: Endpoints, prefix: str) -> dict[str, str]:
     }
 
 
-async def provision(endpoints: Endpoints, workdir: Path, *, partitions: int = 4,
-                    app: str = "tests.integration.cell_app:app", pythonpath: list[str] | None = None,
-                    ) -> CellUnderTest:
+async def provision(
+    endpoints: Endpoints,
+    workdir: Path,
+    *,
+    partitions: int = 4,
+    app: str = "tests.integration.cell_app:app",
+    pythonpath: list[str] | None = None,
+) -> CellUnderTest:
     suffix = uuid.uuid4().hex[:10]
     prefix = f"t{suffix}"
     variables = settings_env(endpoints, prefix)
-    env = {**os.environ, **variables,
-           "PYTHONPATH": os.pathsep.join([*(pythonpath or []), str(REPO)]),
-           # Tests rewrite app modules within a second: never run a stale bytecode cache.
-           "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        **os.environ,
+        **variables,
+        "PYTHONPATH": os.pathsep.join([*(pythonpath or []), str(REPO)]),
+        # Tests rewrite app modules within a second: never run a stale bytecode cache.
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     settings = load_settings(**{k.removeprefix("PERDURE_").lower(): v for k, v in variables.items()})
     cell, namespace = f"c-{suffix}", f"n-{suffix}"
     for path in pythonpath or []:
@@ -198,7 +215,8 @@ def payload_value(closed: RunClosed) -> Any:
 
 
 async def eventually(check: Any, timeout: float = 30) -> Any:
-    """Retry an async check until it stops failing (an assertion, or a run not there yet); for state held by another process
+    """Retry an async check until it stops failing (an assertion, or a run not there yet); for state held
+    by another process
     that sends no event of its own."""
     from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 

@@ -57,7 +57,9 @@ async def test_a_cell_killed_between_steps_resumes_without_rerunning_them(
     _valid(history)
 
 
-async def test_partitions_of_a_killed_process_move_to_the_other(make_cell: CellFactory, tmp_path: Path) -> None:
+async def test_partitions_of_a_killed_process_move_to_the_other(
+    make_cell: CellFactory, tmp_path: Path
+) -> None:
     cell = await make_cell(partitions=4)
     doomed = await cell.start_process().start()
     survivor = await cell.start_process().start()

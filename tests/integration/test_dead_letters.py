@@ -15,7 +15,7 @@ from .cell_harness import closed_runs, completed_activities, count_lines, eventu
 from .conftest import CellFactory
 
 APP = dedent(
-    '''
+    """
     from perdure.tenants import App, workflow
 
     app = App("drift")
@@ -42,7 +42,8 @@ APP = dedent(
 
         @workflow.run
         async def run(self, ledger: str) -> list[str]:
-            done = [await workflow.execute_activity(ACTIVITIES[FIRST], ledger, FIRST, start_to_close_timeout=10)]
+            first = ACTIVITIES[FIRST]
+            done = [await workflow.execute_activity(first, ledger, FIRST, start_to_close_timeout=10)]
             await workflow.wait_condition(lambda: self.go)
             done.append(
                 await workflow.execute_activity(ACTIVITIES[SECOND], ledger, SECOND, start_to_close_timeout=10)
@@ -58,7 +59,7 @@ APP = dedent(
         @workflow.run
         async def run(self, ledger: str, name: str) -> str:
             return await workflow.execute_activity(step, ledger, name, start_to_close_timeout=10)
-    '''
+    """
 )
 
 

@@ -23,13 +23,18 @@ def _machine() -> ExecutionStateMachine:
 
 def _absorb(entry: RunEntry, transition: Transition) -> RunEntry:
     entry.state, entry.instance = transition.state, transition.instance
-    entry.new_events, entry.new_outbox, entry.state_changed = list(transition.events), list(transition.outbox), True
+    entry.new_events, entry.new_outbox = list(transition.events), list(transition.outbox)
+    entry.state_changed = True
     return entry
 
 
 def _completed(entry: RunEntry, scheduled: int) -> m.ActivityCompleted:
-    return m.ActivityCompleted(run_id=entry.state.run_id, scheduled_event_id=scheduled, attempt=1,
-                               result=default_converter.to_payload("done"))
+    return m.ActivityCompleted(
+        run_id=entry.state.run_id,
+        scheduled_event_id=scheduled,
+        attempt=1,
+        result=default_converter.to_payload("done"),
+    )
 
 
 async def test_a_writer_with_an_older_epoch_is_refused(mongo_db: AsyncDatabase[dict[str, Any]]) -> None:
@@ -37,8 +42,12 @@ async def test_a_writer_with_an_older_epoch_is_refused(mongo_db: AsyncDatabase[d
     await store.ensure_indexes()
     machine = _machine()
     old_epoch = await store.take_partition(0)
-    start = m.StartWorkflow(request_id="r", workflow_type="ThreeSteps", workflow_id="w",
-                            input=default_converter.to_payloads(["/dev/null", "z"]))
+    start = m.StartWorkflow(
+        request_id="r",
+        workflow_type="ThreeSteps",
+        workflow_id="w",
+        input=default_converter.to_payloads(["/dev/null", "z"]),
+    )
     started = machine.start("ns", start)
     entry = _absorb(RunEntry(state=started.state, partition=0, persisted_next_event_id=1), started)
     await store.write([entry], {0: old_epoch})
@@ -64,8 +73,14 @@ async def test_a_writer_with_an_older_epoch_is_refused(mongo_db: AsyncDatabase[d
     document = await store.run(entry.state.run_id)
     assert document is not None
     caught_up = store.entry_of(document)
-    _absorb(caught_up, machine.handle(caught_up.state, m.SignalWorkflow(request_id="s", signal_name="x"),
-                                      history=await store.read_history(caught_up.state.run_id, document)))
+    _absorb(
+        caught_up,
+        machine.handle(
+            caught_up.state,
+            m.SignalWorkflow(request_id="s", signal_name="x"),
+            history=await store.read_history(caught_up.state.run_id, document),
+        ),
+    )
     with pytest.raises(FencedError):
         await store.write([caught_up], {0: old_epoch})
 
@@ -80,13 +95,18 @@ async def test_a_duplicate_append_is_refused(mongo_db: AsyncDatabase[dict[str, A
     await store.ensure_indexes()
     machine = _machine()
     epoch = await store.take_partition(3)
-    start = m.StartWorkflow(request_id="r", workflow_type="ThreeSteps", workflow_id="w",
-                            input=default_converter.to_payloads(["/dev/null", "z"]))
+    start = m.StartWorkflow(
+        request_id="r",
+        workflow_type="ThreeSteps",
+        workflow_id="w",
+        input=default_converter.to_payloads(["/dev/null", "z"]),
+    )
     first = machine.start("ns", start, run_id="run-1")
-    await store.write([_absorb(RunEntry(state=first.state, partition=3, persisted_next_event_id=1), first)],
-                      {3: epoch})
+    await store.write(
+        [_absorb(RunEntry(state=first.state, partition=3, persisted_next_event_id=1), first)], {3: epoch}
+    )
     again = machine.start("ns", start, run_id="run-1")  # the same start delivered twice
     with pytest.raises(FencedError):
-        await store.write([_absorb(RunEntry(state=again.state, partition=3, persisted_next_event_id=1), again)],
-                          {3: epoch})
+        duplicate = _absorb(RunEntry(state=again.state, partition=3, persisted_next_event_id=1), again)
+        await store.write([duplicate], {3: epoch})
     assert len(await store.read_history("run-1")) == len(first.events)
