@@ -39,6 +39,19 @@ batch_sizes = meter.create_histogram("perdure.engine.batch_size", description="r
 step_latency = meter.create_histogram("perdure.engine.batch_seconds", unit="s", description="poll to commit")
 cache_lookups = meter.create_counter("perdure.engine.cache_lookups", description="run cache hits and misses")
 dead_letters = meter.create_counter("perdure.engine.dead_letters", description="records sent to the DLQ")
+# Records behind the newest one, per owned partition, as of the last committed batch.
+_lag: dict[int, int] = {}
+
+
+def _observe_lag(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    return [metrics.Observation(lag, {"partition": partition}) for partition, lag in _lag.items()]
+
+
+meter.create_observable_gauge(
+    "perdure.engine.consumer_lag",
+    callbacks=[_observe_lag],
+    description="records not yet applied, per partition",
+)
 
 CACHE_LIMIT_PER_PARTITION = 5_000
 ExecutionKey = tuple[str, str]
@@ -130,6 +143,7 @@ class CellEngine:
             for partition in partitions:
                 self.epochs.pop(partition, None)
                 self.caches.pop(partition, None)
+                _lag.pop(partition, None)
             self.timers.drop_partitions(partitions)
             log.info("partitions revoked", extra={"partitions": sorted(partitions)})
 
@@ -241,6 +255,10 @@ class CellEngine:
             if rejected:
                 await self._send_dead_letters(rejected)
             await self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+            for tp, records in batch.items():
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None:
+                    _lag[tp.partition] = max(0, highwater - records[-1].offset - 1)
             for entry in entries:
                 entry.reset_changes()
                 if entry.instance is not None:

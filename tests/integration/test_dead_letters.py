@@ -90,6 +90,8 @@ async def test_malformed_and_nondeterministic_work_is_parked_and_redriven(
         process = await cell.start_process().start()
         topic = f"perdure.cell.{cell.cell}.tasks"
         await kafka_producer.send_and_wait(topic, b"{this is not json", key=f"{cell.namespace}/junk".encode())
+        future = b'{"version": 7, "namespace": "x", "workflow_id": "y"}'
+        await kafka_producer.send_and_wait(topic, future, key=f"{cell.namespace}/future".encode())
         await client.signal("drifter", "proceed")
         await client.start_workflow("Plain", str(ledger), "bystander", id="bystander")
         assert payload_value((await closed.wait({"bystander"}))["bystander"]) == "bystander"
@@ -106,8 +108,11 @@ async def test_malformed_and_nondeterministic_work_is_parked_and_redriven(
         letters = await dead_letters.read_dead_letters(cell.settings, record)
         runs = await dead_letters.parked_runs(databases, cell.settings, record)
         await databases.close()
-        assert [letter.reason.split(":")[0] for letter in letters] == ["malformed envelope"]
-        assert letters[0].key == f"{cell.namespace}/junk"
+        assert [letter.reason.split(":")[0] for letter in letters] == [
+            "malformed envelope",
+            "unknown envelope version 7 (this engine reads 1)",
+        ]
+        assert [letter.key for letter in letters] == [f"{cell.namespace}/junk", f"{cell.namespace}/future"]
         assert [r.id for r in runs] == [f"{cell.namespace}/drifter"]
 
         # The fix: deploy the code that matches the history again, then redrive.
