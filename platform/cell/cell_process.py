@@ -11,7 +11,7 @@ import signal
 from aiokafka import AIOKafkaConsumer
 
 from perdure.infra.settings import Settings
-from perdure.infra.telemetry import configure_telemetry
+from perdure.infra.telemetry import Telemetry, configure_telemetry
 from perdure.platform.cell.activity_executor import ActivityExecutors
 from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.armed_timers import ArmedTimers
@@ -28,8 +28,17 @@ def engine_group(cell: str) -> str:
     return f"perdure.cell.{cell}.engine"
 
 
-async def run_cell(settings: Settings, cell_name: str, *, executors: bool = True) -> None:
-    telemetry = configure_telemetry(settings, f"perdure-cell-{cell_name}")
+async def run_cell(
+    settings: Settings,
+    cell_name: str,
+    *,
+    executors: bool = True,
+    stop: asyncio.Event | None = None,
+    telemetry: Telemetry | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT (or until ``stop`` is set, for an embedding such as a test)."""
+    owns_telemetry = telemetry is None
+    telemetry = telemetry or configure_telemetry(settings, f"perdure-cell-{cell_name}")
     endpoints = settings.endpoints(cell_name)
     databases = Databases.connect(settings, cell_name)
     cell = await databases.control.get_cell(cell_name)
@@ -57,10 +66,11 @@ async def run_cell(settings: Settings, cell_name: str, *, executors: bool = True
     sender.timer_armed = engine.timer_armed
     workers = ActivityExecutors(apps, tasks, channels)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
 
     engine.subscribe()
     await consumer.start()
@@ -84,5 +94,6 @@ async def run_cell(settings: Settings, cell_name: str, *, executors: bool = True
         await producer.stop()
         await channels.close()
         await databases.close()
-        telemetry.shutdown()
+        if owns_telemetry:
+            telemetry.shutdown()
         log.info("cell stopped", extra={"cell": cell_name})
