@@ -129,3 +129,22 @@ async def test_chaos_five_sigkills_lose_nothing(make_cell: CellFactory, tmp_path
     assert not missing
     duplicates = sum(counts.values()) - 3 * len(ids)
     print(f"\nchaos: 500 workflows, 5 SIGKILLs, {duplicates} duplicate activity executions")
+
+
+async def test_sigterm_finishes_work_leaves_the_group_and_loses_nothing(
+    make_cell: CellFactory, tmp_path: Path
+) -> None:
+    cell = await make_cell(partitions=4)
+    leaving = await cell.start_process().start()
+    staying = await cell.start_process().start()
+    ledger = tmp_path / "ledger"
+    ids = [f"t{i}" for i in range(30)]
+    async with closed_runs(cell) as closed, await cell.client() as client:
+        await client.start_workflows("ThreeSteps", [(i, [str(ledger), i]) for i in ids])
+        leaving.kill(15)
+        assert await leaving.wait() == 0
+        await leaving.wait_for_log(r'"cell stopped"')
+        # It left the group: the other process is given every partition without waiting for a timeout.
+        await staying.wait_for_log(r'"partitions assigned".*"partitions": \[0, 1, 2, 3\]', timeout=30)
+        results = await closed.wait(ids, timeout=120)
+    assert {r.status for r in results.values()} == {"completed"}
