@@ -1,0 +1,157 @@
+"""Cell throughput: one cell of 8 partitions, workflows of three trivial activities, on the local stack.
+
+Prints completed workflows/s and events/s at saturation, and p50/p99 start-to-result latency at
+saturation and at light load (one workflow at a time). Needs the stack up (`perdure stack up`).
+
+Run: .venv/bin/python -m bench.throughput [--workflows 1000] [--light 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aio_pika
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
+
+from bench.machine import describe_machine
+from perdure.infra.rabbitmq_admin import RabbitMQAdmin
+from perdure.infra.settings import load_settings
+from perdure.platform.cell.ops_client import OpsClient
+from perdure.platform.cell.provisioning import (
+    RESULTS_EXCHANGE,
+    create_cell,
+    create_namespace,
+    namespace_amqp_url,
+)
+from perdure.platform.core.outbox import RunClosed
+
+REPO = Path(__file__).resolve().parents[1]
+EVENTS_PER_WORKFLOW = 11  # started, 3 x (scheduled, started, completed), completed
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+async def main(workflows: int, light: int) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    prefix = f"bench{suffix}"
+    settings = load_settings(database_prefix=prefix)
+    cell, namespace = f"bench-{suffix}", f"bench-{suffix}"
+    await create_cell(settings, cell, 8)
+    await create_namespace(settings, namespace, "bench.throughput_app:app", cell)
+    env = {
+        **os.environ,
+        "PERDURE_DATABASE_PREFIX": prefix,
+        "PYTHONPATH": str(REPO),
+        "PERDURE_LOG_LEVEL": "WARNING",
+    }
+    perdure = Path(sys.executable).parent / "perdure"
+    process = await asyncio.create_subprocess_exec(
+        str(perdure),
+        "cell",
+        "run",
+        cell,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    closed: dict[str, float] = {}
+    arrived = asyncio.Event()
+    connection = await aio_pika.connect(namespace_amqp_url(settings, cell, namespace))
+    channel = await connection.channel()
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(await channel.get_exchange(RESULTS_EXCHANGE), "closed.#")
+
+    async def on_closed(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            closed[RunClosed.model_validate_json(message.body).workflow_id] = time.perf_counter()
+            arrived.set()
+
+    await queue.consume(on_closed)
+
+    async def wait_for(ids: set[str]) -> None:
+        while not ids <= closed.keys():
+            arrived.clear()
+            await arrived.wait()
+
+    try:
+        async with await OpsClient.connect(settings, namespace) as client:
+            # Warm up: the process is up, partitions assigned, caches and connections made.
+            await client.start_workflow("ThreeNoops", id="warm-up")
+            await asyncio.wait_for(wait_for({"warm-up"}), 120)
+
+            started: dict[str, float] = {}
+            for i in range(light):
+                workflow_id = f"light-{i}"
+                started[workflow_id] = time.perf_counter()
+                await client.start_workflow("ThreeNoops", id=workflow_id)
+                await asyncio.wait_for(wait_for({workflow_id}), 60)
+            light_latency = [(closed[w] - started[w]) * 1000 for w in started]
+
+            ids = [f"load-{i}" for i in range(workflows)]
+            begin = time.perf_counter()
+            for chunk in range(0, workflows, 200):
+                await client.start_workflows("ThreeNoops", [(w, []) for w in ids[chunk : chunk + 200]])
+            enqueued = time.perf_counter()
+            await asyncio.wait_for(wait_for(set(ids)), 1800)
+            duration = max(closed[w] for w in ids) - begin
+            load_latency = [(closed[w] - begin) * 1000 for w in ids]
+    finally:
+        process.terminate()
+        await process.wait()
+        await connection.close()
+        await cleanup(settings, cell, namespace)
+
+    print(f"machine: {describe_machine()}")
+    print(
+        "cell: 8 partitions, one `perdure cell run` process, "
+        f"FerretDB backend: {settings.stack_mongodb_backend}"
+    )
+    print(
+        f"saturation: {workflows} workflows enqueued in {enqueued - begin:.2f} s, "
+        f"all done in {duration:.2f} s -> "
+        f"{workflows / duration:.1f} workflows/s, {workflows * EVENTS_PER_WORKFLOW / duration:.0f} events/s"
+    )
+    print(
+        f"saturation start-to-result latency: p50 {percentile(load_latency, 0.5):.0f} ms, "
+        f"p99 {percentile(load_latency, 0.99):.0f} ms (all enqueued at once)"
+    )
+    print(
+        f"light load ({light} workflows one at a time): p50 {statistics.median(light_latency):.1f} ms, "
+        f"p99 {percentile(light_latency, 0.99):.1f} ms"
+    )
+
+
+async def cleanup(settings: object, cell: str, namespace: str) -> None:
+    from perdure.infra.settings import Settings
+
+    assert isinstance(settings, Settings)
+    endpoints = settings.endpoints(cell)
+    admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap_servers)
+    await admin.start()
+    await admin.delete_topics([f"perdure.cell.{cell}.tasks", f"perdure.cell.{cell}.dlq"])
+    await admin.close()
+    mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(endpoints.mongodb_uri)
+    await mongo.drop_database(settings.control_database)
+    await mongo.drop_database(settings.cell_database(cell))
+    await mongo.close()
+    async with RabbitMQAdmin(endpoints.rabbitmq_management_url) as rabbit:
+        await rabbit.delete_vhost(namespace)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workflows", type=int, default=1000)
+    parser.add_argument("--light", type=int, default=50)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.workflows, arguments.light))
