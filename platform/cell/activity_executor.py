@@ -1,8 +1,9 @@
 """Platform-run activity executors: consume each namespace's ``activities`` queue, run the app's
 activity, and send its start, heartbeats and outcome to the engine through Kafka.
 
-A task is acknowledged once its start reached Kafka: from then on a crash of this executor is noticed
-by the activity's timeouts (start-to-close, heartbeat) and retried by the engine, not redelivered.
+A task is acknowledged when it is taken (after its start reached Kafka, where a schedule-to-start timeout
+needs it): from then on a crash of this executor is noticed by the activity's timeouts (start-to-close,
+armed at dispatch, and heartbeat) and retried by the engine, not redelivered.
 The namespace comes from the vhost the task was read from, never from the task itself.
 """
 
@@ -130,17 +131,20 @@ class ActivityExecutors:
             context=context,
             attributes={"namespace": namespace, "activity": task.activity_type, "attempt": task.attempt},
         ):
-            await self.tasks.send(
-                self._envelope(
-                    task,
-                    m.ActivityStarted(
-                        run_id=task.run_id,
-                        scheduled_event_id=task.scheduled_event_id,
-                        attempt=task.attempt,
-                        identity=self.identity,
-                    ),
+            if task.options.schedule_to_start_timeout is not None:
+                # Only then does the engine need to hear of the start before the outcome: otherwise the
+                # start is recorded with the outcome (or the first heartbeat), one engine round fewer.
+                await self.tasks.send(
+                    self._envelope(
+                        task,
+                        m.ActivityStarted(
+                            run_id=task.run_id,
+                            scheduled_event_id=task.scheduled_event_id,
+                            attempt=task.attempt,
+                            identity=self.identity,
+                        ),
+                    )
                 )
-            )
             await message.ack()
             heartbeats = _HeartbeatSender(self, task)
             outcome = await invoke_activity(task, loaded.machine.registry, default_converter, heartbeats.beat)
