@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -73,6 +74,30 @@ def _run_install_step(
         from perdure.infra.local.processes import tail
 
         raise StackError(f"{what} failed (exit {result.returncode}); last lines of {log}:\n{tail(log, 25)}")
+
+
+_ID_PUSHDOWN = "perdure_id_pushdown.go"
+
+
+def _patch_id_pushdown(module: Path) -> None:
+    """Make FerretDB's postgresql backend serve ``_id`` equality from its index (see patch/README.md)."""
+    package = module / "internal" / "backends" / "postgresql"
+    for path in [module, *module.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)  # the module cache is read-only
+    query = package / "query.go"
+    text = query.read_text()
+    anchor = "\t\tswitch v := rootVal.(type) {\n"
+    if text.count(anchor) != 1:
+        raise StackError(f"FerretDB's {query.name} changed: the _id pushdown patch no longer applies")
+    call = (
+        "\t\tif filter, arg, ok := perdureIDEquality(p, rootKey, rootVal); ok {\n"
+        "\t\t\tfilters = append(filters, filter)\n"
+        "\t\t\targs = append(args, arg)\n"
+        "\t\t\tcontinue\n"
+        "\t\t}\n\n"
+    )
+    query.write_text(text.replace(anchor, call + anchor))
+    shutil.copy(SOURCES / "ferretdb" / "patch" / _ID_PUSHDOWN, package / _ID_PUSHDOWN)
 
 
 class LocalService(ABC):
@@ -304,7 +329,7 @@ class FerretDBService(LocalService):
     @property
     def sources(self) -> list[Path]:
         folder = SOURCES / "ferretdb"
-        return [folder / "main.go", folder / "go.mod", folder / "go.sum"]
+        return [folder / "main.go", folder / "go.mod", folder / "go.sum", folder / "patch" / _ID_PUSHDOWN]
 
     @property
     def binary(self) -> Path:
@@ -332,15 +357,44 @@ class FerretDBService(LocalService):
 
     def install(self) -> None:
         go = _require_tool("go", "apt-get install golang-go")
+        env = {"GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "auto"), "CGO_ENABLED": "0"}
+        build = self.home / "build"
+        shutil.rmtree(build, ignore_errors=True)
+        command = build / "command"
+        command.mkdir(parents=True)
+        for name in ("main.go", "go.mod", "go.sum"):
+            shutil.copy(SOURCES / "ferretdb" / name, command / name)
+        module = self._download_module(go, env)
+        patched = build / "FerretDB"
+        shutil.copytree(module, patched)
+        _patch_id_pushdown(patched)
+        with (command / "go.mod").open("a") as go_mod:
+            go_mod.write("\nreplace github.com/FerretDB/FerretDB => ../FerretDB\n")
         self.binary.parent.mkdir(parents=True, exist_ok=True)
         _run_install_step(
             [go, "build", "-trimpath", "-o", str(self.binary), "."],
-            cwd=SOURCES / "ferretdb",
+            cwd=command,
             log=self.install_log,
             what="building FerretDB with Go",
-            env={"GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "auto"), "CGO_ENABLED": "0"},
+            env=env,
         )
         (self.home / "bin" / ".fingerprint").write_text(_fingerprint(*self.sources))
+
+    def _download_module(self, go: str, env: dict[str, str]) -> Path:
+        """The unpacked FerretDB module the build patches (from the Go module proxy, cached by Go)."""
+        version = self.version.removeprefix("FerretDB ")
+        self.install_log.parent.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [go, "mod", "download", "-json", f"github.com/FerretDB/FerretDB@{version}"],
+            cwd=SOURCES / "ferretdb",
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"downloading FerretDB {version} failed: {result.stdout}{result.stderr}")
+        return Path(json.loads(result.stdout)["Dir"])
 
     def launch(self) -> None:
         data = self.home / "data"
