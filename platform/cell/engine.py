@@ -123,6 +123,8 @@ class CellEngine:
         # Loads of cache misses run concurrently, but few at a time: the database serves small batches
         # of point reads far better than a burst of hundreds.
         self._loading = asyncio.Semaphore(8)
+        self._unsent: set[int] = set()  # partitions rewound: their journalled outboxes are sent again
+        self._forgetting: set[asyncio.Task[None]] = set()
 
     # -- partition ownership -----------------------------------------------------------------------
     async def take(self, partitions: set[int]) -> None:
@@ -131,7 +133,7 @@ class CellEngine:
                 self.epochs[partition] = await self.store.take_partition(partition)
                 self.caches[partition] = PartitionCache()
                 self.timers.drop_partitions({partition})
-                for document in await self.store.timers_of(partition):
+                for document in await self.store.armed_timers_of(partition):
                     self.timers.arm(document)
                 await self._resend_outboxes(partition)
             log.info("partitions assigned", extra={"partitions": sorted(partitions), "epochs": self.epochs})
@@ -148,7 +150,8 @@ class CellEngine:
             log.info("partitions revoked", extra={"partitions": sorted(partitions)})
 
     async def _resend_outboxes(self, partition: int) -> None:
-        documents = await self.store.pending_outboxes(partition)
+        committed = await self.consumer.committed(TopicPartition(self.cell.topic, partition))
+        documents = await self.store.pending_outboxes(partition, committed)
         if not documents:
             return
         items = [
@@ -162,8 +165,6 @@ class CellEngine:
             except NamespaceUnavailable:
                 pass
         await self.sender.send(items)
-        entries = [self.store.entry_of(d) for d in documents]
-        await self.store.clear_outbox(entries)
         log.info(
             "outbox re-sent after taking a partition", extra={"partition": partition, "runs": len(documents)}
         )
@@ -185,6 +186,7 @@ class CellEngine:
                     if not owned:
                         continue
                     try:
+                        await self._resend_after_rewind()
                         await self.process(owned)
                     except Exception:
                         log.exception("a batch failed; it is read again (nothing of it was committed)")
@@ -196,7 +198,28 @@ class CellEngine:
                     await asyncio.sleep(1)  # a failing database or broker: do not spin
         finally:
             timers.cancel()
-            await asyncio.gather(timers, return_exceptions=True)
+            await asyncio.gather(timers, *self._forgetting, return_exceptions=True)
+
+    async def _resend_after_rewind(self) -> None:
+        """A batch that failed after its write may have left outboxes unsent, and reading its records
+        again will not recreate them (they are duplicates now): send them from the journal first."""
+        for partition in sorted(self._unsent & self.epochs.keys()):
+            await self._resend_outboxes(partition)
+        self._unsent.clear()
+
+    def _forget_later(self, journal: list[str]) -> None:
+        # Forgetting is housekeeping: the next batch need not wait for it, and an entry left behind is
+        # recognised as committed when the partition is taken.
+        if not journal:
+            return
+        task = asyncio.create_task(self.store.forget_journal(journal))
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgot)
+
+    def _forgot(self, task: asyncio.Task[None]) -> None:
+        self._forgetting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("forgetting journal entries failed", exc_info=task.exception())
 
     async def process(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         started = time.perf_counter()
@@ -235,8 +258,9 @@ class CellEngine:
                             self._dead_letter(r, f"engine error: {exc!r}") for r, _ in group.items
                         )
             entries = [e for e in touched.values() if e.dirty]
+            offsets = {tp.partition: (records[0].offset, records[-1].offset) for tp, records in batch.items()}
             try:
-                await self.store.write(entries, self.epochs)
+                journal = await self.store.write(entries, self.epochs, offsets)
             except FencedError as exc:
                 # Another process took these partitions (the rebalance revokes them here soon), or a write
                 # of this batch half-succeeded: either way the records are read again, and applying them
@@ -251,10 +275,10 @@ class CellEngine:
             ]
             await self.sender.send(items)
             await self.tasks.send_all(extra)
-            await self.store.clear_outbox([e for e in entries if e.new_outbox])
             if rejected:
                 await self._send_dead_letters(rejected)
             await self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+            self._forget_later(journal)
             for tp, records in batch.items():
                 highwater = self.consumer.highwater(tp)
                 if highwater is not None:
@@ -312,6 +336,7 @@ class CellEngine:
         """Read the batch again from its first record, from the database rather than the cache."""
         for tp, records in batch.items():
             self.consumer.seek(tp, records[0].offset)
+            self._unsent.add(tp.partition)
             if tp.partition in self.caches:
                 self.caches[tp.partition] = PartitionCache()
 
@@ -471,7 +496,6 @@ class CellEngine:
                     for document in due:
                         self.timers.arm(document)  # fire them again on the next round
                     raise
-                await self.store.delete_fired(due)
             return
         upcoming = self.timers.next_fire_at()
         delay = 1.0

@@ -1,6 +1,6 @@
-"""Sending what transitions put in their outbox, after the history write (DESIGN invariant 4):
-timers to the cell database, runs to start or cancel and parent notices to Kafka, activity tasks and
-close notifications to the namespace's RabbitMQ vhost."""
+"""Sending what transitions put in their outbox, after the history write (DESIGN invariant 4): timers
+to the owner's memory (their durable copy is the run state just written), runs to start or cancel and
+parent notices to Kafka, activity tasks and close notifications to the namespace's RabbitMQ vhost."""
 
 from __future__ import annotations
 
@@ -101,8 +101,6 @@ class OutboxSender:
                     )
                 case o.CancelActivityTask():
                     pass  # best effort only: a late result of a cancelled activity is ignored by the engine
-        # Timers first: a timer armed for a message about to be sent must already exist.
-        await self.store.apply_timer_changes(created, cancelled)
         for key in cancelled:
             self.timers.cancel(key)
         for document in created:

@@ -1,5 +1,5 @@
-"""A cell's database: one document per run (its state, its latest history batch and its pending
-outbox), history batches, durable timers and partition epochs.
+"""A cell's database: one document per run (its state with its armed timers, its latest history batch
+and its latest outbox), history batches, the outbox journal and partition epochs.
 
 Writes are conditional and need no transactions: a run document changes only if its
 ``next_event_id`` is the one the writer read and its ``epoch`` is not newer than the writer's, so a
@@ -7,14 +7,22 @@ duplicate or a zombie writer fails instead of forking history (DESIGN invariants
 batch of events rides in the run document itself (``tail``) and is copied to the history collection
 right after; readers take the tail when that copy is missing, so a crash between the two loses nothing.
 
-Every hot read is a lookup by ``_id`` (the one filter FerretDB v1 serves without scanning): the latest
-run of an execution through a pointer document, history batches by their ids listed in the run
-document, and timers from memory (loaded once per partition when it is taken).
+Every hot read is a lookup by ``_id``: the latest run of an execution through a pointer document,
+history batches by their ids listed in the run document. Durable timers are the armed timers of the
+run state, so arming or cancelling one costs no write of its own; the owner of a partition loads them
+into memory when it takes the partition.
+
+The outbox of a write is sent after it and the batch's offsets are committed after that, so an outbox
+can be unsent only if its batch is not committed. Each batch therefore journals which runs it gives an
+outbox (one small insert per partition, deleted once the batch is committed); whoever takes the
+partition re-sends the outboxes the journal names from the committed offset on. No per-run write is
+needed to mark an outbox sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,12 +36,13 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from perdure.platform.core import history as h
 from perdure.platform.core import outbox as o
-from perdure.platform.core.run_state import RunState
+from perdure.platform.core.run_state import ArmedTimer, RunState
 from perdure.platform.core.workflow_instance import WorkflowInstance
 
 Document = dict[str, Any]
 T = TypeVar("T")
 _outbox_adapter: TypeAdapter[list[o.OutboxEntry]] = TypeAdapter(list[o.OutboxEntry])
+_armed_adapter: TypeAdapter[dict[str, ArmedTimer]] = TypeAdapter(dict[str, ArmedTimer])
 
 
 # FerretDB v1 serves a multi-statement update or delete command by holding one pooled connection per
@@ -120,7 +129,7 @@ def _state_document(entry: RunEntry, epoch: int) -> Document:
             "events": h.history_to_json(entry.new_events),
         },
         "outbox": [e.model_dump(mode="json") for e in entry.new_outbox],
-        "has_outbox": bool(entry.new_outbox),
+        "has_timers": bool(state.armed_timers),
     }
 
 
@@ -138,7 +147,7 @@ class RunStore:
         self.db = database
         self.runs = database["runs"]
         self.history = database["history"]
-        self.timers = database["timers"]
+        self.journal = database["outbox_journal"]
         self.epochs = database["partition_epochs"]
 
     async def ensure_indexes(self) -> None:
@@ -151,10 +160,10 @@ class RunStore:
         await self.runs.create_index(
             [("namespace", ASCENDING), ("workflow_type", ASCENDING), ("start_time", DESCENDING)]
         )
-        await self.runs.create_index([("partition", ASCENDING), ("has_outbox", ASCENDING)])
+        await self.runs.create_index([("partition", ASCENDING), ("has_timers", ASCENDING)])
         await self.runs.create_index([("status", ASCENDING)])
         await self.history.create_index([("run_id", ASCENDING), ("first_event_id", ASCENDING)], unique=True)
-        await self.timers.create_index([("partition", ASCENDING), ("fire_at", ASCENDING)])
+        await self.journal.create_index([("partition", ASCENDING)])
 
     # -- epochs ---------------------------------------------------------------------------------------
     async def take_partition(self, partition: int) -> int:
@@ -221,10 +230,15 @@ class RunStore:
             pass
 
     # -- writing --------------------------------------------------------------------------------------
-    async def write(self, entries: Sequence[RunEntry], epochs: dict[int, int]) -> None:
+    async def write(
+        self, entries: Sequence[RunEntry], epochs: dict[int, int], offsets: dict[int, tuple[int, int]]
+    ) -> list[str]:
         """Persist every changed run; raises ``FencedError`` if any run document was changed by a newer
-        writer or already exists (nothing of this batch is then acknowledged by the caller)."""
-        pointers: list[Callable[[], Awaitable[Any]]] = []
+        writer or already exists (nothing of this batch is then acknowledged by the caller).
+
+        ``offsets`` holds the first and last offset of the batch per partition; the journal entries
+        written for it are returned, to be forgotten once the batch is committed."""
+        pointers: list[Document] = []
         inserts: list[Document] = []
         updates: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         batches: list[Document] = []
@@ -251,9 +265,10 @@ class RunStore:
             document["batch_starts"] = starts
             written.append((entry, starts))
             if entry.persisted_next_event_id == 1:
-                pointer = {"kind": "pointer", "run_id": run_id, "start_time": state.start_time}
                 pointer_id = _pointer_id(state.namespace, state.workflow_id)
-                pointers.append(partial(self.runs.replace_one, {"_id": pointer_id}, pointer, upsert=True))
+                pointers.append(
+                    {"_id": pointer_id, "kind": "pointer", "run_id": run_id, "start_time": state.start_time}
+                )
                 inserts.append({"_id": run_id, **document})
             else:
                 condition = {
@@ -263,10 +278,15 @@ class RunStore:
                 }
                 updates.append((run_id, partial(self.runs.update_one, condition, {"$set": document})))
         if not written:
-            return
+            return []
+        journal = self._journal_entries([entry for entry, _ in written], offsets)
         # A new run's pointer is written before the run: if the insert then fails, the start is read
-        # again and recreates this same run id (it is derived from the start's request id).
-        await each(pointers)
+        # again and recreates this same run id (it is derived from the start's request id). Most
+        # executions have one run, so the pointer is inserted and replaced only when it exists.
+        earlier, _ = await asyncio.gather(
+            insert_ignoring_duplicates(self.runs, pointers), insert_ignoring_duplicates(self.journal, journal)
+        )
+        await each([partial(self.runs.replace_one, {"_id": d["_id"]}, d) for d in earlier])
         refused = await insert_ignoring_duplicates(self.runs, inserts)
         results = await each([update for _, update in updates])
         stale = [
@@ -281,22 +301,38 @@ class RunStore:
         for entry, starts in written:
             entry.persisted_next_event_id = entry.state.next_event_id
             entry.batch_starts = starts
+        return [d["_id"] for d in journal]
 
-    async def clear_outbox(self, entries: Iterable[RunEntry]) -> None:
-        cleared = {"$set": {"outbox": [], "has_outbox": False}}
-        await each(
-            [
-                partial(
-                    self.runs.update_one,
-                    {"_id": e.state.run_id, "next_event_id": e.persisted_next_event_id},
-                    cleared,
-                )
-                for e in entries
-            ]
-        )
+    @staticmethod
+    def _journal_entries(entries: Sequence[RunEntry], offsets: dict[int, tuple[int, int]]) -> list[Document]:
+        runs: dict[int, list[str]] = {}
+        for entry in entries:
+            if entry.new_outbox:
+                runs.setdefault(entry.partition, []).append(entry.state.run_id)
+        return [
+            {
+                "_id": f"{partition}/{offsets[partition][0]:020d}/{uuid.uuid4().hex}",
+                "partition": partition,
+                "last_offset": offsets[partition][1],
+                "runs": run_ids,
+            }
+            for partition, run_ids in runs.items()
+        ]
 
-    async def pending_outboxes(self, partition: int) -> list[Document]:
-        return [d async for d in self.runs.find({"partition": partition, "has_outbox": True})]
+    async def forget_journal(self, ids: Iterable[str]) -> None:
+        """Drop journal entries of committed batches (their outboxes were sent)."""
+        await each([partial(self.journal.delete_one, {"_id": journal_id}) for journal_id in ids])
+
+    async def pending_outboxes(self, partition: int, committed: int | None) -> list[Document]:
+        """The run documents whose outbox may be unsent: those journalled by batches not committed
+        (``committed`` is the partition's committed offset, None if it has none). Entries of committed
+        batches that were not yet forgotten are forgotten now."""
+        journal = [d async for d in self.journal.find({"partition": partition})]
+        stale = [d["_id"] for d in journal if committed is not None and d["last_offset"] < committed]
+        await self.forget_journal(stale)
+        run_ids = {run_id for d in journal if d["_id"] not in stale for run_id in d["runs"]}
+        documents = await each([partial(self.run, run_id) for run_id in sorted(run_ids)])
+        return [d for d in documents if d is not None and d.get("outbox")]
 
     @staticmethod
     def outbox_of(document: Document) -> list[o.OutboxEntry]:
@@ -314,19 +350,18 @@ class RunStore:
             "notice": timer.notice.model_dump(mode="json"),
         }
 
-    async def apply_timer_changes(self, created: Sequence[Document], cancelled: Sequence[str]) -> None:
-        # Cancels first: a key cancelled and armed again in one batch ends up armed.
-        await each([partial(self.timers.delete_one, {"_id": key}) for key in cancelled])
-        await each([partial(self.timers.replace_one, {"_id": d["_id"]}, d, upsert=True) for d in created])
-
-    async def timers_of(self, partition: int) -> list[Document]:
-        return [d async for d in self.timers.find({"partition": partition})]
-
-    async def delete_fired(self, fired: Sequence[Document]) -> None:
-        """Delete fired timers, unless one was armed again meanwhile (same key, a later time)."""
-        await each(
-            [partial(self.timers.delete_one, {"_id": d["_id"], "fire_at": d["fire_at"]}) for d in fired]
-        )
+    async def armed_timers_of(self, partition: int) -> list[Document]:
+        """Every timer armed by the runs of a partition, as of their last write."""
+        projection = {"namespace": 1, "workflow_id": 1, "state.armed_timers": 1}
+        timers = []
+        async for document in self.runs.find({"partition": partition, "has_timers": True}, projection):
+            armed = _armed_adapter.validate_python(document["state"].get("armed_timers") or {})
+            for key, timer in armed.items():
+                created = o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice)
+                timers.append(
+                    self.timer_document(created, partition, document["namespace"], document["workflow_id"])
+                )
+        return timers
 
     # -- visibility -----------------------------------------------------------------------------------
     async def list_runs(

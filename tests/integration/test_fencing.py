@@ -16,6 +16,9 @@ from perdure.platform.core.state_machine import ExecutionStateMachine, Transitio
 
 from .cell_app import app
 
+# Offsets of the (imagined) Kafka records each write applies, by partition.
+OFFSETS = {0: (0, 0), 3: (0, 0)}
+
 
 def _machine() -> ExecutionStateMachine:
     return ExecutionStateMachine(app, clock=lambda: datetime.now(UTC), new_id=lambda: str(uuid.uuid4()))
@@ -50,7 +53,7 @@ async def test_a_writer_with_an_older_epoch_is_refused(mongo_db: AsyncDatabase[d
     )
     started = machine.start("ns", start)
     entry = _absorb(RunEntry(state=started.state, partition=0, persisted_next_event_id=1), started)
-    await store.write([entry], {0: old_epoch})
+    await store.write([entry], {0: old_epoch}, OFFSETS)
     zombie = entry
     zombie.reset_changes()
 
@@ -62,12 +65,12 @@ async def test_a_writer_with_an_older_epoch_is_refused(mongo_db: AsyncDatabase[d
     owner = store.entry_of(document)
     owner_history = await store.read_history(owner.state.run_id, document)
     _absorb(owner, machine.handle(owner.state, _completed(owner, 2), history=owner_history))
-    await store.write([owner], {0: new_epoch})
+    await store.write([owner], {0: new_epoch}, OFFSETS)
 
     # The zombie, unaware, appends its own version of the same step: refused.
     _absorb(zombie, machine.handle(zombie.state, _completed(zombie, 2), instance=zombie.instance))
     with pytest.raises(FencedError):
-        await store.write([zombie], {0: old_epoch})
+        await store.write([zombie], {0: old_epoch}, OFFSETS)
 
     # Even a zombie that caught up on next_event_id is refused by its epoch.
     document = await store.run(entry.state.run_id)
@@ -82,7 +85,7 @@ async def test_a_writer_with_an_older_epoch_is_refused(mongo_db: AsyncDatabase[d
         ),
     )
     with pytest.raises(FencedError):
-        await store.write([caught_up], {0: old_epoch})
+        await store.write([caught_up], {0: old_epoch}, OFFSETS)
 
     final = await store.read_history(entry.state.run_id)
     assert [e.event_id for e in final] == list(range(1, len(final) + 1))
@@ -103,10 +106,12 @@ async def test_a_duplicate_append_is_refused(mongo_db: AsyncDatabase[dict[str, A
     )
     first = machine.start("ns", start, run_id="run-1")
     await store.write(
-        [_absorb(RunEntry(state=first.state, partition=3, persisted_next_event_id=1), first)], {3: epoch}
+        [_absorb(RunEntry(state=first.state, partition=3, persisted_next_event_id=1), first)],
+        {3: epoch},
+        OFFSETS,
     )
     again = machine.start("ns", start, run_id="run-1")  # the same start delivered twice
     with pytest.raises(FencedError):
         duplicate = _absorb(RunEntry(state=again.state, partition=3, persisted_next_event_id=1), again)
-        await store.write([duplicate], {3: epoch})
+        await store.write([duplicate], {3: epoch}, OFFSETS)
     assert len(await store.read_history("run-1")) == len(first.events)
