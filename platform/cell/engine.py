@@ -3,6 +3,10 @@
 Per poll: decode (undecodable records go to the dead-letter topic), group by execution, load what is
 not cached, apply each group's messages through the namespace's state machine, write every changed run
 in bulk (conditional, fenced by the partition epoch), send the outbox, commit the offsets.
+
+The commit is not waited for before the next poll is applied (it is awaited before the next commit and
+before partitions are handed over): a record whose commit is lost is read again and recognised as a
+duplicate, and the outbox it caused has been sent already.
 """
 
 from __future__ import annotations
@@ -125,6 +129,7 @@ class CellEngine:
         self._loading = asyncio.Semaphore(8)
         self._unsent: set[int] = set()  # partitions rewound: their journalled outboxes are sent again
         self._forgetting: set[asyncio.Task[None]] = set()
+        self._committing: asyncio.Task[None] | None = None
 
     # -- partition ownership -----------------------------------------------------------------------
     async def take(self, partitions: set[int]) -> None:
@@ -142,6 +147,7 @@ class CellEngine:
     async def release(self, partitions: set[int]) -> None:
         # Taking the lock waits for the batch in progress to finish and commit.
         async with self.lock:
+            await self._settle_commit()
             for partition in partitions:
                 self.epochs.pop(partition, None)
                 self.caches.pop(partition, None)
@@ -199,6 +205,17 @@ class CellEngine:
         finally:
             timers.cancel()
             await asyncio.gather(timers, *self._forgetting, return_exceptions=True)
+            await self._settle_commit()
+
+    async def _settle_commit(self) -> None:
+        """Wait for the commit in flight; a failed one only means its records are read again."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return
+        try:
+            await committing
+        except Exception:
+            log.warning("committing offsets failed; those records will be read again", exc_info=True)
 
     async def _resend_after_rewind(self) -> None:
         """A batch that failed after its write may have left outboxes unsent, and reading its records
@@ -208,8 +225,8 @@ class CellEngine:
         self._unsent.clear()
 
     def _forget_later(self, journal: list[str]) -> None:
-        # Forgetting is housekeeping: the next batch need not wait for it, and an entry left behind is
-        # recognised as committed when the partition is taken.
+        # Forgetting is housekeeping: the next batch need not wait for it, and an entry left behind costs
+        # at most a duplicate send when the partition is taken (none once its batch is committed).
         if not journal:
             return
         task = asyncio.create_task(self.store.forget_journal(journal))
@@ -277,8 +294,12 @@ class CellEngine:
             await self.tasks.send_all(extra)
             if rejected:
                 await self._send_dead_letters(rejected)
-            await self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+            # Once sent, an outbox needs no journal: a crash from here on leaves nothing unsent.
             self._forget_later(journal)
+            await self._settle_commit()
+            self._committing = asyncio.create_task(
+                self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+            )
             for tp, records in batch.items():
                 highwater = self.consumer.highwater(tp)
                 if highwater is not None:

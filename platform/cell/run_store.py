@@ -14,9 +14,9 @@ into memory when it takes the partition.
 
 The outbox of a write is sent after it and the batch's offsets are committed after that, so an outbox
 can be unsent only if its batch is not committed. Each batch therefore journals which runs it gives an
-outbox (one small insert per partition, deleted once the batch is committed); whoever takes the
-partition re-sends the outboxes the journal names from the committed offset on. No per-run write is
-needed to mark an outbox sent.
+outbox (one small insert per partition, deleted once the outbox is sent); whoever takes the partition
+re-sends the outboxes that journal entries of uncommitted batches name. No per-run write is needed to
+mark an outbox sent.
 """
 
 from __future__ import annotations
