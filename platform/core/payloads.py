@@ -119,9 +119,22 @@ class DataConverter:
         if hint is Any or hint is None:
             return raw
         try:
-            return TypeAdapter(hint).validate_python(raw)
+            return _adapter(hint).validate_python(raw)
         except Exception as exc:
             raise PayloadDecodeError(f"payload does not fit {hint!r}: {exc}") from exc
 
+
+def _adapter(hint: Any) -> TypeAdapter[Any]:
+    """One adapter per type: building one compiles a schema, far dearer than validating with it."""
+    try:
+        return _adapters[hint]
+    except KeyError:
+        adapter = _adapters[hint] = TypeAdapter(hint)
+        return adapter
+    except TypeError:  # an unhashable hint (rare): build it each time
+        return TypeAdapter(hint)
+
+
+_adapters: dict[Any, TypeAdapter[Any]] = {}
 
 default_converter = DataConverter()
