@@ -390,15 +390,21 @@ class LocalEnvironment:
         fired = False
         now = self.now()
         while self._timers and self._timers[0][0] <= now:
-            _, _, key = heapq.heappop(self._timers)
-            armed = self._armed.pop(key, None)
-            if armed is not None:
-                self._queue.append((None, armed[1].run_id, armed[1]))
+            fire_at, _, key = heapq.heappop(self._timers)
+            # A key armed again (an attempt's timeout moves from dispatch to start) leaves its earlier
+            # entry in the heap: only the entry of the current arming fires.
+            if self._is_current(fire_at, key):
+                notice = self._armed.pop(key)[1]
+                self._queue.append((None, notice.run_id, notice))
                 fired = True
         return fired
 
+    def _is_current(self, fire_at: datetime, key: str) -> bool:
+        armed = self._armed.get(key)
+        return armed is not None and armed[0] == fire_at
+
     def _next_timer(self) -> datetime | None:
-        while self._timers and self._timers[0][2] not in self._armed:
+        while self._timers and not self._is_current(self._timers[0][0], self._timers[0][2]):
             heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
 
