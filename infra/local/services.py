@@ -76,28 +76,49 @@ def _run_install_step(
         raise StackError(f"{what} failed (exit {result.returncode}); last lines of {log}:\n{tail(log, 25)}")
 
 
-_ID_PUSHDOWN = "perdure_id_pushdown.go"
+_PUSHDOWN = "perdure_pushdown.go"
 
-
-def _patch_id_pushdown(module: Path) -> None:
-    """Make FerretDB's postgresql backend serve ``_id`` equality from its index (see patch/README.md)."""
-    package = module / "internal" / "backends" / "postgresql"
-    for path in [module, *module.rglob("*")]:
-        path.chmod(path.stat().st_mode | 0o200)  # the module cache is read-only
-    query = package / "query.go"
-    text = query.read_text()
-    anchor = "\t\tswitch v := rootVal.(type) {\n"
-    if text.count(anchor) != 1:
-        raise StackError(f"FerretDB's {query.name} changed: the _id pushdown patch no longer applies")
-    call = (
-        "\t\tif filter, arg, ok := perdureIDEquality(p, rootKey, rootVal); ok {\n"
+# (file in FerretDB's postgresql backend, text to find exactly once, its replacement)
+_FERRETDB_EDITS = [
+    (
+        "query.go",
+        "\t\tswitch v := rootVal.(type) {\n",
+        "\t\tif filter, arg, ok := perdurePushdown(p, rootKey, rootVal); ok {\n"
         "\t\t\tfilters = append(filters, filter)\n"
         "\t\t\targs = append(args, arg)\n"
         "\t\t\tcontinue\n"
         "\t\t}\n\n"
-    )
-    query.write_text(text.replace(anchor, call + anchor))
-    shutil.copy(SOURCES / "ferretdb" / "patch" / _ID_PUSHDOWN, package / _ID_PUSHDOWN)
+        "\t\tswitch v := rootVal.(type) {\n",
+    ),
+    (
+        "metadata/registry.go",
+        '\t\tq += "INDEX %s ON %s (%s)"\n',
+        "\t\tif index.Unique {\n"
+        '\t\t\tq += "INDEX %s ON %s (%s)"\n'
+        "\t\t} else {\n"
+        '\t\t\tq += "INDEX %s ON %s USING gin (%s)"\n'
+        "\t\t}\n",
+    ),
+    (
+        "metadata/registry.go",
+        "\t\t\tif key.Descending {\n",
+        "\t\t\tif key.Descending && index.Unique {\n",
+    ),
+]
+
+
+def _patch_ferretdb(module: Path) -> None:
+    """Make FerretDB's postgresql backend serve equality filters from indexes (see patch/README.md)."""
+    package = module / "internal" / "backends" / "postgresql"
+    for path in [module, *module.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)  # the module cache is read-only
+    for name, anchor, replacement in _FERRETDB_EDITS:
+        source = package / name
+        text = source.read_text()
+        if text.count(anchor) != 1:
+            raise StackError(f"FerretDB's {name} changed: the local stack's patch no longer applies")
+        source.write_text(text.replace(anchor, replacement))
+    shutil.copy(SOURCES / "ferretdb" / "patch" / _PUSHDOWN, package / _PUSHDOWN)
 
 
 class LocalService(ABC):
@@ -329,7 +350,7 @@ class FerretDBService(LocalService):
     @property
     def sources(self) -> list[Path]:
         folder = SOURCES / "ferretdb"
-        return [folder / "main.go", folder / "go.mod", folder / "go.sum", folder / "patch" / _ID_PUSHDOWN]
+        return [folder / "main.go", folder / "go.mod", folder / "go.sum", folder / "patch" / _PUSHDOWN]
 
     @property
     def binary(self) -> Path:
@@ -351,9 +372,11 @@ class FerretDBService(LocalService):
 
     def installed(self) -> bool:
         marker = self.home / "bin" / ".fingerprint"
-        return (
-            self.binary.is_file() and marker.is_file() and marker.read_text() == _fingerprint(*self.sources)
-        )
+        return self.binary.is_file() and marker.is_file() and marker.read_text() == self._build_fingerprint()
+
+    def _build_fingerprint(self) -> str:
+        edits = hashlib.sha256(repr(_FERRETDB_EDITS).encode()).hexdigest()[:16]
+        return f"{_fingerprint(*self.sources)}-{edits}"
 
     def install(self) -> None:
         go = _require_tool("go", "apt-get install golang-go")
@@ -367,7 +390,7 @@ class FerretDBService(LocalService):
         module = self._download_module(go, env)
         patched = build / "FerretDB"
         shutil.copytree(module, patched)
-        _patch_id_pushdown(patched)
+        _patch_ferretdb(patched)
         with (command / "go.mod").open("a") as go_mod:
             go_mod.write("\nreplace github.com/FerretDB/FerretDB => ../FerretDB\n")
         self.binary.parent.mkdir(parents=True, exist_ok=True)
@@ -378,7 +401,7 @@ class FerretDBService(LocalService):
             what="building FerretDB with Go",
             env=env,
         )
-        (self.home / "bin" / ".fingerprint").write_text(_fingerprint(*self.sources))
+        (self.home / "bin" / ".fingerprint").write_text(self._build_fingerprint())
 
     def _download_module(self, go: str, env: dict[str, str]) -> Path:
         """The unpacked FerretDB module the build patches (from the Go module proxy, cached by Go)."""
