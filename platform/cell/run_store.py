@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from aiokafka.partitioner import murmur2
 from pydantic import TypeAdapter
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -364,16 +365,23 @@ class RunStore:
         return timers
 
     # -- visibility -----------------------------------------------------------------------------------
-    async def list_runs(
+    def list_cursor(
         self, namespace: str, *, status: str | None = None, workflow_type: str | None = None, limit: int = 100
-    ) -> list[Document]:
+    ) -> AsyncCursor[Document]:
+        """The visibility query, newest first; served by the (namespace, status | workflow_type,
+        start_time) indexes."""
         query: Document = {"namespace": namespace}
         if status:
             query["status"] = status
         if workflow_type:
             query["workflow_type"] = workflow_type
         projection = {"state": 0, "tail": 0, "outbox": 0}
-        cursor = self.runs.find(query, projection).sort("start_time", DESCENDING).limit(limit)
+        return self.runs.find(query, projection).sort("start_time", DESCENDING).limit(limit)
+
+    async def list_runs(
+        self, namespace: str, *, status: str | None = None, workflow_type: str | None = None, limit: int = 100
+    ) -> list[Document]:
+        cursor = self.list_cursor(namespace, status=status, workflow_type=workflow_type, limit=limit)
         return [d async for d in cursor]
 
     async def blocked_runs(self, limit: int = 1000) -> list[Document]:
