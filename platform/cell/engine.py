@@ -157,8 +157,9 @@ class CellEngine:
 
     async def _resend_outboxes(self, partition: int) -> None:
         committed = await self.consumer.committed(TopicPartition(self.cell.topic, partition))
-        documents = await self.store.pending_outboxes(partition, committed)
+        journal, documents = await self.store.pending_outboxes(partition, committed)
         if not documents:
+            await self.store.forget_journal(journal)
             return
         items = [
             Addressed(d["namespace"], d["workflow_id"], partition, entry)
@@ -171,6 +172,9 @@ class CellEngine:
             except NamespaceUnavailable:
                 pass
         await self.sender.send(items)
+        # Sent: a crash from here on must not send them yet again (the records of their batch, read
+        # again, are duplicates and cause nothing).
+        await self.store.forget_journal(journal)
         log.info(
             "outbox re-sent after taking a partition", extra={"partition": partition, "runs": len(documents)}
         )

@@ -306,10 +306,14 @@ class RunStore:
 
     @staticmethod
     def _journal_entries(entries: Sequence[RunEntry], offsets: dict[int, tuple[int, int]]) -> list[Document]:
-        runs: dict[int, list[str]] = {}
+        # Each run with the next_event_id its write leaves: a run document that does not have it was
+        # not written by this batch, and its outbox (of an earlier batch) was sent already.
+        # (Documents rather than pairs: FerretDB v1 stores no arrays of arrays.)
+        runs: dict[int, list[Document]] = {}
         for entry in entries:
             if entry.new_outbox:
-                runs.setdefault(entry.partition, []).append(entry.state.run_id)
+                written = {"run_id": entry.state.run_id, "next_event_id": entry.state.next_event_id}
+                runs.setdefault(entry.partition, []).append(written)
         return [
             {
                 "_id": f"{partition}/{offsets[partition][0]:020d}/{uuid.uuid4().hex}",
@@ -324,16 +328,25 @@ class RunStore:
         """Drop journal entries of committed batches (their outboxes were sent)."""
         await each([partial(self.journal.delete_one, {"_id": journal_id}) for journal_id in ids])
 
-    async def pending_outboxes(self, partition: int, committed: int | None) -> list[Document]:
-        """The run documents whose outbox may be unsent: those journalled by batches not committed
-        (``committed`` is the partition's committed offset, None if it has none). Entries of committed
-        batches that were not yet forgotten are forgotten now."""
+    async def pending_outboxes(
+        self, partition: int, committed: int | None
+    ) -> tuple[list[str], list[Document]]:
+        """The run documents whose outbox may be unsent, with the journal entries naming them (to be
+        forgotten once they are sent): those of batches not committed (``committed`` is the
+        partition's committed offset, None if it has none). Entries of committed batches that were
+        not yet forgotten are forgotten now."""
         journal = [d async for d in self.journal.find({"partition": partition})]
         stale = [d["_id"] for d in journal if committed is not None and d["last_offset"] < committed]
         await self.forget_journal(stale)
-        run_ids = {run_id for d in journal if d["_id"] not in stale for run_id in d["runs"]}
-        documents = await each([partial(self.run, run_id) for run_id in sorted(run_ids)])
-        return [d for d in documents if d is not None and d.get("outbox")]
+        pending = [d for d in journal if d["_id"] not in stale]
+        written = {(run["run_id"], run["next_event_id"]) for d in pending for run in d["runs"]}
+        documents = await each([partial(self.run, run_id) for run_id in sorted({r for r, _ in written})])
+        unsent = [
+            d
+            for d in documents
+            if d is not None and d.get("outbox") and (d["_id"], d["next_event_id"]) in written
+        ]
+        return [d["_id"] for d in pending], unsent
 
     @staticmethod
     def outbox_of(document: Document) -> list[o.OutboxEntry]:

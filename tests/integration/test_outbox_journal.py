@@ -1,0 +1,68 @@
+"""The outbox journal: which outboxes a new owner of a partition must send again (invariant 4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from perdure.platform.cell.run_store import RunEntry, RunStore
+from perdure.platform.core import messages as m
+from perdure.platform.core import outbox as o
+from perdure.platform.core.payloads import default_converter
+
+from .test_fencing import _absorb, _completed, _machine
+
+
+def _start(workflow_id: str) -> m.StartWorkflow:
+    return m.StartWorkflow(
+        request_id=f"r-{workflow_id}",
+        workflow_type="ThreeSteps",
+        workflow_id=workflow_id,
+        input=default_converter.to_payloads(["/dev/null", workflow_id]),
+    )
+
+
+async def test_only_outboxes_of_uncommitted_writes_are_sent_again(
+    mongo_db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    store = RunStore(mongo_db)
+    await store.ensure_indexes()
+    machine = _machine()
+    epoch = await store.take_partition(0)
+
+    # Batch at offsets 0..1 starts two runs; both dispatch their first activity.
+    entries = []
+    for workflow_id in ("a", "b"):
+        started = machine.start("ns", _start(workflow_id))
+        entries.append(
+            _absorb(RunEntry(state=started.state, partition=0, persisted_next_event_id=1), started)
+        )
+    first_batch = await store.write(entries, {0: epoch}, {0: (0, 1)})
+    assert len(first_batch) == 1  # one journal entry per partition of the batch
+
+    # Not committed yet: a new owner sends both outboxes again.
+    journal, unsent = await store.pending_outboxes(0, committed=None)
+    assert journal == first_batch
+    assert {d["_id"] for d in unsent} == {e.state.run_id for e in entries}
+    assert all(any(isinstance(item, o.DispatchActivity) for item in store.outbox_of(d)) for d in unsent)
+
+    # Committed: nothing to send, and the journal entry is dropped as stale.
+    assert await store.pending_outboxes(0, committed=2) == ([], [])
+    assert [d async for d in store.journal.find({})] == []
+
+    # A batch (offsets 2..2) journals run "a" but dies before writing it: "a"'s document still holds
+    # the outbox of the committed batch, which was sent, so it is not sent again.
+    a = entries[0]
+    a.reset_changes()
+    _absorb(a, machine.handle(a.state, _completed(a, 2), instance=a.instance))
+    journal_only = store._journal_entries([a], {0: (2, 2)})
+    await store.journal.insert_many(journal_only)
+    journal, unsent = await store.pending_outboxes(0, committed=2)
+    assert journal == [journal_only[0]["_id"]] and unsent == []
+
+    # Once written, the same batch's outbox is the one to send again.
+    await store.write([a], {0: epoch}, {0: (2, 2)})
+    _, unsent = await store.pending_outboxes(0, committed=2)
+    assert [d["_id"] for d in unsent] == [a.state.run_id]
+    assert unsent[0]["next_event_id"] == a.state.next_event_id
