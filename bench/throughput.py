@@ -30,6 +30,7 @@ from perdure.platform.cell.provisioning import (
     create_cell,
     create_namespace,
     namespace_amqp_url,
+    tenant_user,
 )
 from perdure.platform.core.outbox import RunClosed
 
@@ -147,6 +148,7 @@ async def cleanup(settings: object, cell: str, namespace: str) -> None:
     await mongo.close()
     async with RabbitMQAdmin(endpoints.rabbitmq_management_url) as rabbit:
         await rabbit.delete_vhost(namespace)
+        await rabbit.delete_user(tenant_user(namespace))
 
 
 if __name__ == "__main__":

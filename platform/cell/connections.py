@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.infra.settings import Settings
@@ -17,6 +18,10 @@ from perdure.platform.cell.run_store import RunStore
 class Databases:
     client: AsyncMongoClient[dict[str, Any]]
     control: ControlStore
+
+    @property
+    def control_db(self) -> AsyncDatabase[dict[str, Any]]:
+        return self.control.db
 
     @classmethod
     def connect(cls, settings: Settings, cell: str | None = None) -> Databases:

@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from perdure.platform.cell.wire import dlq_topic, tasks_topic
+from perdure.platform.tenancy.model import Quota
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 
@@ -58,6 +59,13 @@ class NamespaceRecord(BaseModel):
     cell: str
     vhost: str
     created_at: datetime
+    account: str | None = None  # None for a namespace ops made for the platform itself
+    quota: Quota = Field(default_factory=Quota)
+    retention_days: int = Field(default=30, ge=1)
+    # The namespace's RabbitMQ user; its password is the API key, of which only the hash is kept.
+    rabbitmq_user: str | None = None
+    api_key_id: str | None = None
+    api_key_hash: str | None = None
 
 
 class ControlStore:
@@ -68,6 +76,7 @@ class ControlStore:
 
     async def ensure_indexes(self) -> None:
         await self.namespaces.create_index([("cell", ASCENDING)])
+        await self.namespaces.create_index([("account", ASCENDING)])
 
     async def add_cell(self, cell: CellRecord) -> CellRecord:
         """Register a cell; registering the same cell again is a no-op, a different one an error."""
@@ -112,6 +121,17 @@ class ControlStore:
         if document is None:
             raise ControlError(f"no namespace {name!r}")
         return NamespaceRecord.model_validate(document)
+
+    async def list_namespaces(self, account: str | None = None) -> list[NamespaceRecord]:
+        query = {} if account is None else {"account": account}
+        cursor = self.namespaces.find(query).sort("_id", ASCENDING)
+        return [NamespaceRecord.model_validate(d) async for d in cursor]
+
+    async def update_namespace(self, name: str, **changes: Any) -> NamespaceRecord:
+        current = await self.get_namespace(name)
+        updated = NamespaceRecord.model_validate({**current.model_dump(), **changes})
+        await self.namespaces.replace_one({"_id": name}, {"_id": name, **updated.model_dump(mode="python")})
+        return updated
 
     async def namespaces_of(self, cell: str) -> list[NamespaceRecord]:
         cursor = self.namespaces.find({"cell": cell}).sort("_id", ASCENDING)

@@ -1,7 +1,9 @@
-"""Creating a cell (topics, indexes, record) and a namespace on it (record, vhost, queues), idempotently."""
+"""Creating a cell (topics, indexes, record) and a namespace on it (record, vhost, queues, the
+namespace's RabbitMQ user and API key), in idempotent steps."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
@@ -12,9 +14,20 @@ from aiokafka.errors import TopicAlreadyExistsError
 from perdure.infra.settings import Settings
 from perdure.platform.cell.app_loader import load_app
 from perdure.platform.cell.connections import Databases, rabbitmq_admin
-from perdure.platform.cell.control_store import CellRecord, ControlError, NamespaceRecord, check_name
+from perdure.platform.cell.control_store import (
+    CellRecord,
+    ControlError,
+    ControlStore,
+    NamespaceRecord,
+    check_name,
+)
+from perdure.platform.tenancy.api_keys import issue_key
+from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.tenancy_store import TenancyStore
 
+INGRESS_QUEUE = "ingress"
 ACTIVITIES_QUEUE = "activities"
+INGRESS_DEAD_LETTERS = "ingress.dead-letters"
 ACTIVITIES_DEAD_LETTERS = "activities.dead-letters"
 RESULTS_EXCHANGE = "results"
 DEAD_LETTER_EXCHANGE = "dead-letters"
@@ -53,17 +66,122 @@ def namespace_amqp_url(settings: Settings, cell: str, vhost: str) -> str:
     return f"{parts.scheme}://{netloc}/{quote(vhost, safe='')}"
 
 
+@dataclass(frozen=True)
+class ProvisionedNamespace:
+    record: NamespaceRecord
+    # Only when this call created the namespace: the key is shown once and never stored.
+    api_key: str | None
+    connection_string: str | None
+
+
+def tenant_user(namespace: str) -> str:
+    return f"ns-{namespace}"
+
+
+def connection_string(settings: Settings, record: NamespaceRecord, api_key: str) -> str:
+    """What a tenant app connects with: the namespace's vhost, as its own user, with its API key."""
+    parts = urlsplit(settings.endpoints(record.cell).rabbitmq_url)
+    host = parts.hostname or "127.0.0.1"
+    port = f":{parts.port}" if parts.port else ""
+    user = quote(record.rabbitmq_user or tenant_user(record.name), safe="")
+    return f"{parts.scheme}://{user}:{quote(api_key, safe='')}@{host}{port}/{quote(record.vhost, safe='')}"
+
+
 async def create_namespace(settings: Settings, name: str, app: str, cell: str) -> NamespaceRecord:
+    """A namespace for ops (no account); see ``provision_namespace`` for tenants."""
+    return (await provision_namespace(settings, name, app, cell=cell)).record
+
+
+async def provision_namespace(
+    settings: Settings,
+    name: str,
+    app: str,
+    *,
+    cell: str | None = None,
+    account: str | None = None,
+    quota: Quota | None = None,
+    retention_days: int = 30,
+) -> ProvisionedNamespace:
+    """Create a namespace (idempotent: a second call changes nothing and shows no key)."""
     check_name("namespace", name)
     load_app(app)  # refuse an app that does not import, before anything is made
     databases = Databases.connect(settings, cell)
     try:
-        await databases.control.get_cell(cell)
-        record = NamespaceRecord(name=name, app=app, cell=cell, vhost=name, created_at=datetime.now(UTC))
-        await provision_vhost(settings, cell, record.vhost)
-        return await databases.control.add_namespace(record)
+        control = databases.control
+        try:
+            existing: NamespaceRecord | None = await control.get_namespace(name)
+        except ControlError:
+            existing = None
+        if existing is not None:
+            if (existing.app, existing.account) != (app, account) or (cell and cell != existing.cell):
+                raise ControlError(
+                    f"namespace {name!r} exists (account {existing.account!r}, cell {existing.cell!r}, "
+                    f"app {existing.app!r})"
+                )
+            await provision_vhost(settings, existing.cell, existing.vhost)
+            return ProvisionedNamespace(existing, None, None)
+        if account is not None:
+            await TenancyStore(databases.control_db).get_account(account)
+        placed = cell or await _least_loaded_cell(control)
+        await control.get_cell(placed)
+        key = issue_key()
+        record = NamespaceRecord(
+            name=name,
+            app=app,
+            cell=placed,
+            vhost=name,
+            created_at=datetime.now(UTC),
+            account=account,
+            quota=quota or Quota(),
+            retention_days=retention_days,
+            rabbitmq_user=tenant_user(name),
+            api_key_id=key.key_id,
+            api_key_hash=key.hash,
+        )
+        await provision_vhost(settings, placed, record.vhost)
+        await provision_tenant_user(settings, record, key.secret)
+        record = await control.add_namespace(record)
+        return ProvisionedNamespace(record, key.secret, connection_string(settings, record, key.secret))
     finally:
         await databases.close()
+
+
+async def rotate_key(settings: Settings, name: str) -> ProvisionedNamespace:
+    """Issue a new API key; the old one stops working at once (its broker connections are refused)."""
+    databases = Databases.connect(settings)
+    try:
+        record = await databases.control.get_namespace(name)
+        key = issue_key()
+        await provision_tenant_user(settings, record, key.secret)
+        record = await databases.control.update_namespace(name, api_key_id=key.key_id, api_key_hash=key.hash)
+        async with rabbitmq_admin(settings, record.cell) as admin:
+            await admin.close_connections_of(record.rabbitmq_user or tenant_user(name))
+        return ProvisionedNamespace(record, key.secret, connection_string(settings, record, key.secret))
+    finally:
+        await databases.close()
+
+
+async def _least_loaded_cell(control: ControlStore) -> str:
+    cells = await control.list_cells()
+    if not cells:
+        raise ControlError("no cell exists; create one with `perdure cell create NAME --partitions N`")
+    loads = {cell.name: len(await control.namespaces_of(cell.name)) for cell in cells}
+    return min(loads, key=lambda name: (loads[name], name))
+
+
+async def provision_tenant_user(settings: Settings, record: NamespaceRecord, api_key: str) -> None:
+    """The namespace's own broker user: it may publish to ingress and use the reply queues it
+    declares, and reach nothing else, in no other vhost."""
+    user = record.rabbitmq_user or tenant_user(record.name)
+    async with rabbitmq_admin(settings, record.cell) as admin:
+        await admin.create_user(user, api_key)
+        await admin.set_permissions(
+            record.vhost,
+            user,
+            configure=r"^amq\.gen-.*$",
+            write=r"^(amq\.default|amq\.gen-.*)$",
+            read=rf"^(amq\.gen-.*|{RESULTS_EXCHANGE})$",
+        )
 
 
 async def provision_vhost(settings: Settings, cell: str, vhost: str) -> None:
@@ -73,19 +191,23 @@ async def provision_vhost(settings: Settings, cell: str, vhost: str) -> None:
         await admin.set_permissions(vhost, platform_user)
         await admin.set_policy(
             vhost,
-            "activities-dead-letters",
-            f"^{ACTIVITIES_QUEUE}$",
+            "dead-letters",
+            f"^({ACTIVITIES_QUEUE}|{INGRESS_QUEUE})$",
             {"dead-letter-exchange": DEAD_LETTER_EXCHANGE},
         )
     connection = await aio_pika.connect(namespace_amqp_url(settings, cell, vhost))
     try:
         channel = await connection.channel()
         dead_letters = await channel.declare_exchange(
-            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )
-        parked = await channel.declare_queue(ACTIVITIES_DEAD_LETTERS, durable=True)
-        await parked.bind(dead_letters)
-        await channel.declare_queue(ACTIVITIES_QUEUE, durable=True)
+        for queue, parking in (
+            (ACTIVITIES_QUEUE, ACTIVITIES_DEAD_LETTERS),
+            (INGRESS_QUEUE, INGRESS_DEAD_LETTERS),
+        ):
+            parked = await channel.declare_queue(parking, durable=True)
+            await parked.bind(dead_letters, routing_key=queue)
+            await channel.declare_queue(queue, durable=True)
         await channel.declare_exchange(RESULTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
     finally:
         await connection.close()

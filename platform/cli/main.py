@@ -7,6 +7,7 @@ import sys
 import typer
 
 from perdure.infra.settings import SettingsError, get_settings
+from perdure.platform.cli.account_commands import account_app, user_app
 from perdure.platform.cli.cell_commands import cell_app
 from perdure.platform.cli.dlq_commands import dlq_app
 from perdure.platform.cli.namespace_commands import namespace_app
@@ -21,6 +22,8 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.add_typer(cell_app, name="cell")
+app.add_typer(account_app, name="account")
+app.add_typer(user_app, name="user")
 app.add_typer(namespace_app, name="namespace")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(dlq_app, name="dlq")

@@ -1,26 +1,166 @@
-"""``perdure namespace create``: a namespace on a cell, with its app and its RabbitMQ vhost."""
+"""``perdure namespace create | list | describe | update | rotate-key``."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
 
 from perdure.infra.settings import get_settings
-from perdure.platform.cell.provisioning import create_namespace
+from perdure.platform.cell.connections import Databases
+from perdure.platform.cell.control_store import NamespaceRecord
+from perdure.platform.cell.provisioning import ProvisionedNamespace, provision_namespace, rotate_key
 from perdure.platform.cli.async_command import run_command
+from perdure.platform.tenancy.model import Quota
 
 namespace_app = typer.Typer(
     help="Namespaces: the unit of isolation, capacity and billing.", no_args_is_help=True
 )
+
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _public(record: NamespaceRecord) -> dict[str, Any]:
+    """A namespace as shown to people and scripts: never the key hash."""
+    shown = record.model_dump(mode="json", exclude={"api_key_hash"})
+    return shown
+
+
+def _announce(provisioned: ProvisionedNamespace, as_json: bool) -> None:
+    record = provisioned.record
+    if as_json:
+        shown = {**_public(record), "connection_string": provisioned.connection_string}
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    typer.echo(
+        f"namespace {record.name}: account {record.account or '-'}, app {record.app} on cell {record.cell}, "
+        f"vhost {record.vhost}, {record.quota.actions_per_second:g} actions/s (burst {record.quota.burst}), "
+        f"weight {record.quota.weight}"
+    )
+    if provisioned.connection_string:
+        typer.echo("connection string (shown once; keep it secret):")
+        typer.echo(f"  {provisioned.connection_string}")
+    else:
+        typer.echo("the namespace existed already: no new key (use `perdure namespace rotate-key`)")
 
 
 @namespace_app.command("create")
 def create(
     name: str,
     app: Annotated[str, typer.Option("--app", help="the app's import path, module:attribute")],
-    cell: Annotated[str, typer.Option("--cell")],
+    account: Annotated[str | None, typer.Option("--account", help="the owning account")] = None,
+    cell: Annotated[str | None, typer.Option("--cell", help="default: the least loaded cell")] = None,
+    rate: Annotated[float, typer.Option("--rate", help="actions per second")] = Quota().actions_per_second,
+    burst: Annotated[int, typer.Option("--burst")] = Quota().burst,
+    weight: Annotated[int, typer.Option("--weight", help="fair share against other namespaces")] = 1,
+    max_concurrent: Annotated[
+        int, typer.Option("--max-concurrent", help="running workflows at most")
+    ] = Quota().max_concurrent_workflows,
+    max_payload: Annotated[int, typer.Option("--max-payload-bytes")] = Quota().max_payload_bytes,
+    retention_days: Annotated[int, typer.Option("--retention-days")] = 30,
+    as_json: JsonOption = False,
 ) -> None:
-    """Create a namespace running APP on CELL (idempotent)."""
-    record = run_command("namespace create", create_namespace(get_settings(), name, app, cell))
-    typer.echo(f"namespace {record.name}: app {record.app} on cell {record.cell}, vhost {record.vhost}")
+    """Create a namespace running APP (idempotent); prints its connection string once."""
+    quota = Quota(
+        actions_per_second=rate,
+        burst=burst,
+        weight=weight,
+        max_concurrent_workflows=max_concurrent,
+        max_payload_bytes=max_payload,
+    )
+    provisioned = run_command(
+        "namespace create",
+        provision_namespace(
+            get_settings(),
+            name,
+            app,
+            cell=cell,
+            account=account,
+            quota=quota,
+            retention_days=retention_days,
+        ),
+    )
+    _announce(provisioned, as_json)
+
+
+@namespace_app.command("rotate-key")
+def rotate(name: str, as_json: JsonOption = False) -> None:
+    """Issue a new API key; the old one is refused from now on."""
+    _announce(run_command("namespace rotate-key", rotate_key(get_settings(), name)), as_json)
+
+
+async def _namespaces(account: str | None) -> list[NamespaceRecord]:
+    databases = Databases.connect(get_settings())
+    try:
+        return await databases.control.list_namespaces(account)
+    finally:
+        await databases.close()
+
+
+@namespace_app.command("list")
+def list_namespaces(
+    account: Annotated[str | None, typer.Option("--account")] = None, as_json: JsonOption = False
+) -> None:
+    """Namespaces, of one account or all."""
+    records = run_command("namespace list", _namespaces(account))
+    if as_json:
+        typer.echo(json.dumps([_public(r) for r in records], indent=2))
+        return
+    typer.echo(f"{'NAMESPACE':<24} {'ACCOUNT':<16} {'CELL':<12} {'RATE':>8} {'BURST':>6} {'WEIGHT':>6}")
+    for r in records:
+        typer.echo(
+            f"{r.name:<24} {r.account or '-':<16} {r.cell:<12} {r.quota.actions_per_second:>8g} "
+            f"{r.quota.burst:>6} {r.quota.weight:>6}"
+        )
+
+
+@namespace_app.command("describe")
+def describe(name: str) -> None:
+    """One namespace: owner, cell, quotas, retention, key id (never the key)."""
+
+    async def get() -> NamespaceRecord:
+        databases = Databases.connect(get_settings())
+        try:
+            return await databases.control.get_namespace(name)
+        finally:
+            await databases.close()
+
+    typer.echo(json.dumps(_public(run_command("namespace describe", get())), indent=2))
+
+
+@namespace_app.command("update")
+def update(
+    name: str,
+    rate: Annotated[float | None, typer.Option("--rate")] = None,
+    burst: Annotated[int | None, typer.Option("--burst")] = None,
+    weight: Annotated[int | None, typer.Option("--weight")] = None,
+    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent")] = None,
+    max_payload: Annotated[int | None, typer.Option("--max-payload-bytes")] = None,
+    retention_days: Annotated[int | None, typer.Option("--retention-days")] = None,
+) -> None:
+    """Change a namespace's quotas or retention (admission and executors pick it up)."""
+    changes = {
+        "actions_per_second": rate,
+        "burst": burst,
+        "weight": weight,
+        "max_concurrent_workflows": max_concurrent,
+        "max_payload_bytes": max_payload,
+    }
+
+    async def apply() -> NamespaceRecord:
+        databases = Databases.connect(get_settings())
+        try:
+            current = await databases.control.get_namespace(name)
+            quota = Quota.model_validate(
+                {**current.quota.model_dump(), **{k: v for k, v in changes.items() if v is not None}}
+            )
+            fields: dict[str, Any] = {"quota": quota}
+            if retention_days is not None:
+                fields["retention_days"] = retention_days
+            return await databases.control.update_namespace(name, **fields)
+        finally:
+            await databases.close()
+
+    record = run_command("namespace update", apply())
+    typer.echo(json.dumps(_public(record), indent=2))

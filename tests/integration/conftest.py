@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient  # noqa: E402
 
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin  # noqa: E402
 from perdure.infra.settings import Endpoints  # noqa: E402
+from perdure.platform.cell.provisioning import tenant_user  # noqa: E402
 
 from .cell_harness import CellUnderTest, provision  # noqa: E402
 
@@ -50,3 +51,4 @@ async def make_cell(
         await mongo_client.drop_database(cell.settings.control_database)
         await mongo_client.drop_database(cell.settings.cell_database(cell.cell))
         await rabbitmq_admin.delete_vhost(cell.namespace)
+        await rabbitmq_admin.delete_user(tenant_user(cell.namespace))

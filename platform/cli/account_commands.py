@@ -1,0 +1,57 @@
+"""``perdure account create`` and ``perdure user add``: who owns namespaces and who may act on them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from perdure.infra.settings import get_settings
+from perdure.platform.cell.connections import Databases
+from perdure.platform.cli.async_command import run_command
+from perdure.platform.tenancy.model import ROLES, AccountRecord, Role, UserRecord
+from perdure.platform.tenancy.tenancy_store import TenancyStore
+
+account_app = typer.Typer(
+    help="Accounts: the tenants that own namespaces and are billed.", no_args_is_help=True
+)
+user_app = typer.Typer(help="Users of an account and their roles.", no_args_is_help=True)
+
+
+@account_app.command("create")
+def create_account(name: str) -> None:
+    """Create an account (idempotent)."""
+
+    async def create() -> AccountRecord:
+        databases = Databases.connect(get_settings())
+        try:
+            store = TenancyStore(databases.control_db)
+            await store.ensure_indexes()
+            return await store.create_account(name)
+        finally:
+            await databases.close()
+
+    record = run_command("account create", create())
+    typer.echo(f"account {record.name}")
+
+
+@user_app.command("add")
+def add_user(
+    email: str,
+    account: Annotated[str, typer.Option("--account")],
+    role: Annotated[str, typer.Option("--role", help=f"one of {', '.join(ROLES)}")] = "developer",
+) -> None:
+    """Add a user to an account with a role (or change the role of one already in it)."""
+    if role not in ROLES:
+        typer.echo(f"perdure user add: role {role!r} is not one of {', '.join(ROLES)}", err=True)
+        raise typer.Exit(1)
+
+    async def add(checked: Role) -> UserRecord:
+        databases = Databases.connect(get_settings())
+        try:
+            return await TenancyStore(databases.control_db).add_user(email, account, checked)
+        finally:
+            await databases.close()
+
+    record = run_command("user add", add(role))
+    typer.echo(f"user {record.email}: {record.role} of account {record.account}")

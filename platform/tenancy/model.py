@@ -1,0 +1,39 @@
+"""Tenancy records of the control database: accounts, their users and roles, namespace quotas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+Role = Literal["owner", "admin", "developer", "read-only"]
+ROLES: tuple[Role, ...] = ("owner", "admin", "developer", "read-only")
+
+
+class Quota(BaseModel):
+    """What a namespace may use of its cell. Actions are Temporal Cloud's billable actions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    actions_per_second: float = Field(default=100.0, gt=0)
+    burst: int = Field(default=200, ge=1)
+    weight: int = Field(default=1, ge=1, le=1000)
+    max_concurrent_workflows: int = Field(default=10_000, ge=1)
+    max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+
+
+class AccountRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    created_at: datetime
+
+
+class UserRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    email: EmailStr
+    account: str
+    role: Role
+    created_at: datetime
