@@ -53,13 +53,6 @@ class RabbitMQAdmin:
     async def create_user(self, user: str, password: str, tags: str = "") -> None:
         await self._call("PUT", f"/users/{_segment(user)}", {"password": password, "tags": tags})
 
-    async def close_connections_of(self, user: str) -> None:
-        """Close every open connection of a user (after its password changed or it was removed)."""
-        response = await self._call("GET", "/connections")
-        for connection in response.json():
-            if connection.get("user") == user:
-                await self._call("DELETE", f"/connections/{_segment(connection['name'])}")
-
     async def delete_user(self, user: str) -> None:
         await self._call("DELETE", f"/users/{_segment(user)}")
 

@@ -152,10 +152,12 @@ async def rotate_key(settings: Settings, name: str) -> ProvisionedNamespace:
     try:
         record = await databases.control.get_namespace(name)
         key = issue_key()
+        # Deleting the user makes the broker close every connection it has open, at once; a password
+        # change alone would leave them running.
+        async with rabbitmq_admin(settings, record.cell) as admin:
+            await admin.delete_user(record.rabbitmq_user or tenant_user(name))
         await provision_tenant_user(settings, record, key.secret)
         record = await databases.control.update_namespace(name, api_key_id=key.key_id, api_key_hash=key.hash)
-        async with rabbitmq_admin(settings, record.cell) as admin:
-            await admin.close_connections_of(record.rabbitmq_user or tenant_user(name))
         return ProvisionedNamespace(record, key.secret, connection_string(settings, record, key.secret))
     finally:
         await databases.close()
