@@ -1,0 +1,104 @@
+"""The tenant ingress protocol: what a tenant app sends to its namespace's ``ingress`` queue, and what
+admission answers on the request's ``reply_to`` queue (matched by ``correlation_id``).
+
+The namespace is never part of a request: it is the vhost the message arrived on, which only the
+namespace's own credentials can reach (DESIGN invariant 7). A ``namespace`` field in a body is ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from perdure.platform.core.payloads import Payload
+
+PROTOCOL_VERSION = "1"
+IdReusePolicy = Literal["allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class SignalSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    input: list[Payload] = Field(default_factory=list)
+
+
+class StartRequest(_Request):
+    kind: Literal["start"] = "start"
+    request_id: str = Field(min_length=1, max_length=200)
+    workflow_type: str = Field(min_length=1, max_length=200)
+    workflow_id: str = Field(min_length=1, max_length=400)
+    input: list[Payload] = Field(default_factory=list)
+    id_reuse_policy: IdReusePolicy = "allow_duplicate"
+    execution_timeout: timedelta | None = None
+    signal: SignalSpec | None = None  # signal-with-start: delivered to the running run, or to a new one
+
+
+class SignalRequest(_Request):
+    kind: Literal["signal"] = "signal"
+    request_id: str = Field(min_length=1, max_length=200)
+    workflow_id: str = Field(min_length=1, max_length=400)
+    run_id: str | None = None
+    signal: SignalSpec
+
+
+class CancelRequest(_Request):
+    kind: Literal["cancel"] = "cancel"
+    request_id: str = Field(min_length=1, max_length=200)
+    workflow_id: str = Field(min_length=1, max_length=400)
+    run_id: str | None = None
+    reason: str = ""
+    terminate: bool = False
+
+
+class DescribeRequest(_Request):
+    kind: Literal["describe"] = "describe"
+    workflow_id: str = Field(min_length=1, max_length=400)
+
+
+class ListRequest(_Request):
+    kind: Literal["list"] = "list"
+    status: str | None = None
+    workflow_type: str | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+IngressRequest = Annotated[
+    StartRequest | SignalRequest | CancelRequest | DescribeRequest | ListRequest, Field(discriminator="kind")
+]
+request_adapter: TypeAdapter[IngressRequest] = TypeAdapter(IngressRequest)
+
+# Requests that enter the cell's partitions (billable actions, throttled); the others are reads.
+ACTIONS = ("start", "signal", "cancel")
+
+ErrorType = Literal[
+    "malformed",
+    "payload_too_large",
+    "unknown_workflow_type",
+    "already_started",
+    "quota_exceeded",
+    "not_found",
+]
+
+
+class IngressError(BaseModel):
+    type: ErrorType
+    message: str
+
+
+class IngressReply(BaseModel):
+    ok: bool
+    error: IngressError | None = None
+    run_id: str | None = None  # of the run a start created (or had created, for a retried request)
+    description: dict[str, Any] | None = None
+    runs: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def failed(cls, error_type: ErrorType, message: str) -> IngressReply:
+        return cls(ok=False, error=IngressError(type=error_type, message=message))
