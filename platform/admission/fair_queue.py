@@ -1,7 +1,7 @@
 """Weighted deficit round robin over per-namespace queues, with each namespace's token bucket.
 
 One namespace's backlog cannot delay another's work beyond its share: each round gives every
-namespace with waiting work ``quantum × weight`` of credit, and work leaves a namespace's queue only
+namespace with waiting work ``quantum * weight`` of credit, and work leaves a namespace's queue only
 against its credit and its tokens. With ``fair=False`` it is a plain FIFO across namespaces (for the
 comparison the fairness benchmark makes).
 """
