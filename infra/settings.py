@@ -113,6 +113,8 @@ class Settings(BaseSettings):
 
     # How long a dead cell process keeps its partitions before the group gives them to another.
     engine_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
+    # Admission shares a cell fairly across namespaces; False makes it one FIFO (for comparisons).
+    admission_fair: bool = True
 
     telemetry_exporter: Literal["none", "console", "otlp", "memory"] = "none"
     otlp_endpoint: str = "http://127.0.0.1:4318"

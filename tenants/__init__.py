@@ -1,5 +1,6 @@
-"""What tenants import: the authoring API (``App``, ``workflow``, ``activity``, ``RetryPolicy``), errors,
-and (from ``perdure.tenants.testing``) local testing with time skipping and replay."""
+"""What tenants import: the authoring API (``App``, ``workflow``, ``activity``, ``RetryPolicy``), the
+``Client`` that connects a tenant app to its namespace, errors, and (from ``perdure.tenants.testing``)
+local testing with time skipping and replay."""
 
 from perdure.platform.core.definitions import UnknownActivityTypeError, UnknownWorkflowTypeError
 from perdure.platform.core.failures import (
@@ -18,13 +19,22 @@ from perdure.platform.core.payloads import DataConverter, Payload, PayloadCodec,
 from perdure.platform.core.retry import RetryPolicy
 from perdure.tenants import activity, workflow
 from perdure.tenants.app import App
+from perdure.tenants.client import Client, WorkflowHandle
+from perdure.tenants.client_errors import (
+    AuthenticationError,
+    QuotaExceededError,
+    WorkflowAlreadyStartedError,
+    WorkflowNotFoundError,
+)
 
 __all__ = [
     "ActivityError",
     "App",
     "ApplicationError",
+    "AuthenticationError",
     "CancelledFailure",
     "ChildWorkflowError",
+    "Client",
     "DataConverter",
     "NonDeterminismError",
     "NondeterministicCallError",
@@ -32,12 +42,16 @@ __all__ = [
     "PayloadCodec",
     "PayloadTooLargeError",
     "PerdureError",
+    "QuotaExceededError",
     "RetryPolicy",
     "TerminatedFailure",
     "TimeoutFailure",
     "UnknownActivityTypeError",
     "UnknownWorkflowTypeError",
+    "WorkflowAlreadyStartedError",
     "WorkflowFailureError",
+    "WorkflowHandle",
+    "WorkflowNotFoundError",
     "activity",
     "workflow",
 ]

@@ -42,19 +42,9 @@ from perdure.platform.core.payloads import DataConverter, Payload, default_conve
 from perdure.platform.core.run_state import RunState
 from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
 from perdure.platform.core.workflow_instance import WorkflowInstance
+from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
 
 IdReusePolicy = Literal["allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate"]
-
-
-class WorkflowAlreadyStartedError(Exception):
-    def __init__(self, workflow_id: str, run_id: str) -> None:
-        super().__init__(f"workflow {workflow_id!r} is already running (run {run_id})")
-        self.workflow_id = workflow_id
-        self.run_id = run_id
-
-
-class WorkflowNotFoundError(LookupError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,9 @@ ErrorType = Literal[
 class IngressError(BaseModel):
     type: ErrorType
     message: str
+    size: int | None = None  # payload_too_large: what came, and what the namespace allows
+    limit: int | None = None
+    known: list[str] | None = None  # unknown_workflow_type: the types the namespace's app registers
 
 
 class IngressReply(BaseModel):
@@ -100,5 +103,5 @@ class IngressReply(BaseModel):
     runs: list[dict[str, Any]] | None = None
 
     @classmethod
-    def failed(cls, error_type: ErrorType, message: str) -> IngressReply:
-        return cls(ok=False, error=IngressError(type=error_type, message=message))
+    def failed(cls, error_type: ErrorType, message: str, **details: Any) -> IngressReply:
+        return cls(ok=False, error=IngressError(type=error_type, message=message, **details))

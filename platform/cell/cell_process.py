@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry
+from perdure.platform.admission.admission_service import Admission
 from perdure.platform.cell.activity_executor import ActivityExecutors
 from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.armed_timers import ArmedTimers
@@ -33,6 +34,7 @@ async def run_cell(
     cell_name: str,
     *,
     executors: bool = True,
+    admission: bool = True,
     stop: asyncio.Event | None = None,
     telemetry: Telemetry | None = None,
 ) -> None:
@@ -65,6 +67,7 @@ async def run_cell(
     engine = CellEngine(cell, store, apps, tasks, sender, consumer)
     sender.timer_armed = engine.timer_armed
     workers = ActivityExecutors(apps, tasks, channels)
+    admitter = Admission(apps, store, tasks, channels, fair=settings.admission_fair)
 
     if stop is None:
         stop = asyncio.Event()
@@ -78,6 +81,8 @@ async def run_cell(
     running = [asyncio.create_task(engine.run(), name="engine")]
     if executors:
         running.append(asyncio.create_task(workers.run(), name="executors"))
+    if admission:
+        running.append(asyncio.create_task(admitter.run(), name="admission"))
     stopper = asyncio.create_task(stop.wait(), name="stop")
     try:
         done, _ = await asyncio.wait([*running, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -86,6 +91,7 @@ async def run_cell(
                 raise task.exception()  # type: ignore[misc]
         log.info("stopping: finishing work in flight")
     finally:
+        await admitter.stop()
         await workers.stop()
         engine.stopping.set()
         await asyncio.gather(*running, return_exceptions=True)

@@ -26,9 +26,10 @@ from aiokafka.abc import ConsumerRebalanceListener
 from opentelemetry import metrics, trace
 
 from perdure.infra.telemetry import extract_kafka_context
+from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.cell.control_store import CellRecord
 from perdure.platform.cell.namespace_apps import LoadedNamespace, NamespaceApps, NamespaceUnavailable
-from perdure.platform.cell.outbox_sender import Addressed, OutboxSender
+from perdure.platform.cell.outbox_sender import Addressed, OutboxSender, StartReply
 from perdure.platform.cell.run_store import FencedError, RunEntry, RunStore
 from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.wire import DeadLetter, TaskEnvelope, UndecodableMessage, decode_envelope
@@ -264,6 +265,7 @@ class CellEngine:
             await asyncio.gather(*(self._prepare(group, rejected) for group in groups.values()))
             touched: dict[str, RunEntry] = {}
             extra: list[TaskEnvelope] = []
+            replies: list[StartReply | None] = []
             for group in groups.values():
                 if group.namespace is None:
                     continue
@@ -272,7 +274,7 @@ class CellEngine:
                     attributes={"namespace": group.key[0], "workflow_id": group.key[1]},
                 ):
                     try:
-                        self._apply(group, touched, extra)
+                        self._apply(group, touched, extra, replies)
                     except Exception as exc:  # a bug must not stop the partition: park the messages
                         log.exception("applying messages failed", extra={"execution": group.key})
                         rejected.extend(
@@ -296,6 +298,7 @@ class CellEngine:
             ]
             await self.sender.send(items)
             await self.tasks.send_all(extra)
+            await self.sender.reply(replies)
             if rejected:
                 await self._send_dead_letters(rejected)
             # Once sent, an outbox needs no journal: a crash from here on leaves nothing unsent.
@@ -366,14 +369,20 @@ class CellEngine:
                 self.caches[tp.partition] = PartitionCache()
 
     # -- applying ----------------------------------------------------------------------------------
-    def _apply(self, group: Group, touched: dict[str, RunEntry], extra: list[TaskEnvelope]) -> None:
+    def _apply(
+        self,
+        group: Group,
+        touched: dict[str, RunEntry],
+        extra: list[TaskEnvelope],
+        replies: list[StartReply | None],
+    ) -> None:
         assert group.namespace is not None
         machine = group.namespace.machine
         cache = self.caches[group.partition]
         for _, envelope in group.items:
             message = envelope.message
             if isinstance(message, m.StartWorkflow):
-                entry = self._start(group, envelope, message, extra)
+                entry = self._start(group, envelope, message, extra, replies)
                 if entry is not None:
                     touched[entry.state.run_id] = entry
                 continue
@@ -388,13 +397,19 @@ class CellEngine:
                 touched[entry.state.run_id] = entry
 
     def _start(
-        self, group: Group, envelope: TaskEnvelope, message: m.StartWorkflow, extra: list[TaskEnvelope]
+        self,
+        group: Group,
+        envelope: TaskEnvelope,
+        message: m.StartWorkflow,
+        extra: list[TaskEnvelope],
+        replies: list[StartReply | None],
     ) -> RunEntry | None:
         assert group.namespace is not None
         cache = self.caches[group.partition]
         namespace = group.key[0]
         run_id = envelope.run_id or fresh_run_id(namespace, message.workflow_id, message.request_id)
         if run_id in cache.by_run:
+            replies.append(StartReply.of(envelope, IngressReply(ok=True, run_id=run_id)))
             return None  # the same start again: the run exists
         latest = cache.latest.get(group.key)
         is_child = message.parent is not None and message.continued_from_run_id is None
@@ -409,6 +424,7 @@ class CellEngine:
                 refusal = f"workflow id {message.workflow_id!r} was used and the reuse policy forbids it"
         if refusal is not None:
             log.info("start refused", extra={"execution": group.key, "reason": refusal})
+            replies.append(StartReply.of(envelope, IngressReply.failed("already_started", refusal)))
             if is_child and message.parent is not None:
                 extra.append(
                     self._to_parent(
@@ -425,6 +441,7 @@ class CellEngine:
         entry = RunEntry(state=transition.state, partition=group.partition, persisted_next_event_id=1)
         self._absorb(entry, transition)
         cache.put(group.key, entry, latest=True)
+        replies.append(StartReply.of(envelope, IngressReply(ok=True, run_id=run_id)))
         if is_child and message.parent is not None:
             extra.append(
                 self._to_parent(

@@ -14,6 +14,7 @@ from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.run_store import RunStore
 from perdure.platform.cell.task_producer import TaskProducer, new_producer
+from perdure.platform.cell.visibility import describe_run
 from perdure.platform.cell.wire import TaskEnvelope
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
@@ -120,23 +121,12 @@ class OpsClient:
         document = await self.store.latest_run(self.namespace.name, workflow_id)
         if document is None:
             raise WorkflowNotFound(f"no workflow {workflow_id!r} in namespace {self.namespace.name!r}")
-        state = document["state"]
-        return {
-            "workflow_id": workflow_id,
-            "run_id": document["_id"],
-            "workflow_type": document["workflow_type"],
-            "status": document["status"],
-            "start_time": document["start_time"],
-            "close_time": document["close_time"],
-            "history_length": document["next_event_id"] - 1,
-            "pending_activities": len(state.get("pending_activities") or {}),
-            "pending_timers": len(state.get("pending_timers") or {}),
-            "blocked_reason": document.get("blocked_reason"),
-            "result": default_converter.from_payload(Payload.model_validate(state["result"]))
-            if state.get("result")
-            else None,
-            "failure": state.get("failure"),
-        }
+        description = describe_run(document)
+        if description["result"]:
+            description["result"] = default_converter.from_payload(
+                Payload.model_validate(description["result"])
+            )
+        return description
 
     async def history(self, workflow_id: str) -> list[h.HistoryEvent]:
         document = await self.store.latest_run(self.namespace.name, workflow_id)

@@ -5,12 +5,14 @@ parent notices to Kafka, activity tasks and close notifications to the namespace
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aio_pika
 
 from perdure.infra.telemetry import inject_amqp_headers
+from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.armed_timers import ArmedTimers
 from perdure.platform.cell.provisioning import ACTIVITIES_QUEUE, RESULTS_EXCHANGE
@@ -19,6 +21,24 @@ from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.wire import TaskEnvelope, execution_key
 from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
+
+log = logging.getLogger("perdure.outbox")
+
+
+@dataclass(frozen=True)
+class StartReply:
+    """The engine's answer to a tenant's start, once it is written (or refused)."""
+
+    namespace: str
+    reply_to: str
+    correlation_id: str | None
+    reply: IngressReply
+
+    @classmethod
+    def of(cls, envelope: TaskEnvelope, reply: IngressReply) -> StartReply | None:
+        if envelope.reply_to is None:
+            return None
+        return cls(envelope.namespace, envelope.reply_to, envelope.correlation_id, reply)
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,26 @@ class OutboxSender:
         if created:
             self.timer_armed()
         await asyncio.gather(self.producer.send_all(envelopes), *publishes)
+
+    async def reply(self, replies: Sequence[StartReply | None]) -> None:
+        """Best effort: a client that misses its answer times out and retries with the same request id,
+        which is answered from the run that exists."""
+        for answer in replies:
+            if answer is None:
+                continue
+            try:
+                channel = await self.channels.channel(self.vhost_of(answer.namespace))
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        answer.reply.model_dump_json().encode(),
+                        content_type="application/json",
+                        correlation_id=answer.correlation_id,
+                        headers=inject_amqp_headers({}),
+                    ),
+                    routing_key=answer.reply_to,
+                )
+            except Exception:
+                log.warning("answering a start failed", exc_info=True)
 
     async def _publish(self, namespace: str, exchange: str, routing_key: str, entry: o.OutboxEntry) -> None:
         channel = await self.channels.channel(self.vhost_of(namespace))

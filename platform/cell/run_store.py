@@ -397,6 +397,9 @@ class RunStore:
         cursor = self.list_cursor(namespace, status=status, workflow_type=workflow_type, limit=limit)
         return [d async for d in cursor]
 
+    async def count_running(self, namespace: str) -> int:
+        return await self.runs.count_documents({"namespace": namespace, "status": "running"})
+
     async def blocked_runs(self, limit: int = 1000) -> list[Document]:
         cursor = self.runs.find({"status": "blocked"}, {"state": 0, "tail": 0, "outbox": 0}).limit(limit)
         return [d async for d in cursor]

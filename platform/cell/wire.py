@@ -41,6 +41,10 @@ class TaskEnvelope(BaseModel):
     id_reuse_policy: Literal["allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate"] = (
         "allow_duplicate"
     )
+    # Where the engine answers a tenant's start once it is written or refused (the client's reply
+    # queue in the namespace's vhost, and the request's correlation id); None when nobody waits.
+    reply_to: str | None = None
+    correlation_id: str | None = None
 
     @property
     def key(self) -> bytes:

@@ -1,0 +1,364 @@
+"""Admission: takes tenant requests from each namespace's ``ingress`` queue into the cell's partitions.
+
+The vhost a request arrived on is its namespace (a namespace named in a body is ignored). Reads
+(describe, list) are answered at once. Actions (start, signal, cancel) are validated, then wait,
+unacknowledged, in a fair queue (token bucket per namespace, weighted deficit round robin across
+namespaces); when admitted they are produced to Kafka, and only after Kafka acknowledged them is the
+RabbitMQ message acknowledged and the client answered (DESIGN invariant 1). A bounded prefetch per
+namespace is the backpressure: over-limit work stays in the tenant's own queue. A malformed, oversized
+or unknown request gets an error reply and goes to the namespace's dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from opentelemetry import metrics, trace
+from pydantic import ValidationError
+
+from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
+from perdure.platform.admission.fair_queue import FairQueue
+from perdure.platform.admission.ingress_wire import (
+    CancelRequest,
+    DescribeRequest,
+    IngressReply,
+    ListRequest,
+    SignalRequest,
+    StartRequest,
+    request_adapter,
+)
+from perdure.platform.cell.amqp_channels import AmqpChannels
+from perdure.platform.cell.control_store import NamespaceRecord
+from perdure.platform.cell.engine import fresh_run_id
+from perdure.platform.cell.namespace_apps import NamespaceApps, NamespaceUnavailable
+from perdure.platform.cell.provisioning import INGRESS_QUEUE
+from perdure.platform.cell.run_store import RunStore
+from perdure.platform.cell.task_producer import TaskProducer
+from perdure.platform.cell.visibility import describe_run, list_entry
+from perdure.platform.cell.wire import TaskEnvelope
+from perdure.platform.core import messages as m
+from perdure.platform.core.definitions import UnknownWorkflowTypeError
+
+log = logging.getLogger("perdure.admission")
+tracer = trace.get_tracer("perdure.admission")
+meter = metrics.get_meter("perdure.admission")
+admitted_counter = meter.create_counter("perdure.admission.admitted", description="actions admitted")
+refused_counter = meter.create_counter("perdure.admission.refused", description="requests refused")
+waiting_seconds = meter.create_histogram(
+    "perdure.admission.wait_seconds", unit="s", description="time an action waited for its turn"
+)
+PREFETCH = 256  # per namespace: the bound on what waits in memory; the rest waits in RabbitMQ
+BATCH = 500
+
+
+@dataclass
+class _Pending:
+    message: AbstractIncomingMessage
+    envelopes: list[TaskEnvelope]  # a start and its signal (signal-with-start) go in together
+    run_id: str | None
+    arrived: float
+
+
+class Admission:
+    def __init__(
+        self,
+        apps: NamespaceApps,
+        store: RunStore,
+        tasks: TaskProducer,
+        channels: AmqpChannels,
+        *,
+        fair: bool = True,
+        refresh_seconds: float = 2.0,
+    ) -> None:
+        self.apps = apps
+        self.store = store
+        self.tasks = tasks
+        self.channels = channels
+        self.queue: FairQueue[_Pending] = FairQueue(fair=fair)
+        self.refresh_seconds = refresh_seconds
+        self.stopping = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._consuming: dict[str, tuple[aio_pika.abc.AbstractQueue, str]] = {}
+        self._records: dict[str, NamespaceRecord] = {}
+        # Running workflows per namespace, re-counted at most once a second (for the concurrency quota).
+        self._running: dict[str, tuple[int, float]] = {}
+
+    # -- following the cell's namespaces -------------------------------------------------------------
+    async def run(self) -> None:
+        scheduler = asyncio.create_task(self._admit_loop(), name="admission")
+        try:
+            while not self.stopping.is_set():
+                try:
+                    await self._refresh()
+                except Exception:
+                    log.exception("refreshing the namespaces to admit for failed; retrying")
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), self.refresh_seconds)
+                except TimeoutError:
+                    pass
+        finally:
+            scheduler.cancel()
+            await asyncio.gather(scheduler, return_exceptions=True)
+
+    async def _refresh(self) -> None:
+        for record in await self.apps.all():
+            self._records[record.name] = record
+            quota = record.quota
+            self.queue.configure(
+                record.name, rate=quota.actions_per_second, burst=quota.burst, weight=quota.weight
+            )
+            if record.name not in self._consuming:
+                await self._consume(record)
+
+    async def _consume(self, record: NamespaceRecord) -> None:
+        channel = await self.channels.connection_channel(record.vhost)
+        await channel.set_qos(prefetch_count=PREFETCH)
+        queue = await channel.declare_queue(INGRESS_QUEUE, durable=True, passive=True)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self._receive(record.name, message)
+
+        self._consuming[record.name] = (queue, await queue.consume(on_message))
+        log.info("admitting", extra={"namespace": record.name})
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for queue, tag in self._consuming.values():
+            try:
+                await queue.cancel(tag)
+            except Exception:
+                log.warning("cancelling an ingress consumer failed", exc_info=True)
+
+    # -- one request -----------------------------------------------------------------------------------
+    async def _receive(self, namespace: str, message: AbstractIncomingMessage) -> None:
+        record = self._records[namespace]
+        with tracer.start_as_current_span(
+            "perdure.admission.receive",
+            context=extract_amqp_context(message.headers),
+            attributes={"namespace": namespace},
+        ):
+            if len(message.body) > record.quota.max_payload_bytes + 64 * 1024:
+                await self._refuse(
+                    namespace,
+                    message,
+                    "payload_too_large",
+                    f"request of {len(message.body)} bytes; the namespace allows "
+                    f"{record.quota.max_payload_bytes} bytes of payload",
+                    size=len(message.body),
+                    limit=record.quota.max_payload_bytes,
+                )
+                return
+            try:
+                request = request_adapter.validate_json(message.body)
+            except ValidationError as exc:
+                await self._refuse(namespace, message, "malformed", _first_error(exc))
+                return
+            try:
+                match request:
+                    case DescribeRequest():
+                        await self._answer_describe(namespace, message, request)
+                    case ListRequest():
+                        await self._answer_list(namespace, message, request)
+                    case StartRequest():
+                        await self._accept_start(record, message, request)
+                    case SignalRequest() | CancelRequest():
+                        self._enqueue(namespace, message, [_steering(namespace, request)], None)
+            except NamespaceUnavailable as exc:
+                log.error("namespace unavailable", extra={"namespace": namespace, "error": str(exc)})
+                await message.nack(requeue=True)
+                await asyncio.sleep(1)
+
+    async def _accept_start(
+        self, record: NamespaceRecord, message: AbstractIncomingMessage, request: StartRequest
+    ) -> None:
+        namespace = record.name
+        size = sum(len(p.data) for p in request.input) + sum(
+            len(p.data) for p in (request.signal.input if request.signal else [])
+        )
+        if size > record.quota.max_payload_bytes:
+            await self._refuse(
+                namespace,
+                message,
+                "payload_too_large",
+                f"input of {size} bytes; the namespace allows {record.quota.max_payload_bytes}",
+                size=size,
+                limit=record.quota.max_payload_bytes,
+            )
+            return
+        loaded = await self.apps.get(namespace)
+        try:
+            loaded.machine.registry.get_workflow(request.workflow_type)
+        except UnknownWorkflowTypeError as exc:
+            known = sorted(getattr(loaded.machine.registry, "workflows", {}))
+            await self._refuse(namespace, message, "unknown_workflow_type", str(exc), known=known)
+            return
+        run_id = fresh_run_id(namespace, request.workflow_id, request.request_id)
+        latest = await self.store.latest_run(namespace, request.workflow_id)
+        if latest is not None and latest["_id"] != run_id and latest["status"] in ("running", "blocked"):
+            if request.signal is None:
+                await self._refuse(
+                    namespace,
+                    message,
+                    "already_started",
+                    f"workflow {request.workflow_id!r} is already running (run {latest['_id']})",
+                )
+                return
+            # Signal-with-start on a running workflow: only the signal goes in.
+            signal = SignalRequest(
+                request_id=request.request_id, workflow_id=request.workflow_id, signal=request.signal
+            )
+            self._enqueue(namespace, message, [_steering(namespace, signal)], latest["_id"])
+            return
+        if latest is None or latest["_id"] != run_id:
+            running = await self._running_now(namespace)
+            if running >= record.quota.max_concurrent_workflows:
+                await self._refuse(
+                    namespace,
+                    message,
+                    "quota_exceeded",
+                    f"{running} workflows are running; the namespace allows "
+                    f"{record.quota.max_concurrent_workflows} at once",
+                )
+                return
+        start = m.StartWorkflow(
+            request_id=request.request_id,
+            workflow_type=request.workflow_type,
+            workflow_id=request.workflow_id,
+            input=request.input,
+            execution_timeout=request.execution_timeout,
+            signal_name=request.signal.name if request.signal else None,
+            signal_input=request.signal.input if request.signal else [],
+        )
+        envelope = TaskEnvelope(
+            namespace=namespace,
+            workflow_id=request.workflow_id,
+            message=start,
+            id_reuse_policy=request.id_reuse_policy,
+            # The engine answers once the run is written, or refuses a start that lost a race.
+            reply_to=message.reply_to,
+            correlation_id=message.correlation_id,
+        )
+        self._enqueue(namespace, message, [envelope], run_id)
+
+    async def _running_now(self, namespace: str) -> int:
+        counted = self._running.get(namespace)
+        now = time.monotonic()
+        if counted is None or now - counted[1] > 1.0:
+            counted = (await self.store.count_running(namespace), now)
+            self._running[namespace] = counted
+        self._running[namespace] = (counted[0] + 1, counted[1])  # this start, until the next count
+        return counted[0]
+
+    def _enqueue(
+        self,
+        namespace: str,
+        message: AbstractIncomingMessage,
+        envelopes: list[TaskEnvelope],
+        run_id: str | None,
+    ) -> None:
+        self.queue.put(namespace, _Pending(message, envelopes, run_id, time.monotonic()))
+        self._wakeup.set()
+
+    # -- admitting ---------------------------------------------------------------------------------------
+    async def _admit_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self._admit_due()
+            except Exception:
+                log.exception("admitting a batch failed; its requests stay queued in RabbitMQ")
+                await asyncio.sleep(1)
+
+    async def _admit_due(self) -> None:
+        now = time.monotonic()
+        taken = self.queue.take(now, BATCH)
+        if not taken:
+            delay = self.queue.next_ready_in(now)
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), 1.0 if delay is None else max(delay, 0.001))
+            except TimeoutError:
+                pass
+            return
+        envelopes = [envelope for _, pending in taken for envelope in pending.envelopes]
+        try:
+            await self.tasks.send_all(envelopes)
+        except Exception:
+            for _, pending in taken:  # not admitted: back to RabbitMQ, to be delivered again
+                await pending.message.nack(requeue=True)
+            raise
+        for namespace, pending in taken:
+            await pending.message.ack()
+            admitted_counter.add(1, {"namespace": namespace})
+            waiting_seconds.record(now - pending.arrived, {"namespace": namespace})
+            if pending.envelopes[0].reply_to is None:  # a start is answered by the engine
+                await self._reply(namespace, pending.message, IngressReply(ok=True, run_id=pending.run_id))
+
+    # -- answers -----------------------------------------------------------------------------------------
+    async def _answer_describe(
+        self, namespace: str, message: AbstractIncomingMessage, request: DescribeRequest
+    ) -> None:
+        document = await self.store.latest_run(namespace, request.workflow_id)
+        if document is None:
+            reply = IngressReply.failed("not_found", f"no workflow {request.workflow_id!r}")
+        else:
+            reply = IngressReply(ok=True, run_id=document["_id"], description=describe_run(document))
+        await message.ack()
+        await self._reply(namespace, message, reply)
+
+    async def _answer_list(
+        self, namespace: str, message: AbstractIncomingMessage, request: ListRequest
+    ) -> None:
+        runs = await self.store.list_runs(
+            namespace, status=request.status, workflow_type=request.workflow_type, limit=request.limit
+        )
+        await message.ack()
+        await self._reply(namespace, message, IngressReply(ok=True, runs=[list_entry(d) for d in runs]))
+
+    async def _refuse(
+        self, namespace: str, message: AbstractIncomingMessage, error: Any, reason: str, **details: Any
+    ) -> None:
+        refused_counter.add(1, {"namespace": namespace, "error": error})
+        log.warning("request refused", extra={"namespace": namespace, "error": error, "reason": reason})
+        await self._reply(namespace, message, IngressReply.failed(error, reason, **details))
+        await message.reject(requeue=False)  # to the namespace's ingress dead letters, with the reason logged
+
+    async def _reply(self, namespace: str, message: AbstractIncomingMessage, reply: IngressReply) -> None:
+        if not message.reply_to:
+            return
+        channel: AbstractChannel = await self.channels.channel(self._records[namespace].vhost)
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                reply.model_dump_json().encode(),
+                content_type="application/json",
+                correlation_id=message.correlation_id,
+                headers=inject_amqp_headers({}),
+            ),
+            routing_key=message.reply_to,
+        )
+
+
+def _steering(namespace: str, request: SignalRequest | CancelRequest) -> TaskEnvelope:
+    message: m.RunMessage
+    if isinstance(request, SignalRequest):
+        message = m.SignalWorkflow(
+            request_id=request.request_id, signal_name=request.signal.name, input=request.signal.input
+        )
+    elif request.terminate:
+        message = m.TerminateWorkflowRequest(request_id=request.request_id, reason=request.reason)
+    else:
+        message = m.CancelWorkflowRequest(request_id=request.request_id, reason=request.reason)
+    return TaskEnvelope(
+        namespace=namespace, workflow_id=request.workflow_id, run_id=request.run_id, message=message
+    )
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error.get("loc", ())) or "body"
+    return f"malformed request: {where}: {error.get('msg', 'invalid')}"

@@ -1,0 +1,346 @@
+"""The tenant client: a tenant app's connection to its namespace.
+
+``await Client.connect(connection_string)`` opens the namespace's vhost with its API key. Requests go
+to the namespace's ``ingress`` queue (publisher-confirmed), and admission answers on this client's own
+reply queue; completions arrive on the same queue from the namespace's ``results`` exchange. Method
+names are those of ``LocalEnvironment``, so tenant code and tests switch between them by one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import typing
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import ProbableAuthenticationError
+from pydantic import ValidationError
+
+from perdure.infra.telemetry import inject_amqp_headers
+from perdure.platform.admission.ingress_wire import (
+    CancelRequest,
+    DescribeRequest,
+    IdReusePolicy,
+    IngressReply,
+    ListRequest,
+    SignalRequest,
+    SignalSpec,
+    StartRequest,
+)
+from perdure.platform.core.definitions import (
+    SIGNAL_MARK,
+    UnknownWorkflowTypeError,
+    handler_name_of,
+    workflow_name_of,
+)
+from perdure.platform.core.failures import (
+    CancelledFailure,
+    Failure,
+    TerminatedFailure,
+    TimeoutFailure,
+    WorkflowFailureError,
+    exception_from_failure,
+)
+from perdure.platform.core.outbox import RunClosed
+from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError, default_converter
+from perdure.tenants.client_errors import (
+    AuthenticationError,
+    MalformedRequestError,
+    QuotaExceededError,
+    WorkflowAlreadyStartedError,
+    WorkflowNotFoundError,
+)
+from perdure.tenants.testing import WorkflowDescription
+
+INGRESS_QUEUE = "ingress"
+RESULTS_EXCHANGE = "results"
+REQUEST_TIMEOUT = 30.0
+OPEN_STATUSES = ("running", "blocked")
+
+
+class Client:
+    def __init__(
+        self,
+        connection: AbstractConnection,
+        channel: AbstractChannel,
+        replies: AbstractQueue,
+        converter: DataConverter,
+    ) -> None:
+        self._connection = connection
+        self._channel = channel
+        self._replies = replies
+        self.converter = converter
+        self._pending: dict[str, asyncio.Future[IngressReply]] = {}
+        self._closed_runs: dict[str, list[asyncio.Future[RunClosed]]] = {}
+        self._bound: set[str] = set()
+
+    @classmethod
+    async def connect(cls, connection_string: str, *, converter: DataConverter | None = None) -> Client:
+        try:
+            connection = await aio_pika.connect(connection_string)
+        except ProbableAuthenticationError as exc:
+            raise AuthenticationError(f"the namespace's key was refused: {exc}") from None
+        channel = await connection.channel(publisher_confirms=True)
+        replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+        client = cls(connection, channel, replies, converter or default_converter)
+        await replies.consume(client._on_reply, no_ack=True)
+        return client
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- starting ------------------------------------------------------------------------------------
+    async def start_workflow(
+        self,
+        workflow: Any,
+        *args: Any,
+        id: str,
+        id_reuse_policy: IdReusePolicy = "allow_duplicate",
+        execution_timeout: timedelta | None = None,
+        request_id: str | None = None,
+    ) -> WorkflowHandle:
+        """Returns once admission took the start into the cell; retrying with the same ``request_id``
+        returns the same run."""
+        request = StartRequest(
+            request_id=request_id or str(uuid.uuid4()),
+            workflow_type=workflow_name_of(workflow),
+            workflow_id=id,
+            input=self.converter.to_payloads(list(args), "workflow input"),
+            id_reuse_policy=id_reuse_policy,
+            execution_timeout=execution_timeout,
+        )
+        reply = await self._call(request)
+        return WorkflowHandle(self, id, reply.run_id, _return_type(workflow))
+
+    async def execute_workflow(self, workflow: Any, *args: Any, id: str, **options: Any) -> Any:
+        handle = await self.start_workflow(workflow, *args, id=id, **options)
+        return await handle.result()
+
+    async def signal_with_start(
+        self,
+        workflow: Any,
+        *args: Any,
+        id: str,
+        signal: Any,
+        signal_args: Sequence[Any] = (),
+        execution_timeout: timedelta | None = None,
+    ) -> WorkflowHandle:
+        request = StartRequest(
+            request_id=str(uuid.uuid4()),
+            workflow_type=workflow_name_of(workflow),
+            workflow_id=id,
+            input=self.converter.to_payloads(list(args), "workflow input"),
+            execution_timeout=execution_timeout,
+            signal=SignalSpec(
+                name=handler_name_of(signal, SIGNAL_MARK),
+                input=self.converter.to_payloads(list(signal_args), "signal input"),
+            ),
+        )
+        reply = await self._call(request)
+        return WorkflowHandle(self, id, reply.run_id, _return_type(workflow))
+
+    def get_workflow_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle:
+        return WorkflowHandle(self, workflow_id, run_id, Any)
+
+    async def list_workflows(
+        self, status: str | None = None, type: str | None = None
+    ) -> list[dict[str, Any]]:
+        reply = await self._call(ListRequest(status=status, workflow_type=type))
+        return reply.runs or []
+
+    # -- the wire ------------------------------------------------------------------------------------
+    async def _call(self, request: Any, timeout: float = REQUEST_TIMEOUT) -> IngressReply:
+        correlation = str(uuid.uuid4())
+        answered: asyncio.Future[IngressReply] = asyncio.get_running_loop().create_future()
+        self._pending[correlation] = answered
+        try:
+            await self._channel.default_exchange.publish(
+                aio_pika.Message(
+                    request.model_dump_json().encode(),
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    correlation_id=correlation,
+                    reply_to=self._replies.name,
+                    type=request.kind,
+                    headers=inject_amqp_headers({}),
+                ),
+                routing_key=INGRESS_QUEUE,
+            )
+            reply = await asyncio.wait_for(answered, timeout)
+        finally:
+            self._pending.pop(correlation, None)
+        if not reply.ok:
+            _raise(reply, request)
+        return reply
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        if message.correlation_id and message.correlation_id in self._pending:
+            future = self._pending[message.correlation_id]
+            if not future.done():
+                try:
+                    future.set_result(IngressReply.model_validate_json(message.body))
+                except ValidationError as exc:
+                    future.set_exception(MalformedRequestError(f"unreadable reply from admission: {exc}"))
+            return
+        if message.type == "run_closed":
+            closed = RunClosed.model_validate_json(message.body)
+            for waiter in self._closed_runs.pop(closed.workflow_id, []):
+                if not waiter.done():
+                    waiter.set_result(closed)
+
+    async def _watch_closes(self, workflow_id: str) -> None:
+        if workflow_id in self._bound:
+            return
+        exchange = await self._channel.get_exchange(RESULTS_EXCHANGE, ensure=False)
+        await self._replies.bind(exchange, routing_key=f"closed.{workflow_id}")
+        self._bound.add(workflow_id)
+
+
+class WorkflowHandle:
+    def __init__(self, client: Client, workflow_id: str, run_id: str | None, return_type: Any) -> None:
+        self.client = client
+        self.id = workflow_id
+        self.run_id = run_id
+        self._return_type = return_type
+
+    async def describe(self) -> WorkflowDescription:
+        reply = await self.client._call(DescribeRequest(workflow_id=self.id))
+        d = reply.description or {}
+        return WorkflowDescription(
+            workflow_id=d["workflow_id"],
+            run_id=d["run_id"],
+            workflow_type=d["workflow_type"],
+            status=d["status"],
+            start_time=datetime.fromisoformat(d["start_time"]),
+            close_time=datetime.fromisoformat(d["close_time"]) if d.get("close_time") else None,
+            history_length=d["history_length"],
+            pending_activities=d["pending_activities"],
+            pending_timers=d["pending_timers"],
+            blocked_reason=d.get("blocked_reason"),
+        )
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """The workflow's result, whether it closed before or after this call; follows continue-as-new.
+        Raises ``WorkflowFailureError`` if it did not complete, ``TimeoutError`` after ``timeout``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                closed = await self._next_close()
+                if closed.status != "continued_as_new":
+                    return self._outcome(closed)
+                self.run_id = closed.new_run_id
+
+    async def _next_close(self) -> RunClosed:
+        client = self.client
+        waiter: asyncio.Future[RunClosed] = asyncio.get_running_loop().create_future()
+        client._closed_runs.setdefault(self.id, []).append(waiter)
+        # Listening before looking: a close between the two is not missed.
+        await client._watch_closes(self.id)
+        try:
+            reply = await client._call(DescribeRequest(workflow_id=self.id))
+            d = reply.description or {}
+        except WorkflowNotFoundError:
+            if self.run_id is None:
+                waiter.cancel()
+                raise
+            d = {}  # admitted, not yet written by the engine: its close will be announced
+        # The latest run answers only if it is this handle's run (another one is an earlier run of the
+        # id, while this handle's start is still on its way in).
+        mine = bool(d) and (self.run_id is None or d["run_id"] == self.run_id)
+        if mine and d["status"] not in OPEN_STATUSES:
+            waiter.cancel()
+            return RunClosed(
+                namespace="",
+                workflow_id=self.id,
+                run_id=d["run_id"],
+                status=d["status"],
+                result=Payload.model_validate(d["result"]) if d.get("result") else None,
+                failure=Failure.model_validate(d["failure"]) if d.get("failure") else None,
+                new_run_id=d.get("new_run_id"),
+            )
+        while True:
+            closed = await waiter
+            if self.run_id is None or closed.run_id == self.run_id or closed.status != "continued_as_new":
+                return closed
+            waiter = asyncio.get_running_loop().create_future()
+            client._closed_runs.setdefault(self.id, []).append(waiter)
+
+    def _outcome(self, closed: RunClosed) -> Any:
+        converter = self.client.converter
+        if closed.status == "completed":
+            return converter.from_payload(closed.result, self._return_type) if closed.result else None
+        cause: BaseException
+        if closed.status == "failed" and closed.failure is not None:
+            cause = exception_from_failure(closed.failure, converter)
+        elif closed.status == "canceled":
+            cause = CancelledFailure("workflow cancelled")
+        elif closed.status == "terminated":
+            cause = TerminatedFailure("workflow terminated")
+        else:
+            cause = TimeoutFailure("workflow timed out", timeout_type="execution")
+        error = WorkflowFailureError(f"workflow {self.id!r} {closed.status}")
+        error.__cause__ = cause
+        raise error
+
+    async def signal(self, signal: Any, *args: Any) -> None:
+        await self._require_open()
+        await self.client._call(
+            SignalRequest(
+                request_id=str(uuid.uuid4()),
+                workflow_id=self.id,
+                signal=SignalSpec(
+                    name=handler_name_of(signal, SIGNAL_MARK),
+                    input=self.client.converter.to_payloads(list(args), "signal input"),
+                ),
+            )
+        )
+
+    async def cancel(self) -> None:
+        await self._require_open()
+        await self.client._call(CancelRequest(request_id=str(uuid.uuid4()), workflow_id=self.id))
+
+    async def terminate(self, reason: str = "") -> None:
+        await self._require_open()
+        await self.client._call(
+            CancelRequest(request_id=str(uuid.uuid4()), workflow_id=self.id, reason=reason, terminate=True)
+        )
+
+    async def _require_open(self) -> None:
+        if (await self.describe()).status not in OPEN_STATUSES:
+            raise WorkflowNotFoundError(f"workflow {self.id!r} is not running")
+
+
+def _return_type(workflow: Any) -> Any:
+    if isinstance(workflow, str):
+        return Any
+    try:
+        return typing.get_type_hints(workflow).get("return", Any)
+    except Exception:  # an annotation that does not resolve here: decode as plain JSON
+        return Any
+
+
+def _raise(reply: IngressReply, request: Any) -> typing.NoReturn:
+    assert reply.error is not None
+    message = reply.error.message
+    match reply.error.type:
+        case "already_started":
+            raise WorkflowAlreadyStartedError(getattr(request, "workflow_id", ""), message=message)
+        case "payload_too_large":
+            raise PayloadTooLargeError(reply.error.size or 0, reply.error.limit or 0, "request")
+        case "unknown_workflow_type":
+            raise UnknownWorkflowTypeError(getattr(request, "workflow_type", ""), reply.error.known or [])
+        case "quota_exceeded":
+            raise QuotaExceededError(message)
+        case "not_found":
+            raise WorkflowNotFoundError(message)
+        case _:
+            raise MalformedRequestError(message)

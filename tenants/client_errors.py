@@ -1,0 +1,26 @@
+"""Errors a tenant app gets from the client (and from ``LocalEnvironment``, which raises the same)."""
+
+from __future__ import annotations
+
+
+class WorkflowAlreadyStartedError(Exception):
+    def __init__(self, workflow_id: str, run_id: str | None = None, message: str | None = None) -> None:
+        super().__init__(message or f"workflow {workflow_id!r} is already running (run {run_id})")
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+
+
+class WorkflowNotFoundError(LookupError):
+    pass
+
+
+class AuthenticationError(Exception):
+    """The connection string's key was refused (wrong, revoked or rotated)."""
+
+
+class QuotaExceededError(Exception):
+    """The namespace runs as many workflows as its quota allows."""
+
+
+class MalformedRequestError(ValueError):
+    """Admission could not read the request (a client and platform of different versions)."""

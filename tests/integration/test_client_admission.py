@@ -1,0 +1,188 @@
+"""The tenant client through admission into a running cell, on the real services (issue 5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
+
+from perdure.infra.rabbitmq_admin import RabbitMQAdmin
+from perdure.infra.settings import load_settings
+from perdure.platform.admission.ingress_wire import IngressReply
+from perdure.platform.cell.connections import Databases
+from perdure.platform.cell.provisioning import (
+    INGRESS_DEAD_LETTERS,
+    INGRESS_QUEUE,
+    ProvisionedNamespace,
+    create_cell,
+    namespace_amqp_url,
+    provision_namespace,
+    tenant_user,
+)
+from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.tenancy_store import TenancyStore
+from perdure.tenants import PayloadTooLargeError, UnknownWorkflowTypeError
+from perdure.tenants.client import Client
+from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
+
+from ..service_endpoints import Endpoints
+from .cell_app import Gated, Sleeper, ThreeSteps
+from .cell_harness import CellUnderTest, settings_env
+
+APP = "tests.integration.cell_app:app"
+REPO = str(Path(__file__).resolve().parents[2])
+
+
+@dataclass
+class TenantCell:
+    cell: CellUnderTest
+    a: ProvisionedNamespace
+    b: ProvisionedNamespace
+
+
+@pytest.fixture
+async def tenant_cell(
+    endpoints: Endpoints,
+    tmp_path: Path,
+    kafka_admin: AIOKafkaAdminClient,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    rabbitmq_admin: RabbitMQAdmin,
+) -> AsyncIterator[TenantCell]:
+    suffix = uuid.uuid4().hex[:8]
+    variables = settings_env(endpoints, f"t{suffix}")
+    settings = load_settings(**{k.removeprefix("PERDURE_").lower(): v for k, v in variables.items()})
+    cell_name = f"c-{suffix}"
+    await create_cell(settings, cell_name, 2)
+    databases = Databases.connect(settings)
+    for account in ("acme", "globex"):
+        await TenancyStore(databases.control_db).create_account(account)
+    await databases.close()
+    small = Quota(max_payload_bytes=4096)
+    a = await provision_namespace(settings, f"a-{suffix}", APP, account="acme", quota=small)
+    b = await provision_namespace(settings, f"b-{suffix}", APP, account="globex")
+    env = {**os.environ, **variables, "PYTHONPATH": REPO}
+    cell = CellUnderTest(settings, env, cell_name, a.record.name, tmp_path)
+    await cell.start_process().start()
+    yield TenantCell(cell, a, b)
+    for process in cell.processes:
+        process.kill()
+        await process.wait()
+    await kafka_admin.delete_topics([f"perdure.cell.{cell_name}.tasks", f"perdure.cell.{cell_name}.dlq"])
+    for provisioned in (a, b):
+        await rabbitmq_admin.delete_vhost(provisioned.record.vhost)
+        await rabbitmq_admin.delete_user(tenant_user(provisioned.record.name))
+    await mongo_client.drop_database(settings.control_database)
+    await mongo_client.drop_database(settings.cell_database(cell_name))
+
+
+async def test_a_tenant_starts_signals_and_awaits_results(tenant_cell: TenantCell, tmp_path: Path) -> None:
+    assert tenant_cell.a.connection_string is not None
+    ledger = str(tmp_path / "ledger")
+    async with await Client.connect(tenant_cell.a.connection_string) as client:
+        result = await client.execute_workflow(ThreeSteps.run, ledger, "x", id="three")
+        assert result == ["x-1-done", "x-2-done", "x-3-done"]
+
+        gated = await client.start_workflow(Gated.run, ledger, "g", id="gated")
+        with pytest.raises(WorkflowAlreadyStartedError):
+            await client.start_workflow(Gated.run, ledger, "g", id="gated")
+        # The same request again (a client retry) is the same run, not a refusal.
+        retried_id = str(uuid.uuid4())
+        first = await client.start_workflow(Sleeper.run, 0.2, id="sleepy", request_id=retried_id)
+        again = await client.start_workflow(Sleeper.run, 0.2, id="sleepy", request_id=retried_id)
+        assert first.run_id == again.run_id
+        assert await first.result(timeout=30) == "woke"
+        # result() of a run that closed before the call.
+        earlier = client.get_workflow_handle("three")
+        assert await earlier.result(timeout=10) == ["x-1-done", "x-2-done", "x-3-done"]
+
+        await gated.signal(Gated.proceed)
+        assert await gated.result(timeout=30) == ["g-1-done", "g-2-done", "g-3-done"]
+        assert (await gated.describe()).status == "completed"
+        listed = {w["workflow_id"] for w in await client.list_workflows(status="completed")}
+        assert {"three", "gated", "sleepy"} <= listed
+
+
+async def test_bad_starts_get_clear_errors_and_dead_letters(tenant_cell: TenantCell) -> None:
+    assert tenant_cell.a.connection_string is not None
+    async with await Client.connect(tenant_cell.a.connection_string) as client:
+        with pytest.raises(UnknownWorkflowTypeError, match="ThreeSteps"):
+            await client.start_workflow("NoSuchWorkflow", id="nope")
+        with pytest.raises(PayloadTooLargeError):
+            await client.start_workflow(Sleeper.run, "x" * 10_000, id="big")
+        with pytest.raises(WorkflowNotFoundError):
+            await client.get_workflow_handle("never-started").describe()
+
+        # A body no client would send: an error reply, and the request in the dead-letter queue.
+        connection = await aio_pika.connect(tenant_cell.a.connection_string)
+        channel = await connection.channel()
+        replies = await channel.declare_queue(exclusive=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"{not json", reply_to=replies.name, correlation_id="bad-1"),
+            routing_key=INGRESS_QUEUE,
+        )
+        async with replies.iterator() as incoming:
+            async for message in incoming:
+                reply = IngressReply.model_validate_json(message.body)
+                await message.ack()
+                break
+        await connection.close()
+        assert not reply.ok and reply.error is not None and reply.error.type == "malformed"
+
+        # The consumer kept going: a good start right after works.
+        assert await client.execute_workflow(Sleeper.run, 0.01, id="after-bad") == "woke"
+
+    settings = tenant_cell.cell.settings
+    platform = await aio_pika.connect(
+        namespace_amqp_url(settings, tenant_cell.cell.cell, tenant_cell.a.record.vhost)
+    )
+    parked = await (await platform.channel()).declare_queue(INGRESS_DEAD_LETTERS, passive=True)
+    await platform.close()
+    assert parked.declaration_result.message_count == 3  # unknown type, oversized, malformed
+
+
+async def test_tenants_cannot_reach_each_other(tenant_cell: TenantCell, tmp_path: Path) -> None:
+    assert tenant_cell.a.connection_string and tenant_cell.b.connection_string
+    ledger = str(tmp_path / "ledger")
+    async with (
+        await Client.connect(tenant_cell.a.connection_string) as a,
+        await Client.connect(tenant_cell.b.connection_string) as b,
+    ):
+        await b.execute_workflow(ThreeSteps.run, ledger, "b", id="b-only")
+        # A asks for B's workflow id: it does not exist in A's namespace.
+        with pytest.raises(WorkflowNotFoundError):
+            await a.get_workflow_handle("b-only").describe()
+        assert "b-only" not in {w["workflow_id"] for w in await a.list_workflows()}
+
+        # A forges B's namespace inside its request: the vhost decides, the run lands in A.
+        channel = a._channel
+        forged = {
+            "kind": "start",
+            "namespace": tenant_cell.b.record.name,
+            "request_id": "forged",
+            "workflow_type": "Sleeper",
+            "workflow_id": "forged",
+            "input": [{"metadata": {"encoding": "json/plain"}, "data": "MC4wMQ=="}],
+        }
+        answers = await channel.declare_queue(exclusive=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(json.dumps(forged).encode(), reply_to=answers.name, correlation_id="f"),
+            routing_key=INGRESS_QUEUE,
+        )
+        async with answers.iterator() as incoming:
+            async for message in incoming:  # the engine's answer: the run is written
+                assert IngressReply.model_validate_json(message.body).ok
+                await message.ack()
+                break
+        assert await a.get_workflow_handle("forged").result(timeout=30) == "woke"
+        with pytest.raises(WorkflowNotFoundError):
+            await b.get_workflow_handle("forged").describe()
+        assert (await b.get_workflow_handle("b-only").describe()).status == "completed"
