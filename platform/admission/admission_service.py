@@ -23,6 +23,7 @@ from opentelemetry import metrics, trace
 from pydantic import ValidationError
 
 from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
+from perdure.platform.admission.engine_backlog import EngineBacklog
 from perdure.platform.admission.fair_queue import FairQueue
 from perdure.platform.admission.ingress_wire import (
     CancelRequest,
@@ -54,7 +55,13 @@ waiting_seconds = meter.create_histogram(
     "perdure.admission.wait_seconds", unit="s", description="time an action waited for its turn"
 )
 PREFETCH = 256  # per namespace: the bound on what waits in memory; the rest waits in RabbitMQ
+# Without fairness (the comparison mode) admission models one shared FIFO: everything is taken in, in
+# arrival order, as a single queue in front of the cell would hold it.
+FIFO_PREFETCH = 20_000
 BATCH = 500
+# Records admission lets wait in the cell's partitions: enough to keep the engine's batches full, few
+# enough that a newly arrived namespace's work is near the front.
+BACKLOG_LIMIT = 100
 
 
 @dataclass
@@ -73,6 +80,7 @@ class Admission:
         tasks: TaskProducer,
         channels: AmqpChannels,
         *,
+        backlog: EngineBacklog | None = None,
         fair: bool = True,
         refresh_seconds: float = 2.0,
     ) -> None:
@@ -81,6 +89,8 @@ class Admission:
         self.tasks = tasks
         self.channels = channels
         self.queue: FairQueue[_Pending] = FairQueue(fair=fair)
+        self.prefetch = PREFETCH if fair else FIFO_PREFETCH
+        self.backlog = backlog
         self.refresh_seconds = refresh_seconds
         self.stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
@@ -118,7 +128,7 @@ class Admission:
 
     async def _consume(self, record: NamespaceRecord) -> None:
         channel = await self.channels.connection_channel(record.vhost)
-        await channel.set_qos(prefetch_count=PREFETCH)
+        await channel.set_qos(prefetch_count=self.prefetch)
         queue = await channel.declare_queue(INGRESS_QUEUE, durable=True, passive=True)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
@@ -199,33 +209,31 @@ class Admission:
             await self._refuse(namespace, message, "unknown_workflow_type", str(exc), known=known)
             return
         run_id = fresh_run_id(namespace, request.workflow_id, request.request_id)
-        latest = await self.store.latest_run(namespace, request.workflow_id)
-        if latest is not None and latest["_id"] != run_id and latest["status"] in ("running", "blocked"):
-            if request.signal is None:
-                await self._refuse(
-                    namespace,
-                    message,
-                    "already_started",
-                    f"workflow {request.workflow_id!r} is already running (run {latest['_id']})",
-                )
-                return
+        # A plain start is checked against the existing runs by the engine, which answers it; a
+        # signal-with-start must know here whether it is a signal or a start.
+        latest = await self.store.latest_run(namespace, request.workflow_id) if request.signal else None
+        if (
+            request.signal is not None
+            and latest is not None
+            and latest["_id"] != run_id
+            and latest["status"] in ("running", "blocked")
+        ):
             # Signal-with-start on a running workflow: only the signal goes in.
             signal = SignalRequest(
                 request_id=request.request_id, workflow_id=request.workflow_id, signal=request.signal
             )
             self._enqueue(namespace, message, [_steering(namespace, signal)], latest["_id"])
             return
-        if latest is None or latest["_id"] != run_id:
-            running = await self._running_now(namespace)
-            if running >= record.quota.max_concurrent_workflows:
-                await self._refuse(
-                    namespace,
-                    message,
-                    "quota_exceeded",
-                    f"{running} workflows are running; the namespace allows "
-                    f"{record.quota.max_concurrent_workflows} at once",
-                )
-                return
+        running = await self._running_now(namespace)
+        if running >= record.quota.max_concurrent_workflows:
+            await self._refuse(
+                namespace,
+                message,
+                "quota_exceeded",
+                f"{running} workflows are running; the namespace allows "
+                f"{record.quota.max_concurrent_workflows} at once",
+            )
+            return
         start = m.StartWorkflow(
             request_id=request.request_id,
             workflow_type=request.workflow_type,
@@ -275,8 +283,14 @@ class Admission:
                 await asyncio.sleep(1)
 
     async def _admit_due(self) -> None:
+        room = BATCH
+        if self.backlog is not None:
+            room = min(BATCH, BACKLOG_LIMIT - await self.backlog.records())
+            if room <= 0 and self.queue.waiting():
+                await asyncio.sleep(self.backlog.every_seconds)  # the engine is behind: let it catch up
+                return
         now = time.monotonic()
-        taken = self.queue.take(now, BATCH)
+        taken = self.queue.take(now, max(room, 0))
         if not taken:
             delay = self.queue.next_ready_in(now)
             self._wakeup.clear()
@@ -295,6 +309,8 @@ class Admission:
         for namespace, pending in taken:
             await pending.message.ack()
             admitted_counter.add(1, {"namespace": namespace})
+            if self.backlog is not None:
+                self.backlog.admitted(len(pending.envelopes))
             waiting_seconds.record(now - pending.arrived, {"namespace": namespace})
             if pending.envelopes[0].reply_to is None:  # a start is answered by the engine
                 await self._reply(namespace, pending.message, IngressReply(ok=True, run_id=pending.run_id))

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry
 from perdure.platform.admission.admission_service import Admission
+from perdure.platform.admission.engine_backlog import EngineBacklog
 from perdure.platform.cell.activity_executor import ActivityExecutors
 from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.armed_timers import ArmedTimers
@@ -67,7 +68,10 @@ async def run_cell(
     engine = CellEngine(cell, store, apps, tasks, sender, consumer)
     sender.timer_armed = engine.timer_armed
     workers = ActivityExecutors(apps, tasks, channels)
-    admitter = Admission(apps, store, tasks, channels, fair=settings.admission_fair)
+    backlog = EngineBacklog(
+        endpoints.kafka_bootstrap_servers, cell.topic, cell.partitions, engine_group(cell_name)
+    )
+    admitter = Admission(apps, store, tasks, channels, backlog=backlog, fair=settings.admission_fair)
 
     if stop is None:
         stop = asyncio.Event()
@@ -82,6 +86,7 @@ async def run_cell(
     if executors:
         running.append(asyncio.create_task(workers.run(), name="executors"))
     if admission:
+        await backlog.start()
         running.append(asyncio.create_task(admitter.run(), name="admission"))
     stopper = asyncio.create_task(stop.wait(), name="stop")
     try:
@@ -92,6 +97,8 @@ async def run_cell(
         log.info("stopping: finishing work in flight")
     finally:
         await admitter.stop()
+        if admission:
+            await backlog.stop()
         await workers.stop()
         engine.stopping.set()
         await asyncio.gather(*running, return_exceptions=True)

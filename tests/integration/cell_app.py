@@ -93,3 +93,12 @@ class Gated:
     @workflow.signal
     def proceed(self) -> None:
         self.go = True
+
+
+@app.workflow
+class Noop:
+    """Completes at once: one engine round per workflow, for admission's throughput tests."""
+
+    @workflow.run
+    async def run(self, tag: str) -> str:
+        return tag

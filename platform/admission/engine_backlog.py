@@ -1,0 +1,67 @@
+"""How far the cell's engine is behind: records in its partitions not yet committed by its group.
+
+Admission keeps this backlog small, so that the order in which namespaces get their turn (the fair
+queue) is the order in which the engine sees their work: a backlog in Kafka would be one FIFO shared
+by every namespace again, the noisy-neighbour problem admission exists to prevent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+log = logging.getLogger("perdure.admission")
+
+
+class EngineBacklog:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, partitions: int, group: str, *, every_seconds: float = 0.05
+    ) -> None:
+        self.topic = topic
+        # The consumer used for end offsets subscribes to nothing, so it learns no partitions itself.
+        self.partitions = [TopicPartition(topic, p) for p in range(partitions)]
+        self.group = group
+        self.every_seconds = every_seconds
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        self._offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+        self._records = 0
+        self._measured_at = 0.0
+        self._admitted_since = 0
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self._admin.start()
+        await self._offsets.start()
+
+    async def stop(self) -> None:
+        await self._offsets.stop()
+        await self._admin.close()
+
+    def admitted(self, count: int) -> None:
+        """Count records produced since the last measurement (they are backlog until it shows them)."""
+        self._admitted_since += count
+
+    async def records(self) -> int:
+        """The backlog, measured at most every ``every_seconds`` and counting what was admitted since."""
+        async with self._lock:
+            if time.monotonic() - self._measured_at >= self.every_seconds:
+                try:
+                    self._records = await self._measure()
+                    self._admitted_since = 0
+                except Exception:
+                    log.warning("measuring the engine's backlog failed", exc_info=True)
+                self._measured_at = time.monotonic()
+            return self._records + self._admitted_since
+
+    async def _measure(self) -> int:
+        topic_partitions = self.partitions
+        ends = await self._offsets.end_offsets(topic_partitions)
+        committed = await self._admin.list_consumer_group_offsets(self.group, partitions=topic_partitions)
+        return sum(
+            max(0, ends[tp] - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0))
+            for tp in topic_partitions
+        )

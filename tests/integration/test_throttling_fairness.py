@@ -1,0 +1,199 @@
+"""Admission under load, on the real services: a namespace's rate is held, and one tenant's flood
+does not delay another beyond its share (unless fairness is switched off)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
+
+from perdure.infra.rabbitmq_admin import RabbitMQAdmin
+from perdure.infra.settings import load_settings
+from perdure.platform.admission.ingress_wire import StartRequest
+from perdure.platform.cell.connections import Databases
+from perdure.platform.cell.provisioning import (
+    INGRESS_QUEUE,
+    RESULTS_EXCHANGE,
+    ProvisionedNamespace,
+    create_cell,
+    provision_namespace,
+    tenant_user,
+)
+from perdure.platform.core.outbox import RunClosed
+from perdure.platform.core.payloads import default_converter
+from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.tenancy_store import TenancyStore
+
+from ..service_endpoints import Endpoints
+from .cell_harness import CellUnderTest, settings_env
+
+APP = "tests.integration.cell_app:app"
+REPO = str(Path(__file__).resolve().parents[2])
+Factory = Callable[..., Any]
+
+
+class Tenant:
+    """Publishes starts straight to the namespace's ingress (as many as a flood needs, without waiting
+    for answers) and records when each workflow closed."""
+
+    def __init__(self, provisioned: ProvisionedNamespace) -> None:
+        assert provisioned.connection_string is not None
+        self.provisioned = provisioned
+        self.closed: dict[str, float] = {}
+        self.published: dict[str, float] = {}
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._arrived = asyncio.Event()
+
+    async def open(self) -> None:
+        assert self.provisioned.connection_string is not None
+        self._connection = await aio_pika.connect(self.provisioned.connection_string)
+        self._channel = await self._connection.channel()
+        closes = await self._channel.declare_queue(exclusive=True)
+        await closes.bind(await self._channel.get_exchange(RESULTS_EXCHANGE, ensure=False), "closed.#")
+        await closes.consume(self._on_closed, no_ack=True)
+
+    async def _on_closed(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.closed[RunClosed.model_validate_json(message.body).workflow_id] = time.monotonic()
+        self._arrived.set()
+
+    async def flood(self, prefix: str, count: int) -> list[str]:
+        assert self._channel is not None
+        ids = [f"{prefix}-{i}" for i in range(count)]
+        bodies = [
+            StartRequest(
+                request_id=str(uuid.uuid4()),
+                workflow_type="Noop",
+                workflow_id=workflow_id,
+                input=default_converter.to_payloads([workflow_id]),
+            )
+            .model_dump_json()
+            .encode()
+            for workflow_id in ids
+        ]
+        for chunk in range(0, count, 500):
+            now = time.monotonic()
+            await asyncio.gather(
+                *(
+                    self._channel.default_exchange.publish(aio_pika.Message(body), routing_key=INGRESS_QUEUE)
+                    for body in bodies[chunk : chunk + 500]
+                )
+            )
+            for workflow_id in ids[chunk : chunk + 500]:
+                self.published[workflow_id] = now
+        return ids
+
+    async def wait_closed(self, ids: list[str], timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while not set(ids) <= self.closed.keys():
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def latencies(self, ids: list[str]) -> list[float]:
+        return sorted(self.closed[i] - self.published[i] for i in ids)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+
+def p99(values: list[float]) -> float:
+    return values[min(len(values) - 1, int(len(values) * 0.99))]
+
+
+@pytest.fixture
+async def tenant_pair(
+    endpoints: Endpoints,
+    tmp_path: Path,
+    kafka_admin: AIOKafkaAdminClient,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    rabbitmq_admin: RabbitMQAdmin,
+) -> AsyncIterator[Factory]:
+    """Makes a cell with tenants "a" and "b" (quotas given) and a cell process; removes all after."""
+    made: list[tuple[Any, CellUnderTest, list[ProvisionedNamespace]]] = []
+
+    async def make(quota_a: Quota, quota_b: Quota, **env: str) -> tuple[CellUnderTest, Tenant, Tenant]:
+        suffix = uuid.uuid4().hex[:8]
+        variables = settings_env(endpoints, f"t{suffix}")
+        settings = load_settings(**{k.removeprefix("PERDURE_").lower(): v for k, v in variables.items()})
+        cell_name = f"c-{suffix}"
+        await create_cell(settings, cell_name, 4)
+        databases = Databases.connect(settings)
+        await TenancyStore(databases.control_db).create_account("acme")
+        await databases.close()
+        a = await provision_namespace(settings, f"a-{suffix}", APP, account="acme", quota=quota_a)
+        b = await provision_namespace(settings, f"b-{suffix}", APP, account="acme", quota=quota_b)
+        cell = CellUnderTest(
+            settings, {**os.environ, **variables, "PYTHONPATH": REPO, **env}, cell_name, "", tmp_path
+        )
+        await cell.start_process().start()
+        made.append((settings, cell, [a, b]))
+        tenants = Tenant(a), Tenant(b)
+        for tenant in tenants:
+            await tenant.open()
+        return cell, *tenants
+
+    yield make
+    for settings, cell, namespaces in made:
+        for process in cell.processes:
+            process.kill()
+            await process.wait()
+        await kafka_admin.delete_topics([f"perdure.cell.{cell.cell}.tasks", f"perdure.cell.{cell.cell}.dlq"])
+        for provisioned in namespaces:
+            await rabbitmq_admin.delete_vhost(provisioned.record.vhost)
+            await rabbitmq_admin.delete_user(tenant_user(provisioned.record.name))
+        await mongo_client.drop_database(settings.control_database)
+        await mongo_client.drop_database(settings.cell_database(cell.cell))
+
+
+async def test_a_namespace_is_held_to_its_rate_and_the_other_is_not(tenant_pair: Factory) -> None:
+    slow_quota = Quota(actions_per_second=50, burst=10)
+    _, slow, other = await tenant_pair(slow_quota, Quota(actions_per_second=10_000, burst=10_000))
+    try:
+        started = time.monotonic()
+        await slow.flood("s", 1_000)
+        others = await other.flood("o", 200)
+        await other.wait_closed(others, timeout=60)
+        other_done = time.monotonic() - started
+        window = 10.0
+        await asyncio.sleep(started + window - time.monotonic())  # the measurement window itself
+        admitted = len(slow.closed)
+        expected = slow_quota.burst + slow_quota.actions_per_second * window
+        assert 0.9 * expected <= admitted <= 1.1 * expected, admitted
+        assert other_done < 5.0, other_done  # not held back by the throttled namespace
+    finally:
+        await slow.close()
+        await other.close()
+
+
+@pytest.mark.parametrize("fair", [True, False])
+async def test_a_flood_does_not_delay_a_small_tenant(tenant_pair: Factory, fair: bool) -> None:
+    unlimited = Quota(actions_per_second=100_000, burst=100_000)
+    _, a, b = await tenant_pair(unlimited, unlimited, PERDURE_ADMISSION_FAIR=str(fair).lower())
+    try:
+        alone = await b.flood("alone", 50)
+        await b.wait_closed(alone, timeout=60)
+        p99_alone = p99(b.latencies(alone))
+
+        flood = await a.flood("flood", 5_000)
+        behind = await b.flood("behind", 50)
+        await b.wait_closed(behind, timeout=300)
+        p99_behind = p99(b.latencies(behind))
+        print(f"\nfair={fair}: b's p99 alone {p99_alone:.3f} s, behind a's flood {p99_behind:.3f} s")
+        if fair:
+            assert p99_behind <= max(3 * p99_alone, 0.25), (p99_alone, p99_behind)
+        else:
+            assert p99_behind > 3 * p99_alone, (p99_alone, p99_behind)  # plain FIFO: b waits behind a
+        await a.wait_closed(flood, timeout=300)
+    finally:
+        await a.close()
+        await b.close()
