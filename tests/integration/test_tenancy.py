@@ -31,6 +31,7 @@ from perdure.platform.cell.provisioning import (
 from perdure.platform.tenancy.api_keys import key_matches
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.tenancy_store import TenancyStore
+from perdure.tenants import AuthenticationError, Client
 
 from ..service_endpoints import Endpoints
 from .cell_harness import settings_env
@@ -140,3 +141,9 @@ async def test_creating_again_shows_no_key_and_a_different_owner_is_refused(tena
     assert again.record.api_key_id == tenants.a.record.api_key_id
     with pytest.raises(ControlError, match="exists"):
         await provision_namespace(tenants.settings, tenants.a.record.name, APP, account="globex")
+
+
+async def test_the_client_reports_a_refused_key_clearly(tenants: Tenants) -> None:
+    assert tenants.a.connection_string is not None
+    with pytest.raises(AuthenticationError, match="refused"):
+        await Client.connect(_with_password(tenants.a.connection_string, "pdk_0_revoked"))

@@ -197,3 +197,36 @@ async def test_a_flood_does_not_delay_a_small_tenant(tenant_pair: Factory, fair:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_admission_killed_mid_flood_loses_and_repeats_nothing(tenant_pair: Factory) -> None:
+    unlimited = Quota(actions_per_second=100_000, burst=100_000)
+    cell, a, b = await tenant_pair(unlimited, unlimited)
+    try:
+        ids = await a.flood("k", 1_000)
+        while len(a.closed) < 100:  # well into the flood
+            a._arrived.clear()
+            await a._arrived.wait()
+        process = cell.processes[-1]
+        process.kill()  # SIGKILL: requests taken but not yet acknowledged go back to the queue
+        await process.wait()
+        await cell.start_process().start()
+        await a.wait_closed(ids, timeout=240)
+
+        store = Databases.connect(cell.settings)
+        runs = store.runs(cell.settings, cell.cell)
+        try:
+            namespace = a.provisioned.record.name
+            documents = [d async for d in runs.runs.find({"namespace": namespace}, {"workflow_id": 1})]
+            assert sorted(d["workflow_id"] for d in documents) == sorted(ids)  # one run each, none lost
+            for workflow_id in ids[::50]:
+                latest = await runs.latest_run(namespace, workflow_id)
+                assert latest is not None
+                history = await runs.read_history(latest["_id"], latest)
+                assert [type(e).__name__ for e in history].count("WorkflowExecutionStarted") == 1
+                assert history[-1].event_id == len(history)
+        finally:
+            await store.close()
+    finally:
+        await a.close()
+        await b.close()
