@@ -40,3 +40,23 @@ class OrderWorkflow:
     @workflow.query
     def status(self) -> str:
         return "approved" if self.approved else "waiting"
+
+
+@app.workflow
+class ExpressOrder:
+    """Charged as soon as it is approved: what the README's client example runs."""
+
+    def __init__(self) -> None:
+        self.approved = False
+
+    @workflow.run
+    async def run(self, order_id: str) -> str:
+        await workflow.wait_condition(lambda: self.approved, timeout=timedelta(days=1))
+        receipt: str = await workflow.execute_activity(
+            charge, order_id, 100, start_to_close_timeout=timedelta(seconds=10)
+        )
+        return receipt
+
+    @workflow.signal
+    def approve(self) -> None:
+        self.approved = True
