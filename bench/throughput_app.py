@@ -20,3 +20,12 @@ class ThreeNoops:
         for step in (1, 2, 3):
             total += await workflow.execute_activity(noop, step, start_to_close_timeout=30)
         return total
+
+
+@app.workflow
+class Instant:
+    """Completes at once: one engine round, for the fairness benchmark."""
+
+    @workflow.run
+    async def run(self, tag: str) -> str:
+        return tag

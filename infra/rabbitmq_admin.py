@@ -53,6 +53,12 @@ class RabbitMQAdmin:
     async def create_user(self, user: str, password: str, tags: str = "") -> None:
         await self._call("PUT", f"/users/{_segment(user)}", {"password": password, "tags": tags})
 
+    async def queue_depth(self, vhost: str, queue: str) -> tuple[int, int]:
+        """Messages ready and unacknowledged (as of the broker's last statistics, a few seconds old)."""
+        response = await self._call("GET", f"/queues/{_segment(vhost)}/{_segment(queue)}")
+        body = response.json()
+        return int(body.get("messages_ready", 0)), int(body.get("messages_unacknowledged", 0))
+
     async def delete_user(self, user: str) -> None:
         await self._call("DELETE", f"/users/{_segment(user)}")
 

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+import typing
 from typing import Annotated, Any
 
 import typer
 
 from perdure.infra.settings import get_settings
-from perdure.platform.cell.connections import Databases
+from perdure.platform.cell.connections import Databases, rabbitmq_admin
 from perdure.platform.cell.control_store import NamespaceRecord
-from perdure.platform.cell.provisioning import ProvisionedNamespace, provision_namespace, rotate_key
+from perdure.platform.cell.provisioning import (
+    ACTIVITIES_DEAD_LETTERS,
+    ACTIVITIES_QUEUE,
+    INGRESS_DEAD_LETTERS,
+    INGRESS_QUEUE,
+    ProvisionedNamespace,
+    provision_namespace,
+    rotate_key,
+)
 from perdure.platform.cli.async_command import run_command
+from perdure.platform.core.run_state import RunStatus
 from perdure.platform.tenancy.model import Quota
 
 namespace_app = typer.Typer(
@@ -164,3 +174,58 @@ def update(
 
     record = run_command("namespace update", apply())
     typer.echo(json.dumps(_public(record), indent=2))
+
+
+STATUSES = typing.get_args(RunStatus)
+
+
+@namespace_app.command("stats")
+def stats(name: str, as_json: JsonOption = False) -> None:
+    """Runs by status, work waiting at admission and for executors, dead letters."""
+
+    async def gather() -> dict[str, Any]:
+        settings = get_settings()
+        databases = Databases.connect(settings)
+        try:
+            record = await databases.control.get_namespace(name)
+            runs = databases.runs(settings, record.cell).runs
+            by_status = {
+                status: await runs.count_documents({"namespace": name, "status": status})
+                for status in STATUSES
+            }
+        finally:
+            await databases.close()
+        queues: dict[str, dict[str, int]] = {}
+        async with rabbitmq_admin(settings, record.cell) as admin:
+            for queue in (INGRESS_QUEUE, INGRESS_DEAD_LETTERS, ACTIVITIES_QUEUE, ACTIVITIES_DEAD_LETTERS):
+                ready, unacked = await admin.queue_depth(record.vhost, queue)
+                queues[queue] = {"ready": ready, "in_flight": unacked}
+        return {
+            "namespace": name,
+            "cell": record.cell,
+            "quota": record.quota.model_dump(),
+            "runs": by_status,
+            "queues": queues,
+        }
+
+    figures = run_command("namespace stats", gather())
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2))
+        return
+    quota = figures["quota"]
+    typer.echo(
+        f"namespace {name} on cell {figures['cell']}: {quota['actions_per_second']:g} actions/s "
+        f"(burst {quota['burst']}), weight {quota['weight']}"
+    )
+    typer.echo("runs:   " + ", ".join(f"{k} {v}" for k, v in figures["runs"].items()))
+    waiting = figures["queues"]
+    typer.echo(
+        f"admission: {waiting[INGRESS_QUEUE]['ready']} waiting in the tenant's queue, "
+        f"{waiting[INGRESS_QUEUE]['in_flight']} taken and not yet admitted, "
+        f"{waiting[INGRESS_DEAD_LETTERS]['ready']} dead-lettered"
+    )
+    typer.echo(
+        f"activities: {waiting[ACTIVITIES_QUEUE]['ready']} waiting, "
+        f"{waiting[ACTIVITIES_QUEUE]['in_flight']} running, "
+        f"{waiting[ACTIVITIES_DEAD_LETTERS]['ready']} dead-lettered"
+    )

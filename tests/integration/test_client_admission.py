@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from .cell_harness import CellUnderTest, settings_env
 
 APP = "tests.integration.cell_app:app"
 REPO = str(Path(__file__).resolve().parents[2])
+PERDURE = str(Path(sys.executable).parent / "perdure")
 
 
 @dataclass
@@ -147,6 +150,22 @@ async def test_bad_starts_get_clear_errors_and_dead_letters(tenant_cell: TenantC
     parked = await (await platform.channel()).declare_queue(INGRESS_DEAD_LETTERS, passive=True)
     await platform.close()
     assert parked.declaration_result.message_count == 3  # unknown type, oversized, malformed
+
+    # Ops see the namespace's runs by status (and its queues) with `perdure namespace stats`.
+    stats = await asyncio.create_subprocess_exec(
+        PERDURE,
+        "namespace",
+        "stats",
+        tenant_cell.a.record.name,
+        "--json",
+        env=tenant_cell.cell.env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    output, _ = await stats.communicate()
+    assert stats.returncode == 0
+    figures = json.loads(output)
+    assert figures["runs"]["completed"] == 1 and figures["runs"]["running"] == 0  # "after-bad"
+    assert set(figures["queues"]) >= {INGRESS_QUEUE, INGRESS_DEAD_LETTERS}
 
 
 async def test_tenants_cannot_reach_each_other(tenant_cell: TenantCell, tmp_path: Path) -> None:
