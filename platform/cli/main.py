@@ -9,6 +9,7 @@ import typer
 from perdure.infra.settings import SettingsError, get_settings
 from perdure.platform.cli.account_commands import account_app, user_app
 from perdure.platform.cli.cell_commands import cell_app
+from perdure.platform.cli.dev_command import dev
 from perdure.platform.cli.dlq_commands import dlq_app
 from perdure.platform.cli.namespace_commands import namespace_app
 from perdure.platform.cli.stack_commands import stack_app
@@ -27,6 +28,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(namespace_app, name="namespace")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(dlq_app, name="dlq")
+app.command("dev")(dev)
 
 
 @app.callback()
