@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
-from aiokafka.admin import AIOKafkaAdminClient
-from pymongo import AsyncMongoClient
 
 from bench.machine import describe_machine
-from perdure.infra.rabbitmq_admin import RabbitMQAdmin
-from perdure.infra.settings import Settings, load_settings
+from bench.throughput import cleanup
+from perdure.infra.settings import load_settings
 from perdure.platform.admission.ingress_wire import StartRequest
 from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.provisioning import (
@@ -29,7 +27,6 @@ from perdure.platform.cell.provisioning import (
     RESULTS_EXCHANGE,
     create_cell,
     provision_namespace,
-    tenant_user,
 )
 from perdure.platform.core.outbox import RunClosed
 from perdure.platform.core.payloads import default_converter
@@ -161,22 +158,6 @@ async def scenario(fair: bool, flood: int, small: int) -> Outcome:
         process.terminate()
         await process.wait()
         await cleanup(settings, cell, [a.record.name, b.record.name])
-
-
-async def cleanup(settings: Settings, cell: str, namespaces: list[str]) -> None:
-    endpoints = settings.endpoints(cell)
-    admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap_servers)
-    await admin.start()
-    await admin.delete_topics([f"perdure.cell.{cell}.tasks", f"perdure.cell.{cell}.dlq"])
-    await admin.close()
-    mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(endpoints.mongodb_uri)
-    await mongo.drop_database(settings.control_database)
-    await mongo.drop_database(settings.cell_database(cell))
-    await mongo.close()
-    async with RabbitMQAdmin(endpoints.rabbitmq_management_url) as rabbit:
-        for namespace in namespaces:
-            await rabbit.delete_vhost(namespace)
-            await rabbit.delete_user(tenant_user(namespace))
 
 
 async def main(flood: int, small: int) -> None:

@@ -23,7 +23,7 @@ from pymongo import AsyncMongoClient
 
 from bench.machine import describe_machine
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
-from perdure.infra.settings import load_settings
+from perdure.infra.settings import Settings, load_settings
 from perdure.platform.cell.ops_client import OpsClient
 from perdure.platform.cell.provisioning import (
     RESULTS_EXCHANGE,
@@ -111,7 +111,7 @@ async def main(workflows: int, light: int) -> None:
         process.terminate()
         await process.wait()
         await connection.close()
-        await cleanup(settings, cell, namespace)
+        await cleanup(settings, cell, [namespace])
 
     print(f"machine: {describe_machine()}")
     print(
@@ -133,10 +133,8 @@ async def main(workflows: int, light: int) -> None:
     )
 
 
-async def cleanup(settings: object, cell: str, namespace: str) -> None:
-    from perdure.infra.settings import Settings
-
-    assert isinstance(settings, Settings)
+async def cleanup(settings: Settings, cell: str, namespaces: list[str]) -> None:
+    """Remove what a benchmark made: the cell's topics and databases, the namespaces' vhosts and users."""
     endpoints = settings.endpoints(cell)
     admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap_servers)
     await admin.start()
@@ -147,8 +145,9 @@ async def cleanup(settings: object, cell: str, namespace: str) -> None:
     await mongo.drop_database(settings.cell_database(cell))
     await mongo.close()
     async with RabbitMQAdmin(endpoints.rabbitmq_management_url) as rabbit:
-        await rabbit.delete_vhost(namespace)
-        await rabbit.delete_user(tenant_user(namespace))
+        for namespace in namespaces:
+            await rabbit.delete_vhost(namespace)
+            await rabbit.delete_user(tenant_user(namespace))
 
 
 if __name__ == "__main__":

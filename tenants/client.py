@@ -38,12 +38,7 @@ from perdure.platform.core.definitions import (
     workflow_name_of,
 )
 from perdure.platform.core.failures import (
-    CancelledFailure,
     Failure,
-    TerminatedFailure,
-    TimeoutFailure,
-    WorkflowFailureError,
-    exception_from_failure,
 )
 from perdure.platform.core.outbox import RunClosed
 from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError, default_converter
@@ -54,6 +49,7 @@ from perdure.tenants.client_errors import (
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
+from perdure.tenants.run_outcome import run_outcome
 from perdure.tenants.testing import WorkflowDescription
 
 INGRESS_QUEUE = "ingress"
@@ -275,21 +271,9 @@ class WorkflowHandle:
             client._closed_runs.setdefault(self.id, []).append(waiter)
 
     def _outcome(self, closed: RunClosed) -> Any:
-        converter = self.client.converter
-        if closed.status == "completed":
-            return converter.from_payload(closed.result, self._return_type) if closed.result else None
-        cause: BaseException
-        if closed.status == "failed" and closed.failure is not None:
-            cause = exception_from_failure(closed.failure, converter)
-        elif closed.status == "canceled":
-            cause = CancelledFailure("workflow cancelled")
-        elif closed.status == "terminated":
-            cause = TerminatedFailure("workflow terminated")
-        else:
-            cause = TimeoutFailure("workflow timed out", timeout_type="execution")
-        error = WorkflowFailureError(f"workflow {self.id!r} {closed.status}")
-        error.__cause__ = cause
-        raise error
+        return run_outcome(
+            self.id, closed.status, closed.result, closed.failure, self.client.converter, self._return_type
+        )
 
     async def signal(self, signal: Any, *args: Any) -> None:
         await self._require_open()

@@ -31,18 +31,14 @@ from perdure.platform.core.definitions import (
     workflow_name_of,
 )
 from perdure.platform.core.failures import (
-    CancelledFailure,
     NonDeterminismError,
-    TerminatedFailure,
-    TimeoutFailure,
-    WorkflowFailureError,
-    exception_from_failure,
 )
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
 from perdure.platform.core.run_state import RunState
 from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
 from perdure.platform.core.workflow_instance import WorkflowInstance
 from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
+from perdure.tenants.run_outcome import run_outcome
 
 IdReusePolicy = Literal["allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate"]
 
@@ -452,21 +448,8 @@ class LocalWorkflowHandle:
             run = self.env._by_run_id[run.state.new_run_id or ""]
             await self.env._wait_closed(run, timeout)
         state = run.state
-        if state.status == "completed":
-            type_hint = self.env.app.get_workflow(state.workflow_type).run.return_type
-            return self.env.converter.from_payload(state.result, type_hint) if state.result else None
-        cause: BaseException
-        if state.status == "failed" and state.failure is not None:
-            cause = exception_from_failure(state.failure, self.env.converter)
-        elif state.status == "canceled":
-            cause = CancelledFailure("workflow cancelled")
-        elif state.status == "terminated":
-            cause = TerminatedFailure("workflow terminated")
-        else:
-            cause = TimeoutFailure("workflow timed out", timeout_type="execution")
-        error = WorkflowFailureError(f"workflow {self.id!r} {state.status}")
-        error.__cause__ = cause
-        raise error
+        type_hint = self.env.app.get_workflow(state.workflow_type).run.return_type
+        return run_outcome(self.id, state.status, state.result, state.failure, self.env.converter, type_hint)
 
     async def signal(self, signal: Any, *args: Any) -> None:
         self.env._ensure_driver()
