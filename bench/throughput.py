@@ -25,14 +25,9 @@ from bench.machine import describe_machine
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.infra.settings import Settings, load_settings
 from perdure.platform.cell.ops_client import OpsClient
-from perdure.platform.cell.provisioning import (
-    RESULTS_EXCHANGE,
-    create_cell,
-    create_namespace,
-    namespace_amqp_url,
-    tenant_user,
-)
+from perdure.platform.cell.provisioning import create_cell, create_namespace, namespace_amqp_url, tenant_user
 from perdure.platform.core.outbox import RunClosed
+from perdure.platform.tenancy.vhost_layout import RESULTS_EXCHANGE
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS_PER_WORKFLOW = 11  # started, 3 x (scheduled, started, completed), completed

@@ -27,21 +27,22 @@ from perdure.platform.admission.ingress_wire import (
     IdReusePolicy,
     IngressReply,
     ListRequest,
+    QueryRequest,
     SignalRequest,
     SignalSpec,
     StartRequest,
 )
 from perdure.platform.core.definitions import (
+    QUERY_MARK,
     SIGNAL_MARK,
     UnknownWorkflowTypeError,
     handler_name_of,
     workflow_name_of,
 )
-from perdure.platform.core.failures import (
-    Failure,
-)
-from perdure.platform.core.outbox import RunClosed
+from perdure.platform.core.failures import ApplicationError, Failure
+from perdure.platform.core.outbox import RunClosed, close_routing_key
 from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError, default_converter
+from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
 from perdure.tenants.client_errors import (
     AuthenticationError,
     MalformedRequestError,
@@ -52,8 +53,6 @@ from perdure.tenants.client_errors import (
 from perdure.tenants.run_outcome import run_outcome
 from perdure.tenants.testing import WorkflowDescription
 
-INGRESS_QUEUE = "ingress"
-RESULTS_EXCHANGE = "results"
 REQUEST_TIMEOUT = 30.0
 OPEN_STATUSES = ("running", "blocked")
 
@@ -198,7 +197,7 @@ class Client:
         if workflow_id in self._bound:
             return
         exchange = await self._channel.get_exchange(RESULTS_EXCHANGE, ensure=False)
-        await self._replies.bind(exchange, routing_key=f"closed.{workflow_id}")
+        await self._replies.bind(exchange, routing_key=close_routing_key(workflow_id))
         self._bound.add(workflow_id)
 
 
@@ -288,6 +287,22 @@ class WorkflowHandle:
             )
         )
 
+    async def query(self, query: Any, *args: Any) -> Any:
+        """Ask the run (the latest of this id, or this handle's run) through one of its query handlers;
+        answered by the cell after everything sent to the run before it. Raises ``ApplicationError`` if
+        the run does not answer (unknown query, failing handler) and ``WorkflowNotFoundError``."""
+        reply = await self.client._call(
+            QueryRequest(
+                request_id=str(uuid.uuid4()),
+                workflow_id=self.id,
+                query_name=handler_name_of(query, QUERY_MARK),
+                input=self.client.converter.to_payloads(list(args), "query input"),
+            )
+        )
+        if reply.result is None:
+            raise MalformedRequestError("the cell answered a query without a result")
+        return self.client.converter.from_payload(reply.result, _return_type(query))
+
     async def cancel(self) -> None:
         await self._require_open()
         await self.client._call(CancelRequest(request_id=str(uuid.uuid4()), workflow_id=self.id))
@@ -326,5 +341,7 @@ def _raise(reply: IngressReply, request: Any) -> typing.NoReturn:
             raise QuotaExceededError(message)
         case "not_found":
             raise WorkflowNotFoundError(message)
+        case "query_failed":
+            raise ApplicationError(message, type=reply.error.failure_type)
         case _:
             raise MalformedRequestError(message)

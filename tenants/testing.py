@@ -466,9 +466,13 @@ class LocalWorkflowHandle:
         await self._settle()
         run = self.env._latest(self.id)
         assert run is not None
-        instance = run.instance or self.env.machine.replay(run.history)
         name = handler_name_of(query, QUERY_MARK)
-        payload = instance.query(name, self.env.converter.to_payloads(list(args), "query input"))
+        message = m.QueryWorkflow(
+            request_id=str(uuid.uuid4()),
+            query_name=name,
+            input=self.env.converter.to_payloads(list(args), "query input"),
+        )
+        payload = self.env.machine.query(message, instance=run.instance, history=run.history)
         hint = self.env.app.get_workflow(run.state.workflow_type).queries[name].return_type
         return self.env.converter.from_payload(payload, hint)
 

@@ -1,12 +1,14 @@
 """Admission: takes tenant requests from each namespace's ``ingress`` queue into the cell's partitions.
 
 The vhost a request arrived on is its namespace (a namespace named in a body is ignored). Reads
-(describe, list) are answered at once. Actions (start, signal, cancel) are validated, then wait,
+(describe, list) are answered at once. Actions (start, signal, cancel, query) are validated, then wait,
 unacknowledged, in a fair queue (token bucket per namespace, weighted deficit round robin across
 namespaces); when admitted they are produced to Kafka, and only after Kafka acknowledged them is the
-RabbitMQ message acknowledged and the client answered (DESIGN invariant 1). A bounded prefetch per
-namespace is the backpressure: over-limit work stays in the tenant's own queue. A malformed, oversized
-or unknown request gets an error reply and goes to the namespace's dead-letter queue.
+RabbitMQ message acknowledged and the client answered (DESIGN invariant 1); starts and queries are
+answered by the engine, once the start is written or the query evaluated by the partition's owner.
+A bounded prefetch per namespace is the backpressure: over-limit work stays in the tenant's own queue.
+A malformed, oversized or unknown request gets an error reply and goes to the namespace's dead-letter
+queue.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from perdure.platform.admission.ingress_wire import (
     CancelRequest,
     DescribeRequest,
     IngressReply,
+    IngressRequest,
     ListRequest,
+    QueryRequest,
     SignalRequest,
     StartRequest,
     request_adapter,
@@ -38,13 +42,14 @@ from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.engine import fresh_run_id
 from perdure.platform.cell.namespace_apps import NamespaceApps, NamespaceUnavailable
-from perdure.platform.cell.provisioning import INGRESS_QUEUE
 from perdure.platform.cell.run_store import RunStore
 from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.visibility import describe_run, list_entry
 from perdure.platform.cell.wire import TaskEnvelope
 from perdure.platform.core import messages as m
 from perdure.platform.core.definitions import UnknownWorkflowTypeError
+from perdure.platform.core.payloads import Payload
+from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE
 
 log = logging.getLogger("perdure.admission")
 tracer = trace.get_tracer("perdure.admission")
@@ -171,6 +176,17 @@ class Admission:
             except ValidationError as exc:
                 await self._refuse(namespace, message, "malformed", _first_error(exc))
                 return
+            size = _payload_bytes(request)
+            if size > record.quota.max_payload_bytes:
+                await self._refuse(
+                    namespace,
+                    message,
+                    "payload_too_large",
+                    f"payloads of {size} bytes; the namespace allows {record.quota.max_payload_bytes}",
+                    size=size,
+                    limit=record.quota.max_payload_bytes,
+                )
+                return
             try:
                 match request:
                     case DescribeRequest():
@@ -179,8 +195,8 @@ class Admission:
                         await self._answer_list(namespace, message, request)
                     case StartRequest():
                         await self._accept_start(record, message, request)
-                    case SignalRequest() | CancelRequest():
-                        self._enqueue(namespace, message, [_steering(namespace, request)], None)
+                    case SignalRequest() | CancelRequest() | QueryRequest():
+                        self._enqueue(namespace, message, [_steering(namespace, request, message)], None)
             except NamespaceUnavailable as exc:
                 log.error("namespace unavailable", extra={"namespace": namespace, "error": str(exc)})
                 await message.nack(requeue=True)
@@ -190,19 +206,6 @@ class Admission:
         self, record: NamespaceRecord, message: AbstractIncomingMessage, request: StartRequest
     ) -> None:
         namespace = record.name
-        size = sum(len(p.data) for p in request.input) + sum(
-            len(p.data) for p in (request.signal.input if request.signal else [])
-        )
-        if size > record.quota.max_payload_bytes:
-            await self._refuse(
-                namespace,
-                message,
-                "payload_too_large",
-                f"input of {size} bytes; the namespace allows {record.quota.max_payload_bytes}",
-                size=size,
-                limit=record.quota.max_payload_bytes,
-            )
-            return
         loaded = await self.apps.get(namespace)
         try:
             loaded.machine.registry.get_workflow(request.workflow_type)
@@ -224,7 +227,7 @@ class Admission:
             signal = SignalRequest(
                 request_id=request.request_id, workflow_id=request.workflow_id, signal=request.signal
             )
-            self._enqueue(namespace, message, [_steering(namespace, signal)], latest["_id"])
+            self._enqueue(namespace, message, [_steering(namespace, signal, message)], latest["_id"])
             return
         running = await self._running_now(namespace)
         if running >= record.quota.max_concurrent_workflows:
@@ -314,7 +317,7 @@ class Admission:
             if self.backlog is not None:
                 self.backlog.admitted(len(pending.envelopes))
             waiting_seconds.record(now - pending.arrived, {"namespace": namespace})
-            if pending.envelopes[0].reply_to is None:  # a start is answered by the engine
+            if pending.envelopes[0].reply_to is None:  # starts and queries are answered by the engine
                 await self._reply(namespace, pending.message, IngressReply(ok=True, run_id=pending.run_id))
 
     # -- answers -----------------------------------------------------------------------------------------
@@ -361,8 +364,21 @@ class Admission:
         )
 
 
-def _steering(namespace: str, request: SignalRequest | CancelRequest) -> TaskEnvelope:
+def _steering(
+    namespace: str, request: SignalRequest | CancelRequest | QueryRequest, incoming: AbstractIncomingMessage
+) -> TaskEnvelope:
     message: m.RunMessage
+    if isinstance(request, QueryRequest):
+        return TaskEnvelope(
+            namespace=namespace,
+            workflow_id=request.workflow_id,
+            run_id=request.run_id,
+            message=m.QueryWorkflow(
+                request_id=request.request_id, query_name=request.query_name, input=request.input
+            ),
+            reply_to=incoming.reply_to,
+            correlation_id=incoming.correlation_id,
+        )
     if isinstance(request, SignalRequest):
         message = m.SignalWorkflow(
             request_id=request.request_id, signal_name=request.signal.name, input=request.signal.input
@@ -374,6 +390,19 @@ def _steering(namespace: str, request: SignalRequest | CancelRequest) -> TaskEnv
     return TaskEnvelope(
         namespace=namespace, workflow_id=request.workflow_id, run_id=request.run_id, message=message
     )
+
+
+def _payload_bytes(request: IngressRequest) -> int:
+    """The tenant data a request carries (inputs of the start, signal or query), as its quota counts."""
+    payloads: list[Payload] = []
+    match request:
+        case StartRequest():
+            payloads = [*request.input, *(request.signal.input if request.signal else [])]
+        case SignalRequest():
+            payloads = request.signal.input
+        case QueryRequest():
+            payloads = request.input
+    return sum(len(p.data) for p in payloads)
 
 
 def _first_error(exc: ValidationError) -> str:

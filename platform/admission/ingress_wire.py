@@ -57,6 +57,18 @@ class CancelRequest(_Request):
     terminate: bool = False
 
 
+class QueryRequest(_Request):
+    """Answered by the partition owner of the workflow, from the run's live state, once the messages
+    admitted before it have been applied (a query after a signal sees the signal)."""
+
+    kind: Literal["query"] = "query"
+    request_id: str = Field(min_length=1, max_length=200)
+    workflow_id: str = Field(min_length=1, max_length=400)
+    run_id: str | None = None
+    query_name: str = Field(min_length=1, max_length=200)
+    input: list[Payload] = Field(default_factory=list)
+
+
 class DescribeRequest(_Request):
     kind: Literal["describe"] = "describe"
     workflow_id: str = Field(min_length=1, max_length=400)
@@ -70,12 +82,10 @@ class ListRequest(_Request):
 
 
 IngressRequest = Annotated[
-    StartRequest | SignalRequest | CancelRequest | DescribeRequest | ListRequest, Field(discriminator="kind")
+    StartRequest | SignalRequest | CancelRequest | QueryRequest | DescribeRequest | ListRequest,
+    Field(discriminator="kind"),
 ]
 request_adapter: TypeAdapter[IngressRequest] = TypeAdapter(IngressRequest)
-
-# Requests that enter the cell's partitions (billable actions, throttled); the others are reads.
-ACTIONS = ("start", "signal", "cancel")
 
 ErrorType = Literal[
     "malformed",
@@ -84,6 +94,7 @@ ErrorType = Literal[
     "already_started",
     "quota_exceeded",
     "not_found",
+    "query_failed",
 ]
 
 
@@ -93,6 +104,7 @@ class IngressError(BaseModel):
     size: int | None = None  # payload_too_large: what came, and what the namespace allows
     limit: int | None = None
     known: list[str] | None = None  # unknown_workflow_type: the types the namespace's app registers
+    failure_type: str | None = None  # query_failed: the error's type, as the handler raised it
 
 
 class IngressReply(BaseModel):
@@ -101,6 +113,7 @@ class IngressReply(BaseModel):
     run_id: str | None = None  # of the run a start created (or had created, for a retried request)
     description: dict[str, Any] | None = None
     runs: list[dict[str, Any]] | None = None
+    result: Payload | None = None  # a query's answer
 
     @classmethod
     def failed(cls, error_type: ErrorType, message: str, **details: Any) -> IngressReply:

@@ -23,13 +23,13 @@ from pydantic import ValidationError
 from perdure.infra.telemetry import extract_amqp_context
 from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.namespace_apps import NamespaceApps, NamespaceUnavailable
-from perdure.platform.cell.provisioning import ACTIVITIES_QUEUE
 from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.wire import TaskEnvelope
 from perdure.platform.core import messages as m
 from perdure.platform.core.activity_invocation import invoke_activity
 from perdure.platform.core.outbox import DispatchActivity
 from perdure.platform.core.payloads import Payload, default_converter
+from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE
 
 log = logging.getLogger("perdure.executor")
 tracer = trace.get_tracer("perdure.executor")

@@ -29,12 +29,13 @@ from perdure.infra.telemetry import extract_kafka_context
 from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.cell.control_store import CellRecord
 from perdure.platform.cell.namespace_apps import LoadedNamespace, NamespaceApps, NamespaceUnavailable
-from perdure.platform.cell.outbox_sender import Addressed, OutboxSender, StartReply
+from perdure.platform.cell.outbox_sender import Addressed, OutboxSender, TenantReply
 from perdure.platform.cell.run_store import FencedError, RunEntry, RunStore
 from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.wire import DeadLetter, TaskEnvelope, UndecodableMessage, decode_envelope
 from perdure.platform.core import messages as m
-from perdure.platform.core.state_machine import Transition
+from perdure.platform.core.failures import ApplicationError
+from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
 
 log = logging.getLogger("perdure.engine")
 tracer = trace.get_tracer("perdure.engine")
@@ -265,7 +266,7 @@ class CellEngine:
             await asyncio.gather(*(self._prepare(group, rejected) for group in groups.values()))
             touched: dict[str, RunEntry] = {}
             extra: list[TaskEnvelope] = []
-            replies: list[StartReply | None] = []
+            replies: list[TenantReply | None] = []
             for group in groups.values():
                 if group.namespace is None:
                     continue
@@ -338,9 +339,6 @@ class CellEngine:
             if document is not None:
                 latest = await self._entry(document)
                 cache.put(group.key, latest, latest=True)
-        needs_history = any(isinstance(env.message, m.RedriveRun) for _, env in group.items)
-        if latest is not None and needs_history and latest.history is None and latest.instance is None:
-            latest.history = await self.store.read_history(latest.state.run_id)
         for _, envelope in group.items:
             run_id = envelope.run_id
             if isinstance(envelope.message, m.StartWorkflow) and run_id is None:
@@ -352,6 +350,12 @@ class CellEngine:
             document = await self.store.run(run_id)
             if document is not None:
                 cache.put(group.key, await self._entry(document), latest=False)
+        # A redrive replays the whole history; so does a query when there is no live instance to ask.
+        for _, envelope in group.items:
+            if isinstance(envelope.message, m.RedriveRun | m.QueryWorkflow):
+                entry = cache.by_run.get(envelope.run_id) if envelope.run_id else cache.latest.get(group.key)
+                if entry is not None and entry.history is None and entry.instance is None:
+                    entry.history = await self.store.read_history(entry.state.run_id)
 
     async def _entry(self, document: dict[str, Any]) -> RunEntry:
         await self.store.flush_tail(document)
@@ -374,7 +378,7 @@ class CellEngine:
         group: Group,
         touched: dict[str, RunEntry],
         extra: list[TaskEnvelope],
-        replies: list[StartReply | None],
+        replies: list[TenantReply | None],
     ) -> None:
         assert group.namespace is not None
         machine = group.namespace.machine
@@ -387,6 +391,10 @@ class CellEngine:
                     touched[entry.state.run_id] = entry
                 continue
             entry = cache.by_run.get(envelope.run_id) if envelope.run_id else cache.latest.get(group.key)
+            if isinstance(message, m.QueryWorkflow):
+                answer = self._answer_query(machine, envelope, entry, message)
+                replies.append(TenantReply.of(envelope, answer))
+                continue
             if entry is None:
                 log.warning(
                     "message for an unknown run", extra={"execution": group.key, "kind": message.kind}
@@ -402,14 +410,14 @@ class CellEngine:
         envelope: TaskEnvelope,
         message: m.StartWorkflow,
         extra: list[TaskEnvelope],
-        replies: list[StartReply | None],
+        replies: list[TenantReply | None],
     ) -> RunEntry | None:
         assert group.namespace is not None
         cache = self.caches[group.partition]
         namespace = group.key[0]
         run_id = envelope.run_id or fresh_run_id(namespace, message.workflow_id, message.request_id)
         if run_id in cache.by_run:
-            replies.append(StartReply.of(envelope, IngressReply(ok=True, run_id=run_id)))
+            replies.append(TenantReply.of(envelope, IngressReply(ok=True, run_id=run_id)))
             return None  # the same start again: the run exists
         latest = cache.latest.get(group.key)
         is_child = message.parent is not None and message.continued_from_run_id is None
@@ -424,7 +432,7 @@ class CellEngine:
                 refusal = f"workflow id {message.workflow_id!r} was used and the reuse policy forbids it"
         if refusal is not None:
             log.info("start refused", extra={"execution": group.key, "reason": refusal})
-            replies.append(StartReply.of(envelope, IngressReply.failed("already_started", refusal)))
+            replies.append(TenantReply.of(envelope, IngressReply.failed("already_started", refusal)))
             if is_child and message.parent is not None:
                 extra.append(
                     self._to_parent(
@@ -441,7 +449,7 @@ class CellEngine:
         entry = RunEntry(state=transition.state, partition=group.partition, persisted_next_event_id=1)
         self._absorb(entry, transition)
         cache.put(group.key, entry, latest=True)
-        replies.append(StartReply.of(envelope, IngressReply(ok=True, run_id=run_id)))
+        replies.append(TenantReply.of(envelope, IngressReply(ok=True, run_id=run_id)))
         if is_child and message.parent is not None:
             extra.append(
                 self._to_parent(
@@ -454,6 +462,26 @@ class CellEngine:
                 )
             )
         return entry
+
+    @staticmethod
+    def _answer_query(
+        machine: ExecutionStateMachine,
+        envelope: TaskEnvelope,
+        entry: RunEntry | None,
+        message: m.QueryWorkflow,
+    ) -> IngressReply:
+        if entry is None:
+            which = f"run {envelope.run_id}" if envelope.run_id else f"workflow {envelope.workflow_id!r}"
+            return IngressReply.failed("not_found", f"no {which} to query")
+        try:
+            result = machine.query(message, instance=entry.instance, history=entry.history)
+        except ApplicationError as exc:
+            return IngressReply.failed("query_failed", str(exc), failure_type=exc.type)
+        except Exception as exc:  # the history no longer replays with the app's code
+            log.warning("query could not be answered", extra={"run_id": entry.state.run_id}, exc_info=True)
+            reason = f"the run cannot be replayed to answer: {exc}"
+            return IngressReply.failed("query_failed", reason, failure_type=type(exc).__name__)
+        return IngressReply(ok=True, result=result)
 
     @staticmethod
     def _to_parent(message: m.StartWorkflow, notice: m.ChildStarted | m.ChildStartFailed) -> TaskEnvelope:

@@ -15,19 +15,20 @@ from perdure.infra.telemetry import inject_amqp_headers
 from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.armed_timers import ArmedTimers
-from perdure.platform.cell.provisioning import ACTIVITIES_QUEUE, RESULTS_EXCHANGE
 from perdure.platform.cell.run_store import RunStore, partition_of
 from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.wire import TaskEnvelope, execution_key
 from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
+from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE, RESULTS_EXCHANGE
 
 log = logging.getLogger("perdure.outbox")
 
 
 @dataclass(frozen=True)
-class StartReply:
-    """The engine's answer to a tenant's start, once it is written (or refused)."""
+class TenantReply:
+    """The engine's answer to a tenant's start (once it is written, or refused) or query (once what
+    came before it is written)."""
 
     namespace: str
     reply_to: str
@@ -35,7 +36,7 @@ class StartReply:
     reply: IngressReply
 
     @classmethod
-    def of(cls, envelope: TaskEnvelope, reply: IngressReply) -> StartReply | None:
+    def of(cls, envelope: TaskEnvelope, reply: IngressReply) -> TenantReply | None:
         if envelope.reply_to is None:
             return None
         return cls(envelope.namespace, envelope.reply_to, envelope.correlation_id, reply)
@@ -117,7 +118,7 @@ class OutboxSender:
                     publishes.append(self._publish(entry.namespace, "", ACTIVITIES_QUEUE, entry))
                 case o.RunClosed():
                     publishes.append(
-                        self._publish(entry.namespace, RESULTS_EXCHANGE, f"closed.{entry.workflow_id}", entry)
+                        self._publish(entry.namespace, RESULTS_EXCHANGE, entry.routing_key, entry)
                     )
                 case o.CancelActivityTask():
                     pass  # best effort only: a late result of a cancelled activity is ignored by the engine
@@ -129,7 +130,7 @@ class OutboxSender:
             self.timer_armed()
         await asyncio.gather(self.producer.send_all(envelopes), *publishes)
 
-    async def reply(self, replies: Sequence[StartReply | None]) -> None:
+    async def reply(self, replies: Sequence[TenantReply | None]) -> None:
         """Best effort: a client that misses its answer times out and retries with the same request id,
         which is answered from the run that exists."""
         for answer in replies:
@@ -147,7 +148,7 @@ class OutboxSender:
                     routing_key=answer.reply_to,
                 )
             except Exception:
-                log.warning("answering a start failed", exc_info=True)
+                log.warning("answering a tenant failed", exc_info=True)
 
     async def _publish(self, namespace: str, exchange: str, routing_key: str, entry: o.OutboxEntry) -> None:
         channel = await self.channels.channel(self.vhost_of(namespace))

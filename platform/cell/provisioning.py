@@ -24,13 +24,14 @@ from perdure.platform.cell.control_store import (
 from perdure.platform.tenancy.api_keys import issue_key
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.tenancy_store import TenancyStore
-
-INGRESS_QUEUE = "ingress"
-ACTIVITIES_QUEUE = "activities"
-INGRESS_DEAD_LETTERS = "ingress.dead-letters"
-ACTIVITIES_DEAD_LETTERS = "activities.dead-letters"
-RESULTS_EXCHANGE = "results"
-DEAD_LETTER_EXCHANGE = "dead-letters"
+from perdure.platform.tenancy.vhost_layout import (
+    ACTIVITIES_DEAD_LETTERS,
+    ACTIVITIES_QUEUE,
+    DEAD_LETTER_EXCHANGE,
+    INGRESS_DEAD_LETTERS,
+    INGRESS_QUEUE,
+    RESULTS_EXCHANGE,
+)
 
 
 async def create_cell(settings: Settings, name: str, partitions: int) -> CellRecord:

@@ -11,18 +11,16 @@ import typer
 from perdure.infra.settings import get_settings
 from perdure.platform.cell.connections import Databases, rabbitmq_admin
 from perdure.platform.cell.control_store import NamespaceRecord
-from perdure.platform.cell.provisioning import (
+from perdure.platform.cell.provisioning import ProvisionedNamespace, provision_namespace, rotate_key
+from perdure.platform.cli.async_command import run_command
+from perdure.platform.core.run_state import RunStatus
+from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.vhost_layout import (
     ACTIVITIES_DEAD_LETTERS,
     ACTIVITIES_QUEUE,
     INGRESS_DEAD_LETTERS,
     INGRESS_QUEUE,
-    ProvisionedNamespace,
-    provision_namespace,
-    rotate_key,
 )
-from perdure.platform.cli.async_command import run_command
-from perdure.platform.core.run_state import RunStatus
-from perdure.platform.tenancy.model import Quota
 
 namespace_app = typer.Typer(
     help="Namespaces: the unit of isolation, capacity and billing.", no_args_is_help=True

@@ -130,6 +130,16 @@ class RedriveRun(_Message):
     request_id: str
 
 
+class QueryWorkflow(_Message):
+    """A read of a run through one of its query handlers. The partition owner answers it after the
+    messages before it; it is not an event, and it changes nothing."""
+
+    kind: Literal["query"] = "query"
+    request_id: str
+    query_name: str
+    input: list[Payload] = []
+
+
 RunMessage = Annotated[
     StartWorkflow
     | SignalWorkflow
@@ -143,6 +153,7 @@ RunMessage = Annotated[
     | ChildStarted
     | ChildStartFailed
     | ChildClosed
-    | RedriveRun,
+    | RedriveRun
+    | QueryWorkflow,
     Field(discriminator="kind"),
 ]

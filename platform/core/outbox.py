@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -88,6 +89,17 @@ class RunClosed(_Entry):
     result: Payload | None = None
     failure: Failure | None = None
     new_run_id: str | None = None
+
+    @property
+    def routing_key(self) -> str:
+        return close_routing_key(self.workflow_id)
+
+
+def close_routing_key(workflow_id: str) -> str:
+    """Where a run's close is published on its namespace's ``results`` topic exchange. The id is hashed:
+    a workflow id may hold ``.``, ``*`` or ``#`` (words and wildcards to a topic exchange) and be longer
+    than a routing key may be; ``closed.#`` still follows every close."""
+    return "closed." + hashlib.sha256(workflow_id.encode()).hexdigest()
 
 
 OutboxEntry = Annotated[

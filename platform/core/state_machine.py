@@ -31,12 +31,13 @@ from perdure.platform.core.commands import (
 )
 from perdure.platform.core.definitions import UnknownWorkflowTypeError, WorkflowRegistry
 from perdure.platform.core.failures import (
+    ApplicationError,
     Failure,
     NonDeterminismError,
     NondeterministicCallError,
     TimeoutType,
 )
-from perdure.platform.core.payloads import DataConverter, default_converter
+from perdure.platform.core.payloads import DataConverter, Payload, default_converter
 from perdure.platform.core.retry import DEFAULT_ACTIVITY_RETRY
 from perdure.platform.core.run_state import (
     PendingActivity,
@@ -183,6 +184,8 @@ class ExecutionStateMachine:
         ``history`` (the run's whole history) is replayed when the code has to run."""
         if isinstance(message, m.StartWorkflow):
             return Transition(state, ignored=f"workflow {state.workflow_id!r} already has run {state.run_id}")
+        if isinstance(message, m.QueryWorkflow):
+            return Transition(state, instance=instance, ignored="a query changes nothing (see query())")
         if not state.is_open:
             return Transition(state, ignored=f"run {state.run_id} is closed ({state.status})")
         step = _Step(state.model_copy(deep=True), self.clock())
@@ -192,6 +195,21 @@ class ExecutionStateMachine:
         if ignored is not None:
             return Transition(state, instance=instance, ignored=ignored)
         return self._done(step, step.instance)
+
+    def query(
+        self,
+        message: m.QueryWorkflow,
+        instance: WorkflowInstance | None = None,
+        history: Sequence[h.HistoryEvent] | None = None,
+    ) -> Payload:
+        """Answer ``message`` from the live instance, or from ``history`` replayed (a closed or parked
+        run, a cache miss). Raises ``ApplicationError`` for an unknown query or a handler that fails,
+        ``NonDeterminismError`` if the history no longer replays."""
+        if instance is None:
+            if not history:
+                raise ApplicationError("the run has no history to answer from", type="QueryNotReady")
+            instance = self.replay(history)
+        return instance.query(message.query_name, message.input)
 
     def recover(self, history: Sequence[h.HistoryEvent]) -> Transition:
         """Continue a run from its history alone (as after losing everything but the history): rebuild

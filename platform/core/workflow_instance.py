@@ -139,6 +139,7 @@ class WorkflowInstance:
         self._seq = 0
         self._pending: collections.deque[Command] = collections.deque()
         self._closing = False
+        self._querying = False
         self._lenient = False
         self._activities: dict[int, _PendingResult] = {}
         self._timers: dict[int, _PendingResult] = {}
@@ -379,19 +380,33 @@ class WorkflowInstance:
         if self._object is None:
             raise ApplicationError("the workflow has not started yet", type="QueryNotReady")
         decoded = self.converter.from_payloads(args, handler.param_types)
-        before = len(self._pending)
+        # The live instance goes on serving the run: a handler must leave no trace in it, so anything
+        # that would record (commands, markers) is refused and the seeded random stream is restored.
         token = _current.set(self)
+        random_state = self.random.getstate()
+        self._querying = True
         try:
             with DeterminismGuard():
                 value = getattr(self._object, handler.method_name)(*decoded)
+        except ApplicationError:
+            raise
+        except Exception as exc:
+            raise ApplicationError(f"query {name!r} failed: {exc!r}", type="QueryFailed") from exc
         finally:
+            self._querying = False
+            self.random.setstate(random_state)
             _current.reset(token)
-        if len(self._pending) != before:
-            raise ApplicationError("a query must not issue commands", type="QueryIssuedCommands")
         return self.converter.to_payload(value, "query result")
+
+    def _refuse_in_query(self) -> None:
+        if self._querying:
+            raise ApplicationError(
+                "a query must not issue commands or record anything", type="QueryIssuedCommands"
+            )
 
     # -- what workflow code calls (through perdure.tenants.workflow) --------------------------------
     def _emit(self, command: Command) -> None:
+        self._refuse_in_query()
         if self._closing:
             return  # Nothing may follow a close; later commands of other tasks are dropped.
         if isinstance(command, CLOSE_COMMANDS):
@@ -399,6 +414,7 @@ class WorkflowInstance:
         self._pending.append(command)
 
     def next_seq(self) -> int:
+        self._refuse_in_query()
         self._seq += 1
         return self._seq
 
@@ -476,6 +492,7 @@ class WorkflowInstance:
         return any(isinstance(e, h.COMMAND_EVENTS) for e in self._batch[self._cursor + 1 :])
 
     def patched(self, patch_id: str) -> bool:
+        self._refuse_in_query()
         if patch_id in self._patches:
             return self._patches[patch_id]
         upcoming = self._upcoming_command_event()

@@ -94,6 +94,14 @@ class Gated:
     def proceed(self) -> None:
         self.go = True
 
+    @workflow.query
+    def released(self, prefix: str) -> str:
+        return f"{prefix}:{'yes' if self.go else 'no'}"
+
+    @workflow.query
+    def broken(self) -> int:
+        raise ValueError("this handler is broken")
+
 
 @app.workflow
 class Noop:

@@ -20,14 +20,10 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from perdure.infra.settings import Endpoints, Settings, load_settings
 from perdure.platform.cell.ops_client import OpsClient
-from perdure.platform.cell.provisioning import (
-    RESULTS_EXCHANGE,
-    create_cell,
-    create_namespace,
-    namespace_amqp_url,
-)
+from perdure.platform.cell.provisioning import create_cell, create_namespace, namespace_amqp_url
 from perdure.platform.core import history as h
 from perdure.platform.core.outbox import RunClosed
+from perdure.platform.tenancy.vhost_layout import RESULTS_EXCHANGE
 
 REPO = Path(__file__).resolve().parents[2]
 PERDURE = Path(sys.executable).parent / "perdure"

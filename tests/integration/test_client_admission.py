@@ -22,8 +22,6 @@ from perdure.infra.settings import load_settings
 from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.provisioning import (
-    INGRESS_DEAD_LETTERS,
-    INGRESS_QUEUE,
     ProvisionedNamespace,
     create_cell,
     namespace_amqp_url,
@@ -32,7 +30,8 @@ from perdure.platform.cell.provisioning import (
 )
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.tenancy_store import TenancyStore
-from perdure.tenants import PayloadTooLargeError, UnknownWorkflowTypeError
+from perdure.platform.tenancy.vhost_layout import INGRESS_DEAD_LETTERS, INGRESS_QUEUE
+from perdure.tenants import ApplicationError, PayloadTooLargeError, UnknownWorkflowTypeError
 from perdure.tenants.client import Client
 from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
 
@@ -107,9 +106,23 @@ async def test_a_tenant_starts_signals_and_awaits_results(tenant_cell: TenantCel
         earlier = client.get_workflow_handle("three")
         assert await earlier.result(timeout=10) == ["x-1-done", "x-2-done", "x-3-done"]
 
+        # Queries are answered by the partition's owner, after what was sent before them.
+        assert await gated.query(Gated.released, "before") == "before:no"
+        with pytest.raises(
+            ApplicationError, match="unknown query 'nope'; the workflow answers: broken, released"
+        ):
+            await gated.query("nope")
+        with pytest.raises(ApplicationError, match="this handler is broken") as failed:
+            await gated.query(Gated.broken)
+        assert failed.value.type == "QueryFailed"
         await gated.signal(Gated.proceed)
+        assert await gated.query(Gated.released, "after") == "after:yes"
         assert await gated.result(timeout=30) == ["g-1-done", "g-2-done", "g-3-done"]
         assert (await gated.describe()).status == "completed"
+        # A closed run is still answered (from its history, replayed).
+        assert await gated.query(Gated.released, "closed") == "closed:yes"
+        with pytest.raises(WorkflowNotFoundError):
+            await client.get_workflow_handle("never-started").query(Gated.released, "x")
         listed = {w["workflow_id"] for w in await client.list_workflows(status="completed")}
         assert {"three", "gated", "sleepy"} <= listed
 
@@ -180,6 +193,8 @@ async def test_tenants_cannot_reach_each_other(tenant_cell: TenantCell, tmp_path
         with pytest.raises(WorkflowNotFoundError):
             await a.get_workflow_handle("b-only").describe()
         assert "b-only" not in {w["workflow_id"] for w in await a.list_workflows()}
+        with pytest.raises(WorkflowNotFoundError):
+            await a.get_workflow_handle("b-only").query(Gated.released, "a")
 
         # A forges B's namespace inside its request: the vhost decides, the run lands in A.
         channel = a._channel

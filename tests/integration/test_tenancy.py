@@ -20,8 +20,6 @@ from perdure.infra.settings import Settings, load_settings
 from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.control_store import ControlError
 from perdure.platform.cell.provisioning import (
-    ACTIVITIES_QUEUE,
-    INGRESS_QUEUE,
     ProvisionedNamespace,
     create_cell,
     provision_namespace,
@@ -31,6 +29,7 @@ from perdure.platform.cell.provisioning import (
 from perdure.platform.tenancy.api_keys import key_matches
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.tenancy_store import TenancyStore
+from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE, INGRESS_QUEUE
 from perdure.tenants import AuthenticationError, Client
 
 from ..service_endpoints import Endpoints

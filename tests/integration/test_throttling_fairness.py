@@ -21,8 +21,6 @@ from perdure.infra.settings import load_settings
 from perdure.platform.admission.ingress_wire import StartRequest
 from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.provisioning import (
-    INGRESS_QUEUE,
-    RESULTS_EXCHANGE,
     ProvisionedNamespace,
     create_cell,
     provision_namespace,
@@ -32,6 +30,7 @@ from perdure.platform.core.outbox import RunClosed
 from perdure.platform.core.payloads import default_converter
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.tenancy_store import TenancyStore
+from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
 
 from ..service_endpoints import Endpoints
 from .cell_harness import CellUnderTest, settings_env

@@ -212,3 +212,21 @@ async def test_unknown_workflow_types_and_queries_are_refused_clearly(env: Local
     assert await handle.query(w.SignalsAndTimers.seen) == [
         f"start@{(await handle.describe()).start_time.isoformat()}"
     ]
+
+
+async def test_queries_leave_no_trace_in_the_run(env: LocalEnvironment) -> None:
+    from perdure.tenants import ApplicationError
+
+    handle = await env.start_workflow(w.Curious.run, id="curious")
+    # The random stream is restored after each query: asking twice sees the same next number, the one
+    # the run then draws itself.
+    peek = await handle.query(w.Curious.next_draw)
+    assert await handle.query(w.Curious.next_draw) == peek
+    with pytest.raises(ApplicationError, match="must not issue commands") as refused:
+        await handle.query(w.Curious.meddle)
+    assert refused.value.type == "QueryIssuedCommands"
+    await handle.signal(w.Curious.proceed)
+    assert await handle.result() == [peek, "curious-done"]
+    assert _types(env, "curious").count("activity_task_scheduled") == 1
+    assert "meddled" not in w.calls
+    _assert_valid(env, "curious")

@@ -117,6 +117,33 @@ class SignalsAndTimers:
 
 
 @app.workflow
+class Curious:
+    """Draws from the run's random stream after a signal; its queries try to leave traces."""
+
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.run
+    async def run(self) -> list[object]:
+        await workflow.wait_condition(lambda: self.go)
+        drawn = workflow.random().randint(0, 10**9)
+        return [drawn, await workflow.execute_activity(step, "curious", start_to_close_timeout=10)]
+
+    @workflow.signal
+    def proceed(self) -> None:
+        self.go = True
+
+    @workflow.query
+    def next_draw(self) -> int:
+        return workflow.random().randint(0, 10**9)
+
+    @workflow.query
+    def meddle(self) -> str:
+        workflow.execute_activity(step, "meddled", start_to_close_timeout=10)
+        return "meddled"
+
+
+@app.workflow
 class Reordered:
     """Version 1 runs A then B; the test swaps in ``ReorderedV2`` under the same name."""
 
