@@ -31,7 +31,6 @@ from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANG
 
 REPO = Path(__file__).resolve().parents[1]
 APP = "bench.throughput_app:app"
-UNLIMITED = Quota(actions_per_second=1_000_000, burst=1_000_000)
 
 
 class Tenant:
@@ -110,8 +109,8 @@ async def scenario(fair: bool, flood: int, small: int) -> Outcome:
     databases = Databases.connect(settings)
     await TenancyStore(databases.control_db).create_account("bench")
     await databases.close()
-    a = await provision_namespace(settings, f"a-{suffix}", APP, account="bench", quota=UNLIMITED)
-    b = await provision_namespace(settings, f"b-{suffix}", APP, account="bench", quota=UNLIMITED)
+    a = await provision_namespace(settings, f"a-{suffix}", APP, account="bench", quota=Quota.unthrottled())
+    b = await provision_namespace(settings, f"b-{suffix}", APP, account="bench", quota=Quota.unthrottled())
     assert a.connection_string and b.connection_string
     env = {
         **os.environ,

@@ -27,6 +27,7 @@ from perdure.infra.settings import Settings, load_settings
 from perdure.platform.cell.ops_client import OpsClient
 from perdure.platform.cell.provisioning import create_cell, create_namespace, namespace_amqp_url, tenant_user
 from perdure.platform.core.outbox import RunClosed
+from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.vhost_layout import RESULTS_EXCHANGE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ async def main(workflows: int, light: int) -> None:
     settings = load_settings(database_prefix=prefix)
     cell, namespace = f"bench-{suffix}", f"bench-{suffix}"
     await create_cell(settings, cell, 8)
-    await create_namespace(settings, namespace, "bench.throughput_app:app", cell)
+    await create_namespace(settings, namespace, "bench.throughput_app:app", cell, quota=Quota.unthrottled())
     env = {
         **os.environ,
         "PERDURE_DATABASE_PREFIX": prefix,

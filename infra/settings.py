@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     engine_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
     # Admission shares a cell fairly across namespaces; False makes it one FIFO (for comparisons).
     admission_fair: bool = True
+    # Activity attempts one cell process runs at once, across namespaces (shared by weight).
+    executor_slots: int = Field(default=256, ge=1, le=10_000)
 
     telemetry_exporter: Literal["none", "console", "otlp", "memory"] = "none"
     otlp_endpoint: str = "http://127.0.0.1:4318"

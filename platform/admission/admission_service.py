@@ -26,7 +26,6 @@ from pydantic import ValidationError
 
 from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
 from perdure.platform.admission.engine_backlog import EngineBacklog
-from perdure.platform.admission.fair_queue import FairQueue
 from perdure.platform.admission.ingress_wire import (
     CancelRequest,
     DescribeRequest,
@@ -49,6 +48,7 @@ from perdure.platform.cell.wire import TaskEnvelope
 from perdure.platform.core import messages as m
 from perdure.platform.core.definitions import UnknownWorkflowTypeError
 from perdure.platform.core.payloads import Payload
+from perdure.platform.quotas.fair_queue import FairQueue
 from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE
 
 log = logging.getLogger("perdure.admission")

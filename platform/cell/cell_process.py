@@ -67,7 +67,7 @@ async def run_cell(
     sender = OutboxSender(store, tasks, channels, cell.partitions, apps.vhost_of, ArmedTimers(), lambda: None)
     engine = CellEngine(cell, store, apps, tasks, sender, consumer)
     sender.timer_armed = engine.timer_armed
-    workers = ActivityExecutors(apps, tasks, channels)
+    workers = ActivityExecutors(apps, tasks, channels, slots=settings.executor_slots)
     backlog = EngineBacklog(
         endpoints.kafka_bootstrap_servers, cell.topic, cell.partitions, engine_group(cell_name)
     )

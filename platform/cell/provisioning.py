@@ -88,9 +88,11 @@ def connection_string(settings: Settings, record: NamespaceRecord, api_key: str)
     return f"{parts.scheme}://{user}:{quote(api_key, safe='')}@{host}{port}/{quote(record.vhost, safe='')}"
 
 
-async def create_namespace(settings: Settings, name: str, app: str, cell: str) -> NamespaceRecord:
+async def create_namespace(
+    settings: Settings, name: str, app: str, cell: str, quota: Quota | None = None
+) -> NamespaceRecord:
     """A namespace for ops (no account); see ``provision_namespace`` for tenants."""
-    return (await provision_namespace(settings, name, app, cell=cell)).record
+    return (await provision_namespace(settings, name, app, cell=cell, quota=quota)).record
 
 
 async def provision_namespace(

@@ -65,6 +65,9 @@ def create(
     max_concurrent: Annotated[
         int, typer.Option("--max-concurrent", help="running workflows at most")
     ] = Quota().max_concurrent_workflows,
+    max_activities: Annotated[
+        int, typer.Option("--max-concurrent-activities", help="activity attempts at once, per executor")
+    ] = Quota().max_concurrent_activities,
     max_payload: Annotated[int, typer.Option("--max-payload-bytes")] = Quota().max_payload_bytes,
     retention_days: Annotated[int, typer.Option("--retention-days")] = 30,
     as_json: JsonOption = False,
@@ -75,6 +78,7 @@ def create(
         burst=burst,
         weight=weight,
         max_concurrent_workflows=max_concurrent,
+        max_concurrent_activities=max_activities,
         max_payload_bytes=max_payload,
     )
     provisioned = run_command(
@@ -144,6 +148,7 @@ def update(
     burst: Annotated[int | None, typer.Option("--burst")] = None,
     weight: Annotated[int | None, typer.Option("--weight")] = None,
     max_concurrent: Annotated[int | None, typer.Option("--max-concurrent")] = None,
+    max_activities: Annotated[int | None, typer.Option("--max-concurrent-activities")] = None,
     max_payload: Annotated[int | None, typer.Option("--max-payload-bytes")] = None,
     retention_days: Annotated[int | None, typer.Option("--retention-days")] = None,
 ) -> None:
@@ -153,6 +158,7 @@ def update(
         "burst": burst,
         "weight": weight,
         "max_concurrent_workflows": max_concurrent,
+        "max_concurrent_activities": max_activities,
         "max_payload_bytes": max_payload,
     }
 

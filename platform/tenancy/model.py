@@ -20,7 +20,14 @@ class Quota(BaseModel):
     burst: int = Field(default=200, ge=1)
     weight: int = Field(default=1, ge=1, le=1000)
     max_concurrent_workflows: int = Field(default=10_000, ge=1)
+    # Activity attempts running at once per executor process (as Temporal's per-worker limit).
+    max_concurrent_activities: int = Field(default=200, ge=1)
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+
+    @classmethod
+    def unthrottled(cls) -> Quota:
+        """For measuring the cell itself (benchmarks, tests of the cell): no quota gets in the way."""
+        return cls(actions_per_second=1_000_000, burst=1_000_000, max_concurrent_activities=10_000)
 
 
 class AccountRecord(BaseModel):

@@ -3,6 +3,8 @@ their arguments, so tests count executions outside the platform."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import timedelta
 
 from perdure.tenants import App, RetryPolicy, activity, workflow
@@ -110,3 +112,26 @@ class Noop:
     @workflow.run
     async def run(self, tag: str) -> str:
         return tag
+
+
+@app.activity
+async def timed_step(ledger: str, tag: str, seconds: float) -> None:
+    """Records when it ran: ``tag began ended`` (wall clock), for tests of the executors' limits."""
+    began = time.time()
+    await asyncio.sleep(seconds)
+    record(ledger, f"{tag} {began} {time.time()}")
+
+
+@app.workflow
+class FanOut:
+    """``count`` activities of ``seconds`` each, all scheduled at once."""
+
+    @workflow.run
+    async def run(self, ledger: str, tag: str, count: int, seconds: float) -> int:
+        await asyncio.gather(
+            *(
+                workflow.execute_activity(timed_step, ledger, tag, seconds, start_to_close_timeout=60)
+                for _ in range(count)
+            )
+        )
+        return count

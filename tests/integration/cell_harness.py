@@ -19,10 +19,19 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from perdure.infra.settings import Endpoints, Settings, load_settings
+from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.ops_client import OpsClient
-from perdure.platform.cell.provisioning import create_cell, create_namespace, namespace_amqp_url
+from perdure.platform.cell.provisioning import (
+    ProvisionedNamespace,
+    create_cell,
+    create_namespace,
+    namespace_amqp_url,
+    provision_namespace,
+)
 from perdure.platform.core import history as h
 from perdure.platform.core.outbox import RunClosed
+from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.tenancy_store import TenancyStore
 from perdure.platform.tenancy.vhost_layout import RESULTS_EXCHANGE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +54,55 @@ class CellUnderTest:
 
     async def client(self) -> OpsClient:
         return await OpsClient.connect(self.settings, self.namespace)
+
+
+@dataclass
+class TenantCell:
+    """A cell whose namespaces belong to tenants (one account each), by the labels a test gave them."""
+
+    cell: CellUnderTest
+    namespaces: dict[str, ProvisionedNamespace]
+
+    def __getattr__(self, label: str) -> ProvisionedNamespace:
+        try:
+            return self.namespaces[label]
+        except KeyError:
+            raise AttributeError(label) from None
+
+    def connection_string(self, label: str) -> str:
+        provisioned = self.namespaces[label]
+        assert provisioned.connection_string is not None, "the key is shown only when it is created"
+        return provisioned.connection_string
+
+
+async def provision_tenants(
+    endpoints: Endpoints,
+    workdir: Path,
+    quotas: dict[str, Quota],
+    *,
+    partitions: int = 2,
+    app: str = "tests.integration.cell_app:app",
+    **env: str,
+) -> TenantCell:
+    """A unique cell, and a namespace per label with its quota, each in an account of its own."""
+    suffix = uuid.uuid4().hex[:8]
+    variables = settings_env(endpoints, f"t{suffix}")
+    settings = load_settings(**{k.removeprefix("PERDURE_").lower(): v for k, v in variables.items()})
+    cell_name = f"c-{suffix}"
+    await create_cell(settings, cell_name, partitions)
+    databases = Databases.connect(settings)
+    for label in quotas:
+        await TenancyStore(databases.control_db).create_account(f"acct-{label}")
+    await databases.close()
+    namespaces = {
+        label: await provision_namespace(
+            settings, f"{label}-{suffix}", app, cell=cell_name, account=f"acct-{label}", quota=quota
+        )
+        for label, quota in quotas.items()
+    }
+    process_env = {**os.environ, **variables, "PYTHONPATH": str(REPO), **env}
+    cell = CellUnderTest(settings, process_env, cell_name, "", workdir)
+    return TenantCell(cell, namespaces)
 
 
 class CellProcess:
@@ -192,7 +250,8 @@ async def provision(
         if path not in sys.path:
             sys.path.insert(0, path)
     await create_cell(settings, cell, partitions)
-    await create_namespace(settings, namespace, app, cell)
+    # The cell's own behaviour is under test here, not the namespace's quota.
+    await create_namespace(settings, namespace, app, cell, quota=Quota.unthrottled())
     return CellUnderTest(settings, env, cell, namespace, workdir)
 
 

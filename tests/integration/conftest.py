@@ -19,9 +19,10 @@ from perdure.infra.rabbitmq_admin import RabbitMQAdmin  # noqa: E402
 from perdure.infra.settings import Endpoints  # noqa: E402
 from perdure.platform.cell.provisioning import tenant_user  # noqa: E402
 
-from .cell_harness import CellUnderTest, provision  # noqa: E402
+from .cell_harness import CellUnderTest, TenantCell, provision, provision_tenants  # noqa: E402
 
 CellFactory = Callable[..., Awaitable[CellUnderTest]]
+TenantCellFactory = Callable[..., Awaitable[TenantCell]]
 
 
 @pytest.fixture
@@ -52,3 +53,37 @@ async def make_cell(
         await mongo_client.drop_database(cell.settings.cell_database(cell.cell))
         await rabbitmq_admin.delete_vhost(cell.namespace)
         await rabbitmq_admin.delete_user(tenant_user(cell.namespace))
+
+
+@pytest.fixture
+async def make_tenant_cell(
+    endpoints: Endpoints,
+    tmp_path: Path,
+    kafka_admin: AIOKafkaAdminClient,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    rabbitmq_admin: RabbitMQAdmin,
+) -> AsyncIterator[TenantCellFactory]:
+    """Makes cells with tenants' namespaces (``make({"a": Quota(...), ...}, partitions=, **env)``) and
+    starts a cell process unless ``start=False``; kills and removes everything afterwards."""
+    made: list[TenantCell] = []
+
+    async def make(quotas: dict[str, Any], *, start: bool = True, **options: Any) -> TenantCell:
+        tenants = await provision_tenants(endpoints, tmp_path, quotas, **options)
+        made.append(tenants)
+        if start:
+            await tenants.cell.start_process().start()
+        return tenants
+
+    yield make
+    for tenants in made:
+        cell = tenants.cell
+        for process in cell.processes:
+            process.kill(signal.SIGKILL)
+            if process.proc is not None:
+                await process.wait()
+        await kafka_admin.delete_topics([f"perdure.cell.{cell.cell}.tasks", f"perdure.cell.{cell.cell}.dlq"])
+        for provisioned in tenants.namespaces.values():
+            await rabbitmq_admin.delete_vhost(provisioned.record.vhost)
+            await rabbitmq_admin.delete_user(tenant_user(provisioned.record.name))
+        await mongo_client.drop_database(cell.settings.control_database)
+        await mongo_client.drop_database(cell.settings.cell_database(cell.cell))

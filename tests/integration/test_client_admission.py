@@ -4,86 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from pymongo import AsyncMongoClient
 
-from perdure.infra.rabbitmq_admin import RabbitMQAdmin
-from perdure.infra.settings import load_settings
 from perdure.platform.admission.ingress_wire import IngressReply
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.provisioning import (
-    ProvisionedNamespace,
-    create_cell,
-    namespace_amqp_url,
-    provision_namespace,
-    tenant_user,
-)
+from perdure.platform.cell.provisioning import namespace_amqp_url
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.tenancy_store import TenancyStore
 from perdure.platform.tenancy.vhost_layout import INGRESS_DEAD_LETTERS, INGRESS_QUEUE
 from perdure.tenants import ApplicationError, PayloadTooLargeError, UnknownWorkflowTypeError
 from perdure.tenants.client import Client
 from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
 
-from ..service_endpoints import Endpoints
 from .cell_app import Gated, Sleeper, ThreeSteps
-from .cell_harness import CellUnderTest, settings_env
-
-APP = "tests.integration.cell_app:app"
-REPO = str(Path(__file__).resolve().parents[2])
-PERDURE = str(Path(sys.executable).parent / "perdure")
-
-
-@dataclass
-class TenantCell:
-    cell: CellUnderTest
-    a: ProvisionedNamespace
-    b: ProvisionedNamespace
+from .cell_harness import PERDURE, TenantCell
+from .conftest import TenantCellFactory
 
 
 @pytest.fixture
-async def tenant_cell(
-    endpoints: Endpoints,
-    tmp_path: Path,
-    kafka_admin: AIOKafkaAdminClient,
-    mongo_client: AsyncMongoClient[dict[str, Any]],
-    rabbitmq_admin: RabbitMQAdmin,
-) -> AsyncIterator[TenantCell]:
-    suffix = uuid.uuid4().hex[:8]
-    variables = settings_env(endpoints, f"t{suffix}")
-    settings = load_settings(**{k.removeprefix("PERDURE_").lower(): v for k, v in variables.items()})
-    cell_name = f"c-{suffix}"
-    await create_cell(settings, cell_name, 2)
-    databases = Databases.connect(settings)
-    for account in ("acme", "globex"):
-        await TenancyStore(databases.control_db).create_account(account)
-    await databases.close()
-    small = Quota(max_payload_bytes=4096)
-    a = await provision_namespace(settings, f"a-{suffix}", APP, account="acme", quota=small)
-    b = await provision_namespace(settings, f"b-{suffix}", APP, account="globex")
-    env = {**os.environ, **variables, "PYTHONPATH": REPO}
-    cell = CellUnderTest(settings, env, cell_name, a.record.name, tmp_path)
-    await cell.start_process().start()
-    yield TenantCell(cell, a, b)
-    for process in cell.processes:
-        process.kill()
-        await process.wait()
-    await kafka_admin.delete_topics([f"perdure.cell.{cell_name}.tasks", f"perdure.cell.{cell_name}.dlq"])
-    for provisioned in (a, b):
-        await rabbitmq_admin.delete_vhost(provisioned.record.vhost)
-        await rabbitmq_admin.delete_user(tenant_user(provisioned.record.name))
-    await mongo_client.drop_database(settings.control_database)
-    await mongo_client.drop_database(settings.cell_database(cell_name))
+async def tenant_cell(make_tenant_cell: TenantCellFactory) -> TenantCell:
+    return await make_tenant_cell({"a": Quota(max_payload_bytes=4096), "b": Quota()})
 
 
 async def test_a_tenant_starts_signals_and_awaits_results(tenant_cell: TenantCell, tmp_path: Path) -> None:

@@ -4,39 +4,25 @@ does not delay another beyond its share (unless fairness is switched off)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from pymongo import AsyncMongoClient
 
-from perdure.infra.rabbitmq_admin import RabbitMQAdmin
-from perdure.infra.settings import load_settings
 from perdure.platform.admission.ingress_wire import StartRequest
 from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.provisioning import (
-    ProvisionedNamespace,
-    create_cell,
-    provision_namespace,
-    tenant_user,
-)
+from perdure.platform.cell.provisioning import ProvisionedNamespace
 from perdure.platform.core.outbox import RunClosed
 from perdure.platform.core.payloads import default_converter
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.tenancy_store import TenancyStore
 from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
 
-from ..service_endpoints import Endpoints
-from .cell_harness import CellUnderTest, settings_env
+from .cell_harness import CellUnderTest
+from .conftest import TenantCellFactory
 
-APP = "tests.integration.cell_app:app"
-REPO = str(Path(__file__).resolve().parents[2])
 Factory = Callable[..., Any]
 
 
@@ -110,48 +96,17 @@ def p99(values: list[float]) -> float:
 
 
 @pytest.fixture
-async def tenant_pair(
-    endpoints: Endpoints,
-    tmp_path: Path,
-    kafka_admin: AIOKafkaAdminClient,
-    mongo_client: AsyncMongoClient[dict[str, Any]],
-    rabbitmq_admin: RabbitMQAdmin,
-) -> AsyncIterator[Factory]:
-    """Makes a cell with tenants "a" and "b" (quotas given) and a cell process; removes all after."""
-    made: list[tuple[Any, CellUnderTest, list[ProvisionedNamespace]]] = []
+def tenant_pair(make_tenant_cell: TenantCellFactory) -> Factory:
+    """Makes a cell with tenants "a" and "b" (quotas given), a cell process, and a ``Tenant`` of each."""
 
     async def make(quota_a: Quota, quota_b: Quota, **env: str) -> tuple[CellUnderTest, Tenant, Tenant]:
-        suffix = uuid.uuid4().hex[:8]
-        variables = settings_env(endpoints, f"t{suffix}")
-        settings = load_settings(**{k.removeprefix("PERDURE_").lower(): v for k, v in variables.items()})
-        cell_name = f"c-{suffix}"
-        await create_cell(settings, cell_name, 4)
-        databases = Databases.connect(settings)
-        await TenancyStore(databases.control_db).create_account("acme")
-        await databases.close()
-        a = await provision_namespace(settings, f"a-{suffix}", APP, account="acme", quota=quota_a)
-        b = await provision_namespace(settings, f"b-{suffix}", APP, account="acme", quota=quota_b)
-        cell = CellUnderTest(
-            settings, {**os.environ, **variables, "PYTHONPATH": REPO, **env}, cell_name, "", tmp_path
-        )
-        await cell.start_process().start()
-        made.append((settings, cell, [a, b]))
-        tenants = Tenant(a), Tenant(b)
-        for tenant in tenants:
+        tenants = await make_tenant_cell({"a": quota_a, "b": quota_b}, partitions=4, **env)
+        pair = Tenant(tenants.a), Tenant(tenants.b)
+        for tenant in pair:
             await tenant.open()
-        return cell, *tenants
+        return tenants.cell, *pair
 
-    yield make
-    for settings, cell, namespaces in made:
-        for process in cell.processes:
-            process.kill()
-            await process.wait()
-        await kafka_admin.delete_topics([f"perdure.cell.{cell.cell}.tasks", f"perdure.cell.{cell.cell}.dlq"])
-        for provisioned in namespaces:
-            await rabbitmq_admin.delete_vhost(provisioned.record.vhost)
-            await rabbitmq_admin.delete_user(tenant_user(provisioned.record.name))
-        await mongo_client.drop_database(settings.control_database)
-        await mongo_client.drop_database(settings.cell_database(cell.cell))
+    return make
 
 
 async def test_a_namespace_is_held_to_its_rate_and_the_other_is_not(tenant_pair: Factory) -> None:

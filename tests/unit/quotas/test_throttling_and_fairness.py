@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from perdure.platform.admission.fair_queue import FairQueue
-from perdure.platform.admission.token_bucket import TokenBucket
+from perdure.platform.quotas.fair_queue import FairQueue
+from perdure.platform.quotas.token_bucket import TokenBucket
 
 
 def test_a_bucket_allows_its_burst_then_its_rate() -> None:
@@ -75,3 +75,33 @@ def test_a_namespace_out_of_tokens_does_not_block_the_others() -> None:
     assert len([1 for name, _ in taken if name == "full"]) == 10
     assert queue.waiting("empty") == 9
     assert queue.next_ready_in(0.0) == 1.0
+
+
+def test_room_caps_a_namespace_without_holding_up_the_others() -> None:
+    for fair in (True, False):
+        queue: FairQueue[int] = FairQueue(fair=fair)
+        queue.configure("capped", rate=1e9, burst=10**9, weight=5)
+        queue.configure("free", rate=1e9, burst=10**9, weight=1)
+        for i in range(20):
+            queue.put("capped", i)
+            queue.put("free", i)
+        taken = queue.take(0.0, limit=100, room={"capped": 3})
+        assert [i for name, i in taken if name == "capped"] == [0, 1, 2]
+        assert len([1 for name, _ in taken if name == "free"]) == 20
+        assert queue.next_ready_in(0.0, room={"capped": 0}) is None  # waits for room, not for time
+        assert queue.take(0.0, limit=100, room={"capped": 0}) == []
+        assert [i for _, i in queue.take(0.0, limit=100, room={"capped": 2})] == [3, 4]
+
+
+def test_weights_share_slots_when_room_is_scarce() -> None:
+    queue: FairQueue[int] = FairQueue(quantum=1)
+    queue.configure("gold", rate=1e9, burst=10**9, weight=3)
+    queue.configure("basic", rate=1e9, burst=10**9, weight=1)
+    for i in range(1_000):
+        queue.put("gold", i)
+        queue.put("basic", i)
+    counts = {"gold": 0, "basic": 0}
+    for _ in range(100):  # one free slot at a time, as an executor at capacity sees it
+        for name, _ in queue.take(0.0, limit=1):
+            counts[name] += 1
+    assert counts == {"gold": 75, "basic": 25}
