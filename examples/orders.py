@@ -60,3 +60,7 @@ class ExpressOrder:
     @workflow.signal
     def approve(self) -> None:
         self.approved = True
+
+    @workflow.query
+    def status(self) -> str:
+        return "approved" if self.approved else "waiting"
