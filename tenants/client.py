@@ -222,6 +222,7 @@ class WorkflowHandle:
             pending_activities=d["pending_activities"],
             pending_timers=d["pending_timers"],
             blocked_reason=d.get("blocked_reason"),
+            search_attributes=d.get("search_attributes") or {},
         )
 
     async def result(self, timeout: float | None = None) -> Any:

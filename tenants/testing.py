@@ -36,6 +36,7 @@ from perdure.platform.core.failures import (
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
 from perdure.platform.core.run_state import RunState
 from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
+from perdure.platform.core.usage import UsageRecord, query_usage
 from perdure.platform.core.workflow_instance import WorkflowInstance
 from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
 from perdure.tenants.run_outcome import run_outcome
@@ -55,6 +56,7 @@ class WorkflowDescription:
     pending_activities: int
     pending_timers: int
     blocked_reason: str | None
+    search_attributes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +92,8 @@ class LocalEnvironment:
         self._armed: dict[str, tuple[datetime, m.TimerFiredNotice]] = {}
         self._counter = itertools.count()
         self._activity_tasks: set[asyncio.Task[None]] = set()
+        # The billable actions the runs recorded, as the cell would send them to metering.
+        self.usage: list[UsageRecord] = []
         self._waiters = 0
         self._wakeup: asyncio.Event | None = None
         self._queue_empty: asyncio.Event | None = None
@@ -300,6 +304,8 @@ class LocalEnvironment:
                 self._queue.append((entry.workflow_id, None, message))
             case o.NotifyParent():
                 self._queue.append((None, entry.parent.run_id, entry.message))
+            case o.RecordUsage():
+                self.usage.extend(entry.records)
             case o.CancelActivityTask() | o.RunClosed():
                 pass
 
@@ -353,12 +359,15 @@ class LocalEnvironment:
         )
         self._wake()
 
+        sequence = itertools.count(1)
+
         def heartbeat(details: list[Payload]) -> None:
             notice = m.ActivityHeartbeat(
                 run_id=task.run_id,
                 scheduled_event_id=task.scheduled_event_id,
                 attempt=task.attempt,
                 details=details,
+                sequence=next(sequence),
             )
             if threading.get_ident() == loop_thread:
                 self._enqueue(None, task.run_id, notice)  # keeps its order before the attempt's outcome
@@ -473,6 +482,7 @@ class LocalWorkflowHandle:
             input=self.env.converter.to_payloads(list(args), "query input"),
         )
         payload = self.env.machine.query(message, instance=run.instance, history=run.history)
+        self.env.usage.append(query_usage(run.state.namespace, message.request_id, self.env.now()))
         hint = self.env.app.get_workflow(run.state.workflow_type).queries[name].return_type
         return self.env.converter.from_payload(payload, hint)
 
@@ -502,6 +512,7 @@ class LocalWorkflowHandle:
             pending_activities=len(state.pending_activities),
             pending_timers=len(state.pending_timers),
             blocked_reason=state.blocked_reason,
+            search_attributes=dict(state.search_attributes),
         )
 
     def _require_open(self) -> None:

@@ -21,7 +21,7 @@ from perdure.platform.core.definitions import (
     WorkflowDefinition,
     activity_definition_of,
 )
-from perdure.platform.core.history import ActivityOptions
+from perdure.platform.core.history import ActivityOptions, SearchAttributeValue
 from perdure.platform.core.retry import RetryPolicy
 from perdure.platform.core.workflow_instance import (
     ContinueAsNewRequest,
@@ -47,6 +47,7 @@ __all__ = [
     "side_effect",
     "signal",
     "sleep",
+    "upsert_search_attributes",
     "uuid4",
     "wait_condition",
 ]
@@ -104,6 +105,12 @@ def patched(patch_id: str) -> bool:
 def side_effect(fn: Callable[[], Any], *, result_type: Any = Any) -> Any:
     """Run ``fn`` once and record its value; replays return the recorded value."""
     return current_instance().side_effect(fn, result_type)
+
+
+def upsert_search_attributes(attributes: dict[str, SearchAttributeValue]) -> None:
+    """Set (or change) attributes the run is found by; they are recorded in the history and shown by
+    ``describe``. Values are strings, numbers, booleans or lists of strings."""
+    current_instance().upsert_search_attributes(attributes)
 
 
 async def sleep(duration: timedelta | float) -> None:

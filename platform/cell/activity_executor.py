@@ -73,8 +73,7 @@ class ActivityExecutors:
         self.slots = slots
         self.refresh_seconds = refresh_seconds
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
-        # A slot is a coarse unit (an activity may run for minutes): turns of one task each.
-        self.queue: FairQueue[_Waiting] = FairQueue(quantum=1)
+        self.queue: FairQueue[_Waiting] = FairQueue()
         self._consuming: dict[str, tuple[AbstractChannel, aio_pika.abc.AbstractQueue, str]] = {}
         self._limits: dict[str, int] = {}  # max concurrent attempts per namespace
         self._running_in: collections.Counter[str] = collections.Counter()
@@ -262,6 +261,7 @@ class _HeartbeatSender:
         self.loop = asyncio.get_running_loop()
         self.pending: list[Payload] | None = None
         self.sending: asyncio.Task[None] | None = None
+        self.sent = 0
 
     def beat(self, details: list[Payload]) -> None:
         # Sync activities call this from their worker thread.
@@ -275,6 +275,7 @@ class _HeartbeatSender:
     async def _send(self) -> None:
         while self.pending is not None:
             details, self.pending = self.pending, None
+            self.sent += 1
             await self.executors.tasks.send(
                 ActivityExecutors._envelope(
                     self.task,
@@ -283,6 +284,7 @@ class _HeartbeatSender:
                         scheduled_event_id=self.task.scheduled_event_id,
                         attempt=self.task.attempt,
                         details=details,
+                        sequence=self.sent,
                     ),
                 )
             )

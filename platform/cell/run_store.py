@@ -22,6 +22,7 @@ mark an outbox sent.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,8 @@ class RunEntry:
     instance: WorkflowInstance | None = None
     # First event ids of the stored history batches (their ``_id``s follow from them).
     batch_starts: list[int] = field(default_factory=list)
+    # The stored size of the history (its events as JSON), for storage metering.
+    history_bytes: int = 0
     # The whole history, kept only while there is no live instance to feed (a parked run, a cache miss).
     history: list[h.HistoryEvent] | None = None
     # What this poll changed: written together, then the outbox is sent.
@@ -193,6 +196,7 @@ class RunStore:
             partition=document["partition"],
             persisted_next_event_id=state.next_event_id,
             batch_starts=list(document.get("batch_starts") or []),
+            history_bytes=document.get("history_bytes", 0),
         )
 
     async def read_history(self, run_id: str, document: Document | None = None) -> list[h.HistoryEvent]:
@@ -243,7 +247,7 @@ class RunStore:
         inserts: list[Document] = []
         updates: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         batches: list[Document] = []
-        written: list[tuple[RunEntry, list[int]]] = []
+        written: list[tuple[RunEntry, list[int], int]] = []
         for entry in entries:
             if not entry.dirty:
                 continue
@@ -264,7 +268,11 @@ class RunStore:
                     }
                 )
             document["batch_starts"] = starts
-            written.append((entry, starts))
+            size = (
+                len(json.dumps(document["tail"]["events"], separators=(",", ":"))) if entry.new_events else 0
+            )
+            document["history_bytes"] = entry.history_bytes + size
+            written.append((entry, starts, document["history_bytes"]))
             if entry.persisted_next_event_id == 1:
                 pointer_id = _pointer_id(state.namespace, state.workflow_id)
                 pointers.append(
@@ -280,7 +288,7 @@ class RunStore:
                 updates.append((run_id, partial(self.runs.update_one, condition, {"$set": document})))
         if not written:
             return []
-        journal = self._journal_entries([entry for entry, _ in written], offsets)
+        journal = self._journal_entries([entry for entry, _, _ in written], offsets)
         # A new run's pointer is written before the run: if the insert then fails, the start is read
         # again and recreates this same run id (it is derived from the start's request id). Most
         # executions have one run, so the pointer is inserted and replaced only when it exists.
@@ -299,9 +307,10 @@ class RunStore:
                 f"{[d['_id'] for d in refused][:5]}"
             )
         await insert_ignoring_duplicates(self.history, batches)  # a duplicate is a batch copied before
-        for entry, starts in written:
+        for entry, starts, history_bytes in written:
             entry.persisted_next_event_id = entry.state.next_event_id
             entry.batch_starts = starts
+            entry.history_bytes = history_bytes
         return [d["_id"] for d in journal]
 
     @staticmethod

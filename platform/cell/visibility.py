@@ -24,6 +24,7 @@ def describe_run(document: Document) -> dict[str, Any]:
         "result": state.get("result"),
         "failure": state.get("failure"),
         "new_run_id": state.get("new_run_id"),
+        "search_attributes": state.get("search_attributes") or {},
     }
 
 

@@ -87,6 +87,17 @@ class RecordMarker(_Command):
         )
 
 
+class UpsertSearchAttributes(_Command):
+    seq: int
+    attributes: dict[str, h.SearchAttributeValue]
+
+    def describe(self) -> str:
+        return f"upsert search attributes {sorted(self.attributes)}"
+
+    def matches(self, event: Any) -> bool:
+        return isinstance(event, h.UpsertWorkflowSearchAttributes) and event.attributes == self.attributes
+
+
 class StartChildWorkflow(_Command):
     seq: int
     workflow_type: str
@@ -161,6 +172,7 @@ Command = (
     | StartTimer
     | CancelTimer
     | RecordMarker
+    | UpsertSearchAttributes
     | StartChildWorkflow
     | RequestCancelChild
     | CompleteWorkflow
@@ -180,6 +192,8 @@ def describe_event(event: Any) -> str:
             return f"start timer of {event.duration} (event {event.event_id})"
         case h.MarkerRecorded():
             return f"{event.marker} marker {event.marker_id!r} (event {event.event_id})"
+        case h.UpsertWorkflowSearchAttributes():
+            return f"upsert search attributes {sorted(event.attributes)} (event {event.event_id})"
         case h.StartChildWorkflowExecutionInitiated():
             child = f"{event.workflow_type!r} id {event.workflow_id!r}"
             return f"start child workflow {child} (event {event.event_id})"

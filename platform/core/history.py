@@ -156,6 +156,16 @@ class MarkerRecorded(_Event):
     value: Payload | None = None
 
 
+# What a run may be found by (and is billed for setting): JSON scalars, or lists of strings.
+SearchAttributeValue = str | int | float | bool | list[str]
+
+
+class UpsertWorkflowSearchAttributes(_Event):
+    type: Literal["upsert_workflow_search_attributes"] = "upsert_workflow_search_attributes"
+    seq: int
+    attributes: dict[str, SearchAttributeValue]
+
+
 class StartChildWorkflowExecutionInitiated(_Event):
     type: Literal["start_child_workflow_execution_initiated"] = "start_child_workflow_execution_initiated"
     seq: int
@@ -263,6 +273,7 @@ HistoryEvent = Annotated[
     | TimerCanceled
     | WorkflowExecutionSignaled
     | MarkerRecorded
+    | UpsertWorkflowSearchAttributes
     | StartChildWorkflowExecutionInitiated
     | StartChildWorkflowExecutionFailed
     | ChildWorkflowExecutionStarted
@@ -294,6 +305,7 @@ COMMAND_EVENTS = (
     TimerStarted,
     TimerCanceled,
     MarkerRecorded,
+    UpsertWorkflowSearchAttributes,
     StartChildWorkflowExecutionInitiated,
     RequestCancelChildWorkflowExecution,
     WorkflowExecutionCompleted,

@@ -80,6 +80,7 @@ class ActivityHeartbeat(_Message):
     scheduled_event_id: int
     attempt: int
     details: list[Payload] = []
+    sequence: int = 0  # the n-th heartbeat of the attempt: its usage record's id
 
 
 TimerPurpose = Literal[

@@ -12,6 +12,7 @@ from perdure.platform.core.failures import Failure
 from perdure.platform.core.history import ActivityOptions, ParentRef
 from perdure.platform.core.messages import ChildClosed, StartWorkflow, TimerFiredNotice
 from perdure.platform.core.payloads import Payload
+from perdure.platform.core.usage import UsageRecord
 
 
 class _Entry(BaseModel):
@@ -95,6 +96,14 @@ class RunClosed(_Entry):
         return close_routing_key(self.workflow_id)
 
 
+class RecordUsage(_Entry):
+    """The billable actions of a transition, for the metering topic (sent again after a crash like any
+    outbox entry: their ids make the copies recognisable)."""
+
+    kind: Literal["record_usage"] = "record_usage"
+    records: list[UsageRecord]
+
+
 def close_routing_key(workflow_id: str) -> str:
     """Where a run's close is published on its namespace's ``results`` topic exchange. The id is hashed:
     a workflow id may hold ``.``, ``*`` or ``#`` (words and wildcards to a topic exchange) and be longer
@@ -110,6 +119,7 @@ OutboxEntry = Annotated[
     | StartRun
     | CancelRun
     | NotifyParent
-    | RunClosed,
+    | RunClosed
+    | RecordUsage,
     Field(discriminator="kind"),
 ]

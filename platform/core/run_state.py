@@ -85,6 +85,7 @@ class RunState(BaseModel):
     result: Payload | None = None
     failure: Failure | None = None
     new_run_id: str | None = None
+    search_attributes: dict[str, h.SearchAttributeValue] = Field(default_factory=dict)
 
     @property
     def is_open(self) -> bool:
@@ -222,6 +223,8 @@ def apply_event(state: RunState, event: h.HistoryEvent) -> None:
     from history share, so the two cannot disagree."""
     state.next_event_id = event.event_id + 1
     match event:
+        case h.UpsertWorkflowSearchAttributes():
+            state.search_attributes.update(event.attributes)
         case h.WorkflowExecutionStarted():
             if event.execution_timeout is not None:
                 arm(state, "execution_timeout", event.timestamp + event.execution_timeout)

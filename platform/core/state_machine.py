@@ -28,6 +28,7 @@ from perdure.platform.core.commands import (
     ScheduleActivity,
     StartChildWorkflow,
     StartTimer,
+    UpsertSearchAttributes,
 )
 from perdure.platform.core.definitions import UnknownWorkflowTypeError, WorkflowRegistry
 from perdure.platform.core.failures import (
@@ -49,6 +50,7 @@ from perdure.platform.core.run_state import (
     new_run_state,
     rebuild_state,
 )
+from perdure.platform.core.usage import UsageRecord, heartbeat_usage, usage_of_events
 from perdure.platform.core.workflow_instance import WorkflowInstance, WorkflowTaskError
 
 ChildOutcome = Literal["completed", "failed", "canceled", "terminated", "timed_out"]
@@ -88,6 +90,8 @@ class _Step:
         self.now = now
         self.events: list[h.HistoryEvent] = []
         self.outbox: list[o.OutboxEntry] = []
+        # Billable actions that are not events (heartbeats that reached the run).
+        self.usage: list[UsageRecord] = []
         # The live instance (None until needed, or once the run is parked) and the history to replay.
         self.instance: WorkflowInstance | None = None
         self.history: Sequence[h.HistoryEvent] | None = None
@@ -297,6 +301,16 @@ class ExecutionStateMachine:
             self._record_started(step, activity)
         activity.last_heartbeat_at = step.now
         activity.heartbeat_details = message.details
+        step.usage.append(
+            heartbeat_usage(
+                step.state.namespace,
+                step.state.run_id,
+                message.scheduled_event_id,
+                message.attempt,
+                message.sequence,
+                step.now,
+            )
+        )
         return None
 
     def _on_activity_completed(self, step: _Step, message: m.ActivityCompleted) -> str | None:
@@ -578,6 +592,8 @@ class ExecutionStateMachine:
                     marker_id=command.marker_id,
                     value=command.value,
                 )
+            case UpsertSearchAttributes():
+                step.append(h.UpsertWorkflowSearchAttributes, seq=command.seq, attributes=command.attributes)
             case StartChildWorkflow():
                 event = step.append(
                     h.StartChildWorkflowExecutionInitiated,
@@ -724,4 +740,7 @@ class ExecutionStateMachine:
     def _done(self, step: _Step, instance: WorkflowInstance | None) -> Transition:
         if step.state.status != "running":
             instance = None
+        usage = [*usage_of_events(step.state.namespace, step.state.run_id, step.events), *step.usage]
+        if usage:
+            step.outbox.append(o.RecordUsage(records=usage))
         return Transition(step.state, step.events, step.outbox, instance)

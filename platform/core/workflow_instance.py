@@ -36,6 +36,7 @@ from perdure.platform.core.commands import (
     ScheduleActivity,
     StartChildWorkflow,
     StartTimer,
+    UpsertSearchAttributes,
     describe_event,
 )
 from perdure.platform.core.definitions import HandlerDefinition, WorkflowDefinition
@@ -140,6 +141,7 @@ class WorkflowInstance:
         self._pending: collections.deque[Command] = collections.deque()
         self._closing = False
         self._querying = False
+        self.search_attributes: dict[str, h.SearchAttributeValue] = {}
         self._lenient = False
         self._activities: dict[int, _PendingResult] = {}
         self._timers: dict[int, _PendingResult] = {}
@@ -507,6 +509,13 @@ class WorkflowInstance:
         self._patches[patch_id] = True
         self._emit(RecordMarker(seq=self.next_seq(), marker="patch", marker_id=patch_id))
         return True
+
+    def upsert_search_attributes(self, attributes: dict[str, h.SearchAttributeValue]) -> None:
+        for name in attributes:
+            if not isinstance(name, str) or not 0 < len(name) <= 100:
+                raise ValueError(f"a search attribute's name is a string of 1 to 100 characters: {name!r}")
+        self.search_attributes.update(attributes)
+        self._emit(UpsertSearchAttributes(seq=self.next_seq(), attributes=dict(attributes)))
 
     def side_effect(self, fn: Callable[[], Any], hint: Any) -> Any:
         seq = self.next_seq()

@@ -28,7 +28,9 @@ class _Lane(Generic[T]):
 
 
 class FairQueue(Generic[T]):
-    def __init__(self, *, quantum: int = 8, fair: bool = True) -> None:
+    # Turns of one item per unit of weight: the finest interleaving, so a namespace that just arrived
+    # waits behind at most one turn of each other namespace.
+    def __init__(self, *, quantum: int = 1, fair: bool = True) -> None:
         self.quantum = quantum
         self.fair = fair
         self._lanes: dict[str, _Lane[T]] = {}
