@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     admission_fair: bool = True
     # Activity attempts one cell process runs at once, across namespaces (shared by weight).
     executor_slots: int = Field(default=256, ge=1, le=10_000)
+    # How often each partition owner samples the storage of its runs (metered in GB-hours).
+    storage_sample_seconds: int = Field(default=3600, ge=1, le=86_400)
 
     telemetry_exporter: Literal["none", "console", "otlp", "memory"] = "none"
     otlp_endpoint: str = "http://127.0.0.1:4318"
@@ -152,6 +154,15 @@ class Settings(BaseSettings):
     @property
     def control_database(self) -> str:
         return f"{self.database_prefix}_control"
+
+    @property
+    def metering_database(self) -> str:
+        return f"{self.database_prefix}_metering"
+
+    @property
+    def metering_topic(self) -> str:
+        """The global topic of usage records ("perdure.metering" by default)."""
+        return f"{self.database_prefix}.metering"
 
     def cell_database(self, cell: str) -> str:
         return f"{self.database_prefix}_cell_{cell.replace('-', '_')}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer
 
@@ -21,7 +22,9 @@ from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.engine import CellEngine
 from perdure.platform.cell.namespace_apps import NamespaceApps
 from perdure.platform.cell.outbox_sender import OutboxSender
+from perdure.platform.cell.storage_sampler import StorageSampler
 from perdure.platform.cell.task_producer import TaskProducer, new_producer
+from perdure.platform.cell.usage_producer import UsageProducer, ensure_metering_topic
 
 log = logging.getLogger("perdure.cell")
 
@@ -50,6 +53,13 @@ async def run_cell(
     producer = new_producer(endpoints.kafka_bootstrap_servers)
     await producer.start()
     tasks = TaskProducer(producer, cell_name)
+    # Usage goes to the global Kafka, which a cell may not share.
+    await ensure_metering_topic(settings)
+    metering_producer = producer
+    if settings.kafka_bootstrap_servers != endpoints.kafka_bootstrap_servers:
+        metering_producer = new_producer(settings.kafka_bootstrap_servers)
+        await metering_producer.start()
+    usage = UsageProducer(metering_producer, settings.metering_topic)
     channels = AmqpChannels(settings, cell_name)
     apps = NamespaceApps(databases.control, cell_name)
     consumer = AIOKafkaConsumer(
@@ -64,7 +74,9 @@ async def run_cell(
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     engine: CellEngine | None = None
-    sender = OutboxSender(store, tasks, channels, cell.partitions, apps.vhost_of, ArmedTimers(), lambda: None)
+    sender = OutboxSender(
+        store, tasks, channels, cell.partitions, apps.vhost_of, ArmedTimers(), lambda: None, usage
+    )
     engine = CellEngine(cell, store, apps, tasks, sender, consumer)
     sender.timer_armed = engine.timer_armed
     workers = ActivityExecutors(apps, tasks, channels, slots=settings.executor_slots)
@@ -82,7 +94,18 @@ async def run_cell(
     engine.subscribe()
     await consumer.start()
     log.info("cell running", extra={"cell": cell_name, "partitions": cell.partitions})
-    running = [asyncio.create_task(engine.run(), name="engine")]
+    sampler = StorageSampler(
+        cell_name,
+        store,
+        apps,
+        usage,
+        lambda: list(engine.epochs),
+        timedelta(seconds=settings.storage_sample_seconds),
+    )
+    running = [
+        asyncio.create_task(engine.run(), name="engine"),
+        asyncio.create_task(sampler.run(engine.stopping), name="storage"),
+    ]
     if executors:
         running.append(asyncio.create_task(workers.run(), name="executors"))
     if admission:
@@ -105,6 +128,8 @@ async def run_cell(
         stopper.cancel()
         await consumer.stop()  # commits were made per batch; this leaves the group
         await producer.stop()
+        if metering_producer is not producer:
+            await metering_producer.stop()
         await channels.close()
         await databases.close()
         if owns_telemetry:

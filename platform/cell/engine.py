@@ -36,6 +36,7 @@ from perdure.platform.cell.wire import DeadLetter, TaskEnvelope, UndecodableMess
 from perdure.platform.core import messages as m
 from perdure.platform.core.failures import ApplicationError
 from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
+from perdure.platform.core.usage import UsageRecord, query_usage
 
 log = logging.getLogger("perdure.engine")
 tracer = trace.get_tracer("perdure.engine")
@@ -267,6 +268,7 @@ class CellEngine:
             touched: dict[str, RunEntry] = {}
             extra: list[TaskEnvelope] = []
             replies: list[TenantReply | None] = []
+            metered: list[UsageRecord] = []  # what is billed without being written (queries)
             for group in groups.values():
                 if group.namespace is None:
                     continue
@@ -275,7 +277,7 @@ class CellEngine:
                     attributes={"namespace": group.key[0], "workflow_id": group.key[1]},
                 ):
                     try:
-                        self._apply(group, touched, extra, replies)
+                        self._apply(group, touched, extra, replies, metered)
                     except Exception as exc:  # a bug must not stop the partition: park the messages
                         log.exception("applying messages failed", extra={"execution": group.key})
                         rejected.extend(
@@ -298,6 +300,7 @@ class CellEngine:
                 for item in e.new_outbox
             ]
             await self.sender.send(items)
+            await self.sender.usage.send_all(metered)
             await self.tasks.send_all(extra)
             await self.sender.reply(replies)
             if rejected:
@@ -379,6 +382,7 @@ class CellEngine:
         touched: dict[str, RunEntry],
         extra: list[TaskEnvelope],
         replies: list[TenantReply | None],
+        metered: list[UsageRecord],
     ) -> None:
         assert group.namespace is not None
         machine = group.namespace.machine
@@ -394,6 +398,8 @@ class CellEngine:
             if isinstance(message, m.QueryWorkflow):
                 answer = self._answer_query(machine, envelope, entry, message)
                 replies.append(TenantReply.of(envelope, answer))
+                if entry is not None:  # a query that reached a run is billed, answered or not
+                    metered.append(query_usage(group.key[0], message.request_id, datetime.now(UTC)))
                 continue
             if entry is None:
                 log.warning(

@@ -17,9 +17,11 @@ from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.armed_timers import ArmedTimers
 from perdure.platform.cell.run_store import RunStore, partition_of
 from perdure.platform.cell.task_producer import TaskProducer
+from perdure.platform.cell.usage_producer import UsageProducer
 from perdure.platform.cell.wire import TaskEnvelope, execution_key
 from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
+from perdure.platform.core.usage import UsageRecord
 from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE, RESULTS_EXCHANGE
 
 log = logging.getLogger("perdure.outbox")
@@ -62,6 +64,7 @@ class OutboxSender:
         vhost_of: Callable[[str], str],
         timers: ArmedTimers,
         timer_armed: Callable[[], None],
+        usage: UsageProducer,
     ) -> None:
         self.store = store
         self.producer = producer
@@ -70,12 +73,14 @@ class OutboxSender:
         self.vhost_of = vhost_of
         self.timers = timers
         self.timer_armed = timer_armed
+        self.usage = usage
 
     async def send(self, items: Sequence[Addressed]) -> None:
         created: list[dict[str, object]] = []
         cancelled: list[str] = []
         envelopes: list[TaskEnvelope] = []
         publishes = []
+        metered: list[UsageRecord] = []
         for item in items:
             entry = item.entry
             match entry:
@@ -120,6 +125,8 @@ class OutboxSender:
                     publishes.append(
                         self._publish(entry.namespace, RESULTS_EXCHANGE, entry.routing_key, entry)
                     )
+                case o.RecordUsage():
+                    metered.extend(entry.records)
                 case o.CancelActivityTask():
                     pass  # best effort only: a late result of a cancelled activity is ignored by the engine
         for key in cancelled:
@@ -128,7 +135,7 @@ class OutboxSender:
             self.timers.arm(document)
         if created:
             self.timer_armed()
-        await asyncio.gather(self.producer.send_all(envelopes), *publishes)
+        await asyncio.gather(self.producer.send_all(envelopes), self.usage.send_all(metered), *publishes)
 
     async def reply(self, replies: Sequence[TenantReply | None]) -> None:
         """Best effort: a client that misses its answer times out and retries with the same request id,

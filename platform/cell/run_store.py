@@ -27,55 +27,24 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from aiokafka.partitioner import murmur2
 from pydantic import TypeAdapter
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
+from perdure.infra.document_writes import each, insert_ignoring_duplicates
 from perdure.platform.core import history as h
 from perdure.platform.core import outbox as o
 from perdure.platform.core.run_state import ArmedTimer, RunState
 from perdure.platform.core.workflow_instance import WorkflowInstance
 
 Document = dict[str, Any]
-T = TypeVar("T")
 _outbox_adapter: TypeAdapter[list[o.OutboxEntry]] = TypeAdapter(list[o.OutboxEntry])
 _armed_adapter: TypeAdapter[dict[str, ArmedTimer]] = TypeAdapter(dict[str, ArmedTimer])
-
-
-# FerretDB v1 serves a multi-statement update or delete command by holding one pooled connection per
-# statement, and deadlocks once they outnumber its pool (100 on SQLite). Changes are therefore sent as
-# single-statement commands, a few at a time; inserts, which query nothing, still go in bulk.
-WRITE_CONCURRENCY = 8
-
-
-async def each(operations: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
-    """Run the operations concurrently, at most ``WRITE_CONCURRENCY`` at a time, keeping their order."""
-    gate = asyncio.Semaphore(WRITE_CONCURRENCY)
-
-    async def run(operation: Callable[[], Awaitable[T]]) -> T:
-        async with gate:
-            return await operation()
-
-    return list(await asyncio.gather(*(run(op) for op in operations)))
-
-
-async def insert_ignoring_duplicates(collection: Any, documents: Sequence[Document]) -> list[Document]:
-    """Insert all; returns the documents refused as duplicates (any other error is raised)."""
-    if not documents:
-        return []
-    try:
-        await collection.insert_many(list(documents), ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != 11000 for e in errors):
-            raise
-        return [documents[e["index"]] for e in errors]
-    return []
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -405,6 +374,11 @@ class RunStore:
     ) -> list[Document]:
         cursor = self.list_cursor(namespace, status=status, workflow_type=workflow_type, limit=limit)
         return [d async for d in cursor]
+
+    def storage_of(self, partition: int) -> AsyncCursor[Document]:
+        """What storage metering needs of each run of a partition (served by the partition index)."""
+        projection = {"namespace": 1, "status": 1, "close_time": 1, "history_bytes": 1}
+        return self.runs.find({"partition": partition}, projection)
 
     async def count_running(self, namespace: str) -> int:
         return await self.runs.count_documents({"namespace": namespace, "status": "running"})

@@ -11,6 +11,7 @@ from perdure.platform.cli.account_commands import account_app, user_app
 from perdure.platform.cli.cell_commands import cell_app
 from perdure.platform.cli.dev_command import dev
 from perdure.platform.cli.dlq_commands import dlq_app
+from perdure.platform.cli.metering_commands import metering_app, usage
 from perdure.platform.cli.namespace_commands import namespace_app
 from perdure.platform.cli.stack_commands import stack_app
 from perdure.platform.cli.workflow_commands import workflow_app
@@ -28,6 +29,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(namespace_app, name="namespace")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(metering_app, name="metering")
+namespace_app.command("usage")(usage)
 app.command("dev")(dev)
 
 
