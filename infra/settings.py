@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     executor_slots: int = Field(default=256, ge=1, le=10_000)
     # How often each partition owner samples the storage of its runs (metered in GB-hours).
     storage_sample_seconds: int = Field(default=3600, ge=1, le=86_400)
+    # The control plane's own namespace: its workflows (the scheduled billing export, ...) and, in its
+    # vhost, the ``billing`` exchange where exports are announced.
+    system_namespace: str = Field(default="perdure-system", pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    # Where billing exports are written (by `perdure billing export` without --out, and the schedule).
+    billing_export_dir: Path | None = None
 
     telemetry_exporter: Literal["none", "console", "otlp", "memory"] = "none"
     otlp_endpoint: str = "http://127.0.0.1:4318"
@@ -154,6 +159,10 @@ class Settings(BaseSettings):
     @property
     def control_database(self) -> str:
         return f"{self.database_prefix}_control"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.billing_export_dir or self.stack_dir / "billing-exports"
 
     @property
     def metering_database(self) -> str:

@@ -55,6 +55,18 @@ class App:
 
         return register(fn) if fn is not None else register
 
+    def include(self, *others: App) -> App:
+        """Serve the workflows and activities of ``others`` too (one namespace, apps of several modules);
+        a type name registered twice for different code is refused."""
+        for other in others:
+            for name, definition in other.workflows.items():
+                if self.workflows.setdefault(name, definition).cls is not definition.cls:
+                    raise ValueError(f"workflow type {name!r} is registered twice in app {self.name!r}")
+            for name, activity in other.activities.items():
+                if self.activities.setdefault(name, activity).fn is not activity.fn:
+                    raise ValueError(f"activity type {name!r} is registered twice in app {self.name!r}")
+        return self
+
     def get_workflow(self, name: str) -> WorkflowDefinition:
         try:
             return self.workflows[name]

@@ -35,6 +35,9 @@ class TenancyStore:
             raise ControlError(f"no account {name!r}; create it with `perdure account create {name}`")
         return AccountRecord.model_validate(document)
 
+    async def list_accounts(self) -> list[AccountRecord]:
+        return [AccountRecord.model_validate(d) async for d in self.accounts.find().sort("_id", ASCENDING)]
+
     async def add_user(self, email: str, account: str, role: Role) -> UserRecord:
         """Add a user to an account, or change the role of one already in it."""
         await self.get_account(account)

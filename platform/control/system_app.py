@@ -1,0 +1,8 @@
+"""The app of the system namespace: the control plane's workflows, from the modules that define them."""
+
+from __future__ import annotations
+
+from perdure.billing.export_schedule import app as billing_app
+from perdure.tenants import App
+
+app = App("perdure-system").include(billing_app)
