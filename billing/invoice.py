@@ -144,4 +144,6 @@ def _fixed(free: Decimal, used: Decimal) -> Decimal:
     monthly tier is a fraction: six places, rounded down so it never exceeds what was used)."""
     if free == used:
         return used
+    if free == free.to_integral_value():
+        return free.quantize(Decimal(1))
     return free.quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
