@@ -114,6 +114,35 @@ class Noop:
         return tag
 
 
+@app.workflow
+class MixedWork:
+    """Every kind of billable action: an activity retried twice, a timer, a side effect, a search
+    attribute, a child workflow, and a signal it waits for."""
+
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.run
+    async def run(self, ledger: str, tag: str) -> str:
+        workflow.upsert_search_attributes({"Tag": tag})
+        lucky = workflow.side_effect(lambda: 7)
+        await workflow.execute_activity(
+            flaky, ledger, f"{tag}-flaky", 2, start_to_close_timeout=10, retry_policy=FAST_RETRY
+        )
+        await workflow.sleep(timedelta(milliseconds=200))
+        child = await workflow.execute_child_workflow(Sleeper.run, 0.05, id=f"{tag}-child")
+        await workflow.wait_condition(lambda: self.go)
+        return f"{tag}:{lucky}:{child}"
+
+    @workflow.signal
+    def proceed(self) -> None:
+        self.go = True
+
+    @workflow.query
+    def waiting(self) -> bool:
+        return not self.go
+
+
 @app.activity
 async def timed_step(ledger: str, tag: str, seconds: float) -> None:
     """Records when it ran: ``tag began ended`` (wall clock), for tests of the executors' limits."""

@@ -52,6 +52,14 @@ class CellUnderTest:
         self.processes.append(process)
         return process
 
+    def metering_process(self) -> CellProcess:
+        """``perdure metering run`` with this cell's settings (killed with the cell's processes)."""
+        process = CellProcess(
+            self, f"metering{len(self.processes)}", ("metering", "run"), r'"metering running"'
+        )
+        self.processes.append(process)
+        return process
+
     async def client(self) -> OpsClient:
         return await OpsClient.connect(self.settings, self.namespace)
 
@@ -106,11 +114,20 @@ async def provision_tenants(
 
 
 class CellProcess:
-    """``perdure cell run`` in a subprocess; its log lines can be awaited."""
+    """``perdure cell run`` (or another long-running ``perdure`` command) in a subprocess; its log lines
+    can be awaited."""
 
-    def __init__(self, owner: CellUnderTest, name: str) -> None:
+    def __init__(
+        self,
+        owner: CellUnderTest,
+        name: str,
+        command: tuple[str, ...] | None = None,
+        ready: str = r'"partitions assigned".*"partitions": \[\d',
+    ) -> None:
         self.owner = owner
         self.name = name
+        self.command = command or ("cell", "run", owner.cell)
+        self.ready = ready
         self.log = owner.workdir / f"{name}.log"
         self.proc: asyncio.subprocess.Process | None = None
         self._lines: list[str] = []
@@ -120,9 +137,7 @@ class CellProcess:
     async def start(self) -> CellProcess:
         self.proc = await asyncio.create_subprocess_exec(
             str(PERDURE),
-            "cell",
-            "run",
-            self.owner.cell,
+            *self.command,
             env=self.owner.env,
             cwd=str(self.owner.workdir),
             stdout=asyncio.subprocess.PIPE,
@@ -130,7 +145,7 @@ class CellProcess:
             start_new_session=True,
         )
         self._reader = asyncio.create_task(self._read())
-        await self.wait_for_log(r'"partitions assigned".*"partitions": \[\d', timeout=60)
+        await self.wait_for_log(self.ready, timeout=60)
         return self
 
     async def _read(self) -> None:
@@ -221,6 +236,8 @@ def settings_env(endpoints: Endpoints, prefix: str) -> dict[str, str]:
         "PERDURE_RABBITMQ_URL": endpoints.rabbitmq_url,
         "PERDURE_RABBITMQ_MANAGEMENT_URL": endpoints.rabbitmq_management_url,
         "PERDURE_DATABASE_PREFIX": prefix,
+        # Vhosts are not per database prefix: each test's system namespace is its own.
+        "PERDURE_SYSTEM_NAMESPACE": f"{prefix.lower().replace('_', '-')}-system",
         "PERDURE_ENGINE_SESSION_TIMEOUT_MS": "6000",
         "PERDURE_LOG_LEVEL": "INFO",
     }

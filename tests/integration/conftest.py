@@ -49,6 +49,7 @@ async def make_cell(
             if process.proc is not None:
                 await process.wait()
         await kafka_admin.delete_topics([f"perdure.cell.{cell.cell}.tasks", f"perdure.cell.{cell.cell}.dlq"])
+        await _drop_metering(cell.settings, kafka_admin, mongo_client, rabbitmq_admin)
         await mongo_client.drop_database(cell.settings.control_database)
         await mongo_client.drop_database(cell.settings.cell_database(cell.cell))
         await rabbitmq_admin.delete_vhost(cell.namespace)
@@ -82,8 +83,28 @@ async def make_tenant_cell(
             if process.proc is not None:
                 await process.wait()
         await kafka_admin.delete_topics([f"perdure.cell.{cell.cell}.tasks", f"perdure.cell.{cell.cell}.dlq"])
+        await _drop_metering(cell.settings, kafka_admin, mongo_client, rabbitmq_admin)
         for provisioned in tenants.namespaces.values():
             await rabbitmq_admin.delete_vhost(provisioned.record.vhost)
             await rabbitmq_admin.delete_user(tenant_user(provisioned.record.name))
         await mongo_client.drop_database(cell.settings.control_database)
         await mongo_client.drop_database(cell.settings.cell_database(cell.cell))
+
+
+async def _drop_metering(
+    settings: Any,
+    kafka_admin: AIOKafkaAdminClient,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    rabbitmq_admin: RabbitMQAdmin,
+) -> None:
+    """What metering and billing made for a test: the metering topics (each settings prefix has its
+    own), the metering database, the system namespace's vhost and user."""
+    if await rabbitmq_admin.vhost_exists(settings.system_namespace):
+        await rabbitmq_admin.delete_vhost(settings.system_namespace)
+    if await rabbitmq_admin.user_exists(tenant_user(settings.system_namespace)):
+        await rabbitmq_admin.delete_user(tenant_user(settings.system_namespace))
+    existing = set(await kafka_admin.list_topics())
+    mine = [t for t in (settings.metering_topic, f"{settings.metering_topic}.dlq") if t in existing]
+    if mine:
+        await kafka_admin.delete_topics(mine)
+    await mongo_client.drop_database(settings.metering_database)

@@ -1,0 +1,206 @@
+"""Metering on the real services: the actions billed equal the actions counted from the histories, and
+the metering service counts every record once through SIGKILLs, redeliveries and copies."""
+
+from __future__ import annotations
+
+import collections
+import random
+import signal
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pymongo import AsyncMongoClient
+
+from perdure.billing.metering_service import metering_group, usage_store
+from perdure.infra.settings import Settings
+from perdure.platform.cell.run_store import RunStore
+from perdure.platform.cell.usage_producer import ensure_metering_topic
+from perdure.platform.core import history as h
+from perdure.platform.core.usage import ACTION_METRICS, UsageRecord, hour_of
+from perdure.platform.tenancy.model import Quota
+from perdure.tenants.client import Client
+
+from .cell_app import MixedWork
+from .cell_harness import eventually
+from .conftest import TenantCellFactory
+
+# Billable actions in history events, written out here independently of the platform's own mapping.
+BILLED_EVENTS = {
+    "workflow_execution_started": "workflow_started",
+    "workflow_execution_signaled": "signal",
+    "activity_task_started": "activity_started",
+    "timer_started": "timer_started",
+    "upsert_workflow_search_attributes": "search_attribute_update",
+}
+
+
+def _client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+    return AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+
+
+async def metered(settings: Settings, namespace: str) -> collections.Counter[str]:
+    client = _client(settings)
+    try:
+        now = datetime.now(UTC)
+        rows = await usage_store(client, settings).hourly(
+            [namespace], now - timedelta(days=1), now + timedelta(hours=1)
+        )
+    finally:
+        await client.close()
+    totals: collections.Counter[str] = collections.Counter()
+    for row in rows:
+        totals[row.metric] += row.quantity
+    return totals
+
+
+async def counted_from_histories(settings: Settings, cell: str, namespace: str) -> collections.Counter[str]:
+    client = _client(settings)
+    counts: collections.Counter[str] = collections.Counter()
+    try:
+        store = RunStore(client[settings.cell_database(cell)])
+        async for document in store.runs.find({"namespace": namespace}):
+            for event in await store.read_history(document["_id"], document):
+                if isinstance(event, h.MarkerRecorded):
+                    counts["side_effect"] += event.marker == "side_effect"
+                elif event.type in BILLED_EVENTS:
+                    counts[BILLED_EVENTS[event.type]] += 1
+    finally:
+        await client.close()
+    return counts
+
+
+async def test_billed_actions_reconcile_with_the_histories(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    workload = {"a": 1, "b": 2, "c": 3}  # workflows per namespace (each with a child)
+    tenants = await make_tenant_cell(
+        {label: Quota.unthrottled() for label in workload}, PERDURE_STORAGE_SAMPLE_SECONDS="2"
+    )
+    await tenants.cell.metering_process().start()
+    ledger = str(tmp_path / "ledger")
+    for label, count in workload.items():
+        async with await Client.connect(tenants.connection_string(label)) as client:
+            handles = [
+                await client.start_workflow(MixedWork.run, ledger, f"{label}{i}", id=f"mixed-{i}")
+                for i in range(count)
+            ]
+            for handle in handles:
+                assert await handle.query(MixedWork.waiting) is True
+                await handle.signal(MixedWork.proceed)
+            for i, handle in enumerate(handles):
+                assert await handle.result(timeout=60) == f"{label}{i}:7:woke"
+
+    settings = tenants.cell.settings
+    for label, count in workload.items():
+        namespace = tenants.namespaces[label].record.name
+        expected = await counted_from_histories(settings, tenants.cell.cell, namespace)
+        expected["query"] = count
+        # Two runs per workflow, three attempts of its activity, two timers (its own, the child's).
+        assert expected["workflow_started"] == 2 * count and expected["activity_started"] == 3 * count
+
+        async def billed_equals_counted(
+            namespace: str = namespace, expected: collections.Counter[str] = expected
+        ) -> None:
+            billed = await metered(settings, namespace)
+            actions = collections.Counter({m: billed[m] for m in ACTION_METRICS if billed[m]})
+            assert actions == expected
+            assert billed["retained_storage"] > 0  # the closed runs' histories, sampled every 2 s
+
+        await eventually(billed_equals_counted, timeout=60)
+
+
+async def test_metering_counts_once_through_kills_redeliveries_and_copies(
+    make_tenant_cell: TenantCellFactory,
+) -> None:
+    tenants = await make_tenant_cell({"a": Quota(), "b": Quota(), "c": Quota()}, start=False)
+    cell, settings = tenants.cell, tenants.cell.settings
+    await ensure_metering_topic(settings)
+    namespaces = [p.record.name for p in tenants.namespaces.values()]
+    base = hour_of(datetime.now(UTC)) - timedelta(hours=3)
+    rng = random.Random(7)
+    records = [
+        UsageRecord(
+            id=f"synthetic/{i}",
+            namespace=rng.choice(namespaces),
+            metric=rng.choice(ACTION_METRICS),
+            quantity=rng.randint(1, 5),
+            at=base + timedelta(seconds=rng.randint(0, 3 * 3600 - 1)),
+        )
+        for i in range(12_000)
+    ]
+    expected: collections.Counter[tuple[str, datetime, str]] = collections.Counter()
+    for record in records:
+        expected[record.namespace, record.hour, record.metric] += record.quantity
+
+    async def publish(batch: list[UsageRecord]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            for record in batch:
+                await producer.send(
+                    settings.metering_topic, record.model_dump_json().encode(), key=record.namespace.encode()
+                )
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def counted() -> int:
+        client = _client(settings)
+        try:
+            return await client[settings.metering_database]["usage_ids"].count_documents({})
+        finally:
+            await client.close()
+
+    async def at_least(share: float) -> None:
+        assert await counted() >= share * len(records)
+
+    await publish(records)
+    # Killed twice mid-stream (each time a batch may be half applied), restarted each time.
+    killed_at = []
+    for share in (0.25, 0.6):
+        process = await cell.metering_process().start()
+        await eventually(lambda share=share: at_least(share), timeout=120)
+        process.kill(signal.SIGKILL)
+        await process.wait()
+        killed_at.append(await counted())
+    assert killed_at[0] < killed_at[1] < len(records), killed_at  # both mid-stream
+    # Part of the topic read again: the group's committed offsets moved back by 1,000 per partition ...
+    rewind = AIOKafkaConsumer(
+        settings.metering_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=metering_group(settings),
+        enable_auto_commit=False,
+        session_timeout_ms=6_000,
+    )
+    await rewind.start()
+    try:
+
+        async def assigned() -> set[TopicPartition]:
+            await rewind.getmany(
+                timeout_ms=200, max_records=1
+            )  # joins the group once the dead member is gone
+            assert rewind.assignment()
+            return rewind.assignment()
+
+        partitions = await eventually(assigned, timeout=60)
+        committed = {tp: await rewind.committed(tp) or 0 for tp in partitions}
+        await rewind.commit({tp: max(0, offset - 1_000) for tp, offset in committed.items()})
+    finally:
+        await rewind.stop()
+    # ... and 2,000 records published again as copies (as a re-sent outbox would).
+    await publish(rng.sample(records, 2_000))
+    await cell.metering_process().start()
+
+    async def totals_match() -> None:
+        client = _client(settings)
+        try:
+            rows = await usage_store(client, settings).hourly(namespaces, base, base + timedelta(hours=4))
+        finally:
+            await client.close()
+        got = collections.Counter({(r.namespace, r.hour, r.metric): r.quantity for r in rows})
+        assert got == expected
+
+    await eventually(totals_match, timeout=120)
+    assert await counted() == len(records)
