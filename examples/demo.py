@@ -1,5 +1,6 @@
 """The demo the README's first command runs: two tenants share a cell, each runs orders through the
-tenant client, and per-tenant results and stats are printed.
+tenant client; per-tenant results, stats and metered usage are printed, and this month's billing export
+is written.
 
 Run (the stack up): .venv/bin/python -m examples.demo [--orders 20]
 """
@@ -8,15 +9,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import time
+from datetime import UTC, datetime, timedelta
+
+from pymongo import AsyncMongoClient
 
 from examples.orders import ExpressOrder
+from perdure.billing.billing_export import export_period
+from perdure.billing.metering_service import metering_group, run_metering, usage_store
+from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.infra.logs import configure_logging
 from perdure.infra.settings import Settings, load_settings
+from perdure.infra.telemetry import configure_telemetry
 from perdure.platform.cell.cell_process import run_cell
 from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.control_store import ControlError
 from perdure.platform.cell.provisioning import create_cell, provision_namespace, rotate_key
+from perdure.platform.cell.usage_producer import METERING_PARTITIONS
+from perdure.platform.core.usage import ACTION_METRICS
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.tenancy_store import TenancyStore
 from perdure.tenants import Client
@@ -52,6 +63,7 @@ async def run_orders(connection: str, prefix: str, orders: int) -> tuple[list[st
             )
             for i in range(orders)
         ]
+        assert await handles[0].query(ExpressOrder.status) == "waiting"
         for handle in handles:
             await handle.signal(ExpressOrder.approve)
         receipts = [await handle.result(timeout=120) for handle in handles]
@@ -70,8 +82,10 @@ async def main(orders: int) -> None:
         account: await connection_string(settings, account, namespace, quota)
         for account, (namespace, quota) in TENANTS.items()
     }
-    stop = asyncio.Event()
-    cell = asyncio.create_task(run_cell(settings, CELL, stop=stop))
+    stop, stop_metering = asyncio.Event(), asyncio.Event()
+    telemetry = configure_telemetry(settings, "perdure-demo")
+    cell = asyncio.create_task(run_cell(settings, CELL, stop=stop, telemetry=telemetry))
+    metering = asyncio.create_task(run_metering(settings, stop=stop_metering, telemetry=telemetry))
     try:
         outcomes = await asyncio.gather(
             *(run_orders(connections[account], account, orders) for account in TENANTS)
@@ -79,6 +93,12 @@ async def main(orders: int) -> None:
     finally:
         stop.set()
         await cell
+    try:
+        await metering_caught_up(settings)
+    finally:
+        stop_metering.set()
+        await metering
+        telemetry.shutdown()
     databases = Databases.connect(settings)
     try:
         runs = databases.runs(settings, CELL).runs
@@ -92,9 +112,54 @@ async def main(orders: int) -> None:
             )
     finally:
         await databases.close()
+    await print_usage(settings)
+    period = f"{datetime.now(UTC):%Y-%m}"
+    exported = await export_period(settings, period)
+    announcement = exported.announcement
+    print(f"billing export {period} ({announcement.status}), announced on the `billing` exchange:")
+    for file in announcement.files:
+        if file.account in TENANTS:
+            print(f"  {exported.directory / file.name}: {file.total} {announcement.currency}")
     print(
-        "next: `.venv/bin/perdure namespace stats acme-orders`, `.venv/bin/perdure workflow list acme-orders`"
+        "next: `.venv/bin/perdure namespace stats acme-orders`, "
+        "`.venv/bin/perdure workflow list acme-orders`, "
+        f"`.venv/bin/perdure namespace usage acme-orders --from {datetime.now(UTC):%Y-%m-%d}`"
     )
+
+
+async def metering_caught_up(settings: Settings, timeout: float = 60) -> None:
+    """Wait until metering has counted everything the cell sent it."""
+    backlog = ConsumerBacklog(
+        settings.kafka_bootstrap_servers,
+        settings.metering_topic,
+        METERING_PARTITIONS,
+        metering_group(settings),
+    )
+    await backlog.start()
+    try:
+        async with asyncio.timeout(timeout):
+            # The backlog is Kafka's to tell: nothing signals it, so it is measured again.
+            while await backlog.records() > 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+    finally:
+        await backlog.stop()
+
+
+async def print_usage(settings: Settings) -> None:
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+    try:
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        print("usage today (all demo runs), as metered:")
+        for account, (namespace, _) in TENANTS.items():
+            totals: collections.Counter[str] = collections.Counter()
+            for row in await usage_store(client, settings).hourly(
+                [namespace], today, today + timedelta(days=1)
+            ):
+                totals[row.metric] += row.quantity
+            actions = ", ".join(f"{metric} {totals[metric]}" for metric in ACTION_METRICS if totals[metric])
+            print(f"  {account:<7} {namespace:<14} {actions}")
+    finally:
+        await client.close()
 
 
 if __name__ == "__main__":

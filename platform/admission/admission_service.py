@@ -24,8 +24,8 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from opentelemetry import metrics, trace
 from pydantic import ValidationError
 
+from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
-from perdure.platform.admission.engine_backlog import EngineBacklog
 from perdure.platform.admission.ingress_wire import (
     CancelRequest,
     DescribeRequest,
@@ -87,7 +87,7 @@ class Admission:
         tasks: TaskProducer,
         channels: AmqpChannels,
         *,
-        backlog: EngineBacklog | None = None,
+        backlog: ConsumerBacklog | None = None,
         fair: bool = True,
         refresh_seconds: float = 2.0,
     ) -> None:

@@ -11,10 +11,10 @@ from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer
 
+from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry
 from perdure.platform.admission.admission_service import Admission
-from perdure.platform.admission.engine_backlog import EngineBacklog
 from perdure.platform.cell.activity_executor import ActivityExecutors
 from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.armed_timers import ArmedTimers
@@ -80,7 +80,7 @@ async def run_cell(
     engine = CellEngine(cell, store, apps, tasks, sender, consumer)
     sender.timer_armed = engine.timer_armed
     workers = ActivityExecutors(apps, tasks, channels, slots=settings.executor_slots)
-    backlog = EngineBacklog(
+    backlog = ConsumerBacklog(
         endpoints.kafka_bootstrap_servers, cell.topic, cell.partitions, engine_group(cell_name)
     )
     admitter = Admission(apps, store, tasks, channels, backlog=backlog, fair=settings.admission_fair)

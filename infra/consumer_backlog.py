@@ -1,8 +1,7 @@
-"""How far the cell's engine is behind: records in its partitions not yet committed by its group.
+"""How far a consumer group is behind on a topic: records not yet committed by the group.
 
-Admission keeps this backlog small, so that the order in which namespaces get their turn (the fair
-queue) is the order in which the engine sees their work: a backlog in Kafka would be one FIFO shared
-by every namespace again, the noisy-neighbour problem admission exists to prevent.
+Admission keeps the engine's backlog small (so that the order in which namespaces get their turn is the
+order in which the engine sees their work); the demo waits for metering's to reach zero.
 """
 
 from __future__ import annotations
@@ -14,10 +13,10 @@ import time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-log = logging.getLogger("perdure.admission")
+log = logging.getLogger("perdure.kafka")
 
 
-class EngineBacklog:
+class ConsumerBacklog:
     def __init__(
         self, bootstrap_servers: str, topic: str, partitions: int, group: str, *, every_seconds: float = 0.05
     ) -> None:
@@ -53,7 +52,7 @@ class EngineBacklog:
                     self._records = await self._measure()
                     self._admitted_since = 0
                 except Exception:
-                    log.warning("measuring the engine's backlog failed", exc_info=True)
+                    log.warning("measuring a consumer group's backlog failed", exc_info=True)
                 self._measured_at = time.monotonic()
             return self._records + self._admitted_since
 
