@@ -20,5 +20,8 @@ for name, folder in FOLDERS.items():
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"perdure.infra": ["local/kafka/pom.xml", "local/ferretdb/*.go", "local/ferretdb/go.*"]},
+    package_data={
+        "perdure.infra": ["local/kafka/pom.xml", "local/ferretdb/*.go", "local/ferretdb/go.*"],
+        "perdure.billing": ["price_tables/*.toml"],
+    },
 )

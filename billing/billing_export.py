@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +52,9 @@ async def export_period(
     out_dir: Path | None = None,
     prices: Path = DEFAULT_PRICE_TABLE,
     now: datetime | None = None,
+    on_file: Callable[[ExportedFile], None] | None = None,
 ) -> ExportResult:
+    """``on_file`` hears of each file once written (the scheduled export heartbeats with it)."""
     table = load_price_table(prices)  # a bad table stops the export before anything is written
     period = BillingPeriod.parse(period_label)
     status = period.status(now or datetime.now(UTC))
@@ -75,15 +78,16 @@ async def export_period(
             content = render(invoice, export_format)
             name = f"{period.label}/{record.name}.{export_format}"
             _write_atomically(directory / name, content)
-            files.append(
-                ExportedFile(
-                    account=record.name,
-                    name=name,
-                    sha256=hashlib.sha256(content).hexdigest(),
-                    bytes=len(content),
-                    total=format(invoice.total, "f"),
-                )
+            exported = ExportedFile(
+                account=record.name,
+                name=name,
+                sha256=hashlib.sha256(content).hexdigest(),
+                bytes=len(content),
+                total=format(invoice.total, "f"),
             )
+            files.append(exported)
+            if on_file is not None:
+                on_file(exported)
     finally:
         await client.close()
     announcement = ExportAnnouncement(

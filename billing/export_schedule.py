@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from perdure.billing.billing_export import export_period
 from perdure.infra.settings import get_settings
-from perdure.tenants import App, RetryPolicy, workflow
+from perdure.tenants import App, RetryPolicy, activity, workflow
 
 app = App("billing")
 SCHEDULE_ID = "billing-export-schedule"
@@ -27,7 +27,10 @@ async def export_closed_period(period: str) -> list[str]:
     settings = get_settings()
     written: list[str] = []
     for export_format in ("csv", "jsonl"):
-        result = await export_period(settings, period, export_format=export_format)
+        # A heartbeat per file: a crash mid-export is noticed within the heartbeat timeout.
+        result = await export_period(
+            settings, period, export_format=export_format, on_file=lambda file: activity.heartbeat(file.name)
+        )
         written.extend(file.name for file in result.announcement.files)
     return written
 
@@ -62,7 +65,8 @@ class BillingExportSchedule:
         await workflow.execute_activity(
             export_closed_period,
             period,
-            start_to_close_timeout=timedelta(minutes=10),
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=timedelta(seconds=20),
             retry_policy=EXPORT_RETRY,
         )
 
