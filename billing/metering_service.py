@@ -54,7 +54,9 @@ class MeteringService:
         await self.producer.start()
         try:
             while not self.stopping.is_set():
-                batch = await self.consumer.getmany(timeout_ms=200, max_records=2_000)
+                batch = await self.consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.metering_batch_records
+                )
                 try:
                     if batch:
                         await self.apply(batch)

@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     executor_slots: int = Field(default=256, ge=1, le=10_000)
     # How often each partition owner samples the storage of its runs (metered in GB-hours).
     storage_sample_seconds: int = Field(default=3600, ge=1, le=86_400)
+    # Usage records metering applies (and commits) at a time.
+    metering_batch_records: int = Field(default=2_000, ge=1, le=20_000)
     # The control plane's own namespace: its workflows (the scheduled billing export, ...) and, in its
     # vhost, the ``billing`` exchange where exports are announced.
     system_namespace: str = Field(default="perdure-system", pattern=r"^[a-z][a-z0-9-]{0,62}$")

@@ -286,16 +286,22 @@ def payload_value(closed: RunClosed) -> Any:
     return default_converter.from_payload(closed.result) if closed.result else None
 
 
-async def eventually(check: Any, timeout: float = 30) -> Any:
+async def eventually(check: Any, timeout: float = 30, every: float | None = None) -> Any:
     """Retry an async check until it stops failing (an assertion, or a run not there yet); for state held
     by another process
     that sends no event of its own."""
-    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+    from tenacity import (
+        AsyncRetrying,
+        retry_if_exception_type,
+        stop_after_delay,
+        wait_exponential,
+        wait_fixed,
+    )
 
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type((AssertionError, LookupError)),
         stop=stop_after_delay(timeout),
-        wait=wait_exponential(multiplier=0.02, max=0.5),
+        wait=wait_exponential(multiplier=0.02, max=0.5) if every is None else wait_fixed(every),
         reraise=True,
     ):
         with attempt:

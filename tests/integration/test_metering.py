@@ -114,7 +114,10 @@ async def test_billed_actions_reconcile_with_the_histories(
 async def test_metering_counts_once_through_kills_redeliveries_and_copies(
     make_tenant_cell: TenantCellFactory,
 ) -> None:
-    tenants = await make_tenant_cell({"a": Quota(), "b": Quota(), "c": Quota()}, start=False)
+    # Small batches: metering's progress moves in small steps, so the kills land mid-stream.
+    tenants = await make_tenant_cell(
+        {"a": Quota(), "b": Quota(), "c": Quota()}, start=False, PERDURE_METERING_BATCH_RECORDS="100"
+    )
     cell, settings = tenants.cell, tenants.cell.settings
     await ensure_metering_topic(settings)
     namespaces = [p.record.name for p in tenants.namespaces.values()]
@@ -161,7 +164,7 @@ async def test_metering_counts_once_through_kills_redeliveries_and_copies(
     killed_at = []
     for share in (0.25, 0.6):
         process = await cell.metering_process().start()
-        await eventually(lambda share=share: at_least(share), timeout=120)
+        await eventually(lambda share=share: at_least(share), timeout=120, every=0.02)
         process.kill(signal.SIGKILL)
         await process.wait()
         killed_at.append(await counted())
