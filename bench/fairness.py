@@ -109,8 +109,12 @@ async def scenario(fair: bool, flood: int, small: int) -> Outcome:
     databases = Databases.connect(settings)
     await TenancyStore(databases.control_db).create_account("bench")
     await databases.close()
-    a = await provision_namespace(settings, f"a-{suffix}", APP, account="bench", quota=Quota.unthrottled())
-    b = await provision_namespace(settings, f"b-{suffix}", APP, account="bench", quota=Quota.unthrottled())
+    a, b = [
+        await provision_namespace(
+            settings, f"{label}-{suffix}", APP, cell=cell, account="bench", quota=Quota.unthrottled()
+        )
+        for label in ("a", "b")
+    ]
     assert a.connection_string and b.connection_string
     env = {
         **os.environ,

@@ -38,9 +38,13 @@ class CellRecord(BaseModel):
     dlq_topic: str
     database: str
     created_at: datetime
+    # What placement weighs: the actions per second the cell is sized for, and whether it may take
+    # new namespaces at all.
+    capacity: float = Field(default=1_000.0, ge=0)
+    healthy: bool = True
 
     @classmethod
-    def new(cls, name: str, partitions: int, database: str) -> CellRecord:
+    def new(cls, name: str, partitions: int, database: str, capacity: float = 1_000.0) -> CellRecord:
         return cls(
             name=check_name("cell", name),
             partitions=partitions,
@@ -48,6 +52,7 @@ class CellRecord(BaseModel):
             dlq_topic=dlq_topic(name),
             database=database,
             created_at=datetime.now(UTC),
+            capacity=capacity,
         )
 
 
@@ -99,6 +104,12 @@ class ControlStore:
                 f"no cell {name!r}; create it with `perdure cell create {name} --partitions N`"
             )
         return CellRecord.model_validate(document)
+
+    async def update_cell(self, name: str, **changes: Any) -> CellRecord:
+        current = await self.get_cell(name)
+        updated = CellRecord.model_validate({**current.model_dump(), **changes})
+        await self.cells.update_one({"_id": name}, {"$set": updated.model_dump(mode="python")})
+        return updated
 
     async def list_cells(self) -> list[CellRecord]:
         return [CellRecord.model_validate(d) async for d in self.cells.find().sort("_id", ASCENDING)]

@@ -21,6 +21,7 @@ from perdure.platform.cell.control_store import (
     NamespaceRecord,
     check_name,
 )
+from perdure.platform.control.placement import CellLoad, choose_cell
 from perdure.platform.tenancy.api_keys import issue_key
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.tenancy_store import TenancyStore
@@ -34,8 +35,10 @@ from perdure.platform.tenancy.vhost_layout import (
 )
 
 
-async def create_cell(settings: Settings, name: str, partitions: int) -> CellRecord:
-    record = CellRecord.new(name, partitions, settings.cell_database(name))
+async def create_cell(
+    settings: Settings, name: str, partitions: int, capacity: float = 1_000.0
+) -> CellRecord:
+    record = CellRecord.new(name, partitions, settings.cell_database(name), capacity)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.endpoints(name).kafka_bootstrap_servers)
     await admin.start()
     try:
@@ -125,7 +128,9 @@ async def provision_namespace(
             return ProvisionedNamespace(existing, None, None)
         if account is not None:
             await TenancyStore(databases.control_db).get_account(account)
-        placed = cell or await _least_loaded_cell(control)
+        placed = cell or await place(
+            control, (quota or Quota()).actions_per_second, settings.system_namespace
+        )
         await control.get_cell(placed)
         key = issue_key()
         record = NamespaceRecord(
@@ -166,12 +171,23 @@ async def rotate_key(settings: Settings, name: str) -> ProvisionedNamespace:
         await databases.close()
 
 
-async def _least_loaded_cell(control: ControlStore) -> str:
-    cells = await control.list_cells()
-    if not cells:
-        raise ControlError("no cell exists; create one with `perdure cell create NAME --partitions N`")
-    loads = {cell.name: len(await control.namespaces_of(cell.name)) for cell in cells}
-    return min(loads, key=lambda name: (loads[name], name))
+async def place(control: ControlStore, demand: float, system_namespace: str) -> str:
+    """The cell for a new namespace of ``demand`` actions/s (see ``placement``); the system namespace
+    is the platform's own overhead, not a tenant's load."""
+    loads = [
+        CellLoad(
+            cell.name,
+            cell.capacity,
+            sum(
+                n.quota.actions_per_second
+                for n in await control.namespaces_of(cell.name)
+                if n.name != system_namespace
+            ),
+            cell.healthy,
+        )
+        for cell in await control.list_cells()
+    ]
+    return choose_cell(loads, demand)
 
 
 async def provision_tenant_user(settings: Settings, record: NamespaceRecord, api_key: str) -> None:

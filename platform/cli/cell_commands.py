@@ -23,13 +23,39 @@ cell_app = typer.Typer(
 def create(
     name: str,
     partitions: Annotated[int, typer.Option("--partitions", "-p", min=1, max=1024)] = 8,
+    capacity: Annotated[
+        float, typer.Option("--capacity", min=0, help="actions/s the cell is sized for (placement)")
+    ] = 1_000.0,
 ) -> None:
     """Register a cell, create its tasks and dead-letter topics and its database indexes."""
-    record = run_command("cell create", create_cell(get_settings(), name, partitions))
+    record = run_command("cell create", create_cell(get_settings(), name, partitions, capacity))
     typer.echo(
         f"cell {record.name}: topic {record.topic} ({record.partitions} partitions), "
         f"dead letters {record.dlq_topic}, database {record.database}"
     )
+
+
+@cell_app.command("update")
+def update(
+    name: str,
+    capacity: Annotated[float | None, typer.Option("--capacity", min=0, help="actions/s (placement)")] = None,
+    healthy: Annotated[
+        bool | None, typer.Option("--healthy/--unhealthy", help="an unhealthy cell takes no new namespace")
+    ] = None,
+) -> None:
+    """Change what placement knows of a cell."""
+    changes = {k: v for k, v in {"capacity": capacity, "healthy": healthy}.items() if v is not None}
+
+    async def apply() -> CellRecord:
+        databases = Databases.connect(get_settings())
+        try:
+            return await databases.control.update_cell(name, **changes)
+        finally:
+            await databases.close()
+
+    record = run_command("cell update", apply())
+    health = "healthy" if record.healthy else "unhealthy"
+    typer.echo(f"cell {record.name}: capacity {record.capacity:g} actions/s, {health}")
 
 
 @cell_app.command("list")
@@ -44,7 +70,11 @@ def list_cells() -> None:
             await databases.close()
 
     for record in run_command("cell list", cells()):
-        typer.echo(f"{record.name}\t{record.partitions} partitions\t{record.topic}\t{record.database}")
+        health = "healthy" if record.healthy else "unhealthy"
+        typer.echo(
+            f"{record.name}\t{record.partitions} partitions\t{record.capacity:g} actions/s\t{health}"
+            f"\t{record.topic}\t{record.database}"
+        )
 
 
 @cell_app.command("run")

@@ -1,22 +1,38 @@
 """The system namespace: where the control plane's own workflows run (the scheduled billing export, ...),
-on the platform itself. It belongs to no account and is never throttled."""
+on the platform itself. It belongs to no account and is never throttled; it lives on the control cell
+named when the control plane is bootstrapped (else the cell placement picks)."""
 
 from __future__ import annotations
 
 from perdure.infra.settings import Settings
+from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.control_store import ControlError, NamespaceRecord
-from perdure.platform.cell.provisioning import provision_namespace
+from perdure.platform.cell.provisioning import place, provision_namespace
 from perdure.platform.tenancy.model import Quota
 
 SYSTEM_APP = "perdure.platform.control.system_app:app"
 
 
 async def ensure_system_namespace(settings: Settings, cell: str | None = None) -> NamespaceRecord:
-    """Create the system namespace if it is missing (on ``cell``, or the least loaded cell)."""
+    """The system namespace, created if it is missing (on ``cell``, or a cell placement picks)."""
+    databases = Databases.connect(settings)
     try:
-        provisioned = await provision_namespace(
-            settings, settings.system_namespace, SYSTEM_APP, cell=cell, quota=Quota.unthrottled()
+        try:
+            existing = await databases.control.get_namespace(settings.system_namespace)
+        except ControlError:
+            existing = None
+        if existing is not None and cell is not None and existing.cell != cell:
+            name = settings.system_namespace
+            raise ControlError(f"the system namespace {name!r} is on cell {existing.cell!r}, not {cell!r}")
+        # Its load is the platform's own: it is placed as if it asked for nothing.
+        placed = (
+            existing.cell
+            if existing
+            else cell or await place(databases.control, 0, settings.system_namespace)
         )
-    except ControlError as exc:
-        raise ControlError(f"the system namespace {settings.system_namespace!r}: {exc}") from None
+    finally:
+        await databases.close()
+    provisioned = await provision_namespace(
+        settings, settings.system_namespace, SYSTEM_APP, cell=placed, quota=Quota.unthrottled()
+    )
     return provisioned.record
