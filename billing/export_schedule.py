@@ -3,7 +3,7 @@ ended (and each month once it has ended), then sleeps until the next day ends. I
 itself, so it is durable across restarts: a crash during an export retries the export (which writes
 the same bytes again), and a sleep survives anything.
 
-``perdure system setup`` starts it (workflow id ``billing-export-schedule``), from a given day."""
+``perdure controlplane bootstrap`` starts it (workflow id ``billing-export-schedule``), from a given day."""
 
 from __future__ import annotations
 

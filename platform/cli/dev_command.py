@@ -11,7 +11,9 @@ from perdure.infra.settings import get_settings
 from perdure.platform.cell.cell_process import run_cell
 from perdure.platform.cell.provisioning import create_cell
 from perdure.platform.cli.async_command import run_command
+from perdure.platform.cli.controlplane_commands import yesterday
 from perdure.platform.cli.stack_commands import up as stack_up
+from perdure.platform.control.bootstrap import bootstrap_control_plane
 
 
 def dev(
@@ -25,6 +27,8 @@ def dev(
     stack_up()
     settings = get_settings()
     record = run_command("dev", create_cell(settings, cell, partitions))
+    for line in run_command("dev", bootstrap_control_plane(settings, cell, yesterday())):
+        typer.echo(line)
     typer.echo(f"cell {record.name} ({record.partitions} partitions) running here; Ctrl-C stops it")
     configure_logging(settings.log_level)
     run_command("dev", run_cell(settings, cell))

@@ -10,12 +10,12 @@ from perdure.infra.settings import SettingsError, get_settings
 from perdure.platform.cli.account_commands import account_app, user_app
 from perdure.platform.cli.billing_commands import billing_app
 from perdure.platform.cli.cell_commands import cell_app
+from perdure.platform.cli.controlplane_commands import controlplane_app
 from perdure.platform.cli.dev_command import dev
 from perdure.platform.cli.dlq_commands import dlq_app
 from perdure.platform.cli.metering_commands import metering_app, usage
 from perdure.platform.cli.namespace_commands import namespace_app
 from perdure.platform.cli.stack_commands import stack_app
-from perdure.platform.cli.system_commands import system_app
 from perdure.platform.cli.workflow_commands import workflow_app
 
 app = typer.Typer(
@@ -33,7 +33,7 @@ app.add_typer(workflow_app, name="workflow")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(metering_app, name="metering")
 app.add_typer(billing_app, name="billing")
-app.add_typer(system_app, name="system")
+app.add_typer(controlplane_app, name="controlplane")
 namespace_app.command("usage")(usage)
 app.command("dev")(dev)
 

@@ -49,7 +49,7 @@ async def make_cell(
             if process.proc is not None:
                 await process.wait()
         await kafka_admin.delete_topics([f"perdure.cell.{cell.cell}.tasks", f"perdure.cell.{cell.cell}.dlq"])
-        await _drop_metering(cell.settings, kafka_admin, mongo_client, rabbitmq_admin)
+        await drop_platform_leftovers(cell.settings, kafka_admin, mongo_client, rabbitmq_admin)
         await mongo_client.drop_database(cell.settings.control_database)
         await mongo_client.drop_database(cell.settings.cell_database(cell.cell))
         await rabbitmq_admin.delete_vhost(cell.namespace)
@@ -83,7 +83,7 @@ async def make_tenant_cell(
             if process.proc is not None:
                 await process.wait()
         await kafka_admin.delete_topics([f"perdure.cell.{cell.cell}.tasks", f"perdure.cell.{cell.cell}.dlq"])
-        await _drop_metering(cell.settings, kafka_admin, mongo_client, rabbitmq_admin)
+        await drop_platform_leftovers(cell.settings, kafka_admin, mongo_client, rabbitmq_admin)
         for provisioned in tenants.namespaces.values():
             await rabbitmq_admin.delete_vhost(provisioned.record.vhost)
             await rabbitmq_admin.delete_user(tenant_user(provisioned.record.name))
@@ -91,7 +91,7 @@ async def make_tenant_cell(
         await mongo_client.drop_database(cell.settings.cell_database(cell.cell))
 
 
-async def _drop_metering(
+async def drop_platform_leftovers(
     settings: Any,
     kafka_admin: AIOKafkaAdminClient,
     mongo_client: AsyncMongoClient[dict[str, Any]],

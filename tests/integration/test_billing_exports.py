@@ -261,7 +261,13 @@ async def test_the_scheduled_export_covers_every_closed_period_through_a_crash(
     first_day = today.replace(day=1) - timedelta(days=2)  # the end of last month, and this month so far
     periods = _periods(first_day, today)
     code, output, err = await perdure(
-        tenants, "system", "setup", "--cell", tenants.cell.cell, "--billing-from", first_day.isoformat()
+        tenants,
+        "controlplane",
+        "bootstrap",
+        "--cell",
+        tenants.cell.cell,
+        "--billing-from",
+        first_day.isoformat(),
     )
     assert code == 0, err
     assert "started" in output
@@ -292,5 +298,5 @@ async def test_the_scheduled_export_covers_every_closed_period_through_a_crash(
         history = await ops.history(SCHEDULE_ID)
     exported = [e for e in history if isinstance(e, h.ActivityTaskCompleted)]
     assert len(exported) == len(periods)  # each period once in the history, whatever ran twice
-    code, output, _ = await perdure(tenants, "system", "setup", "--cell", tenants.cell.cell)
+    code, output, _ = await perdure(tenants, "controlplane", "bootstrap", "--cell", tenants.cell.cell)
     assert code == 0 and "already running" in output

@@ -1,0 +1,32 @@
+"""Bootstrapping the control plane: the system namespace on the control cell, and the control plane's
+long-running workflows started there (each once: bootstrapping again changes nothing)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from perdure.billing.export_schedule import SCHEDULE_ID, BillingExportSchedule
+from perdure.infra.settings import Settings
+from perdure.platform.cell.ops_client import OpsClient, WorkflowNotFound
+from perdure.platform.control.system_namespace import ensure_system_namespace
+from perdure.platform.core.definitions import workflow_name_of
+
+
+async def bootstrap_control_plane(settings: Settings, cell: str | None, billing_from: date) -> list[str]:
+    """Returns what it did, a line each. The control cell must run (`perdure cell run`) for the
+    workflows to make progress."""
+    record = await ensure_system_namespace(settings, cell)
+    done = [f"system namespace {record.name} on control cell {record.cell}"]
+    async with await OpsClient.connect(settings, record.name) as ops:
+        try:
+            running = (await ops.describe(SCHEDULE_ID))["status"] in ("running", "blocked")
+        except WorkflowNotFound:
+            running = False
+        if running:
+            done.append(f"{SCHEDULE_ID}: already running")
+        else:
+            await ops.start_workflow(
+                workflow_name_of(BillingExportSchedule.run), billing_from.isoformat(), id=SCHEDULE_ID
+            )
+            done.append(f"{SCHEDULE_ID}: started, exporting from {billing_from.isoformat()}")
+    return done
