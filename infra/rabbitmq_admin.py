@@ -53,6 +53,14 @@ class RabbitMQAdmin:
     async def create_user(self, user: str, password: str, tags: str = "") -> None:
         await self._call("PUT", f"/users/{_segment(user)}", {"password": password, "tags": tags})
 
+    async def create_user_from_hash(self, user: str, password_hash: str, tags: str = "") -> None:
+        body = {
+            "password_hash": password_hash,
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": tags,
+        }
+        await self._call("PUT", f"/users/{_segment(user)}", body)
+
     async def queue_depth(self, vhost: str, queue: str) -> tuple[int, int]:
         """Messages ready and unacknowledged (as of the broker's last statistics, a few seconds old)."""
         response = await self._call("GET", f"/queues/{_segment(vhost)}/{_segment(queue)}")

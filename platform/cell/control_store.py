@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING
@@ -71,6 +71,11 @@ class NamespaceRecord(BaseModel):
     rabbitmq_user: str | None = None
     api_key_id: str | None = None
     api_key_hash: str | None = None
+    # provisioning: its infrastructure is being made; validating: made, and served for the canary;
+    # active; suspended: new work refused.
+    status: Literal["provisioning", "validating", "active", "suspended"] = "active"
+    # The account's people and what they may do in this namespace, as of its creation.
+    members: dict[str, str] = Field(default_factory=dict)
 
 
 class ControlStore:
@@ -132,6 +137,9 @@ class ControlStore:
         if document is None:
             raise ControlError(f"no namespace {name!r}")
         return NamespaceRecord.model_validate(document)
+
+    async def delete_namespace(self, name: str) -> None:
+        await self.namespaces.delete_one({"_id": name})
 
     async def list_namespaces(self, account: str | None = None) -> list[NamespaceRecord]:
         query = {} if account is None else {"account": account}

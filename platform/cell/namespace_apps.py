@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from perdure.platform.cell.app_loader import AppLoadError, load_app
 from perdure.platform.cell.control_store import ControlError, ControlStore, NamespaceRecord
+from perdure.platform.control.canary import WithCanary
 from perdure.platform.core.state_machine import ExecutionStateMachine
 
 
@@ -44,7 +45,7 @@ class NamespaceApps:
                 f"namespace {namespace!r} lives on cell {record.cell!r}, not {self.cell!r}"
             )
         try:
-            app = load_app(record.app)
+            app = WithCanary(load_app(record.app))
         except AppLoadError as exc:
             raise NamespaceUnavailable(str(exc)) from None
         machine = ExecutionStateMachine(app, clock=utc_now, new_id=lambda: str(uuid.uuid4()))
@@ -56,4 +57,5 @@ class NamespaceApps:
         return self._loaded[namespace].record.vhost if namespace in self._loaded else namespace
 
     async def all(self) -> list[NamespaceRecord]:
-        return await self.control.namespaces_of(self.cell)
+        """The namespaces to serve: all but those whose infrastructure is still being made."""
+        return [n for n in await self.control.namespaces_of(self.cell) if n.status != "provisioning"]

@@ -190,12 +190,23 @@ async def place(control: ControlStore, demand: float, system_namespace: str) -> 
     return choose_cell(loads, demand)
 
 
-async def provision_tenant_user(settings: Settings, record: NamespaceRecord, api_key: str) -> None:
-    """The namespace's own broker user: it may publish to ingress and use the reply queues it
-    declares, and reach nothing else, in no other vhost."""
+async def provision_tenant_user(
+    settings: Settings,
+    record: NamespaceRecord,
+    api_key: str | None = None,
+    *,
+    password_hash: str | None = None,
+) -> None:
+    """The namespace's own broker user, whose password is the API key (given, or as its broker hash):
+    it may publish to ingress and use the reply queues it declares, and reach nothing else, in no
+    other vhost."""
     user = record.rabbitmq_user or tenant_user(record.name)
     async with rabbitmq_admin(settings, record.cell) as admin:
-        await admin.create_user(user, api_key)
+        if password_hash is not None:
+            await admin.create_user_from_hash(user, password_hash)
+        else:
+            assert api_key is not None, "the key or its hash"
+            await admin.create_user(user, api_key)
         await admin.set_permissions(
             record.vhost,
             user,

@@ -11,8 +11,9 @@ import typer
 from perdure.infra.settings import get_settings
 from perdure.platform.cell.connections import Databases, rabbitmq_admin
 from perdure.platform.cell.control_store import NamespaceRecord
-from perdure.platform.cell.provisioning import ProvisionedNamespace, provision_namespace, rotate_key
+from perdure.platform.cell.provisioning import ProvisionedNamespace, rotate_key
 from perdure.platform.cli.async_command import run_command
+from perdure.platform.control.namespace_requests import request_namespace
 from perdure.platform.core.run_state import RunStatus
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.vhost_layout import (
@@ -72,7 +73,8 @@ def create(
     retention_days: Annotated[int, typer.Option("--retention-days")] = 30,
     as_json: JsonOption = False,
 ) -> None:
-    """Create a namespace running APP (idempotent); prints its connection string once."""
+    """Provision a namespace running APP through the control plane (the ProvisionNamespace workflow,
+    its steps shown as they happen); prints its connection string once. Idempotent."""
     quota = Quota(
         actions_per_second=rate,
         burst=burst,
@@ -83,7 +85,7 @@ def create(
     )
     provisioned = run_command(
         "namespace create",
-        provision_namespace(
+        request_namespace(
             get_settings(),
             name,
             app,
@@ -91,6 +93,7 @@ def create(
             account=account,
             quota=quota,
             retention_days=retention_days,
+            on_step=lambda step: typer.echo(f"provisioning {name}: {step}", err=True),
         ),
     )
     _announce(provisioned, as_json)

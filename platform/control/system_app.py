@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from perdure.billing.export_schedule import app as billing_app
+from perdure.platform.control import provisioning_workflow  # noqa: F401  (registers the workflow)
+from perdure.platform.control.provisioning_activities import control_app
 from perdure.tenants import App
 
-app = App("perdure-system").include(billing_app)
+app = App("perdure-system").include(billing_app, control_app)

@@ -50,7 +50,12 @@ from perdure.platform.core.run_state import (
     new_run_state,
     rebuild_state,
 )
-from perdure.platform.core.usage import UsageRecord, heartbeat_usage, usage_of_events
+from perdure.platform.core.usage import (
+    UNBILLED_WORKFLOW_TYPES,
+    UsageRecord,
+    heartbeat_usage,
+    usage_of_events,
+)
 from perdure.platform.core.workflow_instance import WorkflowInstance, WorkflowTaskError
 
 ChildOutcome = Literal["completed", "failed", "canceled", "terminated", "timed_out"]
@@ -741,6 +746,6 @@ class ExecutionStateMachine:
         if step.state.status != "running":
             instance = None
         usage = [*usage_of_events(step.state.namespace, step.state.run_id, step.events), *step.usage]
-        if usage:
+        if usage and step.state.workflow_type not in UNBILLED_WORKFLOW_TYPES:
             step.outbox.append(o.RecordUsage(records=usage))
         return Transition(step.state, step.events, step.outbox, instance)

@@ -7,6 +7,7 @@ password of the namespace's RabbitMQ user, which keeps its own salted hash of it
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -30,6 +31,14 @@ def issue_key() -> IssuedKey:
 
 def hash_key(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def broker_password_hash(secret: str) -> str:
+    """The key as RabbitMQ stores a password (``rabbit_password_hashing_sha256``: base64 of a 4-byte
+    salt and the SHA-256 of salt and password), so a user can be created without the key itself
+    passing through anything that records it (the provisioning workflow's history)."""
+    salt = secrets.token_bytes(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + secret.encode()).digest()).decode()
 
 
 def key_matches(secret: str, stored_hash: str) -> bool:

@@ -1,0 +1,240 @@
+"""The steps of provisioning a namespace, as activities of the control plane. Each is idempotent (a
+retry after a crash redoes nothing twice) and refuses for good, non-retryable, what no retry can fix
+(an unknown account, a name taken, no cell with room). The key never passes through here: only its
+hashes do, so the workflow's history holds no secret."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import BaseModel
+
+from perdure.infra.settings import get_settings
+from perdure.platform.admission.ingress_wire import IngressReply, StartRequest
+from perdure.platform.cell.app_loader import AppLoadError, load_app
+from perdure.platform.cell.connections import Databases, rabbitmq_admin
+from perdure.platform.cell.control_store import ControlError, NamespaceRecord, check_name
+from perdure.platform.cell.provisioning import (
+    namespace_amqp_url,
+    place,
+    provision_tenant_user,
+    provision_vhost,
+    tenant_user,
+)
+from perdure.platform.control.canary import CANARY_WORKFLOW
+from perdure.platform.control.placement import PlacementError
+from perdure.platform.core.outbox import RunClosed, close_routing_key
+from perdure.platform.core.payloads import default_converter
+from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.tenancy_store import TenancyStore
+from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
+from perdure.tenants import App, ApplicationError
+
+control_app = App("control-plane")
+CANARY_TIMEOUT = 60.0
+
+
+class NamespaceSpec(BaseModel):
+    """What `perdure namespace create` asks for (the key only as its hashes)."""
+
+    name: str
+    app: str
+    account: str | None = None
+    cell: str | None = None
+    quota: Quota = Quota()
+    retention_days: int = 30
+    api_key_id: str
+    api_key_hash: str
+    broker_password_hash: str
+
+
+def _for_good(exc: Exception) -> ApplicationError:
+    return ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True)
+
+
+@control_app.activity
+async def place_namespace(spec: NamespaceSpec) -> str:
+    settings = get_settings()
+    databases = Databases.connect(settings)
+    try:
+        try:
+            return (await databases.control.get_namespace(spec.name)).cell  # placed by an earlier attempt
+        except ControlError:
+            pass
+        try:
+            if spec.cell is not None:
+                return (await databases.control.get_cell(spec.cell)).name
+            return await place(databases.control, spec.quota.actions_per_second, settings.system_namespace)
+        except (ControlError, PlacementError) as exc:
+            raise _for_good(exc) from None
+    finally:
+        await databases.close()
+
+
+@control_app.activity
+async def record_namespace(spec: NamespaceSpec, cell: str) -> None:
+    """The namespace's record, ``provisioning``, with the account's people as its members."""
+    settings = get_settings()
+    databases = Databases.connect(settings)
+    try:
+        try:
+            check_name("namespace", spec.name)
+            load_app(spec.app)
+            members: dict[str, str] = {}
+            if spec.account is not None:
+                tenancy = TenancyStore(databases.control_db)
+                await tenancy.get_account(spec.account)
+                members = {user.email: user.role for user in await tenancy.users_of(spec.account)}
+            record = NamespaceRecord(
+                name=spec.name,
+                app=spec.app,
+                cell=cell,
+                vhost=spec.name,
+                created_at=datetime.now(UTC),
+                account=spec.account,
+                quota=spec.quota,
+                retention_days=spec.retention_days,
+                rabbitmq_user=tenant_user(spec.name),
+                api_key_id=spec.api_key_id,
+                api_key_hash=spec.api_key_hash,
+                status="provisioning",
+                members=members,
+            )
+            existing = await databases.control.add_namespace(record)
+        except (ControlError, AppLoadError) as exc:
+            raise _for_good(exc) from None
+        if existing.api_key_id != spec.api_key_id:  # somebody else's namespace of that name
+            raise _for_good(ControlError(f"namespace {spec.name!r} exists already"))
+    finally:
+        await databases.close()
+
+
+@control_app.activity
+async def provision_infrastructure(name: str, broker_password_hash: str) -> None:
+    """Vhost, queues and policies; the namespace's broker user; the cell database's indexes; the cell
+    topic checked. Then the namespace is served (``validating``), for the canary."""
+    settings = get_settings()
+    databases = Databases.connect(settings)
+    try:
+        record = await databases.control.get_namespace(name)
+        cell = await databases.control.get_cell(record.cell)
+        await provision_vhost(settings, record.cell, record.vhost)
+        async with rabbitmq_admin(settings, record.cell) as admin:
+            user_exists = await admin.user_exists(record.rabbitmq_user or tenant_user(name))
+        if not user_exists:
+            await provision_tenant_user(settings, record, password_hash=broker_password_hash)
+        cell_databases = Databases.connect(settings, record.cell)
+        try:
+            await cell_databases.runs(settings, record.cell).ensure_indexes()
+        finally:
+            await cell_databases.close()
+        await _check_topic(
+            settings.endpoints(record.cell).kafka_bootstrap_servers, cell.topic, cell.partitions
+        )
+        if record.status == "provisioning":
+            await databases.control.update_namespace(name, status="validating")
+    finally:
+        await databases.close()
+
+
+async def _check_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    found = described[0] if described else {}
+    if found.get("error_code", 0) != 0 or len(found.get("partitions") or []) != partitions:
+        raise _for_good(
+            ControlError(f"the cell's topic {topic} is missing or has not {partitions} partitions")
+        )
+
+
+@control_app.activity
+async def run_canary(name: str) -> str:
+    """Start the canary through the namespace's ingress and wait for its result on its results exchange."""
+    settings = get_settings()
+    databases = Databases.connect(settings)
+    try:
+        record = await databases.control.get_namespace(name)
+    finally:
+        await databases.close()
+    token = uuid.uuid4().hex
+    workflow_id = f"perdure-canary-{token}"
+    connection = await aio_pika.connect(namespace_amqp_url(settings, record.cell, record.vhost))
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        replies = await channel.declare_queue(exclusive=True)
+        await replies.bind(await channel.get_exchange(RESULTS_EXCHANGE), close_routing_key(workflow_id))
+        answers: asyncio.Queue[Any] = asyncio.Queue()
+        await replies.consume(answers.put, no_ack=True)
+        request = StartRequest(
+            request_id=token,
+            workflow_type=CANARY_WORKFLOW,
+            workflow_id=workflow_id,
+            input=default_converter.to_payloads([token], "canary input"),
+        )
+        await channel.default_exchange.publish(
+            aio_pika.Message(request.model_dump_json().encode(), reply_to=replies.name, correlation_id=token),
+            routing_key=INGRESS_QUEUE,
+        )
+        async with asyncio.timeout(CANARY_TIMEOUT):
+            while True:
+                message = await answers.get()
+                if message.correlation_id == token:
+                    reply = IngressReply.model_validate_json(message.body)
+                    if not reply.ok:
+                        raise ApplicationError(f"the canary was refused: {reply.error}", type="CanaryRefused")
+                    continue
+                closed = RunClosed.model_validate_json(message.body)
+                value = default_converter.from_payload(closed.result) if closed.result else None
+                if closed.status != "completed" or value != f"{token}:ok":
+                    raise ApplicationError(
+                        f"the canary ended {closed.status}: {value!r}", type="CanaryFailed"
+                    )
+                return workflow_id
+    finally:
+        await connection.close()
+
+
+@control_app.activity
+async def activate_namespace(name: str) -> None:
+    settings = get_settings()
+    databases = Databases.connect(settings)
+    try:
+        await databases.control.update_namespace(name, status="active")
+    finally:
+        await databases.close()
+
+
+@control_app.activity
+async def remove_infrastructure(name: str, cell: str) -> None:
+    """Compensation: the namespace's vhost (with its queues) and broker user, if they exist."""
+    settings = get_settings()
+    async with rabbitmq_admin(settings, cell) as admin:
+        if await admin.vhost_exists(name):
+            await admin.delete_vhost(name)
+        if await admin.user_exists(tenant_user(name)):
+            await admin.delete_user(tenant_user(name))
+
+
+@control_app.activity
+async def remove_record(name: str, api_key_id: str) -> None:
+    """Compensation: the record this provisioning made (never another one of the same name)."""
+    settings = get_settings()
+    databases = Databases.connect(settings)
+    try:
+        try:
+            record = await databases.control.get_namespace(name)
+        except ControlError:
+            return
+        if record.api_key_id == api_key_id:
+            await databases.control.delete_namespace(name)
+    finally:
+        await databases.close()
