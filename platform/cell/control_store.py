@@ -12,7 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from perdure.platform.cell.wire import dlq_topic, tasks_topic
-from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.model import Member, Quota
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 
@@ -75,7 +75,7 @@ class NamespaceRecord(BaseModel):
     # active; suspended: new work refused.
     status: Literal["provisioning", "validating", "active", "suspended"] = "active"
     # The account's people and what they may do in this namespace, as of its creation.
-    members: dict[str, str] = Field(default_factory=dict)
+    members: list[Member] = Field(default_factory=list)
 
 
 class ControlStore:

@@ -30,7 +30,7 @@ from perdure.platform.control.canary import CANARY_WORKFLOW
 from perdure.platform.control.placement import PlacementError
 from perdure.platform.core.outbox import RunClosed, close_routing_key
 from perdure.platform.core.payloads import default_converter
-from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.model import Member, Quota
 from perdure.platform.tenancy.tenancy_store import TenancyStore
 from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
 from perdure.tenants import App, ApplicationError
@@ -85,11 +85,11 @@ async def record_namespace(spec: NamespaceSpec, cell: str) -> None:
         try:
             check_name("namespace", spec.name)
             load_app(spec.app)
-            members: dict[str, str] = {}
+            members: list[Member] = []
             if spec.account is not None:
                 tenancy = TenancyStore(databases.control_db)
                 await tenancy.get_account(spec.account)
-                members = {user.email: user.role for user in await tenancy.users_of(spec.account)}
+                members = [Member(email=u.email, role=u.role) for u in await tenancy.users_of(spec.account)]
             record = NamespaceRecord(
                 name=spec.name,
                 app=spec.app,

@@ -30,6 +30,15 @@ class Quota(BaseModel):
         return cls(actions_per_second=1_000_000, burst=1_000_000, max_concurrent_activities=10_000)
 
 
+class Member(BaseModel):
+    """A person of the account, and what they may do in a namespace of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    email: str
+    role: Role
+
+
 class AccountRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 

@@ -1,0 +1,175 @@
+"""The control plane on the platform, on the real services: a namespace provisioned by the
+``ProvisionNamespace`` workflow end to end, a failure compensated, and placement by capacity and health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
+
+from perdure.infra.rabbitmq_admin import RabbitMQAdmin
+from perdure.platform.cell.connections import Databases
+from perdure.platform.cell.control_store import ControlError
+from perdure.platform.cell.provisioning import create_cell, namespace_amqp_url, place, tenant_user
+from perdure.platform.control.placement import PlacementError
+from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE, INGRESS_DEAD_LETTERS, INGRESS_QUEUE
+from perdure.tenants.client import Client
+
+from .cell_app import ThreeSteps
+from .cell_harness import PERDURE, TenantCell
+from .conftest import TenantCellFactory
+
+APP = "tests.integration.cell_app:app"
+
+
+async def perdure(tenants: TenantCell, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        str(PERDURE),
+        *args,
+        env=tenants.cell.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def control_cell(make_tenant_cell: TenantCellFactory) -> TenantCell:
+    """A running cell with the control plane bootstrapped on it, and an account with an owner."""
+    tenants = await make_tenant_cell({})
+    for command in (
+        ("controlplane", "bootstrap", "--cell", tenants.cell.cell),
+        ("account", "create", "acme"),
+        ("user", "add", "ann@acme.example", "--account", "acme", "--role", "owner"),
+    ):
+        code, _, err = await perdure(tenants, *command)
+        assert code == 0, err
+    return tenants
+
+
+async def test_a_namespace_is_provisioned_by_the_workflow_end_to_end(
+    control_cell: TenantCell,
+    tmp_path: Path,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    rabbitmq_admin: RabbitMQAdmin,
+) -> None:
+    tenants, settings = control_cell, control_cell.cell.settings
+    name = f"{settings.system_namespace.removesuffix('-system')}-shop"
+    code, out, err = await perdure(
+        tenants, "namespace", "create", name, "--account", "acme", "--app", APP, "--rate", "200", "--json"
+    )
+    assert code == 0, err
+    assert f"provisioning {name}: active" in err  # its steps, as they happened
+    shown = json.loads(out)
+    try:
+        assert shown["status"] == "active" and shown["cell"] == tenants.cell.cell
+        assert shown["members"] == [{"email": "ann@acme.example", "role": "owner"}]
+        # What provisioning made: the vhost with its queues, the user, the cell database's indexes.
+        assert await rabbitmq_admin.vhost_exists(name) and await rabbitmq_admin.user_exists(tenant_user(name))
+        connection = await aio_pika.connect(namespace_amqp_url(settings, tenants.cell.cell, name))
+        channel = await connection.channel()
+        for queue in (INGRESS_QUEUE, ACTIVITIES_QUEUE, INGRESS_DEAD_LETTERS):
+            await channel.declare_queue(queue, passive=True)
+        await connection.close()
+        indexes = await mongo_client[settings.cell_database(tenants.cell.cell)]["runs"].index_information()
+        assert len(indexes) > 1
+        # The canary ran through the namespace's own path and completed.
+        async with await Client.connect(shown["connection_string"]) as client:
+            canaries = await client.list_workflows(type="PerdureCanary")
+            assert [c["status"] for c in canaries] == ["completed"]
+            # And the key shown once works: the tenant runs its app.
+            ledger = str(tmp_path / "ledger")
+            assert await client.execute_workflow(ThreeSteps.run, ledger, "t", id="t") == [
+                "t-1-done",
+                "t-2-done",
+                "t-3-done",
+            ]
+        # Creating it again changes nothing and shows no key.
+        code, out, err = await perdure(
+            tenants, "namespace", "create", name, "--account", "acme", "--app", APP
+        )
+        assert code == 0 and "existed already" in out, err
+    finally:
+        if await rabbitmq_admin.vhost_exists(name):
+            await rabbitmq_admin.delete_vhost(name)
+        if await rabbitmq_admin.user_exists(tenant_user(name)):
+            await rabbitmq_admin.delete_user(tenant_user(name))
+
+
+async def test_a_failed_step_is_compensated_and_leaves_nothing_behind(
+    control_cell: TenantCell,
+    kafka_admin: AIOKafkaAdminClient,
+    rabbitmq_admin: RabbitMQAdmin,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    tenants, settings = control_cell, control_cell.cell.settings
+    broken = f"{tenants.cell.cell}-broken"
+    await create_cell(settings, broken, 2)
+    # The infrastructure step checks the cell's topic last, after making the vhost and the user.
+    await kafka_admin.delete_topics([f"perdure.cell.{broken}.tasks", f"perdure.cell.{broken}.dlq"])
+    name = f"{settings.system_namespace.removesuffix('-system')}-doomed"
+    code, _, err = await perdure(
+        tenants, "namespace", "create", name, "--account", "acme", "--app", APP, "--cell", broken
+    )
+    assert code == 1
+    assert f"provisioning '{name}' failed at infrastructure" in err and "what was made is undone" in err
+    assert f"provisioning {name}: compensating" in err or f"provisioning {name}: failed" in err
+    assert not await rabbitmq_admin.vhost_exists(name)
+    assert not await rabbitmq_admin.user_exists(tenant_user(name))
+    databases = Databases.connect(settings)
+    try:
+        with pytest.raises(ControlError):
+            await databases.control.get_namespace(name)
+    finally:
+        await databases.close()
+        await drop_cells(settings, [broken], kafka_admin, mongo_client)
+
+
+async def drop_cells(
+    settings: Any,
+    cells: list[str],
+    kafka_admin: AIOKafkaAdminClient,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    existing = set(await kafka_admin.list_topics())
+    topics = [t for c in cells for t in (f"perdure.cell.{c}.tasks", f"perdure.cell.{c}.dlq") if t in existing]
+    if topics:
+        await kafka_admin.delete_topics(topics)
+    for cell in cells:
+        await mongo_client.drop_database(settings.cell_database(cell))
+
+
+async def test_placement_weighs_capacity_and_health(
+    make_tenant_cell: TenantCellFactory,
+    kafka_admin: AIOKafkaAdminClient,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    tenants = await make_tenant_cell({}, start=False)
+    settings = tenants.cell.settings
+    suffix = tenants.cell.cell
+    small, big_but_sick, medium = f"{suffix}-small", f"{suffix}-sick", f"{suffix}-medium"
+    await create_cell(settings, small, 1, capacity=500)
+    await create_cell(settings, big_but_sick, 1, capacity=5_000)
+    await create_cell(settings, medium, 1, capacity=1_000)
+    databases = Databases.connect(settings)
+    try:
+        control = databases.control
+        await control.update_cell(tenants.cell.cell, capacity=0)  # the fixture's own cell: full
+        await control.update_cell(big_but_sick, healthy=False)
+        assert await place(control, 100, settings.system_namespace) == medium
+        assert await place(control, 600, settings.system_namespace) == medium
+        with pytest.raises(PlacementError, match="no healthy cell has 1200 actions/s to spare"):
+            await place(control, 1_200, settings.system_namespace)
+        await control.update_cell(big_but_sick, healthy=True)
+        assert await place(control, 1_200, settings.system_namespace) == big_but_sick
+    finally:
+        await databases.close()
+        await drop_cells(settings, [small, big_but_sick, medium], kafka_admin, mongo_client)
