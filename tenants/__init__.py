@@ -22,6 +22,7 @@ from perdure.tenants.app import App
 from perdure.tenants.client import Client, WorkflowHandle
 from perdure.tenants.client_errors import (
     AuthenticationError,
+    NamespaceSuspendedError,
     QuotaExceededError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
@@ -36,6 +37,7 @@ __all__ = [
     "ChildWorkflowError",
     "Client",
     "DataConverter",
+    "NamespaceSuspendedError",
     "NonDeterminismError",
     "NondeterministicCallError",
     "Payload",

@@ -46,6 +46,7 @@ from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANG
 from perdure.tenants.client_errors import (
     AuthenticationError,
     MalformedRequestError,
+    NamespaceSuspendedError,
     QuotaExceededError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
@@ -340,6 +341,8 @@ def _raise(reply: IngressReply, request: Any) -> typing.NoReturn:
             raise UnknownWorkflowTypeError(getattr(request, "workflow_type", ""), reply.error.known or [])
         case "quota_exceeded":
             raise QuotaExceededError(message)
+        case "namespace_suspended":
+            raise NamespaceSuspendedError(message)
         case "not_found":
             raise WorkflowNotFoundError(message)
         case "query_failed":

@@ -22,5 +22,10 @@ class QuotaExceededError(Exception):
     """The namespace runs as many workflows as its quota allows."""
 
 
+class NamespaceSuspendedError(Exception):
+    """The namespace is suspended: it takes no new work (starts, signals, cancels, queries) until it is
+    resumed; describing and listing still work."""
+
+
 class MalformedRequestError(ValueError):
     """Admission could not read the request (a client and platform of different versions)."""

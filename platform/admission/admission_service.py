@@ -176,6 +176,14 @@ class Admission:
             except ValidationError as exc:
                 await self._refuse(namespace, message, "malformed", _first_error(exc))
                 return
+            if record.status == "suspended" and not isinstance(request, DescribeRequest | ListRequest):
+                await self._refuse(
+                    namespace,
+                    message,
+                    "namespace_suspended",
+                    f"namespace {namespace!r} is suspended: it takes no new work until it is resumed",
+                )
+                return
             size = _payload_bytes(request)
             if size > record.quota.max_payload_bytes:
                 await self._refuse(

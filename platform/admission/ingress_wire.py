@@ -95,6 +95,7 @@ ErrorType = Literal[
     "quota_exceeded",
     "not_found",
     "query_failed",
+    "namespace_suspended",
 ]
 
 

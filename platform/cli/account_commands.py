@@ -9,6 +9,7 @@ import typer
 from perdure.infra.settings import get_settings
 from perdure.platform.cell.connections import Databases
 from perdure.platform.cli.async_command import run_command
+from perdure.platform.control.twin_requests import twin_if_bootstrapped
 from perdure.platform.tenancy.model import ROLES, AccountRecord, Role, UserRecord
 from perdure.platform.tenancy.tenancy_store import TenancyStore
 
@@ -27,7 +28,9 @@ def create_account(name: str) -> None:
         try:
             store = TenancyStore(databases.control_db)
             await store.ensure_indexes()
-            return await store.create_account(name)
+            record = await store.create_account(name)
+            await twin_if_bootstrapped(get_settings(), "account", record.name)
+            return record
         finally:
             await databases.close()
 
@@ -49,7 +52,9 @@ def add_user(
     async def add(checked: Role) -> UserRecord:
         databases = Databases.connect(get_settings())
         try:
-            return await TenancyStore(databases.control_db).add_user(email, account, checked)
+            record = await TenancyStore(databases.control_db).add_user(email, account, checked)
+            await twin_if_bootstrapped(get_settings(), "user", f"{record.account}/{record.email}")
+            return record
         finally:
             await databases.close()
 

@@ -13,6 +13,8 @@ from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.control_store import CellRecord
 from perdure.platform.cell.provisioning import create_cell
 from perdure.platform.cli.async_command import run_command
+from perdure.platform.control.twin_activities import TwinChange
+from perdure.platform.control.twin_requests import control_plane_ready, signal_twin, twin_if_bootstrapped
 
 cell_app = typer.Typer(
     help="Cells: isolated slices of the data plane (topic, database, processes).", no_args_is_help=True
@@ -28,7 +30,14 @@ def create(
     ] = 1_000.0,
 ) -> None:
     """Register a cell, create its tasks and dead-letter topics and its database indexes."""
-    record = run_command("cell create", create_cell(get_settings(), name, partitions, capacity))
+
+    async def create() -> CellRecord:
+        settings = get_settings()
+        record = await create_cell(settings, name, partitions, capacity)
+        await twin_if_bootstrapped(settings, "cell", record.name)
+        return record
+
+    record = run_command("cell create", create())
     typer.echo(
         f"cell {record.name}: topic {record.topic} ({record.partitions} partitions), "
         f"dead letters {record.dlq_topic}, database {record.database}"
@@ -43,19 +52,24 @@ def update(
         bool | None, typer.Option("--healthy/--unhealthy", help="an unhealthy cell takes no new namespace")
     ] = None,
 ) -> None:
-    """Change what placement knows of a cell."""
+    """Change what placement knows of a cell: through its twin once the control plane is bootstrapped,
+    else directly."""
     changes = {k: v for k, v in {"capacity": capacity, "healthy": healthy}.items() if v is not None}
 
-    async def apply() -> CellRecord:
-        databases = Databases.connect(get_settings())
+    async def apply() -> str:
+        settings = get_settings()
+        if await control_plane_ready(settings):
+            await signal_twin(settings, "cell", name, TwinChange(kind="update", fields=changes))
+            return f"sent to the twin cell/{name}: {changes}"
+        databases = Databases.connect(settings)
         try:
-            return await databases.control.update_cell(name, **changes)
+            record = await databases.control.update_cell(name, **changes)
         finally:
             await databases.close()
+        health = "healthy" if record.healthy else "unhealthy"
+        return f"cell {record.name}: capacity {record.capacity:g} actions/s, {health}"
 
-    record = run_command("cell update", apply())
-    health = "healthy" if record.healthy else "unhealthy"
-    typer.echo(f"cell {record.name}: capacity {record.capacity:g} actions/s, {health}")
+    typer.echo(run_command("cell update", apply()))
 
 
 @cell_app.command("list")

@@ -14,6 +14,8 @@ from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.provisioning import ProvisionedNamespace, rotate_key
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.control.namespace_requests import request_namespace
+from perdure.platform.control.twin_activities import TwinChange
+from perdure.platform.control.twin_requests import control_plane_ready, signal_twin
 from perdure.platform.core.run_state import RunStatus
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.vhost_layout import (
@@ -155,7 +157,8 @@ def update(
     max_payload: Annotated[int | None, typer.Option("--max-payload-bytes")] = None,
     retention_days: Annotated[int | None, typer.Option("--retention-days")] = None,
 ) -> None:
-    """Change a namespace's quotas or retention (admission and executors pick it up)."""
+    """Change a namespace's quotas or retention: through its twin once the control plane is bootstrapped
+    (applied within seconds; admission and executors pick it up), else directly."""
     changes = {
         "actions_per_second": rate,
         "burst": burst,
@@ -165,22 +168,42 @@ def update(
         "max_payload_bytes": max_payload,
     }
 
-    async def apply() -> NamespaceRecord:
-        databases = Databases.connect(get_settings())
+    async def apply() -> str:
+        settings = get_settings()
+        databases = Databases.connect(settings)
         try:
             current = await databases.control.get_namespace(name)
-            quota = Quota.model_validate(
-                {**current.quota.model_dump(), **{k: v for k, v in changes.items() if v is not None}}
-            )
+            given = {k: v for k, v in changes.items() if v is not None}
+            quota = Quota.model_validate({**current.quota.model_dump(), **given})  # refused here if invalid
             fields: dict[str, Any] = {"quota": quota}
             if retention_days is not None:
                 fields["retention_days"] = retention_days
-            return await databases.control.update_namespace(name, **fields)
+            if not await control_plane_ready(settings):
+                record = await databases.control.update_namespace(name, **fields)
+                return json.dumps(_public(record), indent=2)
         finally:
             await databases.close()
+        change = TwinChange(kind="update", fields={**fields, "quota": given})
+        await signal_twin(settings, "namespace", name, change)
+        return f"sent to the twin namespace/{name}: {json.dumps(change.fields)}"
 
-    record = run_command("namespace update", apply())
-    typer.echo(json.dumps(_public(record), indent=2))
+    typer.echo(run_command("namespace update", apply()))
+
+
+@namespace_app.command("suspend")
+def suspend(name: str) -> None:
+    """Refuse the namespace's new work (starts, signals, cancels, queries) until it is resumed."""
+    run_command(
+        "namespace suspend", signal_twin(get_settings(), "namespace", name, TwinChange(kind="suspend"))
+    )
+    typer.echo(f"sent to the twin namespace/{name}: suspend")
+
+
+@namespace_app.command("resume")
+def resume(name: str) -> None:
+    """Take new work again."""
+    run_command("namespace resume", signal_twin(get_settings(), "namespace", name, TwinChange(kind="resume")))
+    typer.echo(f"sent to the twin namespace/{name}: resume")
 
 
 STATUSES = typing.get_args(RunStatus)

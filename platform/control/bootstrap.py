@@ -7,9 +7,13 @@ from datetime import date
 
 from perdure.billing.export_schedule import SCHEDULE_ID, BillingExportSchedule
 from perdure.infra.settings import Settings
+from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.ops_client import OpsClient, WorkflowNotFound
 from perdure.platform.control.system_namespace import ensure_system_namespace
+from perdure.platform.control.twin_activities import Entity
+from perdure.platform.control.twin_requests import start_twins
 from perdure.platform.core.definitions import workflow_name_of
+from perdure.platform.tenancy.tenancy_store import TenancyStore
 
 
 async def bootstrap_control_plane(settings: Settings, cell: str | None, billing_from: date) -> list[str]:
@@ -29,4 +33,25 @@ async def bootstrap_control_plane(settings: Settings, cell: str | None, billing_
                 workflow_name_of(BillingExportSchedule.run), billing_from.isoformat(), id=SCHEDULE_ID
             )
             done.append(f"{SCHEDULE_ID}: started, exporting from {billing_from.isoformat()}")
+    entities = await _entities(settings)
+    await start_twins(settings, entities)
+    done.append(f"entity twins: {len(entities)} (cells, namespaces, accounts, users)")
     return done
+
+
+async def _entities(settings: Settings) -> list[tuple[Entity, str]]:
+    databases = Databases.connect(settings)
+    try:
+        control, tenancy = databases.control, TenancyStore(databases.control_db)
+        entities: list[tuple[Entity, str]] = [("cell", c.name) for c in await control.list_cells()]
+        entities += [
+            ("namespace", n.name)
+            for n in await control.list_namespaces()
+            if n.name != settings.system_namespace
+        ]
+        for account in await tenancy.list_accounts():
+            entities.append(("account", account.name))
+            entities += [("user", f"{account.name}/{u.email}") for u in await tenancy.users_of(account.name)]
+        return entities
+    finally:
+        await databases.close()

@@ -214,6 +214,13 @@ async def activate_namespace(name: str) -> None:
 
 
 @control_app.activity
+async def start_namespace_twin(name: str) -> None:
+    from perdure.platform.control.twin_requests import start_twins  # the twin module builds on this one
+
+    await start_twins(get_settings(), [("namespace", name)])
+
+
+@control_app.activity
 async def remove_infrastructure(name: str, cell: str) -> None:
     """Compensation: the namespace's vhost (with its queues) and broker user, if they exist."""
     settings = get_settings()

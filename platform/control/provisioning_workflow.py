@@ -19,6 +19,7 @@ from perdure.platform.control.provisioning_activities import (
     remove_infrastructure,
     remove_record,
     run_canary,
+    start_namespace_twin,
 )
 from perdure.tenants import ActivityError, ApplicationError, RetryPolicy, workflow
 
@@ -60,6 +61,7 @@ class ProvisionNamespace:
             canary = await _step(run_canary, spec.name)
             self._enter("activating")
             await _step(activate_namespace, spec.name)
+            await _step(start_namespace_twin, spec.name)
         except ActivityError as failure:
             failed_at = self.current
             self._enter("compensating")

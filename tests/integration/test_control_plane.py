@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,11 @@ from perdure.platform.cell.control_store import ControlError
 from perdure.platform.cell.provisioning import create_cell, namespace_amqp_url, place, tenant_user
 from perdure.platform.control.placement import PlacementError
 from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE, INGRESS_DEAD_LETTERS, INGRESS_QUEUE
+from perdure.tenants import NamespaceSuspendedError
 from perdure.tenants.client import Client
 
-from .cell_app import ThreeSteps
-from .cell_harness import PERDURE, TenantCell
+from .cell_app import Noop, ThreeSteps
+from .cell_harness import PERDURE, TenantCell, eventually
 from .conftest import TenantCellFactory
 
 APP = "tests.integration.cell_app:app"
@@ -173,3 +175,81 @@ async def test_placement_weighs_capacity_and_health(
     finally:
         await databases.close()
         await drop_cells(settings, [small, big_but_sick, medium], kafka_admin, mongo_client)
+
+
+async def tenant_namespace(tenants: TenantCell, suffix: str, *options: str) -> tuple[str, str]:
+    """A namespace made through the control plane: its name and connection string."""
+    name = f"{tenants.cell.settings.system_namespace.removesuffix('-system')}-{suffix}"
+    code, out, err = await perdure(
+        tenants, "namespace", "create", name, "--account", "acme", "--app", APP, "--json", *options
+    )
+    assert code == 0, err
+    return name, json.loads(out)["connection_string"]
+
+
+async def test_a_quota_changed_through_the_twin_reaches_admission_within_5_seconds(
+    control_cell: TenantCell, rabbitmq_admin: RabbitMQAdmin
+) -> None:
+    name, connection = await tenant_namespace(control_cell, "twin", "--rate", "1000", "--burst", "1000")
+    try:
+        async with await Client.connect(connection) as client:
+            changed_at = asyncio.get_running_loop().time()
+            code, out, err = await perdure(
+                control_cell, "namespace", "update", name, "--rate", "4", "--burst", "1"
+            )
+            assert code == 0 and "sent to the twin" in out, err
+            await asyncio.sleep(max(0.0, changed_at + 5 - asyncio.get_running_loop().time()))
+            # 5 s after the change: 12 starts at 4 a second take about 3 s (at 1,000 a second, no time).
+            started = asyncio.get_running_loop().time()
+            await asyncio.gather(*(client.start_workflow(Noop.run, str(i), id=f"n-{i}") for i in range(12)))
+            assert asyncio.get_running_loop().time() - started >= 2.5
+        code, out, _ = await perdure(control_cell, "namespace", "describe", name)
+        assert code == 0 and json.loads(out)["quota"]["actions_per_second"] == 4
+    finally:
+        await _forget(rabbitmq_admin, name)
+
+
+async def test_a_suspended_namespace_refuses_new_work_until_resumed(
+    control_cell: TenantCell, rabbitmq_admin: RabbitMQAdmin
+) -> None:
+    name, connection = await tenant_namespace(control_cell, "pause")
+    try:
+        async with await Client.connect(connection) as client:
+            assert await client.execute_workflow(Noop.run, "before", id="before") == "before"
+            code, _, err = await perdure(control_cell, "namespace", "suspend", name)
+            assert code == 0, err
+
+            async def refused() -> None:
+                try:
+                    await client.start_workflow(Noop.run, "during", id=f"during-{uuid.uuid4().hex}")
+                except NamespaceSuspendedError as exc:
+                    assert "is suspended" in str(exc)
+                else:
+                    raise AssertionError("not refused (yet)")
+
+            await eventually(refused, timeout=15)
+            assert (
+                await client.get_workflow_handle("before").describe()
+            ).status == "completed"  # reads go on
+            code, _, err = await perdure(control_cell, "namespace", "resume", name)
+            assert code == 0, err
+
+            async def taken() -> None:
+                try:
+                    assert (
+                        await client.execute_workflow(Noop.run, "after", id=f"after-{uuid.uuid4().hex}")
+                        == "after"
+                    )
+                except NamespaceSuspendedError as exc:
+                    raise AssertionError("still suspended") from exc
+
+            await eventually(taken, timeout=15)
+    finally:
+        await _forget(rabbitmq_admin, name)
+
+
+async def _forget(rabbitmq_admin: RabbitMQAdmin, name: str) -> None:
+    if await rabbitmq_admin.vhost_exists(name):
+        await rabbitmq_admin.delete_vhost(name)
+    if await rabbitmq_admin.user_exists(tenant_user(name)):
+        await rabbitmq_admin.delete_user(tenant_user(name))

@@ -1,0 +1,105 @@
+"""What the entity twins do to the world: read an entity's record, and apply a change to it in the
+control store (which admission, placement and the cells read). Idempotent: a change applied twice
+leaves the same record."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from perdure.infra.settings import get_settings
+from perdure.platform.cell.connections import Databases
+from perdure.platform.cell.control_store import ControlError
+from perdure.platform.control.provisioning_activities import control_app
+from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.tenancy_store import TenancyStore
+from perdure.tenants import ApplicationError
+
+Entity = Literal["cell", "namespace", "account", "user"]
+
+
+class TwinChange(BaseModel):
+    """A change signalled to a twin: ``kind`` says what, ``fields`` with what."""
+
+    kind: Literal["update", "suspend", "resume", "delete"]
+    fields: dict[str, Any] = {}
+
+
+def twin_id(entity: Entity, key: str) -> str:
+    return f"{entity}/{key}"
+
+
+async def _read(databases: Databases, entity: Entity, key: str) -> dict[str, Any]:
+    match entity:
+        case "cell":
+            return (await databases.control.get_cell(key)).model_dump(mode="json")
+        case "namespace":
+            return (await databases.control.get_namespace(key)).model_dump(
+                mode="json", exclude={"api_key_hash"}
+            )
+        case "account":
+            return (await TenancyStore(databases.control_db).get_account(key)).model_dump(mode="json")
+        case "user":
+            account, _, email = key.partition("/")
+            for user in await TenancyStore(databases.control_db).users_of(account):
+                if user.email.lower() == email.lower():
+                    return user.model_dump(mode="json")
+            raise ControlError(f"no user {email!r} in account {account!r}")
+
+
+@control_app.activity
+async def read_entity(entity: Entity, key: str) -> dict[str, Any]:
+    databases = Databases.connect(get_settings())
+    try:
+        try:
+            return await _read(databases, entity, key)
+        except ControlError as exc:
+            raise ApplicationError(str(exc), type="UnknownEntity", non_retryable=True) from None
+    finally:
+        await databases.close()
+
+
+@control_app.activity
+async def apply_change(entity: Entity, key: str, change: TwinChange) -> dict[str, Any]:
+    """Apply ``change``; returns the entity as it is now. A change that cannot apply (a bad value, an
+    unknown entity) fails for good with the reason."""
+    databases = Databases.connect(get_settings())
+    try:
+        try:
+            await _apply(databases, entity, key, change)
+            return await _read(databases, entity, key)
+        except (ControlError, ValidationError, ValueError) as exc:
+            raise ApplicationError(str(exc), type="ChangeRefused", non_retryable=True) from None
+    finally:
+        await databases.close()
+
+
+async def _apply(databases: Databases, entity: Entity, key: str, change: TwinChange) -> None:
+    control = databases.control
+    match entity, change.kind:
+        case "namespace", "update":
+            current = await control.get_namespace(key)
+            fields = dict(change.fields)
+            quota = Quota.model_validate({**current.quota.model_dump(), **fields.pop("quota", {})})
+            allowed = {"retention_days"}
+            if set(fields) - allowed:
+                raise ValueError(
+                    f"a namespace's twin changes quota and {sorted(allowed)}, not {sorted(fields)}"
+                )
+            await control.update_namespace(key, quota=quota, **fields)
+        case "namespace", "suspend":
+            await control.update_namespace(key, status="suspended")
+        case "namespace", "resume":
+            current = await control.get_namespace(key)
+            if current.status == "suspended":
+                await control.update_namespace(key, status="active")
+        case "cell", "update":
+            if set(change.fields) - {"capacity", "healthy"}:
+                raise ValueError(f"a cell's twin changes capacity and health, not {sorted(change.fields)}")
+            await control.update_cell(key, **change.fields)
+        case "user", "update":
+            account, _, email = key.partition("/")
+            await TenancyStore(databases.control_db).add_user(email, account, change.fields["role"])
+        case _:
+            raise ValueError(f"a {entity} twin does not take {change.kind!r}")

@@ -1,0 +1,57 @@
+"""Reaching the entity twins from outside the system namespace: starting one (once) and signalling a
+change to it. Both need the control plane to be bootstrapped."""
+
+from __future__ import annotations
+
+from perdure.infra.settings import Settings
+from perdure.platform.cell.connections import Databases
+from perdure.platform.cell.control_store import ControlError
+from perdure.platform.cell.ops_client import OpsClient
+from perdure.platform.control.entity_twin import EntityTwin
+from perdure.platform.control.twin_activities import Entity, TwinChange, twin_id
+from perdure.platform.core.definitions import workflow_name_of
+
+
+async def control_plane_ready(settings: Settings) -> bool:
+    databases = Databases.connect(settings)
+    try:
+        await databases.control.get_namespace(settings.system_namespace)
+        return True
+    except ControlError:
+        return False
+    finally:
+        await databases.close()
+
+
+async def start_twins(settings: Settings, entities: list[tuple[Entity, str]]) -> None:
+    """Start the twins of ``entities`` (a twin started before is left as it is: the start's request id
+    is the twin's own, so the engine recognises it)."""
+    async with await OpsClient.connect(settings, settings.system_namespace) as ops:
+        for entity, key in entities:
+            workflow_id = twin_id(entity, key)
+            await ops.start_workflow(
+                workflow_name_of(EntityTwin.run),
+                entity,
+                key,
+                id=workflow_id,
+                request_id=f"twin:{workflow_id}",
+            )
+
+
+async def twin_if_bootstrapped(settings: Settings, entity: Entity, key: str) -> None:
+    """Give a newly made entity its twin, once there is a control plane to run it (bootstrapping
+    starts the twins of what exists before)."""
+    if await control_plane_ready(settings):
+        await start_twins(settings, [(entity, key)])
+
+
+async def signal_twin(settings: Settings, entity: Entity, key: str, change: TwinChange) -> None:
+    """Send ``change`` to the entity's twin (started first if it is not: the start reaches it before
+    the signal, on the same partition)."""
+    if not await control_plane_ready(settings):
+        raise ControlError(
+            "the control plane is not bootstrapped: run `perdure controlplane bootstrap --cell CELL`"
+        )
+    await start_twins(settings, [(entity, key)])
+    async with await OpsClient.connect(settings, settings.system_namespace) as ops:
+        await ops.signal(twin_id(entity, key), "change", change.model_dump(mode="json"))
