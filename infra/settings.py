@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     executor_slots: int = Field(default=256, ge=1, le=10_000)
     # How often each partition owner samples the storage of its runs (metered in GB-hours).
     storage_sample_seconds: int = Field(default=3600, ge=1, le=86_400)
+    # The platform version a cell process starts as; rollouts move cells to other versions.
+    platform_version: str = Field(default="0.1.0", min_length=1, max_length=100)
     # Usage records metering applies (and commits) at a time.
     metering_batch_records: int = Field(default=2_000, ge=1, le=20_000)
     # The control plane's own namespace: its workflows (the scheduled billing export, ...) and, in its

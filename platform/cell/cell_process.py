@@ -9,8 +9,6 @@ import logging
 import signal
 from datetime import timedelta
 
-from aiokafka import AIOKafkaConsumer
-
 from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry
@@ -19,18 +17,15 @@ from perdure.platform.cell.activity_executor import ActivityExecutors
 from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.armed_timers import ArmedTimers
 from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.engine import CellEngine
+from perdure.platform.cell.engine_runner import EngineRunner, engine_group
 from perdure.platform.cell.namespace_apps import NamespaceApps
 from perdure.platform.cell.outbox_sender import OutboxSender
+from perdure.platform.cell.process_reporter import ProcessReporter
 from perdure.platform.cell.storage_sampler import StorageSampler
 from perdure.platform.cell.task_producer import TaskProducer, new_producer
 from perdure.platform.cell.usage_producer import UsageProducer, ensure_metering_topic
 
 log = logging.getLogger("perdure.cell")
-
-
-def engine_group(cell: str) -> str:
-    return f"perdure.cell.{cell}.engine"
 
 
 async def run_cell(
@@ -62,23 +57,11 @@ async def run_cell(
     usage = UsageProducer(metering_producer, settings.metering_topic)
     channels = AmqpChannels(settings, cell_name)
     apps = NamespaceApps(databases.control, cell_name)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=endpoints.kafka_bootstrap_servers,
-        group_id=engine_group(cell_name),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=20,
-        max_poll_records=500,
-        session_timeout_ms=settings.engine_session_timeout_ms,
-        heartbeat_interval_ms=min(1_000, settings.engine_session_timeout_ms // 3),
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    engine: CellEngine | None = None
     sender = OutboxSender(
         store, tasks, channels, cell.partitions, apps.vhost_of, ArmedTimers(), lambda: None, usage
     )
-    engine = CellEngine(cell, store, apps, tasks, sender, consumer)
-    sender.timer_armed = engine.timer_armed
+    runner = EngineRunner(settings, cell, store, apps, tasks, sender)
+    reporter = ProcessReporter(databases.control, cell_name, runner, settings.platform_version)
     workers = ActivityExecutors(apps, tasks, channels, slots=settings.executor_slots)
     backlog = ConsumerBacklog(
         endpoints.kafka_bootstrap_servers, cell.topic, cell.partitions, engine_group(cell_name)
@@ -91,21 +74,17 @@ async def run_cell(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
-    engine.subscribe()
-    await consumer.start()
+    await runner.start()
     log.info("cell running", extra={"cell": cell_name, "partitions": cell.partitions})
+    stopping = asyncio.Event()
     sampler = StorageSampler(
-        cell_name,
-        store,
-        apps,
-        usage,
-        lambda: list(engine.epochs),
-        timedelta(seconds=settings.storage_sample_seconds),
+        cell_name, store, apps, usage, runner.owned, timedelta(seconds=settings.storage_sample_seconds)
     )
     running = [
-        asyncio.create_task(engine.run(), name="engine"),
-        asyncio.create_task(sampler.run(engine.stopping), name="storage"),
+        asyncio.create_task(sampler.run(stopping), name="storage"),
+        asyncio.create_task(reporter.run(stopping), name="reporter"),
     ]
+    supervisor = asyncio.create_task(runner.supervise(), name="engine")
     if executors:
         running.append(asyncio.create_task(workers.run(), name="executors"))
     if admission:
@@ -113,7 +92,7 @@ async def run_cell(
         running.append(asyncio.create_task(admitter.run(), name="admission"))
     stopper = asyncio.create_task(stop.wait(), name="stop")
     try:
-        done, _ = await asyncio.wait([*running, stopper], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([*running, supervisor, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stopper and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
@@ -123,10 +102,11 @@ async def run_cell(
         if admission:
             await backlog.stop()
         await workers.stop()
-        engine.stopping.set()
+        stopping.set()
         await asyncio.gather(*running, return_exceptions=True)
         stopper.cancel()
-        await consumer.stop()  # commits were made per batch; this leaves the group
+        supervisor.cancel()
+        await runner.stop()
         await producer.stop()
         if metering_producer is not producer:
             await metering_producer.stop()

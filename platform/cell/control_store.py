@@ -42,6 +42,8 @@ class CellRecord(BaseModel):
     # new namespaces at all.
     capacity: float = Field(default=1_000.0, ge=0)
     healthy: bool = True
+    # The platform version the cell's processes are to run (set by rollouts; None: whatever they run).
+    desired_version: str | None = None
 
     @classmethod
     def new(cls, name: str, partitions: int, database: str, capacity: float = 1_000.0) -> CellRecord:
@@ -54,6 +56,20 @@ class CellRecord(BaseModel):
             created_at=datetime.now(UTC),
             capacity=capacity,
         )
+
+
+class ProcessReport(BaseModel):
+    """What a cell process says of itself every few seconds (rollouts wait and gate on it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    process: str  # "<cell>/<host>:<pid>"
+    cell: str
+    version: str
+    healthy: bool
+    error_rate: float  # of its recent engine batches
+    lag: int  # records behind in its partitions
+    reported_at: datetime
 
 
 class NamespaceRecord(BaseModel):
@@ -83,6 +99,7 @@ class ControlStore:
         self.db = database
         self.cells = database["cells"]
         self.namespaces = database["namespaces"]
+        self.processes = database["cell_processes"]
 
     async def ensure_indexes(self) -> None:
         await self.namespaces.create_index([("cell", ASCENDING)])
@@ -109,6 +126,15 @@ class ControlStore:
                 f"no cell {name!r}; create it with `perdure cell create {name} --partitions N`"
             )
         return CellRecord.model_validate(document)
+
+    async def report_process(self, report: ProcessReport) -> None:
+        await self.processes.replace_one(
+            {"_id": report.process}, report.model_dump(mode="python"), upsert=True
+        )
+
+    async def processes_of(self, cell: str, fresher_than: datetime) -> list[ProcessReport]:
+        cursor = self.processes.find({"cell": cell, "reported_at": {"$gte": fresher_than}})
+        return [ProcessReport.model_validate(d) async for d in cursor]
 
     async def update_cell(self, name: str, **changes: Any) -> CellRecord:
         current = await self.get_cell(name)

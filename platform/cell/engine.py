@@ -54,6 +54,11 @@ def _observe_lag(options: metrics.CallbackOptions) -> list[metrics.Observation]:
     return [metrics.Observation(lag, {"partition": partition}) for partition, lag in _lag.items()]
 
 
+def total_lag() -> int:
+    """Records not yet applied in the partitions this process owns."""
+    return sum(_lag.values())
+
+
 meter.create_observable_gauge(
     "perdure.engine.consumer_lag",
     callbacks=[_observe_lag],
@@ -133,6 +138,8 @@ class CellEngine:
         self._unsent: set[int] = set()  # partitions rewound: their journalled outboxes are sent again
         self._forgetting: set[asyncio.Task[None]] = set()
         self._committing: asyncio.Task[None] | None = None
+        # Whether each recent batch failed, for the process's health report.
+        self.outcomes: collections.deque[bool] = collections.deque(maxlen=200)
 
     # -- partition ownership -----------------------------------------------------------------------
     async def take(self, partitions: set[int]) -> None:
@@ -207,6 +214,7 @@ class CellEngine:
                         failed = True
                     else:
                         failed = False
+                    self.outcomes.append(failed)
                 if failed:
                     await asyncio.sleep(1)  # a failing database or broker: do not spin
         finally:

@@ -15,6 +15,7 @@ from perdure.platform.cli.dev_command import dev
 from perdure.platform.cli.dlq_commands import dlq_app
 from perdure.platform.cli.metering_commands import metering_app, usage
 from perdure.platform.cli.namespace_commands import namespace_app
+from perdure.platform.cli.rollout_commands import rollout_app
 from perdure.platform.cli.stack_commands import stack_app
 from perdure.platform.cli.workflow_commands import workflow_app
 
@@ -34,6 +35,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(metering_app, name="metering")
 app.add_typer(billing_app, name="billing")
 app.add_typer(controlplane_app, name="controlplane")
+app.add_typer(rollout_app, name="rollout")
 namespace_app.command("usage")(usage)
 app.command("dev")(dev)
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from perdure.billing.export_schedule import app as billing_app
-from perdure.platform.control import entity_twin, provisioning_workflow  # noqa: F401  (they register)
+from perdure.platform.control import (  # noqa: F401  (they register their workflows)
+    entity_twin,
+    provisioning_workflow,
+    rollout_workflow,
+)
 from perdure.platform.control.provisioning_activities import control_app
 from perdure.tenants import App
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from perdure.tenants import NamespaceSuspendedError
 from perdure.tenants.client import Client
 
 from .cell_app import Noop, ThreeSteps
-from .cell_harness import PERDURE, TenantCell, eventually
+from .cell_harness import PERDURE, CellProcess, TenantCell, eventually
 from .conftest import TenantCellFactory
 
 APP = "tests.integration.cell_app:app"
@@ -253,3 +255,82 @@ async def _forget(rabbitmq_admin: RabbitMQAdmin, name: str) -> None:
         await rabbitmq_admin.delete_vhost(name)
     if await rabbitmq_admin.user_exists(tenant_user(name)):
         await rabbitmq_admin.delete_user(tenant_user(name))
+
+
+async def test_a_rollout_halts_and_rolls_back_where_a_cell_fails_and_outlives_its_control_cell(
+    control_cell: TenantCell, kafka_admin: AIOKafkaAdminClient, mongo_client: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    tenants, settings = control_cell, control_cell.cell.settings
+    control, second, third = tenants.cell.cell, f"{tenants.cell.cell}-b", f"{tenants.cell.cell}-c"
+    try:
+        for cell in (second, third):
+            await create_cell(settings, cell, 1)
+        others = {}
+        for cell in (second, third):
+            process = CellProcess(tenants.cell, cell, ("cell", "run", cell))
+            tenants.cell.processes.append(process)
+            others[cell] = await process.start()
+        code, out, err = await perdure(
+            tenants,
+            "rollout",
+            "start",
+            "--version",
+            "v2",
+            "--ring",
+            f"canary={control}",
+            "--ring",
+            f"main={second}",
+            "--ring",
+            f"last={third}",
+            "--bake",
+            "2s",
+            "--ready-timeout",
+            "20s",
+        )
+        assert code == 0, err
+        rollout = out.strip()
+
+        async def status() -> dict[str, Any]:
+            code, out, err = await perdure(tenants, "rollout", "status", rollout)
+            assert code == 0, err
+            shown: dict[str, Any] = json.loads(out)
+            return shown
+
+        async def at_ring(name: str) -> None:
+            assert (await status())["ring"] == name
+
+        await eventually(lambda: at_ring("main"), timeout=60)
+        # The control cell's process dies mid-rollout; a new one takes over and the rollout goes on.
+        tenants.cell.processes[0].kill(signal.SIGKILL)
+        await tenants.cell.processes[0].wait()
+        # The third cell turns unhealthy: its only process is gone before its ring comes.
+        others[third].kill(signal.SIGKILL)
+        await others[third].wait()
+        await tenants.cell.start_process().start()
+
+        async def halted() -> dict[str, Any]:
+            shown = await status()
+            assert shown["phase"] == "halted", shown
+            return shown
+
+        shown = await eventually(halted, timeout=120)
+        assert (
+            shown["ring"] == "last"
+            and "rolled back" in shown["detail"]
+            and "no live process" in shown["detail"]
+        )
+        assert shown["result"]["rings_done"] == ["canary", "main"]
+        databases = Databases.connect(settings)
+        try:
+            desired = {
+                c: (await databases.control.get_cell(c)).desired_version for c in (control, second, third)
+            }
+            # The live processes of the rings that passed restarted their engines and run the version.
+            fresh = datetime.now(UTC) - timedelta(seconds=5)
+            for cell in (control, second):
+                assert {r.version for r in await databases.control.processes_of(cell, fresh)} == {"v2"}
+        finally:
+            await databases.close()
+        assert desired == {control: "v2", second: "v2", third: None}  # the failed ring is back where it was
+    finally:
+        await drop_cells(settings, [second, third], kafka_admin, mongo_client)

@@ -1,0 +1,105 @@
+"""The cell's engine and its consumer, restartable in place. A restart finishes the batch in flight,
+commits, leaves the consumer group (the partitions go to the group's other members, and back to this
+process once it joins again) and starts a fresh consumer and engine: what a rollout asks of a cell
+process when the cell's desired version changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer
+
+from perdure.infra.settings import Settings
+from perdure.platform.cell.control_store import CellRecord
+from perdure.platform.cell.engine import CellEngine
+from perdure.platform.cell.namespace_apps import NamespaceApps
+from perdure.platform.cell.outbox_sender import OutboxSender
+from perdure.platform.cell.run_store import RunStore
+from perdure.platform.cell.task_producer import TaskProducer
+
+log = logging.getLogger("perdure.cell")
+
+
+def engine_group(cell: str) -> str:
+    return f"perdure.cell.{cell}.engine"
+
+
+class EngineRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        cell: CellRecord,
+        store: RunStore,
+        apps: NamespaceApps,
+        tasks: TaskProducer,
+        sender: OutboxSender,
+    ) -> None:
+        self.settings = settings
+        self.cell = cell
+        self.store = store
+        self.apps = apps
+        self.tasks = tasks
+        self.sender = sender
+        self.engine: CellEngine | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._crash: BaseException | None = None
+        self._crashed = asyncio.Event()
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        timeout = self.settings.engine_session_timeout_ms
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.settings.endpoints(self.cell.name).kafka_bootstrap_servers,
+            group_id=engine_group(self.cell.name),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=20,
+            max_poll_records=500,
+            session_timeout_ms=timeout,
+            heartbeat_interval_ms=min(1_000, timeout // 3),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+
+    async def start(self) -> None:
+        self.consumer = self._consumer()
+        self.engine = CellEngine(self.cell, self.store, self.apps, self.tasks, self.sender, self.consumer)
+        self.sender.timer_armed = self.engine.timer_armed
+        self.engine.subscribe()
+        await self.consumer.start()
+        self.task = asyncio.create_task(self.engine.run(), name="engine")
+        self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._crash = task.exception()
+            self._crashed.set()
+
+    async def supervise(self) -> None:
+        """Wait while the engine runs (through restarts); raise what it raised if it crashed."""
+        await self._crashed.wait()
+        assert self._crash is not None
+        raise self._crash
+
+    async def stop(self) -> None:
+        if self.engine is None or self.consumer is None or self.task is None:
+            return
+        self.engine.stopping.set()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.consumer.stop()  # commits were made per batch; this leaves the group
+        self.engine = self.consumer = self.task = None
+
+    async def restart(self) -> None:
+        log.info("restarting the engine", extra={"cell": self.cell.name})
+        await self.stop()
+        await self.start()
+
+    def owned(self) -> list[int]:
+        return sorted(self.engine.epochs) if self.engine is not None else []
+
+    def error_rate(self) -> float:
+        outcomes = self.engine.outcomes if self.engine is not None else ()
+        return sum(outcomes) / len(outcomes) if outcomes else 0.0
+
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()

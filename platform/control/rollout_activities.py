@@ -1,0 +1,73 @@
+"""What a rollout does to cells: set their desired version (the cells' processes pick it up and restart
+their engines gracefully), and read what their processes report (version, health, error rate, lag)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel
+
+from perdure.infra.settings import get_settings
+from perdure.platform.cell.connections import Databases
+from perdure.platform.control.provisioning_activities import control_app
+
+# A process that has not reported for this long is taken for dead.
+REPORT_FRESHNESS = timedelta(seconds=10)
+
+
+class RingHealth(BaseModel):
+    converged: bool  # every cell has live processes, all running the version
+    healthy: bool  # and all report healthy, under the error rate and lag limits
+    detail: str
+
+
+@control_app.activity
+async def set_desired_versions(cells: list[str], version: str | None) -> dict[str, str | None]:
+    """Set ``version`` as the cells' desired version; returns what it was, to roll back to."""
+    databases = Databases.connect(get_settings())
+    try:
+        previous: dict[str, str | None] = {}
+        for cell in cells:
+            previous[cell] = (await databases.control.get_cell(cell)).desired_version
+            await databases.control.update_cell(cell, desired_version=version)
+        return previous
+    finally:
+        await databases.close()
+
+
+@control_app.activity
+async def restore_desired_versions(previous: dict[str, str | None]) -> None:
+    databases = Databases.connect(get_settings())
+    try:
+        for cell, version in previous.items():
+            await databases.control.update_cell(cell, desired_version=version)
+    finally:
+        await databases.close()
+
+
+@control_app.activity
+async def ring_health(cells: list[str], version: str, max_error_rate: float, max_lag: int) -> RingHealth:
+    databases = Databases.connect(get_settings())
+    try:
+        fresh = datetime.now(UTC) - REPORT_FRESHNESS
+        converged, healthy, notes = True, True, []
+        for cell in cells:
+            reports = await databases.control.processes_of(cell, fresh)
+            if not reports:
+                converged = healthy = False
+                notes.append(f"{cell}: no live process")
+                continue
+            behind = [r.process for r in reports if r.version != version]
+            if behind:
+                converged = False
+                notes.append(f"{cell}: {len(behind)} of {len(reports)} processes not on {version}")
+            for report in reports:
+                if not report.healthy or report.error_rate > max_error_rate or report.lag > max_lag:
+                    healthy = False
+                    notes.append(
+                        f"{report.process}: healthy={report.healthy} error rate {report.error_rate:.2f} "
+                        f"lag {report.lag}"
+                    )
+        return RingHealth(converged=converged, healthy=healthy, detail="; ".join(notes) or "all well")
+    finally:
+        await databases.close()
