@@ -124,7 +124,11 @@ class Admission:
             await asyncio.gather(scheduler, return_exceptions=True)
 
     async def _refresh(self) -> None:
-        for record in await self.apps.all():
+        records = await self.apps.all()
+        for gone in self._consuming.keys() - {record.name for record in records}:
+            del self._consuming[gone]  # deleted: its vhost's connection is closed by the executors' refresh
+            log.info("no longer admitting", extra={"namespace": gone})
+        for record in records:
             self._records[record.name] = record
             quota = record.quota
             self.queue.configure(

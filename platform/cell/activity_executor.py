@@ -90,7 +90,12 @@ class ActivityExecutors:
         try:
             while not self.stopping.is_set():
                 try:
-                    for record in await self.apps.all():
+                    records = await self.apps.all()
+                    for gone in self._consuming.keys() - {record.name for record in records}:
+                        del self._consuming[gone]
+                        await self.channels.forget(gone)  # deleted: its vhost's connection closes
+                        log.info("no longer serving activities", extra={"namespace": gone})
+                    for record in records:
                         await self._follow(record)
                 except Exception:
                     log.exception("refreshing the namespaces to serve failed; retrying")

@@ -42,6 +42,13 @@ class AmqpChannels:
         await self.channel(vhost)
         return await self._connections[vhost].channel()
 
+    async def forget(self, vhost: str) -> None:
+        """Close the vhost's connection (a namespace deleted: its vhost is gone or going)."""
+        self._channels.pop(vhost, None)
+        connection = self._connections.pop(vhost, None)
+        if connection is not None:
+            await connection.close()
+
     async def close(self) -> None:
         for connection in self._connections.values():
             await connection.close()

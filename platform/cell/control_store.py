@@ -88,8 +88,9 @@ class NamespaceRecord(BaseModel):
     api_key_id: str | None = None
     api_key_hash: str | None = None
     # provisioning: its infrastructure is being made; validating: made, and served for the canary;
-    # active; suspended: new work refused.
-    status: Literal["provisioning", "validating", "active", "suspended"] = "active"
+    # active; suspended: new work refused; deleted: unreachable, its data kept for its retention.
+    status: Literal["provisioning", "validating", "active", "suspended", "deleted"] = "active"
+    deleted_at: datetime | None = None
     # The account's people and what they may do in this namespace, as of its creation.
     members: list[Member] = Field(default_factory=list)
 

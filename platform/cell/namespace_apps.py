@@ -57,5 +57,10 @@ class NamespaceApps:
         return self._loaded[namespace].record.vhost if namespace in self._loaded else namespace
 
     async def all(self) -> list[NamespaceRecord]:
-        """The namespaces to serve: all but those whose infrastructure is still being made."""
-        return [n for n in await self.control.namespaces_of(self.cell) if n.status != "provisioning"]
+        """The namespaces to serve: all but those whose infrastructure is still being made, and those
+        deleted."""
+        return [
+            n
+            for n in await self.control.namespaces_of(self.cell)
+            if n.status not in ("provisioning", "deleted")
+        ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -379,6 +380,20 @@ class RunStore:
         """What storage metering needs of each run of a partition (served by the partition index)."""
         projection = {"namespace": 1, "status": 1, "close_time": 1, "history_bytes": 1}
         return self.runs.find({"partition": partition}, projection)
+
+    async def count_open(self, namespace: str) -> int:
+        return await self.runs.count_documents(
+            {"namespace": namespace, "status": {"$in": ["running", "blocked"]}}
+        )
+
+    async def purge_namespace(self, namespace: str) -> int:
+        """Delete a namespace's runs, their histories and pointers; returns the runs deleted."""
+        run_ids = [d["_id"] async for d in self.runs.find({"namespace": namespace}, {"_id": 1})]
+        for run_id in run_ids:
+            await self.history.delete_many({"run_id": run_id})
+        await self.runs.delete_many({"_id": {"$regex": f"^latest:{re.escape(namespace)}/"}})
+        await self.runs.delete_many({"namespace": namespace})
+        return len(run_ids)
 
     async def count_running(self, namespace: str) -> int:
         return await self.runs.count_documents({"namespace": namespace, "status": "running"})

@@ -13,7 +13,7 @@ from perdure.platform.cell.connections import Databases, rabbitmq_admin
 from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.provisioning import ProvisionedNamespace, rotate_key
 from perdure.platform.cli.async_command import run_command
-from perdure.platform.control.namespace_requests import request_namespace
+from perdure.platform.control.namespace_requests import request_deletion, request_namespace
 from perdure.platform.control.twin_activities import TwinChange
 from perdure.platform.control.twin_requests import control_plane_ready, signal_twin
 from perdure.platform.core.run_state import RunStatus
@@ -188,6 +188,14 @@ def update(
         return f"sent to the twin namespace/{name}: {json.dumps(change.fields)}"
 
     typer.echo(run_command("namespace update", apply()))
+
+
+@namespace_app.command("delete")
+def delete(name: str) -> None:
+    """Delete a namespace through the control plane: unreachable at once (its vhost and user removed),
+    its data kept for its retention days, then purged. Refused while it has open runs."""
+    outcome = run_command("namespace delete", request_deletion(get_settings(), name))
+    typer.echo(outcome)
 
 
 @namespace_app.command("suspend")

@@ -12,7 +12,13 @@ from datetime import timedelta
 from typing import Any
 
 from perdure.platform.control.provisioning_activities import control_app
-from perdure.platform.control.twin_activities import Entity, TwinChange, apply_change, read_entity
+from perdure.platform.control.twin_activities import (
+    Entity,
+    TwinChange,
+    apply_change,
+    read_entity,
+    start_namespace_deletion,
+)
 from perdure.tenants import ActivityError, RetryPolicy, workflow
 
 CHANGES_PER_RUN = 100
@@ -37,6 +43,15 @@ class EntityTwin:
         while True:
             await workflow.wait_condition(lambda: bool(self.pending))
             change = self.pending.popleft()
+            if change.kind == "retire" or (change.kind == "delete" and entity != "namespace"):
+                return self.state  # the entity is gone: so is its twin
+            if change.kind == "delete":
+                # A namespace is deleted by its own workflow, which retires this twin once the
+                # namespace is closed (a deletion refused leaves the twin as it was).
+                await workflow.execute_activity(
+                    start_namespace_deletion, key, start_to_close_timeout=30, retry_policy=CHANGE_RETRY
+                )
+                continue
             try:
                 self.state = await workflow.execute_activity(
                     apply_change, entity, key, change, start_to_close_timeout=30, retry_policy=CHANGE_RETRY

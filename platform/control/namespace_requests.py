@@ -14,6 +14,7 @@ from perdure.platform.cell.control_store import ControlError
 from perdure.platform.cell.engine import fresh_run_id
 from perdure.platform.cell.ops_client import OpsClient, WorkflowNotFound
 from perdure.platform.cell.provisioning import ProvisionedNamespace, connection_string
+from perdure.platform.control.deletion import DeleteNamespace, deletion_id
 from perdure.platform.control.provisioning_activities import NamespaceSpec
 from perdure.platform.control.provisioning_workflow import ProvisionNamespace, provisioning_id
 from perdure.platform.core.definitions import workflow_name_of
@@ -22,6 +23,42 @@ from perdure.platform.tenancy.model import Quota
 
 FOLLOW_EVERY = 0.25
 PROVISIONING_TIMEOUT = 300.0
+
+
+async def request_deletion(settings: Settings, name: str) -> str:
+    """Start ``DeleteNamespace`` and wait until the namespace is closed (its purge waits for retention)."""
+    request_id = str(uuid.uuid4())
+    workflow_id = deletion_id(name)
+    run_id = fresh_run_id(settings.system_namespace, workflow_id, request_id)
+    async with await OpsClient.connect(settings, settings.system_namespace) as ops:
+        await ops.start_workflow(
+            workflow_name_of(DeleteNamespace.run),
+            name,
+            id=workflow_id,
+            request_id=request_id,
+            id_reuse_policy="allow_duplicate_failed_only",
+        )
+        async with asyncio.timeout(PROVISIONING_TIMEOUT):
+            while True:
+                try:
+                    described = await ops.describe(workflow_id)
+                except WorkflowNotFound:
+                    described = None
+                if described is not None and described["run_id"] == run_id:
+                    attributes = described["search_attributes"]
+                    if attributes.get("Step") in ("retained", "purging", "purged"):
+                        return (
+                            f"namespace {name} deleted: unreachable now; its data is kept until "
+                            f"{attributes['PurgeAt']}, then purged by {workflow_id}"
+                        )
+                    if described["status"] not in ("running", "blocked"):
+                        failure = described.get("failure") or {}
+                        raise ControlError(failure.get("message") or f"deletion ended {described['status']}")
+                elif described is not None and described["status"] not in ("running", "blocked"):
+                    pass  # an earlier deletion's run; ours is on its way in
+                elif described is not None:
+                    raise ControlError(f"namespace {name!r} is being deleted already ({workflow_id})")
+                await asyncio.sleep(FOLLOW_EVERY)
 
 
 async def request_namespace(

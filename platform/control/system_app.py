@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from perdure.billing.export_schedule import app as billing_app
 from perdure.platform.control import (  # noqa: F401  (they register their workflows)
+    deletion,
     entity_twin,
     provisioning_workflow,
     rollout_workflow,

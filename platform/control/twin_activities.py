@@ -22,7 +22,7 @@ Entity = Literal["cell", "namespace", "account", "user"]
 class TwinChange(BaseModel):
     """A change signalled to a twin: ``kind`` says what, ``fields`` with what."""
 
-    kind: Literal["update", "suspend", "resume", "delete"]
+    kind: Literal["update", "suspend", "resume", "delete", "retire"]
     fields: dict[str, Any] = {}
 
 
@@ -58,6 +58,23 @@ async def read_entity(entity: Entity, key: str) -> dict[str, Any]:
             raise ApplicationError(str(exc), type="UnknownEntity", non_retryable=True) from None
     finally:
         await databases.close()
+
+
+@control_app.activity
+async def start_namespace_deletion(name: str) -> None:
+    """Start ``DeleteNamespace`` (once: a deletion already under way is left to run)."""
+    from perdure.platform.cell.ops_client import OpsClient
+    from perdure.platform.control.deletion import DeleteNamespace, deletion_id
+    from perdure.platform.core.definitions import workflow_name_of
+
+    settings = get_settings()
+    async with await OpsClient.connect(settings, settings.system_namespace) as ops:
+        await ops.start_workflow(
+            workflow_name_of(DeleteNamespace.run),
+            name,
+            id=deletion_id(name),
+            id_reuse_policy="allow_duplicate_failed_only",
+        )
 
 
 @control_app.activity

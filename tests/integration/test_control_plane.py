@@ -19,13 +19,14 @@ from pymongo import AsyncMongoClient
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.control_store import ControlError
+from perdure.platform.cell.ops_client import OpsClient
 from perdure.platform.cell.provisioning import create_cell, namespace_amqp_url, place, tenant_user
 from perdure.platform.control.placement import PlacementError
 from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE, INGRESS_DEAD_LETTERS, INGRESS_QUEUE
-from perdure.tenants import NamespaceSuspendedError
+from perdure.tenants import AuthenticationError, NamespaceSuspendedError
 from perdure.tenants.client import Client
 
-from .cell_app import Noop, ThreeSteps
+from .cell_app import Gated, Noop, ThreeSteps
 from .cell_harness import PERDURE, CellProcess, TenantCell, eventually
 from .conftest import TenantCellFactory
 
@@ -334,3 +335,55 @@ async def test_a_rollout_halts_and_rolls_back_where_a_cell_fails_and_outlives_it
         assert desired == {control: "v2", second: "v2", third: None}  # the failed ring is back where it was
     finally:
         await drop_cells(settings, [second, third], kafka_admin, mongo_client)
+
+
+async def test_a_deleted_namespace_is_unreachable_at_once_and_kept_for_its_retention(
+    control_cell: TenantCell, tmp_path: Path, rabbitmq_admin: RabbitMQAdmin
+) -> None:
+    tenants, settings = control_cell, control_cell.cell.settings
+    name, connection = await tenant_namespace(tenants, "gone", "--retention-days", "3")
+    try:
+        ledger = str(tmp_path / "ledger")
+        async with await Client.connect(connection) as client:
+            assert await client.execute_workflow(Noop.run, "x", id="done") == "x"
+            gated = await client.start_workflow(Gated.run, ledger, "g", id="open")
+            # Not while a run is open.
+            code, _, err = await perdure(tenants, "namespace", "delete", name)
+            assert code == 1 and "has 1 open runs" in err
+            await gated.terminate("closing the namespace")
+        code, out, err = await perdure(tenants, "namespace", "delete", name)
+        assert code == 0, err
+        assert f"namespace {name} deleted: unreachable now" in out
+        assert not await rabbitmq_admin.vhost_exists(name)
+        assert not await rabbitmq_admin.user_exists(tenant_user(name))
+        with pytest.raises(AuthenticationError):
+            await Client.connect(connection)
+        databases = Databases.connect(settings)
+        try:
+            record = await databases.control.get_namespace(name)
+            assert record.status == "deleted" and record.deleted_at is not None
+            store = databases.runs(settings, record.cell)
+            assert await store.runs.count_documents({"namespace": name}) == 3  # and the canary: kept
+        finally:
+            await databases.close()
+        async with await OpsClient.connect(settings, settings.system_namespace) as ops:
+            deletion = await ops.describe(f"delete-namespace/{name}")
+            assert deletion["status"] == "running" and deletion["pending_timers"] == 1
+            purge_at = datetime.fromisoformat(deletion["search_attributes"]["PurgeAt"])
+            assert abs(purge_at - (record.deleted_at + timedelta(days=3))) < timedelta(seconds=1)
+
+            async def twin_ended() -> None:
+                assert (await ops.describe(f"namespace/{name}"))["status"] == "completed"
+
+            await eventually(twin_ended, timeout=30)
+        # What the purge does when the retention is over: the runs and their histories go.
+        databases = Databases.connect(settings)
+        try:
+            store = databases.runs(settings, record.cell)
+            assert await store.purge_namespace(name) == 3
+            assert await store.runs.count_documents({"namespace": name}) == 0
+            assert await store.latest_run(name, "done") is None
+        finally:
+            await databases.close()
+    finally:
+        await _forget(rabbitmq_admin, name)
