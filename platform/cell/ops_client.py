@@ -3,21 +3,27 @@ and read runs and histories from the cell's database."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
 
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
 from aiokafka import AIOKafkaProducer
 
 from perdure.infra.settings import Settings
+from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.control_store import NamespaceRecord
+from perdure.platform.cell.provisioning import namespace_amqp_url
 from perdure.platform.cell.run_store import RunStore
 from perdure.platform.cell.task_producer import TaskProducer, new_producer
 from perdure.platform.cell.visibility import describe_run
 from perdure.platform.cell.wire import TaskEnvelope
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
+from perdure.platform.core.failures import ApplicationError
 from perdure.platform.core.payloads import Payload, default_converter
 
 
@@ -106,6 +112,44 @@ class OpsClient:
                 signal_name=name,
                 input=default_converter.to_payloads(list(args)),
             ),
+        )
+
+    async def query(self, workflow_id: str, name: str, *args: Any, timeout: float = 30.0) -> Any:
+        """Ask the workflow's partition owner, as a tenant's query does; the answer comes back on a
+        queue of this client in the namespace's vhost. Raises ``ApplicationError`` if the run does not
+        answer, ``WorkflowNotFound`` if there is no run."""
+        correlation = str(uuid.uuid4())
+        connection = await aio_pika.connect(
+            namespace_amqp_url(self.settings, self.namespace.cell, self.namespace.vhost)
+        )
+        try:
+            channel = await connection.channel()
+            replies = await channel.declare_queue(exclusive=True)
+            answers: asyncio.Queue[IngressReply] = asyncio.Queue()
+
+            async def on_reply(message: AbstractIncomingMessage) -> None:
+                if message.correlation_id == correlation:
+                    await answers.put(IngressReply.model_validate_json(message.body))
+
+            await replies.consume(on_reply, no_ack=True)
+            await self._send(
+                workflow_id,
+                m.QueryWorkflow(
+                    request_id=correlation, query_name=name, input=default_converter.to_payloads(list(args))
+                ),
+                reply_to=replies.name,
+                correlation_id=correlation,
+            )
+            reply = await asyncio.wait_for(answers.get(), timeout)
+        finally:
+            await connection.close()
+        if reply.ok and reply.result is not None:
+            return default_converter.from_payload(reply.result)
+        error = reply.error
+        if error is not None and error.type == "not_found":
+            raise WorkflowNotFound(error.message)
+        raise ApplicationError(
+            error.message if error else "no answer", type=error.failure_type if error else None
         )
 
     async def cancel(self, workflow_id: str, reason: str = "") -> None:

@@ -14,10 +14,11 @@ from pymongo.errors import ServerSelectionTimeoutError
 from perdure.platform.cell.app_loader import AppLoadError
 from perdure.platform.cell.control_store import ControlError
 from perdure.platform.cell.ops_client import WorkflowNotFound
+from perdure.platform.core.failures import ApplicationError
 from perdure.platform.core.payloads import PayloadTooLargeError
 
 T = TypeVar("T")
-EXPECTED = (ControlError, AppLoadError, WorkflowNotFound, PayloadTooLargeError, ValueError)
+EXPECTED = (ControlError, AppLoadError, WorkflowNotFound, PayloadTooLargeError, ValueError, ApplicationError)
 # A service that cannot be reached: say which, not a traceback.
 UNREACHABLE = (KafkaConnectionError, ServerSelectionTimeoutError, AMQPConnectionError, ConnectionError)
 

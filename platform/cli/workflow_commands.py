@@ -1,4 +1,4 @@
-"""``perdure workflow start | list | describe | history | signal | cancel | terminate | redrive``."""
+"""``perdure workflow start | list | describe | history | query | signal | cancel | terminate | redrive``."""
 
 from __future__ import annotations
 
@@ -86,6 +86,20 @@ def history(
         return
     for event in events:
         typer.echo(f"{event.event_id:>5}  {event.timestamp.isoformat()}  {event.type}")
+
+
+@workflow_app.command("query")
+def query(
+    namespace: str,
+    workflow_id: str,
+    name: str,
+    input: Annotated[str | None, typer.Option("--input")] = None,
+) -> None:
+    """Ask a workflow through one of its queries (e.g. a twin: `perdure workflow query perdure-system
+    namespace/acme current`); prints the answer as JSON."""
+    args = _arguments(input)
+    answer = _with_client("query", namespace, lambda c: c.query(workflow_id, name, *args))
+    typer.echo(json.dumps(answer, indent=2, default=str))
 
 
 @workflow_app.command("signal")

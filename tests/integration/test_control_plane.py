@@ -208,6 +208,15 @@ async def test_a_quota_changed_through_the_twin_reaches_admission_within_5_secon
             assert asyncio.get_running_loop().time() - started >= 2.5
         code, out, _ = await perdure(control_cell, "namespace", "describe", name)
         assert code == 0 and json.loads(out)["quota"]["actions_per_second"] == 4
+        # The twin holds the state and answers for it.
+        system = control_cell.cell.settings.system_namespace
+        code, out, err = await perdure(
+            control_cell, "workflow", "query", system, f"namespace/{name}", "current"
+        )
+        assert code == 0, err
+        assert json.loads(out)["quota"]["actions_per_second"] == 4
+        code, _, err = await perdure(control_cell, "workflow", "query", system, f"namespace/{name}", "nope")
+        assert code == 1 and "unknown query 'nope'" in err
     finally:
         await _forget(rabbitmq_admin, name)
 
