@@ -31,7 +31,8 @@ from perdure.billing.metering_service import usage_store
 from perdure.billing.price_table import DEFAULT_PRICE_TABLE, load_price_table
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import inject_amqp_headers
-from perdure.platform.cell.control_store import ControlStore
+from perdure.platform.cell.connections import Databases
+from perdure.platform.cell.control_store import ControlError, ControlStore
 from perdure.platform.cell.provisioning import namespace_amqp_url
 from perdure.platform.control.system_namespace import ensure_system_namespace
 from perdure.platform.tenancy.tenancy_store import TenancyStore
@@ -112,7 +113,15 @@ def _write_atomically(path: Path, content: bytes) -> None:
 
 async def announce(settings: Settings, announcement: ExportAnnouncement) -> None:
     """Publish on the ``billing`` exchange of the system namespace's vhost (confirmed, persistent)."""
-    system = await ensure_system_namespace(settings)
+    databases = Databases.connect(settings)
+    try:
+        system = await databases.control.get_namespace(settings.system_namespace)
+    except ControlError:
+        system = None  # exports before the control plane is bootstrapped: make its namespace now
+    finally:
+        await databases.close()
+    if system is None:
+        system = await ensure_system_namespace(settings)
     connection = await aio_pika.connect(namespace_amqp_url(settings, system.cell, system.vhost))
     try:
         channel = await connection.channel(publisher_confirms=True)

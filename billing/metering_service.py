@@ -94,16 +94,7 @@ class MeteringService:
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         rejected_counter.add(1)
         log.warning("usage record dead-lettered", extra={"offset": record.offset, "reason": reason})
-        letter = DeadLetter.of(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            headers=list(record.headers or []),
-            reason=reason,
-            at=datetime.now(UTC),
-        )
+        letter = DeadLetter.of(record, reason)
         await self.producer.send_and_wait(
             metering_dlq_topic(self.settings), letter.model_dump_json().encode(), key=letter.id.encode()
         )

@@ -526,16 +526,7 @@ class CellEngine:
         log.warning(
             "dead-lettered", extra={"offset": record.offset, "partition": record.partition, "reason": reason}
         )
-        return DeadLetter.of(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            headers=list(record.headers or []),
-            reason=reason,
-            at=datetime.now(UTC),
-        )
+        return DeadLetter.of(record, reason)
 
     async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         producer = self.tasks.producer

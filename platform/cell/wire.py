@@ -4,9 +4,10 @@ that lands on the dead-letter topic. Kind and trace context ride in headers."""
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
+from aiokafka import ConsumerRecord
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from perdure.platform.core.messages import RunMessage
@@ -107,26 +108,16 @@ class DeadLetter(BaseModel):
         return base64.b64decode(self.value_b64)
 
     @classmethod
-    def of(
-        cls,
-        *,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]],
-        reason: str,
-        at: datetime,
-    ) -> DeadLetter:
+    def of(cls, record: ConsumerRecord[bytes, bytes], reason: str) -> DeadLetter:
+        """The letter for a record a consumer refused, stamped now."""
         return cls(
-            id=f"{topic}:{partition}:{offset}",
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key.decode(errors="replace") if key is not None else None,
-            value_b64=base64.b64encode(value or b"").decode(),
-            headers={k: v.decode(errors="replace") for k, v in headers if v is not None},
+            id=f"{record.topic}:{record.partition}:{record.offset}",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key.decode(errors="replace") if record.key is not None else None,
+            value_b64=base64.b64encode(record.value or b"").decode(),
+            headers={k: v.decode(errors="replace") for k, v in record.headers or [] if v is not None},
             reason=reason,
-            dead_lettered_at=at,
+            dead_lettered_at=datetime.now(UTC),
         )

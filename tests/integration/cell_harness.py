@@ -113,6 +113,20 @@ async def provision_tenants(
     return TenantCell(cell, namespaces)
 
 
+async def run_perdure(tenants: TenantCell, *args: str) -> tuple[int, str, str]:
+    """A ``perdure`` command with the cell's settings: its exit code, output and errors."""
+    process = await asyncio.create_subprocess_exec(
+        str(PERDURE),
+        *args,
+        env=tenants.cell.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 class CellProcess:
     """``perdure cell run`` (or another long-running ``perdure`` command) in a subprocess; its log lines
     can be awaited."""

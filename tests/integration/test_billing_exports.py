@@ -25,67 +25,10 @@ from perdure.platform.core import history as h
 from perdure.platform.core.usage import UsageRecord
 from perdure.platform.tenancy.model import Quota
 
-from .cell_harness import PERDURE, TenantCell, eventually
+from .cell_harness import eventually, run_perdure
 from .conftest import TenantCellFactory
 
-PRICES = """\
-version = "hand-1"
-currency = "EUR"
-
-[metrics.workflow_started]
-unit = "action"
-unit_price = "0.25"
-included = "10"
-
-[metrics.signal]
-unit = "action"
-unit_price = "0.10"
-
-[metrics.query]
-unit = "action"
-unit_price = "0.0125"
-
-[metrics.activity_started]
-unit = "action"
-unit_price = "0.05"
-
-[metrics.activity_heartbeat]
-unit = "action"
-unit_price = "0.01"
-
-[metrics.timer_started]
-unit = "action"
-unit_price = "0.01"
-
-[metrics.side_effect]
-unit = "action"
-unit_price = "0.01"
-
-[metrics.search_attribute_update]
-unit = "action"
-unit_price = "0.01"
-
-[metrics.active_storage]
-unit = "GB-hour"
-unit_price = "2.00"
-
-[metrics.retained_storage]
-unit = "GB-hour"
-unit_price = "1.00"
-"""
-
-
-async def perdure(tenants: TenantCell, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        str(PERDURE),
-        *args,
-        env=tenants.cell.env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+PRICES = (Path(__file__).parents[1] / "hand_prices.toml").read_text()  # the unit tests' table
 
 
 async def publish_usage(settings: Settings, records: list[UsageRecord]) -> None:
@@ -165,7 +108,7 @@ async def test_exports_are_reproducible_priced_by_hand_and_announced(
     out = tmp_path / "exports"
 
     async def export_matches() -> list[ExportAnnouncement]:
-        code, _, err = await perdure(
+        code, _, err = await run_perdure(
             tenants, "billing", "export", "--period", "2026-10", "--prices", str(prices), "--out", str(out)
         )
         assert code == 0, err
@@ -188,7 +131,7 @@ async def test_exports_are_reproducible_priced_by_hand_and_announced(
             assert hashlib.sha256((out / file.name).read_bytes()).hexdigest() == file.sha256
 
         # The same export again: the same bytes, the same checksums announced.
-        code, _, err = await perdure(
+        code, _, err = await run_perdure(
             tenants, "billing", "export", "--period", "2026-10", "--prices", str(prices), "--out", str(out)
         )
         assert code == 0, err
@@ -197,7 +140,7 @@ async def test_exports_are_reproducible_priced_by_hand_and_announced(
         assert (out / "2026-10" / "acct-a.csv").read_bytes() == csv_a
 
         # JSON Lines carries the same lines.
-        code, _, err = await perdure(
+        code, _, err = await run_perdure(
             tenants,
             "billing",
             "export",
@@ -226,14 +169,16 @@ async def test_a_bad_price_table_is_refused_and_an_empty_period_exports_empty(
     out = tmp_path / "exports"
     bad = tmp_path / "bad.toml"
     bad.write_text(PRICES.replace('unit_price = "0.10"', "unit_price = 0.10"))
-    code, _, err = await perdure(
+    code, _, err = await run_perdure(
         tenants, "billing", "export", "--period", "2026-09", "--prices", str(bad), "--out", str(out)
     )
     assert code == 1
     assert f"{bad}:11: metrics.signal.unit_price: write 0.1 as a string" in err
     assert not out.exists()  # refused before anything was written
 
-    code, output, err = await perdure(tenants, "billing", "export", "--period", "2026-09", "--out", str(out))
+    code, output, err = await run_perdure(
+        tenants, "billing", "export", "--period", "2026-09", "--out", str(out)
+    )
     assert code == 0, err
     assert (out / "2026-09" / "acct-a.csv").read_text().splitlines() == [
         "account,period,status,namespace,metric,quantity,unit,unit_price,currency,amount",
@@ -260,7 +205,7 @@ async def test_the_scheduled_export_covers_every_closed_period_through_a_crash(
     today = datetime.now(UTC).date()
     first_day = today.replace(day=1) - timedelta(days=2)  # the end of last month, and this month so far
     periods = _periods(first_day, today)
-    code, output, err = await perdure(
+    code, output, err = await run_perdure(
         tenants,
         "controlplane",
         "bootstrap",
@@ -298,5 +243,5 @@ async def test_the_scheduled_export_covers_every_closed_period_through_a_crash(
         history = await ops.history(SCHEDULE_ID)
     exported = [e for e in history if isinstance(e, h.ActivityTaskCompleted)]
     assert len(exported) == len(periods)  # each period once in the history, whatever ran twice
-    code, output, _ = await perdure(tenants, "controlplane", "bootstrap", "--cell", tenants.cell.cell)
+    code, output, _ = await run_perdure(tenants, "controlplane", "bootstrap", "--cell", tenants.cell.cell)
     assert code == 0 and "already running" in output

@@ -27,23 +27,10 @@ from perdure.tenants import AuthenticationError, NamespaceSuspendedError
 from perdure.tenants.client import Client
 
 from .cell_app import Gated, Noop, ThreeSteps
-from .cell_harness import PERDURE, CellProcess, TenantCell, eventually
+from .cell_harness import CellProcess, TenantCell, eventually, run_perdure
 from .conftest import TenantCellFactory
 
 APP = "tests.integration.cell_app:app"
-
-
-async def perdure(tenants: TenantCell, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        str(PERDURE),
-        *args,
-        env=tenants.cell.env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 @pytest.fixture
@@ -55,7 +42,7 @@ async def control_cell(make_tenant_cell: TenantCellFactory) -> TenantCell:
         ("account", "create", "acme"),
         ("user", "add", "ann@acme.example", "--account", "acme", "--role", "owner"),
     ):
-        code, _, err = await perdure(tenants, *command)
+        code, _, err = await run_perdure(tenants, *command)
         assert code == 0, err
     return tenants
 
@@ -68,7 +55,7 @@ async def test_a_namespace_is_provisioned_by_the_workflow_end_to_end(
 ) -> None:
     tenants, settings = control_cell, control_cell.cell.settings
     name = f"{settings.system_namespace.removesuffix('-system')}-shop"
-    code, out, err = await perdure(
+    code, out, err = await run_perdure(
         tenants, "namespace", "create", name, "--account", "acme", "--app", APP, "--rate", "200", "--json"
     )
     assert code == 0, err
@@ -98,7 +85,7 @@ async def test_a_namespace_is_provisioned_by_the_workflow_end_to_end(
                 "t-3-done",
             ]
         # Creating it again changes nothing and shows no key.
-        code, out, err = await perdure(
+        code, out, err = await run_perdure(
             tenants, "namespace", "create", name, "--account", "acme", "--app", APP
         )
         assert code == 0 and "existed already" in out, err
@@ -121,7 +108,7 @@ async def test_a_failed_step_is_compensated_and_leaves_nothing_behind(
     # The infrastructure step checks the cell's topic last, after making the vhost and the user.
     await kafka_admin.delete_topics([f"perdure.cell.{broken}.tasks", f"perdure.cell.{broken}.dlq"])
     name = f"{settings.system_namespace.removesuffix('-system')}-doomed"
-    code, _, err = await perdure(
+    code, _, err = await run_perdure(
         tenants, "namespace", "create", name, "--account", "acme", "--app", APP, "--cell", broken
     )
     assert code == 1
@@ -183,7 +170,7 @@ async def test_placement_weighs_capacity_and_health(
 async def tenant_namespace(tenants: TenantCell, suffix: str, *options: str) -> tuple[str, str]:
     """A namespace made through the control plane: its name and connection string."""
     name = f"{tenants.cell.settings.system_namespace.removesuffix('-system')}-{suffix}"
-    code, out, err = await perdure(
+    code, out, err = await run_perdure(
         tenants, "namespace", "create", name, "--account", "acme", "--app", APP, "--json", *options
     )
     assert code == 0, err
@@ -197,7 +184,7 @@ async def test_a_quota_changed_through_the_twin_reaches_admission_within_5_secon
     try:
         async with await Client.connect(connection) as client:
             changed_at = asyncio.get_running_loop().time()
-            code, out, err = await perdure(
+            code, out, err = await run_perdure(
                 control_cell, "namespace", "update", name, "--rate", "4", "--burst", "1"
             )
             assert code == 0 and "sent to the twin" in out, err
@@ -206,16 +193,18 @@ async def test_a_quota_changed_through_the_twin_reaches_admission_within_5_secon
             started = asyncio.get_running_loop().time()
             await asyncio.gather(*(client.start_workflow(Noop.run, str(i), id=f"n-{i}") for i in range(12)))
             assert asyncio.get_running_loop().time() - started >= 2.5
-        code, out, _ = await perdure(control_cell, "namespace", "describe", name)
+        code, out, _ = await run_perdure(control_cell, "namespace", "describe", name)
         assert code == 0 and json.loads(out)["quota"]["actions_per_second"] == 4
         # The twin holds the state and answers for it.
         system = control_cell.cell.settings.system_namespace
-        code, out, err = await perdure(
+        code, out, err = await run_perdure(
             control_cell, "workflow", "query", system, f"namespace/{name}", "current"
         )
         assert code == 0, err
         assert json.loads(out)["quota"]["actions_per_second"] == 4
-        code, _, err = await perdure(control_cell, "workflow", "query", system, f"namespace/{name}", "nope")
+        code, _, err = await run_perdure(
+            control_cell, "workflow", "query", system, f"namespace/{name}", "nope"
+        )
         assert code == 1 and "unknown query 'nope'" in err
     finally:
         await _forget(rabbitmq_admin, name)
@@ -228,7 +217,7 @@ async def test_a_suspended_namespace_refuses_new_work_until_resumed(
     try:
         async with await Client.connect(connection) as client:
             assert await client.execute_workflow(Noop.run, "before", id="before") == "before"
-            code, _, err = await perdure(control_cell, "namespace", "suspend", name)
+            code, _, err = await run_perdure(control_cell, "namespace", "suspend", name)
             assert code == 0, err
 
             async def refused() -> None:
@@ -243,7 +232,7 @@ async def test_a_suspended_namespace_refuses_new_work_until_resumed(
             assert (
                 await client.get_workflow_handle("before").describe()
             ).status == "completed"  # reads go on
-            code, _, err = await perdure(control_cell, "namespace", "resume", name)
+            code, _, err = await run_perdure(control_cell, "namespace", "resume", name)
             assert code == 0, err
 
             async def taken() -> None:
@@ -280,7 +269,7 @@ async def test_a_rollout_halts_and_rolls_back_where_a_cell_fails_and_outlives_it
             process = CellProcess(tenants.cell, cell, ("cell", "run", cell))
             tenants.cell.processes.append(process)
             others[cell] = await process.start()
-        code, out, err = await perdure(
+        code, out, err = await run_perdure(
             tenants,
             "rollout",
             "start",
@@ -301,7 +290,7 @@ async def test_a_rollout_halts_and_rolls_back_where_a_cell_fails_and_outlives_it
         rollout = out.strip()
 
         async def status() -> dict[str, Any]:
-            code, out, err = await perdure(tenants, "rollout", "status", rollout)
+            code, out, err = await run_perdure(tenants, "rollout", "status", rollout)
             assert code == 0, err
             shown: dict[str, Any] = json.loads(out)
             return shown
@@ -357,10 +346,10 @@ async def test_a_deleted_namespace_is_unreachable_at_once_and_kept_for_its_reten
             assert await client.execute_workflow(Noop.run, "x", id="done") == "x"
             gated = await client.start_workflow(Gated.run, ledger, "g", id="open")
             # Not while a run is open.
-            code, _, err = await perdure(tenants, "namespace", "delete", name)
+            code, _, err = await run_perdure(tenants, "namespace", "delete", name)
             assert code == 1 and "has 1 open runs" in err
             await gated.terminate("closing the namespace")
-        code, out, err = await perdure(tenants, "namespace", "delete", name)
+        code, out, err = await run_perdure(tenants, "namespace", "delete", name)
         assert code == 0, err
         assert f"namespace {name} deleted: unreachable now" in out
         assert not await rabbitmq_admin.vhost_exists(name)

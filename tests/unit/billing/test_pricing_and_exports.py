@@ -12,53 +12,8 @@ from perdure.billing.export_files import render
 from perdure.billing.invoice import BillingPeriod, price_usage
 from perdure.billing.price_table import DEFAULT_PRICE_TABLE, PriceTableError, load_price_table
 
-SMALL_TABLE = """\
-version = "test-1"
-currency = "EUR"
-
-[metrics.workflow_started]
-unit = "action"
-unit_price = "0.25"
-included = "10"
-
-[metrics.signal]
-unit = "action"
-unit_price = "0.10"
-included = "0"
-
-[metrics.query]
-unit = "action"
-unit_price = "0.0125"
-
-[metrics.activity_started]
-unit = "action"
-unit_price = "0.05"
-included = "3"
-
-[metrics.activity_heartbeat]
-unit = "action"
-unit_price = "0.01"
-
-[metrics.timer_started]
-unit = "action"
-unit_price = "0.01"
-
-[metrics.side_effect]
-unit = "action"
-unit_price = "0.01"
-
-[metrics.search_attribute_update]
-unit = "action"
-unit_price = "0.01"
-
-[metrics.active_storage]
-unit = "GB-hour"
-unit_price = "2.00"
-
-[metrics.retained_storage]
-unit = "GB-hour"
-unit_price = "1.00"
-"""
+# A small table whose amounts are easy to work out by hand (the integration tests price with it too).
+SMALL_TABLE = (Path(__file__).parents[2] / "hand_prices.toml").read_text()
 
 
 def table_file(tmp_path: Path, text: str = SMALL_TABLE) -> Path:
@@ -86,7 +41,7 @@ def test_the_shipped_price_table_prices_every_metric() -> None:
         (('unit_price = "0.0125"', 'unit_price = "-1"'), 16, "zero or more"),
         (('unit_price = "0.0125"', 'unit_price = "0.0125"\ncolour = "red"'), 17, "colour: Extra inputs"),
         (('[metrics.query]\nunit = "action"\nunit_price = "0.0125"\n', ""), 4, "no price for query"),
-        (('version = "test-1"', 'version = "test-1'), 1, "Illegal character"),
+        (('version = "hand-1"', 'version = "hand-1'), 1, "Illegal character"),
     ],
 )
 def test_a_bad_price_table_is_refused_with_its_line(
