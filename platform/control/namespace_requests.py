@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from perdure.infra.settings import Settings
 from perdure.platform.cell.connections import Databases
@@ -22,43 +23,31 @@ from perdure.platform.tenancy.api_keys import broker_password_hash, issue_key
 from perdure.platform.tenancy.model import Quota
 
 FOLLOW_EVERY = 0.25
-PROVISIONING_TIMEOUT = 300.0
+T = TypeVar("T")
+FOLLOW_TIMEOUT = 300.0
 
 
 async def request_deletion(settings: Settings, name: str) -> str:
     """Start ``DeleteNamespace`` and wait until the namespace is closed (its purge waits for retention)."""
-    request_id = str(uuid.uuid4())
     workflow_id = deletion_id(name)
-    run_id = fresh_run_id(settings.system_namespace, workflow_id, request_id)
-    async with await OpsClient.connect(settings, settings.system_namespace) as ops:
-        await ops.start_workflow(
-            workflow_name_of(DeleteNamespace.run),
-            name,
-            id=workflow_id,
-            request_id=request_id,
-            id_reuse_policy="allow_duplicate_failed_only",
+
+    def closed(described: dict[str, Any]) -> str | None:
+        attributes = described["search_attributes"]
+        if attributes.get("Step") not in ("retained", "purging", "purged"):
+            return None
+        return (
+            f"namespace {name} deleted: unreachable now; its data is kept until "
+            f"{attributes['PurgeAt']}, then purged by {workflow_id}"
         )
-        async with asyncio.timeout(PROVISIONING_TIMEOUT):
-            while True:
-                try:
-                    described = await ops.describe(workflow_id)
-                except WorkflowNotFound:
-                    described = None
-                if described is not None and described["run_id"] == run_id:
-                    attributes = described["search_attributes"]
-                    if attributes.get("Step") in ("retained", "purging", "purged"):
-                        return (
-                            f"namespace {name} deleted: unreachable now; its data is kept until "
-                            f"{attributes['PurgeAt']}, then purged by {workflow_id}"
-                        )
-                    if described["status"] not in ("running", "blocked"):
-                        failure = described.get("failure") or {}
-                        raise ControlError(failure.get("message") or f"deletion ended {described['status']}")
-                elif described is not None and described["status"] not in ("running", "blocked"):
-                    pass  # an earlier deletion's run; ours is on its way in
-                elif described is not None:
-                    raise ControlError(f"namespace {name!r} is being deleted already ({workflow_id})")
-                await asyncio.sleep(FOLLOW_EVERY)
+
+    return await _run_and_follow(
+        settings,
+        workflow_name_of(DeleteNamespace.run),
+        name,
+        workflow_id=workflow_id,
+        busy=f"namespace {name!r} is being deleted already ({workflow_id})",
+        until=closed,
+    )
 
 
 async def request_namespace(
@@ -102,50 +91,69 @@ async def request_namespace(
         api_key_hash=key.hash,
         broker_password_hash=broker_password_hash(key.secret),
     )
-    workflow_id = provisioning_id(name)
-    request_id = str(uuid.uuid4())
-    run_id = fresh_run_id(settings.system_namespace, workflow_id, request_id)
-    async with await OpsClient.connect(settings, settings.system_namespace) as ops:
-        await ops.start_workflow(
-            workflow_name_of(ProvisionNamespace.run),
-            spec.model_dump(mode="json"),
-            id=workflow_id,
-            request_id=request_id,
-            id_reuse_policy="allow_duplicate_failed_only",
-        )
-        shown = ""
-        async with asyncio.timeout(PROVISIONING_TIMEOUT):
-            while True:
-                try:
-                    described = await ops.describe(workflow_id)
-                except WorkflowNotFound:
-                    described = None
-                if (
-                    described is not None
-                    and described["run_id"] != run_id
-                    and described["status"]
-                    in (
-                        "running",
-                        "blocked",
-                    )
-                ):
-                    raise ControlError(f"namespace {name!r} is being provisioned by another request")
-                if described is not None and described["run_id"] == run_id:
-                    step = described["search_attributes"].get("Step", "")
-                    if step and step != shown:
-                        shown = step
-                        on_step(step)
-                    if described["status"] == "completed":
-                        break
-                    if described["status"] not in ("running", "blocked"):
-                        failure = described.get("failure") or {}
-                        raise ControlError(
-                            failure.get("message") or f"provisioning ended {described['status']}"
-                        )
-                await asyncio.sleep(FOLLOW_EVERY)
+    shown: list[str] = []
+
+    def active(described: dict[str, Any]) -> bool | None:
+        step = described["search_attributes"].get("Step", "")
+        if step and step not in shown[-1:]:
+            shown.append(step)
+            on_step(step)
+        return True if described["status"] == "completed" else None
+
+    await _run_and_follow(
+        settings,
+        workflow_name_of(ProvisionNamespace.run),
+        spec.model_dump(mode="json"),
+        workflow_id=provisioning_id(name),
+        busy=f"namespace {name!r} is being provisioned by another request",
+        until=active,
+    )
     databases = Databases.connect(settings)
     try:
         record = await databases.control.get_namespace(name)
     finally:
         await databases.close()
     return ProvisionedNamespace(record, key.secret, connection_string(settings, record, key.secret))
+
+
+async def _run_and_follow(
+    settings: Settings,
+    workflow_type: str,
+    argument: Any,
+    *,
+    workflow_id: str,
+    busy: str,
+    until: Callable[[dict[str, Any]], T | None],
+) -> T:
+    """Start a control-plane workflow and follow its run until ``until`` says what it waited for.
+    A run that ends without that raises its failure; another open run of the id raises ``busy``."""
+    request_id = str(uuid.uuid4())
+    run_id = fresh_run_id(settings.system_namespace, workflow_id, request_id)
+    async with await OpsClient.connect(settings, settings.system_namespace) as ops:
+        await ops.start_workflow(
+            workflow_type,
+            argument,
+            id=workflow_id,
+            request_id=request_id,
+            id_reuse_policy="allow_duplicate_failed_only",
+        )
+        async with asyncio.timeout(FOLLOW_TIMEOUT):
+            while True:
+                try:
+                    described = await ops.describe(workflow_id)
+                except WorkflowNotFound:
+                    described = None  # ours is on its way in
+                if described is not None:
+                    is_open = described["status"] in ("running", "blocked")
+                    if described["run_id"] == run_id:
+                        outcome = until(described)
+                        if outcome is not None:
+                            return outcome
+                        if not is_open:
+                            failure = described.get("failure") or {}
+                            raise ControlError(
+                                failure.get("message") or f"{workflow_id} ended {described['status']}"
+                            )
+                    elif is_open:
+                        raise ControlError(busy)
+                await asyncio.sleep(FOLLOW_EVERY)

@@ -27,15 +27,15 @@ async def start_twins(settings: Settings, entities: list[tuple[Entity, str]]) ->
     """Start the twins of ``entities`` (a twin started before is left as it is: the start's request id
     is the twin's own, so the engine recognises it)."""
     async with await OpsClient.connect(settings, settings.system_namespace) as ops:
-        for entity, key in entities:
-            workflow_id = twin_id(entity, key)
-            await ops.start_workflow(
-                workflow_name_of(EntityTwin.run),
-                entity,
-                key,
-                id=workflow_id,
-                request_id=f"twin:{workflow_id}",
-            )
+        await _start_twins(ops, entities)
+
+
+async def _start_twins(ops: OpsClient, entities: list[tuple[Entity, str]]) -> None:
+    for entity, key in entities:
+        workflow_id = twin_id(entity, key)
+        await ops.start_workflow(
+            workflow_name_of(EntityTwin.run), entity, key, id=workflow_id, request_id=f"twin:{workflow_id}"
+        )
 
 
 async def twin_if_bootstrapped(settings: Settings, entity: Entity, key: str) -> None:
@@ -52,6 +52,6 @@ async def signal_twin(settings: Settings, entity: Entity, key: str, change: Twin
         raise ControlError(
             "the control plane is not bootstrapped: run `perdure controlplane bootstrap --cell CELL`"
         )
-    await start_twins(settings, [(entity, key)])
     async with await OpsClient.connect(settings, settings.system_namespace) as ops:
+        await _start_twins(ops, [(entity, key)])
         await ops.signal(twin_id(entity, key), "change", change.model_dump(mode="json"))
