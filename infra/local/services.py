@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -48,6 +49,16 @@ def _fingerprint(*paths: Path) -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def kafka_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id as Kafka makes them: URL-safe base64 of 16 random bytes, never starting with
+    ``-`` (the storage tool would read such an id as an option; Kafka's own ``Uuid.randomUuid`` draws
+    again in that case, and so does this)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _require_tool(tool: str, hint: str) -> str:
@@ -297,7 +308,7 @@ class KafkaService(LocalService):
         config = self._write_config()
         classpath = f"{self.libs}/*"
         if not (self.home / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = kafka_cluster_id()
             _run_install_step(
                 [
                     java,

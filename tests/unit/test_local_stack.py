@@ -124,3 +124,11 @@ def test_a_process_that_dies_during_start_up_is_detected(tmp_path: Path) -> None
     os.waitpid(proc_pid, 0)
     assert managed.exited_early()
     assert "boom" in managed.log_file.read_text()
+
+
+def test_kafka_cluster_id_never_starts_with_a_dash() -> None:
+    # 0xF8 encodes to "-" first in URL-safe base64: the storage tool would read such an id as an option.
+    draws = iter([bytes([0xF8]) + bytes(15), bytes([0xFB]) + bytes(15), bytes(16)])
+    cluster_id = services.kafka_cluster_id(lambda: next(draws))
+    assert cluster_id == "AAAAAAAAAAAAAAAAAAAAAA"
+    assert all(not services.kafka_cluster_id().startswith("-") for _ in range(2000))
