@@ -30,14 +30,12 @@ from perdure.platform.core.definitions import (
     handler_name_of,
     workflow_name_of,
 )
-from perdure.platform.core.failures import (
-    NonDeterminismError,
-)
+from perdure.platform.core.failures import ApplicationError, NonDeterminismError
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
 from perdure.platform.core.run_state import RunState
 from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
 from perdure.platform.core.usage import UsageRecord, query_usage
-from perdure.platform.core.workflow_instance import WorkflowInstance
+from perdure.platform.core.workflow_activations import QueryAnswer, WorkflowActivations
 from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
 from perdure.tenants.run_outcome import run_outcome
 
@@ -63,7 +61,6 @@ class WorkflowDescription:
 class _Run:
     state: RunState
     history: list[h.HistoryEvent]
-    instance: WorkflowInstance | None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -82,9 +79,10 @@ class LocalEnvironment:
         self._base = start_time or datetime.now(UTC)
         self._skipped = timedelta(0)
         self._started_at_monotonic: float | None = None
-        self.machine = ExecutionStateMachine(
-            app, clock=self.now, new_id=lambda: str(uuid.uuid4()), converter=converter
-        )
+        self.machine = ExecutionStateMachine(clock=self.now, new_id=lambda: str(uuid.uuid4()))
+        # The environment's own worker: workflow tasks are run in this process, as soon as they are sent.
+        self.activations = WorkflowActivations(app, converter, sticky_queue="local", identity="local")
+        self._queries: dict[str, asyncio.Future[QueryAnswer]] = {}
         self._runs: dict[str, list[_Run]] = {}
         self._by_run_id: dict[str, _Run] = {}
         self._queue: collections.deque[tuple[str | None, str | None, Any]] = collections.deque()
@@ -231,7 +229,7 @@ class LocalEnvironment:
         existing = self._latest(state.workflow_id)
         if existing is not None and existing.state.is_open:
             raise WorkflowAlreadyStartedError(state.workflow_id, existing.state.run_id)
-        run = _Run(state=state, history=list(events), instance=None)
+        run = _Run(state=state, history=list(events))
         self._register(run)
         self._commit(run, transition)
         return LocalWorkflowHandle(self, state.workflow_id, state.run_id)
@@ -265,7 +263,7 @@ class LocalEnvironment:
             ):
                 raise WorkflowAlreadyStartedError(start.workflow_id, latest.state.run_id)
         transition = self.machine.start(self.namespace, start, run_id=run_id)
-        run = _Run(state=transition.state, history=[], instance=None)
+        run = _Run(state=transition.state, history=[])
         self._register(run)
         self._commit(run, transition)
         return run
@@ -275,7 +273,6 @@ class LocalEnvironment:
             return
         run.state = transition.state
         run.history.extend(transition.events)
-        run.instance = transition.instance
         for entry in transition.outbox:
             self._send(run, entry)
         if not run.state.is_open:
@@ -306,8 +303,22 @@ class LocalEnvironment:
                 self._queue.append((None, entry.parent.run_id, entry.message))
             case o.RecordUsage():
                 self.usage.extend(entry.records)
+            case o.DispatchWorkflowTask():
+                self._run_workflow_task(entry)
             case o.CancelActivityTask() | o.RunClosed():
                 pass
+
+    def _run_workflow_task(self, task: o.DispatchWorkflowTask) -> None:
+        run = self._by_run_id[task.run_id]
+        outcome = self.activations.activate(task, run.history[task.first_event_id - 1 : task.last_event_id])
+        for answer in outcome.answers:
+            waiting = self._queries.pop(answer.query.request_id, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(answer)
+        if outcome.reply is not None:
+            # Its completion comes back first, as the worker's answer would while nothing else is sent.
+            self._queue.appendleft((None, task.run_id, outcome.reply))
+            self._wake()
 
     def _deliver(self, workflow_id: str | None, run_id: str | None, message: Any) -> None:
         if isinstance(message, o.StartRun):
@@ -316,8 +327,7 @@ class LocalEnvironment:
         run = self._by_run_id.get(run_id) if run_id else (self._latest(workflow_id) if workflow_id else None)
         if run is None:
             return
-        transition = self.machine.handle(run.state, message, instance=run.instance, history=run.history)
-        self._commit(run, transition)
+        self._commit(run, self.machine.handle(run.state, message))
 
     def _start_from_outbox(self, entry: o.StartRun) -> None:
         start = entry.start
@@ -481,7 +491,17 @@ class LocalWorkflowHandle:
             query_name=name,
             input=self.env.converter.to_payloads(list(args), "query input"),
         )
-        payload = self.env.machine.query(message, instance=run.instance, history=run.history)
+        pending = m.PendingQuery(
+            request_id=message.request_id, query_name=message.query_name, input=message.input
+        )
+        answered = asyncio.get_running_loop().create_future()
+        self.env._queries[pending.request_id] = answered
+        self.env._commit(run, self.env.machine.query(run.state, pending))
+        answer: QueryAnswer = await answered
+        if answer.error is not None:
+            raise ApplicationError(answer.error, type=answer.failure_type)
+        assert answer.result is not None
+        payload = answer.result
         self.env.usage.append(query_usage(run.state.namespace, message.request_id, self.env.now()))
         hint = self.env.app.get_workflow(run.state.workflow_type).queries[name].return_type
         return self.env.converter.from_payload(payload, hint)
@@ -538,10 +558,7 @@ def replay(
 ) -> None:
     """Check that the app's current code replays ``history``; raises ``NonDeterminismError`` if not."""
     events = _events(history)
-    machine = ExecutionStateMachine(
-        app, clock=lambda: datetime.now(UTC), new_id=lambda: "", converter=converter
-    )
-    instance = machine.replay(events)
+    instance = WorkflowActivations(app, converter).replay(events)
     leftover = instance.apply([])
     closed = any(h.is_close_event(e) for e in events)
     if leftover and closed:

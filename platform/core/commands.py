@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from perdure.platform.core import history as h
 from perdure.platform.core.failures import Failure
@@ -14,7 +14,7 @@ from perdure.platform.core.payloads import Payload
 
 
 class _Command(BaseModel, ABC):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     @abstractmethod
     def describe(self) -> str:
@@ -26,6 +26,7 @@ class _Command(BaseModel, ABC):
 
 
 class ScheduleActivity(_Command):
+    kind: Literal["schedule_activity"] = "schedule_activity"
     seq: int
     activity_type: str
     input: list[Payload]
@@ -39,6 +40,7 @@ class ScheduleActivity(_Command):
 
 
 class RequestCancelActivity(_Command):
+    kind: Literal["request_cancel_activity"] = "request_cancel_activity"
     activity_seq: int
 
     def describe(self) -> str:
@@ -49,6 +51,7 @@ class RequestCancelActivity(_Command):
 
 
 class StartTimer(_Command):
+    kind: Literal["start_timer"] = "start_timer"
     seq: int
     duration: timedelta
 
@@ -61,6 +64,7 @@ class StartTimer(_Command):
 
 
 class CancelTimer(_Command):
+    kind: Literal["cancel_timer"] = "cancel_timer"
     timer_seq: int
 
     def describe(self) -> str:
@@ -71,6 +75,7 @@ class CancelTimer(_Command):
 
 
 class RecordMarker(_Command):
+    kind: Literal["record_marker"] = "record_marker"
     seq: int
     marker: str
     marker_id: str
@@ -88,6 +93,7 @@ class RecordMarker(_Command):
 
 
 class UpsertSearchAttributes(_Command):
+    kind: Literal["upsert_search_attributes"] = "upsert_search_attributes"
     seq: int
     attributes: dict[str, h.SearchAttributeValue]
 
@@ -99,6 +105,7 @@ class UpsertSearchAttributes(_Command):
 
 
 class StartChildWorkflow(_Command):
+    kind: Literal["start_child_workflow"] = "start_child_workflow"
     seq: int
     workflow_type: str
     workflow_id: str
@@ -117,6 +124,7 @@ class StartChildWorkflow(_Command):
 
 
 class RequestCancelChild(_Command):
+    kind: Literal["request_cancel_child"] = "request_cancel_child"
     child_seq: int
 
     def describe(self) -> str:
@@ -127,6 +135,7 @@ class RequestCancelChild(_Command):
 
 
 class CompleteWorkflow(_Command):
+    kind: Literal["complete_workflow"] = "complete_workflow"
     result: Payload | None
 
     def describe(self) -> str:
@@ -137,6 +146,7 @@ class CompleteWorkflow(_Command):
 
 
 class FailWorkflow(_Command):
+    kind: Literal["fail_workflow"] = "fail_workflow"
     failure: Failure
 
     def describe(self) -> str:
@@ -147,6 +157,8 @@ class FailWorkflow(_Command):
 
 
 class CancelWorkflow(_Command):
+    kind: Literal["cancel_workflow"] = "cancel_workflow"
+
     def describe(self) -> str:
         return "close the workflow as cancelled"
 
@@ -155,6 +167,7 @@ class CancelWorkflow(_Command):
 
 
 class ContinueAsNew(_Command):
+    kind: Literal["continue_as_new"] = "continue_as_new"
     workflow_type: str
     input: list[Payload]
     execution_timeout: timedelta | None = None
@@ -180,6 +193,8 @@ Command = (
     | CancelWorkflow
     | ContinueAsNew
 )
+# Commands as they travel from a worker to the engine, told apart by their kind.
+WireCommand = Annotated[Command, Field(discriminator="kind")]
 CLOSE_COMMANDS = (CompleteWorkflow, FailWorkflow, CancelWorkflow, ContinueAsNew)
 
 

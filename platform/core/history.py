@@ -203,14 +203,19 @@ class RequestCancelChildWorkflowExecution(_Event):
     initiated_event_id: int
 
 
+WorkflowTaskFailureCause = Literal["nondeterminism", "code_error", "unknown_workflow_type"]
+
+
 class WorkflowTaskFailed(_Event):
-    """The code could not advance the run (non-determinism or a crash); the run is parked until redriven.
+    """A worker could not advance the run (non-determinism, a crash, an unregistered type): the run is
+    parked, its workflow task retried with backoff, until it succeeds (corrected code deployed) or ops
+    redrive it. Recorded once per parking, not per retry.
 
     Commands of the activations before it were never recorded; replay carries them over to the end.
     """
 
     type: Literal["workflow_task_failed"] = "workflow_task_failed"
-    cause: Literal["nondeterminism", "code_error", "unknown_workflow_type"]
+    cause: WorkflowTaskFailureCause
     message: str
     stack_trace: str = ""
 

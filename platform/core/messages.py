@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from perdure.platform.core.commands import WireCommand
 from perdure.platform.core.failures import Failure
 from perdure.platform.core.history import ParentRef
 from perdure.platform.core.payloads import Payload
@@ -91,6 +92,8 @@ TimerPurpose = Literal[
     "schedule_to_close",
     "heartbeat",
     "execution_timeout",
+    "workflow_task_timeout",
+    "workflow_task_retry",
 ]
 
 
@@ -141,6 +144,47 @@ class QueryWorkflow(_Message):
     input: list[Payload] = []
 
 
+class PendingQuery(_Message):
+    """A query on its way to the worker that answers it, with where the answer goes (the asking
+    client's reply queue in the namespace's vhost, and its correlation id)."""
+
+    request_id: str
+    query_name: str
+    input: list[Payload] = []
+    reply_to: str | None = None
+    correlation_id: str | None = None
+
+
+WorkflowTaskFailureCause = Literal["nondeterminism", "code_error", "unknown_workflow_type", "cache_miss"]
+
+
+class WorkflowTaskCompleted(_Message):
+    """A worker advanced the run's code through a workflow task: the commands it issued, in order, and
+    the queue on which it keeps the run's instance for the next task (sticky), if it keeps it."""
+
+    kind: Literal["workflow_task_completed"] = "workflow_task_completed"
+    run_id: str
+    task_id: str
+    commands: list[WireCommand] = Field(default_factory=list, max_length=10_000)
+    sticky_queue: str | None = Field(default=None, max_length=200)
+    identity: str = Field(default="", max_length=200)
+
+
+class WorkflowTaskFailed(_Message):
+    """A worker could not advance the run: its code does not replay the history, crashed, or is not
+    registered; or (``cache_miss``) the worker no longer holds the instance a sticky task was sent to,
+    and the task (or the queries of a query-only task, echoed back) must go out with the whole history."""
+
+    kind: Literal["workflow_task_failed"] = "workflow_task_failed"
+    run_id: str
+    task_id: str = ""  # empty for a query-only task
+    cause: WorkflowTaskFailureCause
+    message: str = Field(default="", max_length=20_000)
+    stack_trace: str = Field(default="", max_length=20_000)
+    queries: list[PendingQuery] = Field(default_factory=list, max_length=1_000)
+    identity: str = Field(default="", max_length=200)
+
+
 RunMessage = Annotated[
     StartWorkflow
     | SignalWorkflow
@@ -155,6 +199,8 @@ RunMessage = Annotated[
     | ChildStartFailed
     | ChildClosed
     | RedriveRun
-    | QueryWorkflow,
+    | QueryWorkflow
+    | WorkflowTaskCompleted
+    | WorkflowTaskFailed,
     Field(discriminator="kind"),
 ]

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from perdure.platform.core.failures import Failure
 from perdure.platform.core.history import ActivityOptions, ParentRef
-from perdure.platform.core.messages import ChildClosed, StartWorkflow, TimerFiredNotice
+from perdure.platform.core.messages import ChildClosed, PendingQuery, StartWorkflow, TimerFiredNotice
 from perdure.platform.core.payloads import Payload
 from perdure.platform.core.usage import UsageRecord
 
@@ -32,6 +32,29 @@ class DispatchActivity(_Entry):
     options: ActivityOptions
     scheduled_time: datetime
     heartbeat_details: list[Payload] = []
+
+
+class DispatchWorkflowTask(_Entry):
+    """A workflow task for the namespace's workers: the events ``first_event_id``..``last_event_id`` of
+    the run (the whole history when ``first_event_id`` is 1, else what the sticky worker has not seen),
+    and queries to answer once they are applied. A query-only task has no ``task_id`` (it expects no
+    completion) and may carry no events at all."""
+
+    kind: Literal["dispatch_workflow_task"] = "dispatch_workflow_task"
+    namespace: str
+    workflow_id: str
+    workflow_type: str
+    run_id: str
+    task_id: str = ""
+    sticky_queue: str | None = None
+    first_event_id: int
+    last_event_id: int
+    queries: list[PendingQuery] = []
+    timeout_seconds: float = 10.0
+
+    @property
+    def whole_history(self) -> bool:
+        return self.first_event_id == 1
 
 
 class CancelActivityTask(_Entry):
@@ -113,6 +136,7 @@ def close_routing_key(workflow_id: str) -> str:
 
 OutboxEntry = Annotated[
     DispatchActivity
+    | DispatchWorkflowTask
     | CancelActivityTask
     | CreateTimer
     | CancelTimerEntry

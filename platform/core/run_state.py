@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from perdure.platform.core import history as h
 from perdure.platform.core.failures import Failure
-from perdure.platform.core.messages import TimerFiredNotice, TimerPurpose
+from perdure.platform.core.messages import PendingQuery, RunMessage, TimerFiredNotice, TimerPurpose
 from perdure.platform.core.payloads import Payload
 
 RunStatus = Literal[
@@ -59,6 +59,17 @@ class ArmedTimer(BaseModel):
     notice: TimerFiredNotice
 
 
+class InFlightTask(BaseModel):
+    """The one workflow task of a run that a worker may be working on."""
+
+    task_id: str
+    sequence: int
+    sticky_queue: str | None
+    first_event_id: int
+    last_event_id: int
+    dispatched_at: datetime
+
+
 class RunState(BaseModel):
     model_config = ConfigDict(validate_assignment=False)
 
@@ -86,6 +97,17 @@ class RunState(BaseModel):
     failure: Failure | None = None
     new_run_id: str | None = None
     search_attributes: dict[str, h.SearchAttributeValue] = Field(default_factory=dict)
+    # Workflow tasks (the code runs in workers): the task in flight, the worker queue that holds the
+    # run's instance and the last event that instance has seen, messages that arrived while a task was
+    # in flight (applied once it ends, so a task's commands follow the events it was given), queries
+    # waiting for the next task, and consecutive task failures (for the retry's backoff).
+    workflow_task: InFlightTask | None = None
+    task_sequence: int = 0
+    sticky_queue: str | None = None
+    worker_seen_event_id: int = 0
+    buffered: list[RunMessage] = Field(default_factory=list)
+    pending_queries: list[PendingQuery] = Field(default_factory=list)
+    task_failures: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -120,8 +142,8 @@ class RunState(BaseModel):
 def timer_key(run_id: str, purpose: TimerPurpose, event_id: int = 0, attempt: int = 0) -> str:
     if purpose == "user_timer":
         return f"{run_id}/timer/{event_id}"
-    if purpose == "execution_timeout":
-        return f"{run_id}/execution_timeout"
+    if purpose in ("execution_timeout", "workflow_task_timeout", "workflow_task_retry"):
+        return f"{run_id}/{purpose}"
     if purpose == "schedule_to_close":
         return f"{run_id}/activity/{event_id}/schedule_to_close"
     return f"{run_id}/activity/{event_id}/{attempt}/{purpose}"

@@ -6,7 +6,6 @@ and the state in one conditional write, then sends the outbox, then acknowledges
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +15,7 @@ from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
 from perdure.platform.core.commands import (
+    CLOSE_COMMANDS,
     CancelTimer,
     CancelWorkflow,
     Command,
@@ -30,17 +30,10 @@ from perdure.platform.core.commands import (
     StartTimer,
     UpsertSearchAttributes,
 )
-from perdure.platform.core.definitions import UnknownWorkflowTypeError, WorkflowRegistry
-from perdure.platform.core.failures import (
-    ApplicationError,
-    Failure,
-    NonDeterminismError,
-    NondeterministicCallError,
-    TimeoutType,
-)
-from perdure.platform.core.payloads import DataConverter, Payload, default_converter
+from perdure.platform.core.failures import Failure, TimeoutType
 from perdure.platform.core.retry import DEFAULT_ACTIVITY_RETRY
 from perdure.platform.core.run_state import (
+    InFlightTask,
     PendingActivity,
     RunState,
     apply_event,
@@ -49,6 +42,7 @@ from perdure.platform.core.run_state import (
     disarm_activity,
     new_run_state,
     rebuild_state,
+    timer_key,
 )
 from perdure.platform.core.usage import (
     UNBILLED_WORKFLOW_TYPES,
@@ -56,7 +50,6 @@ from perdure.platform.core.usage import (
     heartbeat_usage,
     usage_of_events,
 )
-from perdure.platform.core.workflow_instance import WorkflowInstance, WorkflowTaskError
 
 ChildOutcome = Literal["completed", "failed", "canceled", "terminated", "timed_out"]
 CHILD_OUTCOMES: dict[str, ChildOutcome] = {
@@ -73,8 +66,6 @@ class Transition:
     state: RunState
     events: list[h.HistoryEvent] = field(default_factory=list)
     outbox: list[o.OutboxEntry] = field(default_factory=list)
-    # The live instance to keep for the next message; None when the run closed or is parked.
-    instance: WorkflowInstance | None = None
     # Set when the message changed nothing, with the reason (duplicate, stale, closed run, ...).
     ignored: str | None = None
 
@@ -97,13 +88,14 @@ class _Step:
         self.outbox: list[o.OutboxEntry] = []
         # Billable actions that are not events (heartbeats that reached the run).
         self.usage: list[UsageRecord] = []
-        # The live instance (None until needed, or once the run is parked) and the history to replay.
-        self.instance: WorkflowInstance | None = None
-        self.history: Sequence[h.HistoryEvent] | None = None
+        # Whether an event the code must see was added: the run then needs a workflow task.
+        self.activated = False
 
     def append(self, event_type: type[Any], **fields: Any) -> Any:
         event = event_type(event_id=self.state.next_event_id, timestamp=self.now, **fields)
         self.events.append(event)
+        if isinstance(event, h.ACTIVATION_EVENTS):
+            self.activated = True
         self.change(lambda: apply_event(self.state, event))
         return event
 
@@ -127,19 +119,51 @@ class _Step:
         )
 
 
+# Messages that may add an activation event wait while a workflow task is in flight, and behind those
+# already waiting: a task's commands are recorded right after the one activation it was given, as a
+# replay will issue them (one activation per task keeps a history replayable event by event).
+_WAITS_FOR_TASK = frozenset(
+    {
+        "signal",
+        "cancel",
+        "activity_completed",
+        "activity_failed",
+        "child_started",
+        "child_start_failed",
+        "child_closed",
+    }
+)
+_TIMERS_WAITING_FOR_TASK = frozenset(
+    {"user_timer", "schedule_to_start", "start_to_close", "schedule_to_close", "heartbeat"}
+)
+MAX_BUFFERED_MESSAGES = 1000
+TASK_RETRY_CAP = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class TaskTimeouts:
+    """How long a workflow task may take before it goes to any worker with the whole history: a
+    sticky task (its worker may be gone) sooner than one on the shared queue."""
+
+    sticky: timedelta = timedelta(seconds=5)
+    shared: timedelta = timedelta(seconds=10)
+
+
 class ExecutionStateMachine:
+    """Owns a run's order, state and durability; never runs its code. Whenever the run has events its
+    code has not seen, a workflow task goes to the namespace's workers; their commands come back as a
+    ``WorkflowTaskCompleted`` message and are checked and recorded here."""
+
     def __init__(
         self,
-        registry: WorkflowRegistry,
         *,
         clock: Callable[[], datetime],
         new_id: Callable[[], str],
-        converter: DataConverter = default_converter,
+        task_timeouts: TaskTimeouts = TaskTimeouts(),
     ) -> None:
-        self.registry = registry
         self.clock = clock
         self.new_id = new_id
-        self.converter = converter
+        self.task_timeouts = task_timeouts
 
     # -- entry points -------------------------------------------------------------------------------
     def start(self, namespace: str, message: m.StartWorkflow, run_id: str | None = None) -> Transition:
@@ -161,69 +185,64 @@ class ExecutionStateMachine:
         )
         step = _Step(new_run_state(started), now)
         step.events.append(started)
+        step.activated = True
         step.announce_armed()
-        instance: WorkflowInstance | None = None
-        try:
-            instance = WorkflowInstance(
-                self.registry.get_workflow(message.workflow_type), started, self.converter
-            )
-        except UnknownWorkflowTypeError as exc:
-            self._park(step, "unknown_workflow_type", str(exc), "")
-        else:
-            instance = self._activate(step, instance, started)
         if message.signal_name is not None:
-            signaled = step.append(
-                h.WorkflowExecutionSignaled,
-                signal_name=message.signal_name,
-                input=message.signal_input,
-                request_id=message.request_id,
+            # Signal-with-start: the code starts first, then sees the signal (as a signal sent right
+            # after the start would reach it).
+            step.state.buffered.append(
+                m.SignalWorkflow(
+                    request_id=message.request_id, signal_name=message.signal_name, input=message.signal_input
+                )
             )
-            if instance is not None and step.state.status == "running":
-                instance = self._activate(step, instance, signaled)
-        return self._done(step, instance)
+        return self._done(step)
 
-    def handle(
-        self,
-        state: RunState,
-        message: m.RunMessage,
-        instance: WorkflowInstance | None = None,
-        history: Sequence[h.HistoryEvent] | None = None,
-    ) -> Transition:
-        """Apply ``message`` to the run. ``instance`` is the cached live instance if any; without one,
-        ``history`` (the run's whole history) is replayed when the code has to run."""
+    def handle(self, state: RunState, message: m.RunMessage) -> Transition:
+        """Apply ``message`` to the run."""
         if isinstance(message, m.StartWorkflow):
             return Transition(state, ignored=f"workflow {state.workflow_id!r} already has run {state.run_id}")
         if isinstance(message, m.QueryWorkflow):
-            return Transition(state, instance=instance, ignored="a query changes nothing (see query())")
+            return Transition(state, ignored="a query changes nothing (see query())")
         if not state.is_open:
+            if (
+                isinstance(message, m.WorkflowTaskFailed)
+                and message.cause == "cache_miss"
+                and message.queries
+            ):
+                step = _Step(state.model_copy(deep=True), self.clock())
+                self._query_tasks(step, message.queries)
+                return Transition(state, outbox=step.outbox)
             return Transition(state, ignored=f"run {state.run_id} is closed ({state.status})")
         step = _Step(state.model_copy(deep=True), self.clock())
-        step.instance, step.history = instance, history
+        if self._must_wait(step.state, message):
+            if len(step.state.buffered) >= MAX_BUFFERED_MESSAGES:
+                return Transition(
+                    state,
+                    ignored=f"refused: {MAX_BUFFERED_MESSAGES} messages already wait for the run's code",
+                )
+            step.state.buffered.append(message)
+            return self._done(step)
         handler = getattr(self, f"_on_{message.kind}")
         ignored: str | None = handler(step, message)
         if ignored is not None:
-            return Transition(state, instance=instance, ignored=ignored)
-        return self._done(step, step.instance)
+            return Transition(state, ignored=ignored)
+        return self._done(step)
 
-    def query(
-        self,
-        message: m.QueryWorkflow,
-        instance: WorkflowInstance | None = None,
-        history: Sequence[h.HistoryEvent] | None = None,
-    ) -> Payload:
-        """Answer ``message`` from the live instance, or from ``history`` replayed (a closed or parked
-        run, a cache miss). Raises ``ApplicationError`` for an unknown query or a handler that fails,
-        ``NonDeterminismError`` if the history no longer replays."""
-        if instance is None:
-            if not history:
-                raise ApplicationError("the run has no history to answer from", type="QueryNotReady")
-            instance = self.replay(history)
-        return instance.query(message.query_name, message.input)
+    def query(self, state: RunState, query: m.PendingQuery) -> Transition:
+        """Send ``query`` to a worker: with the next workflow task if one is in flight (so it sees what
+        came before it), else to the worker holding the run's instance, else with the whole history to
+        any worker (closed or parked runs too). Changes the state only when the query has to wait."""
+        step = _Step(state.model_copy(deep=True), self.clock())
+        if state.is_open and (state.workflow_task is not None or state.buffered):
+            step.state.pending_queries.append(query)
+            return self._done(step)
+        self._query_tasks(step, [query])
+        return Transition(state, outbox=step.outbox)
 
     def recover(self, history: Sequence[h.HistoryEvent]) -> Transition:
         """Continue a run from its history alone (as after losing everything but the history): rebuild
-        the state, re-dispatch pending activity attempts, re-arm every timer, and record the commands the
-        code issues past the end of the history."""
+        the state, re-dispatch pending activity attempts, re-arm every timer, and hand the whole history
+        to a worker so the commands the code issues past its end are recorded."""
         state = rebuild_state(history)
         step = _Step(state, self.clock())
         redispatched = [a for a in state.pending_activities.values() if a.phase != "backoff"]
@@ -234,43 +253,184 @@ class ExecutionStateMachine:
         step.announce_armed()
         for activity in redispatched:
             self._dispatch(step, activity)
-        step.instance, step.history = None, history
+        step.activated = state.status == "running"
+        return self._done(step)
+
+    # -- workflow tasks -------------------------------------------------------------------------------
+    @staticmethod
+    def _must_wait(state: RunState, message: m.RunMessage) -> bool:
+        if isinstance(message, m.TimerFiredNotice):
+            waits = message.purpose in _TIMERS_WAITING_FOR_TASK
+        else:
+            waits = message.kind in _WAITS_FOR_TASK
+        if not waits:
+            return False
+        return state.workflow_task is not None or (bool(state.buffered) and state.status == "running")
+
+    def _dispatch_task(self, step: _Step, *, whole_history: bool = False) -> None:
+        state = step.state
+        queries, state.pending_queries = state.pending_queries, []
+        if whole_history:
+            state.sticky_queue = None
+        sticky = state.sticky_queue
+        state.task_sequence += 1
+        task = InFlightTask(
+            task_id=f"{state.run_id}/task/{state.task_sequence}",
+            sequence=state.task_sequence,
+            sticky_queue=sticky,
+            first_event_id=state.worker_seen_event_id + 1 if sticky else 1,
+            last_event_id=state.next_event_id - 1,
+            dispatched_at=step.now,
+        )
+        state.workflow_task = task
+        timeout = self.task_timeouts.sticky if sticky else self.task_timeouts.shared
+        step.arm("workflow_task_timeout", step.now + timeout, task.sequence)
+        step.outbox.append(
+            o.DispatchWorkflowTask(
+                namespace=state.namespace,
+                workflow_id=state.workflow_id,
+                workflow_type=state.workflow_type,
+                run_id=state.run_id,
+                task_id=task.task_id,
+                sticky_queue=sticky,
+                first_event_id=task.first_event_id,
+                last_event_id=task.last_event_id,
+                queries=queries,
+                timeout_seconds=timeout.total_seconds(),
+            )
+        )
+
+    def _query_tasks(self, step: _Step, queries: Sequence[m.PendingQuery]) -> None:
+        """Query-only tasks: to the sticky worker (no events: its instance has seen every activation),
+        else with the whole history."""
+        state = step.state
+        sticky = state.sticky_queue if state.status == "running" and state.is_open else None
+        step.outbox.append(
+            o.DispatchWorkflowTask(
+                namespace=state.namespace,
+                workflow_id=state.workflow_id,
+                workflow_type=state.workflow_type,
+                run_id=state.run_id,
+                sticky_queue=sticky,
+                first_event_id=state.worker_seen_event_id + 1 if sticky else 1,
+                last_event_id=state.worker_seen_event_id if sticky else state.next_event_id - 1,
+                queries=list(queries),
+                timeout_seconds=(
+                    self.task_timeouts.sticky if sticky else self.task_timeouts.shared
+                ).total_seconds(),
+            )
+        )
+
+    def _end_task(self, step: _Step) -> InFlightTask | None:
+        task, step.state.workflow_task = step.state.workflow_task, None
+        step.change(
+            lambda: step.state.armed_timers.pop(timer_key(step.state.run_id, "workflow_task_timeout"), None)
+        )
+        return task
+
+    def _abandon_task(self, step: _Step) -> None:
+        self._end_task(step)
+        step.state.sticky_queue = None
+        step.activated = True  # whatever the abandoned task was given goes out again
+
+    def _flush_buffer(self, step: _Step) -> None:
+        """Apply the messages that waited, in their order, up to the first that gives the code an
+        activation (the rest wait for its task); a parked run takes them all (its code sees them when
+        it runs again, replaying)."""
+        state = step.state
+        while state.buffered and state.is_open and state.workflow_task is None:
+            if step.activated and state.status == "running":
+                return
+            message = state.buffered.pop(0)
+            getattr(self, f"_on_{message.kind}")(step, message)
+        if not state.is_open:
+            state.buffered = []
+
+    def _on_workflow_task_completed(self, step: _Step, message: m.WorkflowTaskCompleted) -> str | None:
+        state = step.state
+        task = state.workflow_task
+        if task is None or message.run_id != state.run_id or message.task_id != task.task_id:
+            return "completion of a stale workflow task"
+        problem = check_commands(message.commands)
+        if problem is not None:
+            return self._task_failed(
+                step, "code_error", f"the worker sent commands that cannot be recorded: {problem}", ""
+            )
+        self._end_task(step)
+        if state.status == "blocked":
+            step.append(h.WorkflowTaskRedriven, request_id=f"{task.task_id}/recovered")
+        state.task_failures = 0
+        state.sticky_queue = message.sticky_queue
+        state.worker_seen_event_id = task.last_event_id
+        for command in message.commands:
+            if not state.is_open:
+                break
+            self._record(step, command)
+        self._flush_buffer(step)
+        return None
+
+    def _on_workflow_task_failed(self, step: _Step, message: m.WorkflowTaskFailed) -> str | None:
+        state = step.state
+        task = state.workflow_task
+        if message.cause == "cache_miss" and not message.task_id:
+            state.sticky_queue = None  # that worker no longer holds the instance
+            self._query_tasks(step, message.queries)
+            return None
+        if task is None or message.run_id != state.run_id or message.task_id != task.task_id:
+            return "failure of a stale workflow task"
+        if message.cause == "cache_miss":
+            state.pending_queries[:0] = message.queries  # they go out again with the whole history
+            self._abandon_task(step)
+            return None
+        return self._task_failed(step, message.cause, message.message, message.stack_trace)
+
+    def _task_failed(self, step: _Step, cause: h.WorkflowTaskFailureCause, reason: str, stack: str) -> None:
+        state = step.state
+        self._end_task(step)
+        state.sticky_queue = None
+        state.task_failures += 1
         if state.status == "running":
-            self._run_code(step, None)
-        return self._done(step, step.instance)
-
-    # -- message handlers (return a reason when the message changes nothing) -------------------------
-    def _on_signal(self, step: _Step, message: m.SignalWorkflow) -> str | None:
-        if message.request_id and message.request_id in step.state.recent_request_ids:
-            return f"duplicate signal request {message.request_id}"
-        event = step.append(
-            h.WorkflowExecutionSignaled,
-            signal_name=message.signal_name,
-            input=message.input,
-            request_id=message.request_id,
-        )
-        self._run_code(step, event)
-        return None
-
-    def _on_cancel(self, step: _Step, message: m.CancelWorkflowRequest) -> str | None:
-        if step.state.cancel_requested:
-            return "cancellation already requested"
-        event = step.append(
-            h.WorkflowExecutionCancelRequested, reason=message.reason, request_id=message.request_id
-        )
-        self._run_code(step, event)
-        return None
-
-    def _on_terminate(self, step: _Step, message: m.TerminateWorkflowRequest) -> str | None:
-        self._close(step, h.WorkflowExecutionTerminated, reason=message.reason)
+            step.append(h.WorkflowTaskFailed, cause=cause, message=reason, stack_trace=stack[-8000:])
+        backoff = min(TASK_RETRY_CAP, timedelta(seconds=2 ** min(state.task_failures - 1, 10)))
+        step.arm("workflow_task_retry", step.now + backoff, state.task_failures)
+        self._flush_buffer(step)
+        queries, state.pending_queries = state.pending_queries, []
+        if queries:
+            self._query_tasks(step, queries)
         return None
 
     def _on_redrive(self, step: _Step, message: m.RedriveRun) -> str | None:
         if step.state.status != "blocked":
             return "run is not blocked"
+        self._end_task(step)
+        step.change(
+            lambda: step.state.armed_timers.pop(timer_key(step.state.run_id, "workflow_task_retry"), None)
+        )
         step.append(h.WorkflowTaskRedriven, request_id=message.request_id)
-        step.instance = None  # always replay from the stored history: the code may have changed
-        self._run_code(step, None)
+        self._flush_buffer(step)
+        self._dispatch_task(step, whole_history=True)
+        return None
+
+    # -- message handlers (return a reason when the message changes nothing) -------------------------
+    def _on_signal(self, step: _Step, message: m.SignalWorkflow) -> str | None:
+        if message.request_id and message.request_id in step.state.recent_request_ids:
+            return f"duplicate signal request {message.request_id}"
+        step.append(
+            h.WorkflowExecutionSignaled,
+            signal_name=message.signal_name,
+            input=message.input,
+            request_id=message.request_id,
+        )
+        return None
+
+    def _on_cancel(self, step: _Step, message: m.CancelWorkflowRequest) -> str | None:
+        if step.state.cancel_requested:
+            return "cancellation already requested"
+        step.append(h.WorkflowExecutionCancelRequested, reason=message.reason, request_id=message.request_id)
+        return None
+
+    def _on_terminate(self, step: _Step, message: m.TerminateWorkflowRequest) -> str | None:
+        self._close(step, h.WorkflowExecutionTerminated, reason=message.reason)
         return None
 
     def _current_attempt(
@@ -324,13 +484,12 @@ class ExecutionStateMachine:
             return "result of a stale attempt or a finished activity"
         if activity.phase == "scheduled":
             self._record_started(step, activity)
-        event = step.append(
+        step.append(
             h.ActivityTaskCompleted,
             scheduled_event_id=activity.scheduled_event_id,
             attempt=activity.attempt,
             result=message.result,
         )
-        self._run_code(step, event)
         return None
 
     def _on_activity_failed(self, step: _Step, message: m.ActivityFailed) -> str | None:
@@ -351,10 +510,22 @@ class ExecutionStateMachine:
             return "timer was armed again for later"  # a late notice of the key's previous arming
         del state.armed_timers[notice.timer_key]  # it fired: there is nothing left to cancel
         if notice.purpose == "user_timer":
-            self._run_code(step, step.append(h.TimerFired, started_event_id=notice.event_id))
+            step.append(h.TimerFired, started_event_id=notice.event_id)
             return None
         if notice.purpose == "execution_timeout":
             self._close(step, h.WorkflowExecutionTimedOut)
+            return None
+        if notice.purpose == "workflow_task_timeout":
+            task = state.workflow_task
+            if task is None or task.sequence != notice.event_id:
+                return "timeout of a finished workflow task"
+            # The worker is slow or gone: any worker gets the whole history.
+            self._abandon_task(step)
+            return None
+        if notice.purpose == "workflow_task_retry":
+            if state.status != "blocked" or state.workflow_task is not None:
+                return "no failed workflow task to retry"
+            self._dispatch_task(step, whole_history=True)
             return None
         activity = state.pending_activities.get(notice.event_id)
         if activity is None:
@@ -406,12 +577,11 @@ class ExecutionStateMachine:
             or message.initiated_event_id not in step.state.pending_children
         ):
             return "stale child start failure"
-        event = step.append(
+        step.append(
             h.StartChildWorkflowExecutionFailed,
             initiated_event_id=message.initiated_event_id,
             cause=message.cause,
         )
-        self._run_code(step, event)
         return None
 
     def _on_child_closed(self, step: _Step, message: m.ChildClosed) -> str | None:
@@ -420,14 +590,13 @@ class ExecutionStateMachine:
             or message.initiated_event_id not in step.state.pending_children
         ):
             return "stale child close"
-        event = step.append(
+        step.append(
             h.ChildWorkflowExecutionClosed,
             initiated_event_id=message.initiated_event_id,
             outcome=message.outcome,
             result=message.result,
             failure=message.failure,
         )
-        self._run_code(step, event)
         return None
 
     # -- activities ----------------------------------------------------------------------------------
@@ -482,79 +651,23 @@ class ExecutionStateMachine:
         elif timeout_type is not None:
             self._time_out(step, activity, timeout_type)
         else:
-            event = step.append(
+            step.append(
                 h.ActivityTaskFailed,
                 scheduled_event_id=activity.scheduled_event_id,
                 attempt=activity.attempt,
                 failure=failure,
             )
-            self._run_code(step, event)
 
     def _time_out(self, step: _Step, activity: PendingActivity, timeout_type: TimeoutType) -> None:
-        event = step.append(
+        step.append(
             h.ActivityTaskTimedOut,
             scheduled_event_id=activity.scheduled_event_id,
             attempt=activity.attempt,
             timeout_type=timeout_type,
             last_failure=activity.last_failure,
         )
-        self._run_code(step, event)
 
-    # -- running the code ------------------------------------------------------------------------------
-    def _run_code(self, step: _Step, event: h.HistoryEvent | None) -> None:
-        """Feed an activation event to the code (replaying first on a cache miss) and record its commands."""
-        if step.state.status != "running":
-            return  # parked: the event is recorded; the code sees it when the run is redriven
-        instance = step.instance
-        if instance is None:
-            if step.history is None:
-                raise ValueError("no live instance and no history to replay: pass one of them")
-            try:
-                instance = self.replay(step.history)
-            except (NonDeterminismError, WorkflowTaskError, UnknownWorkflowTypeError) as exc:
-                self._park_for(step, exc)
-                step.instance = None
-                return
-        if event is not None:
-            instance = self._activate(step, instance, event)
-        else:
-            instance = self._record_pending(step, instance)
-        step.instance = instance
-
-    def replay(self, history: Sequence[h.HistoryEvent]) -> WorkflowInstance:
-        started = history[0]
-        if not isinstance(started, h.WorkflowExecutionStarted):
-            raise ValueError("a history starts with workflow_execution_started")
-        instance = WorkflowInstance(
-            self.registry.get_workflow(started.workflow_type), started, self.converter
-        )
-        instance.apply(history)
-        return instance
-
-    def _activate(
-        self, step: _Step, instance: WorkflowInstance, event: h.HistoryEvent
-    ) -> WorkflowInstance | None:
-        try:
-            instance.apply([event])
-        except (NonDeterminismError, WorkflowTaskError) as exc:
-            self._park_for(step, exc)
-            return None
-        return self._record_pending(step, instance)
-
-    def _record_pending(self, step: _Step, instance: WorkflowInstance) -> WorkflowInstance | None:
-        commands = instance.apply([])
-        first = len(step.events)
-        for command in commands:
-            self._record(step, command)
-        try:
-            instance.apply(step.events[first:])
-        except (NonDeterminismError, WorkflowTaskError) as exc:
-            self._park_for(step, exc)
-            return None
-        if not step.state.is_open:
-            return None
-        return instance
-
+    # -- recording commands ------------------------------------------------------------------------
     def _record(self, step: _Step, command: Command) -> None:
         state = step.state
         match command:
@@ -718,34 +831,33 @@ class ExecutionStateMachine:
                 )
             )
 
-    # -- parking -------------------------------------------------------------------------------------
-    def _park_for(self, step: _Step, exc: BaseException) -> None:
-        if isinstance(exc, NonDeterminismError):
-            self._park(step, "nondeterminism", str(exc), "")
-        elif isinstance(exc, UnknownWorkflowTypeError):
-            self._park(step, "unknown_workflow_type", str(exc), "")
-        elif isinstance(exc, WorkflowTaskError):
-            cause = (
-                "nondeterminism"
-                if isinstance(exc.cause, NonDeterminismError | NondeterministicCallError)
-                else "code_error"
-            )
-            self._park(step, cause, str(exc), exc.stack_trace)
-        else:
-            self._park(
-                step,
-                "code_error",
-                f"{type(exc).__name__}: {exc}",
-                "".join(traceback.format_exception(exc))[-8000:],
-            )
-
-    def _park(self, step: _Step, cause: str, message: str, stack: str) -> None:
-        step.append(h.WorkflowTaskFailed, cause=cause, message=message, stack_trace=stack)
-
-    def _done(self, step: _Step, instance: WorkflowInstance | None) -> Transition:
-        if step.state.status != "running":
-            instance = None
-        usage = [*usage_of_events(step.state.namespace, step.state.run_id, step.events), *step.usage]
-        if usage and step.state.workflow_type not in UNBILLED_WORKFLOW_TYPES:
+    def _done(self, step: _Step) -> Transition:
+        state = step.state
+        if (
+            state.status == "running"
+            and state.workflow_task is None
+            and (step.activated or state.pending_queries)
+        ):
+            self._dispatch_task(step)
+        usage = [*usage_of_events(state.namespace, state.run_id, step.events), *step.usage]
+        if usage and state.workflow_type not in UNBILLED_WORKFLOW_TYPES:
             step.outbox.append(o.RecordUsage(records=usage))
-        return Transition(step.state, step.events, step.outbox, instance)
+        return Transition(state, step.events, step.outbox)
+
+
+def check_commands(commands: Sequence[Command]) -> str | None:
+    """What makes a worker's commands unrecordable, if anything: they come from tenant code's process
+    and are checked like any input (the state machine records each as one event)."""
+    seqs = [
+        c.seq
+        for c in commands
+        if isinstance(
+            c, ScheduleActivity | StartTimer | RecordMarker | UpsertSearchAttributes | StartChildWorkflow
+        )
+    ]
+    if len(seqs) != len(set(seqs)):
+        return "two commands share a sequence number"
+    closes = [i for i, c in enumerate(commands) if isinstance(c, CLOSE_COMMANDS)]
+    if closes and closes[0] != len(commands) - 1:
+        return "a command follows the command that closes the run"
+    return None

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from perdure.platform.core import history as h
-from perdure.platform.core.definitions import WORKFLOW_ATTR, WorkflowDefinition
-from perdure.tenants import App, NonDeterminismError
+from perdure.tenants import NonDeterminismError
 from perdure.tenants.testing import LocalEnvironment, replay
 
 from . import workflows as w
@@ -55,15 +54,7 @@ async def test_resume_from_a_prefix_with_step_3_in_flight_reruns_it(env: LocalEn
     assert dict(w.calls) == {"flight-3": 1}
 
 
-def _swap(app: App, name: str, cls: type) -> App:
-    """A copy of ``app`` in which workflow type ``name`` is implemented by ``cls`` (a code change)."""
-    changed = App(app.name)
-    changed.activities = dict(app.activities)
-    changed.workflows = dict(app.workflows)
-    definition = WorkflowDefinition.from_class(cls, name)
-    changed.workflows[name] = definition
-    setattr(cls, WORKFLOW_ATTR, definition)
-    return changed
+_swap = w.swapped
 
 
 async def test_reordering_two_activities_is_detected(env: LocalEnvironment) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from perdure.platform.core.definitions import WORKFLOW_ATTR, WorkflowDefinition
 from perdure.tenants import ActivityError, App, ApplicationError, RetryPolicy, activity, workflow
 
 app = App("runtime-tests")
@@ -340,3 +341,14 @@ class BigResult:
     @workflow.run
     async def run(self, size: int) -> str:
         return "x" * size
+
+
+def swapped(app: App, name: str, cls: type) -> App:
+    """A copy of ``app`` in which workflow type ``name`` is implemented by ``cls`` (a code change)."""
+    changed = App(app.name)
+    changed.activities = dict(app.activities)
+    changed.workflows = dict(app.workflows)
+    definition = WorkflowDefinition.from_class(cls, name)
+    changed.workflows[name] = definition
+    setattr(cls, WORKFLOW_ATTR, definition)
+    return changed
