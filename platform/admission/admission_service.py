@@ -48,9 +48,11 @@ from perdure.platform.cell.wire import TaskEnvelope
 from perdure.platform.core import messages as m
 from perdure.platform.core.definitions import UnknownWorkflowTypeError
 from perdure.platform.core.payloads import Payload
+from perdure.platform.core.usage import UNBILLED_WORKFLOW_TYPES
 from perdure.platform.quotas.fair_queue import FairQueue
 from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE
 
+(CANARY_WORKFLOW,) = UNBILLED_WORKFLOW_TYPES  # every namespace runs the platform's canary
 log = logging.getLogger("perdure.admission")
 tracer = trace.get_tracer("perdure.admission")
 meter = metrics.get_meter("perdure.admission")
@@ -218,12 +220,10 @@ class Admission:
         self, record: NamespaceRecord, message: AbstractIncomingMessage, request: StartRequest
     ) -> None:
         namespace = record.name
-        loaded = await self.apps.get(namespace)
-        try:
-            loaded.machine.registry.get_workflow(request.workflow_type)
-        except UnknownWorkflowTypeError as exc:
-            known = sorted(getattr(loaded.machine.registry, "workflows", {}))
-            await self._refuse(namespace, message, "unknown_workflow_type", str(exc), known=known)
+        known = record.workflow_types
+        if known and request.workflow_type not in known and request.workflow_type != CANARY_WORKFLOW:
+            reason = str(UnknownWorkflowTypeError(request.workflow_type, known))
+            await self._refuse(namespace, message, "unknown_workflow_type", reason, known=sorted(known))
             return
         run_id = fresh_run_id(namespace, request.workflow_id, request.request_id)
         # A plain start is checked against the existing runs by the engine, which answers it; a

@@ -1,6 +1,6 @@
-"""``perdure cell run CELL``: the engine, the timer service and the activity executors of a cell in one
-process. SIGTERM (or SIGINT) finishes the batch in flight, commits, leaves the consumer group and lets
-running activities finish."""
+"""``perdure cell run CELL``: the engine, the timer service, admission, the report relay and the worker
+supervisor of a cell in one process. SIGTERM (or SIGINT) finishes the batch in flight, commits, leaves
+the consumer group and stops the namespaces' workers (which let running activities finish)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry
 from perdure.platform.admission.admission_service import Admission
-from perdure.platform.cell.activity_executor import ActivityExecutors
+from perdure.platform.admission.worker_reports import WorkerReportRelay
 from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.armed_timers import ArmedTimers
 from perdure.platform.cell.connections import Databases
@@ -24,6 +24,7 @@ from perdure.platform.cell.process_reporter import ProcessReporter
 from perdure.platform.cell.storage_sampler import StorageSampler
 from perdure.platform.cell.task_producer import TaskProducer, new_producer
 from perdure.platform.cell.usage_producer import UsageProducer, ensure_metering_topic
+from perdure.platform.workers.supervisor import WorkerSupervisor
 
 log = logging.getLogger("perdure.cell")
 
@@ -32,7 +33,7 @@ async def run_cell(
     settings: Settings,
     cell_name: str,
     *,
-    executors: bool = True,
+    workers: bool = True,
     admission: bool = True,
     stop: asyncio.Event | None = None,
     telemetry: Telemetry | None = None,
@@ -62,7 +63,8 @@ async def run_cell(
     )
     runner = EngineRunner(settings, cell, store, apps, tasks, sender)
     reporter = ProcessReporter(databases.control, cell_name, runner, settings.platform_version)
-    workers = ActivityExecutors(apps, tasks, channels, slots=settings.executor_slots)
+    relay = WorkerReportRelay(apps, tasks, channels)
+    supervisor_of_workers = WorkerSupervisor(settings, cell_name, apps)
     backlog = ConsumerBacklog(
         endpoints.kafka_bootstrap_servers, cell.topic, cell.partitions, engine_group(cell_name)
     )
@@ -85,8 +87,9 @@ async def run_cell(
         asyncio.create_task(reporter.run(stopping), name="reporter"),
     ]
     supervisor = asyncio.create_task(runner.supervise(), name="engine")
-    if executors:
-        running.append(asyncio.create_task(workers.run(), name="executors"))
+    running.append(asyncio.create_task(relay.run(), name="report-relay"))
+    if workers:
+        running.append(asyncio.create_task(supervisor_of_workers.run(), name="workers"))
     if admission:
         await backlog.start()
         running.append(asyncio.create_task(admitter.run(), name="admission"))
@@ -101,7 +104,8 @@ async def run_cell(
         await admitter.stop()
         if admission:
             await backlog.stop()
-        await workers.stop()
+        await supervisor_of_workers.stop()
+        await relay.stop()
         stopping.set()
         await asyncio.gather(*running, return_exceptions=True)
         stopper.cancel()

@@ -93,6 +93,11 @@ class NamespaceRecord(BaseModel):
     deleted_at: datetime | None = None
     # The account's people and what they may do in this namespace, as of its creation.
     members: list[Member] = Field(default_factory=list)
+    # The workflow types its app registers (read in a separate process when the app is deployed); a
+    # start of another type is refused at admission. Empty: not known, every type is admitted.
+    workflow_types: list[str] = Field(default_factory=list)
+    # Who runs its workers: the cell's supervisor (platform) or the tenant, on its own machines.
+    hosting: Literal["platform", "tenant"] = "platform"
 
 
 class ControlStore:

@@ -33,9 +33,9 @@ from perdure.platform.cell.outbox_sender import Addressed, OutboxSender, TenantR
 from perdure.platform.cell.run_store import FencedError, RunEntry, RunStore
 from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.wire import DeadLetter, TaskEnvelope, UndecodableMessage, decode_envelope
+from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
-from perdure.platform.core.failures import ApplicationError
-from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
+from perdure.platform.core.state_machine import ExecutionStateMachine, TaskTimeouts, Transition
 from perdure.platform.core.usage import UsageRecord, query_usage
 
 log = logging.getLogger("perdure.engine")
@@ -119,7 +119,14 @@ class CellEngine:
         tasks: TaskProducer,
         sender: OutboxSender,
         consumer: AIOKafkaConsumer,
+        task_timeouts: TaskTimeouts | None = None,
     ) -> None:
+        # The engine never runs workflow code: workflow tasks go to the namespaces' workers.
+        self.machine = ExecutionStateMachine(
+            clock=lambda: datetime.now(UTC),
+            new_id=lambda: str(uuid.uuid4()),
+            task_timeouts=task_timeouts or TaskTimeouts(),
+        )
         self.cell = cell
         self.store = store
         self.apps = apps
@@ -325,8 +332,8 @@ class CellEngine:
                     _lag[tp.partition] = max(0, highwater - records[-1].offset - 1)
             for entry in entries:
                 entry.reset_changes()
-                if entry.instance is not None:
-                    entry.history = None
+                if not entry.state.is_open:
+                    entry.history = None  # a query of a closed run reads it again
             tasks_processed.add(count - len(rejected))
             step_latency.record(time.perf_counter() - started)
 
@@ -361,11 +368,11 @@ class CellEngine:
             document = await self.store.run(run_id)
             if document is not None:
                 cache.put(group.key, await self._entry(document), latest=False)
-        # A redrive replays the whole history; so does a query when there is no live instance to ask.
+        # A query of a closed run goes to a worker with the whole history.
         for _, envelope in group.items:
-            if isinstance(envelope.message, m.RedriveRun | m.QueryWorkflow):
+            if isinstance(envelope.message, m.QueryWorkflow):
                 entry = cache.by_run.get(envelope.run_id) if envelope.run_id else cache.latest.get(group.key)
-                if entry is not None and entry.history is None and entry.instance is None:
+                if entry is not None and entry.history is None:
                     entry.history = await self.store.read_history(entry.state.run_id)
 
     async def _entry(self, document: dict[str, Any]) -> RunEntry:
@@ -393,7 +400,7 @@ class CellEngine:
         metered: list[UsageRecord],
     ) -> None:
         assert group.namespace is not None
-        machine = group.namespace.machine
+        machine = self.machine
         cache = self.caches[group.partition]
         for _, envelope in group.items:
             message = envelope.message
@@ -404,17 +411,30 @@ class CellEngine:
                 continue
             entry = cache.by_run.get(envelope.run_id) if envelope.run_id else cache.latest.get(group.key)
             if isinstance(message, m.QueryWorkflow):
-                answer = self._answer_query(machine, envelope, entry, message)
-                replies.append(TenantReply.of(envelope, answer))
-                if entry is not None:  # a query that reached a run is billed, answered or not
-                    metered.append(query_usage(group.key[0], message.request_id, datetime.now(UTC)))
+                if entry is None:
+                    which = envelope.run_id or repr(envelope.workflow_id)
+                    replies.append(
+                        TenantReply.of(envelope, IngressReply.failed("not_found", f"no {which} to query"))
+                    )
+                    continue
+                # Answered by a worker, on the client's reply queue; billed once it reached a run.
+                pending = m.PendingQuery(
+                    request_id=message.request_id,
+                    query_name=message.query_name,
+                    input=message.input,
+                    reply_to=envelope.reply_to,
+                    correlation_id=envelope.correlation_id,
+                )
+                self._absorb(entry, machine.query(entry.state, pending))
+                touched[entry.state.run_id] = entry
+                metered.append(query_usage(group.key[0], message.request_id, datetime.now(UTC)))
                 continue
             if entry is None:
                 log.warning(
                     "message for an unknown run", extra={"execution": group.key, "kind": message.kind}
                 )
                 continue
-            transition = machine.handle(entry.state, message, instance=entry.instance, history=entry.history)
+            transition = machine.handle(entry.state, message)
             if self._absorb(entry, transition):
                 touched[entry.state.run_id] = entry
 
@@ -459,7 +479,7 @@ class CellEngine:
                     )
                 )
             return None
-        transition = group.namespace.machine.start(namespace, message, run_id=run_id)
+        transition = self.machine.start(namespace, message, run_id=run_id)
         entry = RunEntry(state=transition.state, partition=group.partition, persisted_next_event_id=1)
         self._absorb(entry, transition)
         cache.put(group.key, entry, latest=True)
@@ -478,26 +498,6 @@ class CellEngine:
         return entry
 
     @staticmethod
-    def _answer_query(
-        machine: ExecutionStateMachine,
-        envelope: TaskEnvelope,
-        entry: RunEntry | None,
-        message: m.QueryWorkflow,
-    ) -> IngressReply:
-        if entry is None:
-            which = f"run {envelope.run_id}" if envelope.run_id else f"workflow {envelope.workflow_id!r}"
-            return IngressReply.failed("not_found", f"no {which} to query")
-        try:
-            result = machine.query(message, instance=entry.instance, history=entry.history)
-        except ApplicationError as exc:
-            return IngressReply.failed("query_failed", str(exc), failure_type=exc.type)
-        except Exception as exc:  # the history no longer replays with the app's code
-            log.warning("query could not be answered", extra={"run_id": entry.state.run_id}, exc_info=True)
-            reason = f"the run cannot be replayed to answer: {exc}"
-            return IngressReply.failed("query_failed", reason, failure_type=type(exc).__name__)
-        return IngressReply(ok=True, result=result)
-
-    @staticmethod
     def _to_parent(message: m.StartWorkflow, notice: m.ChildStarted | m.ChildStartFailed) -> TaskEnvelope:
         assert message.parent is not None
         parent = message.parent
@@ -510,15 +510,22 @@ class CellEngine:
         if transition.ignored is not None:
             return False
         entry.state = transition.state
-        entry.instance = transition.instance
         entry.new_events.extend(transition.events)
         entry.new_outbox.extend(transition.outbox)
         entry.state_changed = True
         if entry.history is not None:
             entry.history.extend(transition.events)
-        elif entry.instance is None and entry.persisted_next_event_id == 1:
-            entry.history = list(entry.new_events)  # a new run parked at once: all it has is in this poll
+        elif entry.persisted_next_event_id == 1:
+            entry.history = list(entry.new_events)  # a new run: all it has is in this poll
         return True
+
+    async def history_of(self, run_id: str) -> list[h.HistoryEvent]:
+        """The run's history, for a workflow task: from the cache while the run is open, else read."""
+        for cache in self.caches.values():
+            entry = cache.by_run.get(run_id)
+            if entry is not None and entry.history is not None:
+                return entry.history
+        return await self.store.read_history(run_id)
 
     # -- dead letters ------------------------------------------------------------------------------
     def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> DeadLetter:

@@ -65,6 +65,7 @@ class EngineRunner:
         self.consumer = self._consumer()
         self.engine = CellEngine(self.cell, self.store, self.apps, self.tasks, self.sender, self.consumer)
         self.sender.timer_armed = self.engine.timer_armed
+        self.sender.history_of = self.engine.history_of
         self.engine.subscribe()
         await self.consumer.start()
         self.task = asyncio.create_task(self.engine.run(), name="engine")

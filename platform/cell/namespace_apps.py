@@ -1,29 +1,21 @@
-"""The namespaces of a cell and their apps, loaded once by import path and kept."""
+"""The namespaces a cell serves, by name: their records (vhost, quota, status), looked up once and kept.
+
+The cell never imports a namespace's code: workflow and activity tasks go to its workers."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from perdure.platform.cell.app_loader import AppLoadError, load_app
 from perdure.platform.cell.control_store import ControlError, ControlStore, NamespaceRecord
-from perdure.platform.control.canary import WithCanary
-from perdure.platform.core.state_machine import ExecutionStateMachine
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
 class LoadedNamespace:
     record: NamespaceRecord
-    machine: ExecutionStateMachine
 
 
 class NamespaceUnavailable(LookupError):
-    """No such namespace on this cell, or its app does not load: its messages are dead-lettered."""
+    """No such namespace on this cell: its messages are dead-lettered."""
 
 
 class NamespaceApps:
@@ -44,12 +36,7 @@ class NamespaceApps:
             raise NamespaceUnavailable(
                 f"namespace {namespace!r} lives on cell {record.cell!r}, not {self.cell!r}"
             )
-        try:
-            app = WithCanary(load_app(record.app))
-        except AppLoadError as exc:
-            raise NamespaceUnavailable(str(exc)) from None
-        machine = ExecutionStateMachine(app, clock=utc_now, new_id=lambda: str(uuid.uuid4()))
-        loaded = LoadedNamespace(record, machine)
+        loaded = LoadedNamespace(record)
         self._loaded[namespace] = loaded
         return loaded
 

@@ -1,12 +1,13 @@
-"""Sending what transitions put in their outbox, after the history write (DESIGN invariant 4): timers
-to the owner's memory (their durable copy is the run state just written), runs to start or cancel and
-parent notices to Kafka, activity tasks and close notifications to the namespace's RabbitMQ vhost."""
+"""Sending what transitions put in their outbox, after the history write (invariant 4 of
+docs/architecture.md): timers to the owner's memory (their durable copy is the run state just written),
+runs to start or cancel and parent notices to Kafka, workflow and activity tasks and close
+notifications to the namespace's RabbitMQ vhost."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aio_pika
@@ -19,10 +20,12 @@ from perdure.platform.cell.run_store import RunStore, partition_of
 from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.usage_producer import UsageProducer
 from perdure.platform.cell.wire import TaskEnvelope, execution_key
+from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
 from perdure.platform.core.usage import UsageRecord
-from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE, RESULTS_EXCHANGE
+from perdure.platform.protocol.worker_wire import WorkflowActivation
+from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE, RESULTS_EXCHANGE, WORKFLOW_TASKS_QUEUE
 
 log = logging.getLogger("perdure.outbox")
 
@@ -65,8 +68,10 @@ class OutboxSender:
         timers: ArmedTimers,
         timer_armed: Callable[[], None],
         usage: UsageProducer,
+        history_of: Callable[[str], Awaitable[list[h.HistoryEvent]]] | None = None,
     ) -> None:
         self.store = store
+        self.history_of = history_of or store.read_history
         self.producer = producer
         self.channels = channels
         self.partitions = partitions
@@ -121,6 +126,8 @@ class OutboxSender:
                     )
                 case o.DispatchActivity():
                     publishes.append(self._publish(entry.namespace, "", ACTIVITIES_QUEUE, entry))
+                case o.DispatchWorkflowTask():
+                    publishes.append(self._send_workflow_task(entry))
                 case o.RunClosed():
                     publishes.append(
                         self._publish(entry.namespace, RESULTS_EXCHANGE, entry.routing_key, entry)
@@ -156,6 +163,25 @@ class OutboxSender:
                 )
             except Exception:
                 log.warning("answering a tenant failed", exc_info=True)
+
+    async def _send_workflow_task(self, task: o.DispatchWorkflowTask) -> None:
+        """To the worker holding the run's instance (sticky), else to any of the namespace's workers.
+        The task expires when its timeout does: by then the engine has sent it again, with the whole
+        history, and a worker need not spend time on the stale copy."""
+        events: list[h.HistoryEvent] = []
+        if task.last_event_id >= task.first_event_id:
+            history = await self.history_of(task.run_id)
+            events = list(history[task.first_event_id - 1 : task.last_event_id])
+        body = WorkflowActivation(task=task, events=events).model_dump_json().encode()
+        channel = await self.channels.channel(self.vhost_of(task.namespace))
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            type=task.kind,
+            expiration=max(task.timeout_seconds, 1.0),
+            headers=inject_amqp_headers({"perdure-version": "1"}),
+        )
+        await channel.default_exchange.publish(message, routing_key=task.sticky_queue or WORKFLOW_TASKS_QUEUE)
 
     async def _publish(self, namespace: str, exchange: str, routing_key: str, entry: o.OutboxEntry) -> None:
         channel = await self.channels.channel(self.vhost_of(namespace))

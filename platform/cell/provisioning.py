@@ -12,7 +12,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from perdure.infra.settings import Settings
-from perdure.platform.cell.app_loader import load_app
 from perdure.platform.cell.connections import Databases, rabbitmq_admin
 from perdure.platform.cell.control_store import (
     CellRecord,
@@ -32,7 +31,13 @@ from perdure.platform.tenancy.vhost_layout import (
     INGRESS_DEAD_LETTERS,
     INGRESS_QUEUE,
     RESULTS_EXCHANGE,
+    WORKER_REPORTS_DEAD_LETTERS,
+    WORKER_REPORTS_QUEUE,
+    WORKFLOW_TASKS_DEAD_LETTERS,
+    WORKFLOW_TASKS_QUEUE,
+    namespace_user_permissions,
 )
+from perdure.platform.workers.app_manifest import read_manifest
 
 
 async def create_cell(
@@ -110,7 +115,7 @@ async def provision_namespace(
 ) -> ProvisionedNamespace:
     """Create a namespace (idempotent: a second call changes nothing and shows no key)."""
     check_name("namespace", name)
-    load_app(app)  # refuse an app that does not import, before anything is made
+    manifest = await read_manifest(app)  # refuse an app that does not load, before anything is made
     databases = Databases.connect(settings, cell)
     try:
         control = databases.control
@@ -136,6 +141,7 @@ async def provision_namespace(
         record = NamespaceRecord(
             name=name,
             app=app,
+            workflow_types=manifest.workflow_types,
             cell=placed,
             vhost=name,
             created_at=datetime.now(UTC),
@@ -198,8 +204,8 @@ async def provision_tenant_user(
     password_hash: str | None = None,
 ) -> None:
     """The namespace's own broker user, whose password is the API key (given, or as its broker hash):
-    it may publish to ingress and use the reply queues it declares, and reach nothing else, in no
-    other vhost."""
+    it may publish to ingress and worker reports, use the reply and sticky queues it declares, consume
+    the namespace's work queues (as its workers do), and reach nothing else, in no other vhost."""
     user = record.rabbitmq_user or tenant_user(record.name)
     async with rabbitmq_admin(settings, record.cell) as admin:
         if password_hash is not None:
@@ -207,13 +213,7 @@ async def provision_tenant_user(
         else:
             assert api_key is not None, "the key or its hash"
             await admin.create_user(user, api_key)
-        await admin.set_permissions(
-            record.vhost,
-            user,
-            configure=r"^amq\.gen-.*$",
-            write=r"^(amq\.default|amq\.gen-.*)$",
-            read=rf"^(amq\.gen-.*|{RESULTS_EXCHANGE})$",
-        )
+        await admin.set_permissions(record.vhost, user, **namespace_user_permissions())
 
 
 async def provision_vhost(settings: Settings, cell: str, vhost: str) -> None:
@@ -224,7 +224,7 @@ async def provision_vhost(settings: Settings, cell: str, vhost: str) -> None:
         await admin.set_policy(
             vhost,
             "dead-letters",
-            f"^({ACTIVITIES_QUEUE}|{INGRESS_QUEUE})$",
+            f"^({ACTIVITIES_QUEUE}|{INGRESS_QUEUE}|{WORKFLOW_TASKS_QUEUE}|{WORKER_REPORTS_QUEUE})$",
             {"dead-letter-exchange": DEAD_LETTER_EXCHANGE},
         )
     connection = await aio_pika.connect(namespace_amqp_url(settings, cell, vhost))
@@ -236,6 +236,8 @@ async def provision_vhost(settings: Settings, cell: str, vhost: str) -> None:
         for queue, parking in (
             (ACTIVITIES_QUEUE, ACTIVITIES_DEAD_LETTERS),
             (INGRESS_QUEUE, INGRESS_DEAD_LETTERS),
+            (WORKFLOW_TASKS_QUEUE, WORKFLOW_TASKS_DEAD_LETTERS),
+            (WORKER_REPORTS_QUEUE, WORKER_REPORTS_DEAD_LETTERS),
         ):
             parked = await channel.declare_queue(parking, durable=True)
             await parked.bind(dead_letters, routing_key=queue)

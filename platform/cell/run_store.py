@@ -41,7 +41,6 @@ from perdure.infra.document_writes import each, insert_ignoring_duplicates
 from perdure.platform.core import history as h
 from perdure.platform.core import outbox as o
 from perdure.platform.core.run_state import ArmedTimer, RunState
-from perdure.platform.core.workflow_instance import WorkflowInstance
 
 Document = dict[str, Any]
 _outbox_adapter: TypeAdapter[list[o.OutboxEntry]] = TypeAdapter(list[o.OutboxEntry])
@@ -64,12 +63,11 @@ class RunEntry:
     state: RunState
     partition: int
     persisted_next_event_id: int  # 1 for a run not yet written
-    instance: WorkflowInstance | None = None
     # First event ids of the stored history batches (their ``_id``s follow from them).
     batch_starts: list[int] = field(default_factory=list)
     # The stored size of the history (its events as JSON), for storage metering.
     history_bytes: int = 0
-    # The whole history, kept only while there is no live instance to feed (a parked run, a cache miss).
+    # The whole history, kept while the run is open (workflow tasks carry parts of it, or all of it).
     history: list[h.HistoryEvent] | None = None
     # What this poll changed: written together, then the outbox is sent.
     new_events: list[h.HistoryEvent] = field(default_factory=list)

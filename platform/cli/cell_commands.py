@@ -94,9 +94,9 @@ def list_cells() -> None:
 @cell_app.command("run")
 def run(
     name: str,
-    no_executors: Annotated[bool, typer.Option("--no-executors", help="engine and timers only")] = False,
+    no_workers: Annotated[bool, typer.Option("--no-workers", help="no platform-hosted workers")] = False,
 ) -> None:
-    """Run the cell's engine, timer service and activity executors in the foreground (SIGTERM stops)."""
+    """Run the cell's engine, timers, admission and workers in the foreground (SIGTERM stops)."""
     settings = get_settings()
     configure_logging(settings.log_level)
-    run_command("cell run", run_cell(settings, name, executors=not no_executors))
+    run_command("cell run", run_cell(settings, name, workers=not no_workers))

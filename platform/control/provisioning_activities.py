@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from perdure.infra.settings import get_settings
 from perdure.platform.admission.ingress_wire import IngressReply, StartRequest
-from perdure.platform.cell.app_loader import AppLoadError, load_app
+from perdure.platform.cell.app_loader import AppLoadError
 from perdure.platform.cell.connections import Databases, rabbitmq_admin
 from perdure.platform.cell.control_store import ControlError, NamespaceRecord, check_name
 from perdure.platform.cell.provisioning import (
@@ -33,6 +33,7 @@ from perdure.platform.core.payloads import default_converter
 from perdure.platform.tenancy.model import Member, Quota
 from perdure.platform.tenancy.tenancy_store import TenancyStore
 from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
+from perdure.platform.workers.app_manifest import read_manifest
 from perdure.tenants import App, ApplicationError
 
 control_app = App("control-plane")
@@ -84,7 +85,7 @@ async def record_namespace(spec: NamespaceSpec, cell: str) -> None:
     try:
         try:
             check_name("namespace", spec.name)
-            load_app(spec.app)
+            manifest = await read_manifest(spec.app)
             members: list[Member] = []
             if spec.account is not None:
                 tenancy = TenancyStore(databases.control_db)
@@ -93,6 +94,7 @@ async def record_namespace(spec: NamespaceSpec, cell: str) -> None:
             record = NamespaceRecord(
                 name=spec.name,
                 app=spec.app,
+                workflow_types=manifest.workflow_types,
                 cell=cell,
                 vhost=spec.name,
                 created_at=datetime.now(UTC),

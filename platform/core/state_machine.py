@@ -159,11 +159,11 @@ class ExecutionStateMachine:
         *,
         clock: Callable[[], datetime],
         new_id: Callable[[], str],
-        task_timeouts: TaskTimeouts = TaskTimeouts(),
+        task_timeouts: TaskTimeouts | None = None,
     ) -> None:
         self.clock = clock
         self.new_id = new_id
-        self.task_timeouts = task_timeouts
+        self.task_timeouts = task_timeouts or TaskTimeouts()
 
     # -- entry points -------------------------------------------------------------------------------
     def start(self, namespace: str, message: m.StartWorkflow, run_id: str | None = None) -> Transition:

@@ -1,0 +1,156 @@
+"""The report relay: takes what workers send (a workflow task's commands or failure, an activity's start,
+heartbeats and outcome) from each namespace's ``worker-reports`` queue into the cell's partitions.
+
+Workers never write Kafka: this relay does, after checking what they sent. The namespace of a report is
+the vhost it arrived on (only the namespace's key reaches it), never a field of the report; a report
+that does not parse, or is larger than the namespace's payload limit allows, goes to the queue's
+dead letters with the reason logged. Reports are produced in batches and acknowledged only once Kafka
+acknowledged them (invariant 1 of docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from opentelemetry import metrics, trace
+from pydantic import ValidationError
+
+from perdure.infra.telemetry import extract_amqp_context
+from perdure.platform.cell.amqp_channels import AmqpChannels
+from perdure.platform.cell.control_store import NamespaceRecord
+from perdure.platform.cell.namespace_apps import NamespaceApps
+from perdure.platform.cell.task_producer import TaskProducer
+from perdure.platform.cell.wire import TaskEnvelope
+from perdure.platform.protocol.worker_wire import WorkerReport
+from perdure.platform.tenancy.vhost_layout import WORKER_REPORTS_QUEUE
+
+log = logging.getLogger("perdure.reports")
+tracer = trace.get_tracer("perdure.reports")
+meter = metrics.get_meter("perdure.reports")
+relayed = meter.create_counter("perdure.reports.relayed", description="worker reports handed to the cell")
+refused = meter.create_counter("perdure.reports.refused", description="worker reports dead-lettered")
+PREFETCH = 512
+BATCH = 500
+# Commands carry payloads (activity inputs, results): what a namespace's payload limit allows, times
+# the commands one task may hold, bounded by what a Kafka record may carry.
+MAX_REPORT_BYTES = 3 * 1024 * 1024
+
+
+@dataclass
+class _Received:
+    namespace: str
+    message: AbstractIncomingMessage
+    envelope: TaskEnvelope
+
+
+class WorkerReportRelay:
+    def __init__(
+        self,
+        apps: NamespaceApps,
+        tasks: TaskProducer,
+        channels: AmqpChannels,
+        *,
+        refresh_seconds: float = 2.0,
+    ) -> None:
+        self.apps = apps
+        self.tasks = tasks
+        self.channels = channels
+        self.refresh_seconds = refresh_seconds
+        self.stopping = asyncio.Event()
+        self._inbox: asyncio.Queue[_Received] = asyncio.Queue()
+        self._consuming: dict[str, tuple[AbstractQueue, str]] = {}
+
+    async def run(self) -> None:
+        relay = asyncio.create_task(self._relay_loop(), name="report-relay")
+        try:
+            while not self.stopping.is_set():
+                try:
+                    await self._refresh()
+                except Exception:
+                    log.exception("refreshing the namespaces to relay reports of failed; retrying")
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), self.refresh_seconds)
+                except TimeoutError:
+                    pass
+        finally:
+            relay.cancel()
+            await asyncio.gather(relay, return_exceptions=True)
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for queue, tag in self._consuming.values():
+            try:
+                await queue.cancel(tag)
+            except Exception:
+                log.warning("cancelling a report consumer failed", exc_info=True)
+        while not self._inbox.empty():  # taken but not relayed: delivered again
+            received = self._inbox.get_nowait()
+            try:
+                await received.message.nack(requeue=True)
+            except Exception:
+                log.warning("handing back a report failed", exc_info=True)
+
+    async def _refresh(self) -> None:
+        records = await self.apps.all()
+        for gone in self._consuming.keys() - {record.name for record in records}:
+            del self._consuming[gone]
+        for record in records:
+            if record.name not in self._consuming:
+                await self._consume(record)
+
+    async def _consume(self, record: NamespaceRecord) -> None:
+        channel = await self.channels.connection_channel(record.vhost)
+        await channel.set_qos(prefetch_count=PREFETCH)
+        queue = await channel.declare_queue(WORKER_REPORTS_QUEUE, durable=True, passive=True)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self._receive(record.name, message)
+
+        self._consuming[record.name] = (queue, await queue.consume(on_message))
+
+    async def _receive(self, namespace: str, message: AbstractIncomingMessage) -> None:
+        with tracer.start_as_current_span(
+            "perdure.reports.receive",
+            context=extract_amqp_context(message.headers),
+            attributes={"namespace": namespace},
+        ):
+            if len(message.body) > MAX_REPORT_BYTES:
+                await self._refuse(namespace, message, f"report of {len(message.body)} bytes")
+                return
+            try:
+                report = WorkerReport.model_validate_json(message.body)
+            except ValidationError as exc:
+                await self._refuse(namespace, message, f"malformed report: {str(exc)[:300]}")
+                return
+            envelope = TaskEnvelope(
+                namespace=namespace,
+                workflow_id=report.workflow_id,
+                run_id=report.message.run_id,
+                message=report.message,
+            )
+            self._inbox.put_nowait(_Received(namespace, message, envelope))
+
+    async def _refuse(self, namespace: str, message: AbstractIncomingMessage, reason: str) -> None:
+        refused.add(1, {"namespace": namespace})
+        log.warning("worker report dead-lettered", extra={"namespace": namespace, "reason": reason})
+        await message.reject(requeue=False)
+
+    async def _relay_loop(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < BATCH and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            try:
+                await self.tasks.send_all([received.envelope for received in batch])
+            except Exception:
+                log.exception("relaying reports failed; they are delivered again")
+                for received in batch:
+                    await received.message.nack(requeue=True)
+                await asyncio.sleep(1)
+                continue
+            for received in batch:
+                await received.message.ack()
+                relayed.add(1, {"namespace": received.namespace})

@@ -1,0 +1,68 @@
+"""The worker protocol: what the platform sends a namespace's workers through its vhost, and what they
+send back. Workers reach nothing else: no Kafka, no database; the namespace of everything they send is
+the vhost it arrived on (their key's only vhost), never a field of the message.
+
+- ``workflow-tasks`` (shared) and a worker's own sticky queue: ``WorkflowActivation`` (a workflow task
+  and the events it carries). Queries ride on activations; a worker answers them on the asking
+  client's reply queue (an ``IngressReply``), not through the platform.
+- ``activities``: ``DispatchActivity`` (the activity task, as the engine's outbox holds it).
+- ``worker-reports``: ``WorkerReport`` — a workflow task's commands or failure, an activity's start,
+  heartbeats and outcome — which the cell's report relay hands to the run's partition.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from perdure.platform.core import history as h
+from perdure.platform.core import messages as m
+from perdure.platform.core.outbox import DispatchActivity, DispatchWorkflowTask
+from perdure.platform.tenancy.vhost_layout import (
+    STICKY_QUEUE_PATTERN,
+    WORKER_REPORTS_QUEUE,
+    WORKFLOW_TASKS_QUEUE,
+)
+
+PROTOCOL_VERSION = 1
+
+
+class WorkflowActivation(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = 1
+    task: DispatchWorkflowTask
+    events: list[h.HistoryEvent] = Field(default_factory=list)
+
+
+ReportedMessage = Annotated[
+    m.WorkflowTaskCompleted
+    | m.WorkflowTaskFailed
+    | m.ActivityStarted
+    | m.ActivityHeartbeat
+    | m.ActivityCompleted
+    | m.ActivityFailed,
+    Field(discriminator="kind"),
+]
+
+
+class WorkerReport(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = 1
+    workflow_id: str = Field(min_length=1, max_length=400)
+    message: ReportedMessage
+
+
+report_adapter: TypeAdapter[WorkerReport] = TypeAdapter(WorkerReport)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "STICKY_QUEUE_PATTERN",
+    "WORKER_REPORTS_QUEUE",
+    "WORKFLOW_TASKS_QUEUE",
+    "DispatchActivity",
+    "WorkerReport",
+    "WorkflowActivation",
+]

@@ -1,0 +1,72 @@
+"""What an app registers (its workflow and activity types), read in a separate process: the platform
+learns it without importing tenant code into its own processes.
+
+``python -m perdure.platform.workers.app_manifest MOD:ATTR`` prints the manifest as JSON; the child
+gets no environment beyond what finding the code needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+from pydantic import BaseModel
+
+from perdure.platform.cell.app_loader import AppLoadError, load_app
+
+MANIFEST_TIMEOUT_SECONDS = 30.0
+
+
+class AppManifest(BaseModel):
+    workflow_types: list[str]
+    activity_types: list[str]
+
+
+def code_environment() -> dict[str, str]:
+    """All a process that imports tenant code is given of the platform's environment: where Python
+    finds code. No settings, no credentials."""
+    kept = {name: os.environ[name] for name in ("PATH", "PYTHONPATH", "LANG") if name in os.environ}
+    kept["PYTHONPATH"] = os.pathsep.join(p for p in (kept.get("PYTHONPATH"), os.getcwd()) if p)
+    return kept
+
+
+async def read_manifest(app: str) -> AppManifest:
+    """Raises ``AppLoadError`` if the app does not load."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "perdure.platform.workers.app_manifest",
+        app,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=code_environment(),
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), MANIFEST_TIMEOUT_SECONDS)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AppLoadError(f"app {app!r} did not load within {MANIFEST_TIMEOUT_SECONDS:.0f}s") from None
+    if process.returncode != 0:
+        reason = err.decode(errors="replace").strip().splitlines()
+        raise AppLoadError(reason[-1] if reason else f"app {app!r} did not load")
+    return AppManifest.model_validate_json(out)
+
+
+def main() -> None:
+    try:
+        registry = load_app(sys.argv[1])
+    except AppLoadError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(1) from None
+    manifest = AppManifest(
+        workflow_types=sorted(getattr(registry, "workflows", {})),
+        activity_types=sorted(getattr(registry, "activities", {})),
+    )
+    print(json.dumps(manifest.model_dump()))
+
+
+if __name__ == "__main__":
+    main()

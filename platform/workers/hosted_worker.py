@@ -1,0 +1,39 @@
+"""The process a platform-hosted worker runs: the namespace's app (``PERDURE_APP``), connected with the
+one credential it is given (``PERDURE_CONNECTION``, a broker user of the namespace's vhost and nothing
+else), until SIGTERM. Started by the cell's worker supervisor, in a sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from perdure.platform.cell.app_loader import load_app
+from perdure.platform.control.canary import WithCanary
+from perdure.tenants.worker import Worker
+
+
+async def serve(connection: str, app_path: str, max_concurrent_activities: int) -> None:
+    app = WithCanary(load_app(app_path))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Worker(connection, app, max_concurrent_activities=max_concurrent_activities).run(stop)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("PERDURE_LOG_LEVEL", "WARNING"))
+    connection = os.environ.pop("PERDURE_CONNECTION")
+    asyncio.run(
+        serve(
+            connection,
+            os.environ["PERDURE_APP"],
+            int(os.environ.get("PERDURE_MAX_CONCURRENT_ACTIVITIES", "100")),
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

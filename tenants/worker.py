@@ -1,0 +1,267 @@
+"""A namespace's worker: runs its workflow code and activities, reaching the platform only through the
+namespace's RabbitMQ vhost with the namespace's key (docs/architecture.md, "Workers").
+
+Tenant-hosted (``perdure worker run --app MOD:ATTR --connect CONN``, or ``Worker(conn, app).run()`` in
+the tenant's own process) and platform-hosted (the same code, started in a sandbox by the cell's
+worker supervisor) workers speak the same protocol (``perdure.platform.protocol.worker_wire``):
+
+- workflow tasks from the shared ``workflow-tasks`` queue and from the worker's own sticky queue (a
+  server-named exclusive queue: it dies with the connection). Instances are cached, so a sticky task
+  carries only the events the instance has not seen; queries ride on tasks and are answered on the
+  asking client's reply queue.
+- activity tasks from ``activities``: at most ``max_concurrent_activities`` at once. A task is
+  acknowledged once taken; a worker that dies afterwards is noticed by the activity's timeouts.
+- everything the engine must hear goes to ``worker-reports``, with publisher confirms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aiormq.exceptions import ProbableAuthenticationError
+from pydantic import ValidationError
+
+from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
+from perdure.platform.admission.ingress_wire import IngressReply
+from perdure.platform.core import messages as m
+from perdure.platform.core.activity_invocation import invoke_activity
+from perdure.platform.core.definitions import WorkflowRegistry
+from perdure.platform.core.outbox import DispatchActivity
+from perdure.platform.core.payloads import DataConverter, Payload, default_converter
+from perdure.platform.core.workflow_activations import QueryAnswer, WorkflowActivations
+from perdure.platform.protocol.worker_wire import WorkerReport, WorkflowActivation
+from perdure.platform.tenancy.vhost_layout import (
+    ACTIVITIES_QUEUE,
+    STICKY_QUEUE_PREFIX,
+    WORKER_REPORTS_QUEUE,
+    WORKFLOW_TASKS_QUEUE,
+)
+from perdure.tenants.client_errors import AuthenticationError
+
+log = logging.getLogger("perdure.worker")
+WORKFLOW_TASK_PREFETCH = 32
+
+
+class Worker:
+    def __init__(
+        self,
+        connection_string: str,
+        app: WorkflowRegistry,
+        *,
+        converter: DataConverter = default_converter,
+        max_concurrent_activities: int = 100,
+        max_cached_workflows: int = 1000,
+        identity: str | None = None,
+    ) -> None:
+        self.connection_string = connection_string
+        self.app = app
+        self.converter = converter
+        self.max_concurrent_activities = max_concurrent_activities
+        self.identity = identity or f"{socket.gethostname()}:{os.getpid()}"
+        self.activations = WorkflowActivations(
+            app, converter, capacity=max_cached_workflows, identity=self.identity
+        )
+        self._connection: AbstractRobustConnection | None = None
+        self._reports: AbstractChannel | None = None
+        self._slots = asyncio.Semaphore(max_concurrent_activities)
+        self._running: set[asyncio.Task[None]] = set()
+        self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+        self.started = asyncio.Event()
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set (or the task is cancelled), then finish the work in hand."""
+        await self.start()
+        try:
+            await (stop or asyncio.Event()).wait()
+        finally:
+            await self.shutdown()
+
+    async def start(self) -> None:
+        try:
+            self._connection = await aio_pika.connect_robust(self.connection_string)
+        except ProbableAuthenticationError as exc:
+            raise AuthenticationError(f"the namespace's key was refused: {exc}") from None
+        self._reports = await self._connection.channel(publisher_confirms=True)
+        workflows = await self._connection.channel()
+        await workflows.set_qos(prefetch_count=WORKFLOW_TASK_PREFETCH)
+        sticky = await workflows.declare_queue(
+            f"{STICKY_QUEUE_PREFIX}{uuid.uuid4().hex}", exclusive=True, auto_delete=True
+        )
+        self.activations.sticky_queue = sticky.name
+        shared = await workflows.declare_queue(WORKFLOW_TASKS_QUEUE, durable=True, passive=True)
+        activities = await self._connection.channel()
+        await activities.set_qos(prefetch_count=self.max_concurrent_activities)
+        activity_queue = await activities.declare_queue(ACTIVITIES_QUEUE, durable=True, passive=True)
+        for queue, callback in (
+            (sticky, self._on_workflow_task),
+            (shared, self._on_workflow_task),
+            (activity_queue, self._on_activity_task),
+        ):
+            self._consumers.append((queue, await queue.consume(callback)))
+        self.started.set()
+        log.info("worker serving", extra={"identity": self.identity, "sticky_queue": sticky.name})
+
+    async def shutdown(self) -> None:
+        """Stop taking tasks and let the activities in hand finish (workflow tasks are short)."""
+        for queue, tag in self._consumers:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        self._consumers.clear()
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    # -- workflow tasks ---------------------------------------------------------------------------------
+    async def _on_workflow_task(self, message: AbstractIncomingMessage) -> None:
+        try:
+            activation = WorkflowActivation.model_validate_json(message.body)
+        except ValidationError as exc:
+            log.warning("malformed workflow task dead-lettered", extra={"error": str(exc)[:500]})
+            await message.reject(requeue=False)
+            return
+        task = activation.task
+        try:
+            outcome = self.activations.activate(task, activation.events)
+        except ValueError as exc:
+            log.warning("workflow task refused", extra={"error": str(exc)})
+            await message.reject(requeue=False)
+            return
+        for answer in outcome.answers:
+            await self._answer(answer)
+        if outcome.reply is not None:
+            await self._report(task.workflow_id, outcome.reply)
+        await message.ack()
+
+    async def _answer(self, answer: QueryAnswer) -> None:
+        query = answer.query
+        if not query.reply_to:
+            return
+        if answer.error is not None:
+            reply = IngressReply.failed("query_failed", answer.error, failure_type=answer.failure_type)
+        else:
+            reply = IngressReply(ok=True, result=answer.result)
+        assert self._reports is not None
+        await self._reports.default_exchange.publish(
+            aio_pika.Message(
+                reply.model_dump_json().encode(),
+                content_type="application/json",
+                correlation_id=query.correlation_id,
+                headers=inject_amqp_headers({}),
+            ),
+            routing_key=query.reply_to,
+        )
+
+    async def _report(self, workflow_id: str, message: Any) -> None:
+        assert self._reports is not None
+        report = WorkerReport(workflow_id=workflow_id, message=message)
+        await self._reports.default_exchange.publish(
+            aio_pika.Message(
+                report.model_dump_json().encode(),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                type=message.kind,
+                headers=inject_amqp_headers({"perdure-version": "1"}),
+            ),
+            routing_key=WORKER_REPORTS_QUEUE,
+        )
+
+    # -- activity tasks ---------------------------------------------------------------------------------
+    async def _on_activity_task(self, message: AbstractIncomingMessage) -> None:
+        try:
+            task = DispatchActivity.model_validate_json(message.body)
+        except ValidationError as exc:
+            log.warning("malformed activity task dead-lettered", extra={"error": str(exc)[:500]})
+            await message.reject(requeue=False)
+            return
+        await self._slots.acquire()
+        running = asyncio.create_task(self._execute(message, task))
+        self._running.add(running)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._running.discard(done)
+            self._slots.release()
+            if not done.cancelled() and done.exception() is not None:
+                log.error("running an activity task failed", exc_info=done.exception())
+
+        running.add_done_callback(finished)
+
+    async def _execute(self, message: AbstractIncomingMessage, task: DispatchActivity) -> None:
+        extract_amqp_context(message.headers)
+        try:
+            if task.options.schedule_to_start_timeout is not None:
+                # Only then must the engine hear of the start before the outcome.
+                await self._report(
+                    task.workflow_id,
+                    m.ActivityStarted(
+                        run_id=task.run_id,
+                        scheduled_event_id=task.scheduled_event_id,
+                        attempt=task.attempt,
+                        identity=self.identity,
+                    ),
+                )
+        except Exception:
+            await message.nack(requeue=True)  # not taken after all: it is delivered again
+            raise
+        await message.ack()
+        heartbeats = _HeartbeatSender(self, task)
+        outcome = await invoke_activity(task, self.app, self.converter, heartbeats.beat)
+        await heartbeats.drain()
+        await self._report(task.workflow_id, outcome)
+
+
+class _HeartbeatSender:
+    """Coalesces heartbeats: at most one in flight, the newest details win."""
+
+    def __init__(self, worker: Worker, task: DispatchActivity) -> None:
+        self.worker = worker
+        self.task = task
+        self.loop = asyncio.get_running_loop()
+        self.pending: list[Payload] | None = None
+        self.sending: asyncio.Task[None] | None = None
+        self.sent = 0
+
+    def beat(self, details: list[Payload]) -> None:
+        # Sync activities call this from their worker thread.
+        self.loop.call_soon_threadsafe(self._schedule, details)
+
+    def _schedule(self, details: list[Payload]) -> None:
+        self.pending = details
+        if self.sending is None or self.sending.done():
+            self.sending = self.loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        while self.pending is not None:
+            details, self.pending = self.pending, None
+            self.sent += 1
+            await self.worker._report(
+                self.task.workflow_id,
+                m.ActivityHeartbeat(
+                    run_id=self.task.run_id,
+                    scheduled_event_id=self.task.scheduled_event_id,
+                    attempt=self.task.attempt,
+                    details=details,
+                    sequence=self.sent,
+                ),
+            )
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0)  # let heartbeats scheduled from a worker thread reach the loop
+        if self.sending is not None:
+            await self.sending
