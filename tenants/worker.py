@@ -27,6 +27,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from aiormq.exceptions import ProbableAuthenticationError
+from opentelemetry import metrics, trace
 from pydantic import ValidationError
 
 from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
@@ -47,6 +48,10 @@ from perdure.platform.tenancy.vhost_layout import (
 from perdure.tenants.client_errors import AuthenticationError
 
 log = logging.getLogger("perdure.worker")
+tracer = trace.get_tracer("perdure.worker")
+meter = metrics.get_meter("perdure.worker")
+executions = meter.create_counter("perdure.activities.executed", description="activity attempts run")
+workflow_tasks = meter.create_counter("perdure.worker.workflow_tasks", description="workflow tasks run")
 WORKFLOW_TASK_PREFETCH = 32
 
 
@@ -137,17 +142,23 @@ class Worker:
             await message.reject(requeue=False)
             return
         task = activation.task
-        try:
-            outcome = self.activations.activate(task, activation.events)
-        except ValueError as exc:
-            log.warning("workflow task refused", extra={"error": str(exc)})
-            await message.reject(requeue=False)
-            return
-        for answer in outcome.answers:
-            await self._answer(answer)
-        if outcome.reply is not None:
-            await self._report(task.workflow_id, outcome.reply)
-        await message.ack()
+        with tracer.start_as_current_span(
+            "perdure.worker.workflow_task",
+            context=extract_amqp_context(message.headers),
+            attributes={"namespace": task.namespace, "workflow_type": task.workflow_type},
+        ):
+            try:
+                outcome = self.activations.activate(task, activation.events)
+            except ValueError as exc:
+                log.warning("workflow task refused", extra={"error": str(exc)})
+                await message.reject(requeue=False)
+                return
+            for answer in outcome.answers:
+                await self._answer(answer)
+            if outcome.reply is not None:
+                await self._report(task.workflow_id, outcome.reply)
+            await message.ack()
+            workflow_tasks.add(1, {"outcome": outcome.reply.kind if outcome.reply else "query"})
 
     async def _answer(self, answer: QueryAnswer) -> None:
         query = answer.query
@@ -203,7 +214,14 @@ class Worker:
         running.add_done_callback(finished)
 
     async def _execute(self, message: AbstractIncomingMessage, task: DispatchActivity) -> None:
-        extract_amqp_context(message.headers)
+        with tracer.start_as_current_span(
+            "perdure.activity",
+            context=extract_amqp_context(message.headers),
+            attributes={"namespace": task.namespace, "activity": task.activity_type, "attempt": task.attempt},
+        ):
+            await self._execute_traced(message, task)
+
+    async def _execute_traced(self, message: AbstractIncomingMessage, task: DispatchActivity) -> None:
         try:
             if task.options.schedule_to_start_timeout is not None:
                 # Only then must the engine hear of the start before the outcome.
@@ -224,6 +242,7 @@ class Worker:
         outcome = await invoke_activity(task, self.app, self.converter, heartbeats.beat)
         await heartbeats.drain()
         await self._report(task.workflow_id, outcome)
+        executions.add(1, {"namespace": task.namespace, "outcome": outcome.kind})
 
 
 class _HeartbeatSender:

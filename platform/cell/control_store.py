@@ -72,6 +72,10 @@ class ProcessReport(BaseModel):
     reported_at: datetime
 
 
+# Who runs a namespace's workers: the cell's supervisor (platform), or the tenant on its own machines.
+Hosting = Literal["platform", "tenant"]
+
+
 class NamespaceRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -96,8 +100,7 @@ class NamespaceRecord(BaseModel):
     # The workflow types its app registers (read in a separate process when the app is deployed); a
     # start of another type is refused at admission. Empty: not known, every type is admitted.
     workflow_types: list[str] = Field(default_factory=list)
-    # Who runs its workers: the cell's supervisor (platform) or the tenant, on its own machines.
-    hosting: Literal["platform", "tenant"] = "platform"
+    hosting: Hosting = "platform"
 
 
 class ControlStore:

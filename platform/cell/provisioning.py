@@ -17,6 +17,7 @@ from perdure.platform.cell.control_store import (
     CellRecord,
     ControlError,
     ControlStore,
+    Hosting,
     NamespaceRecord,
     check_name,
 )
@@ -112,6 +113,7 @@ async def provision_namespace(
     account: str | None = None,
     quota: Quota | None = None,
     retention_days: int = 30,
+    hosting: Hosting = "platform",
 ) -> ProvisionedNamespace:
     """Create a namespace (idempotent: a second call changes nothing and shows no key)."""
     check_name("namespace", name)
@@ -142,6 +144,7 @@ async def provision_namespace(
             name=name,
             app=app,
             workflow_types=manifest.workflow_types,
+            hosting=hosting,
             cell=placed,
             vhost=name,
             created_at=datetime.now(UTC),

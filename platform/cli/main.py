@@ -17,6 +17,7 @@ from perdure.platform.cli.metering_commands import metering_app, usage
 from perdure.platform.cli.namespace_commands import namespace_app
 from perdure.platform.cli.rollout_commands import rollout_app
 from perdure.platform.cli.stack_commands import stack_app
+from perdure.platform.cli.worker_commands import worker_app
 from perdure.platform.cli.workflow_commands import workflow_app
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ app.add_typer(metering_app, name="metering")
 app.add_typer(billing_app, name="billing")
 app.add_typer(controlplane_app, name="controlplane")
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(worker_app, name="worker")
 namespace_app.command("usage")(usage)
 app.command("dev")(dev)
 

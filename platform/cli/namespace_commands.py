@@ -10,7 +10,7 @@ import typer
 
 from perdure.infra.settings import get_settings
 from perdure.platform.cell.connections import Databases, rabbitmq_admin
-from perdure.platform.cell.control_store import NamespaceRecord
+from perdure.platform.cell.control_store import Hosting, NamespaceRecord
 from perdure.platform.cell.provisioning import ProvisionedNamespace, rotate_key
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.control.namespace_requests import request_deletion, request_namespace
@@ -73,6 +73,9 @@ def create(
     ] = Quota().max_concurrent_activities,
     max_payload: Annotated[int, typer.Option("--max-payload-bytes")] = Quota().max_payload_bytes,
     retention_days: Annotated[int, typer.Option("--retention-days")] = 30,
+    workers: Annotated[
+        Hosting, typer.Option("--workers", help="who runs its workers: platform (sandboxed) or tenant")
+    ] = "platform",
     as_json: JsonOption = False,
 ) -> None:
     """Provision a namespace running APP through the control plane (the ProvisionNamespace workflow,
@@ -95,6 +98,7 @@ def create(
             account=account,
             quota=quota,
             retention_days=retention_days,
+            hosting=workers,
             on_step=lambda step: typer.echo(f"provisioning {name}: {step}", err=True),
         ),
     )

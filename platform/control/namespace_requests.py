@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from perdure.infra.settings import Settings
 from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import ControlError
+from perdure.platform.cell.control_store import ControlError, Hosting
 from perdure.platform.cell.engine import fresh_run_id
 from perdure.platform.cell.ops_client import OpsClient, WorkflowNotFound
 from perdure.platform.cell.provisioning import ProvisionedNamespace, connection_string
@@ -59,6 +59,7 @@ async def request_namespace(
     account: str | None = None,
     quota: Quota | None = None,
     retention_days: int = 30,
+    hosting: Hosting = "platform",
     on_step: Callable[[str], None] = lambda step: None,
 ) -> ProvisionedNamespace:
     """Provision ``name`` through the control plane (idempotent: an existing namespace is returned
@@ -87,6 +88,7 @@ async def request_namespace(
         cell=cell,
         quota=quota or Quota(),
         retention_days=retention_days,
+        hosting=hosting,
         api_key_id=key.key_id,
         api_key_hash=key.hash,
         broker_password_hash=broker_password_hash(key.secret),

@@ -18,7 +18,7 @@ from perdure.infra.settings import get_settings
 from perdure.platform.admission.ingress_wire import IngressReply, StartRequest
 from perdure.platform.cell.app_loader import AppLoadError
 from perdure.platform.cell.connections import Databases, rabbitmq_admin
-from perdure.platform.cell.control_store import ControlError, NamespaceRecord, check_name
+from perdure.platform.cell.control_store import ControlError, Hosting, NamespaceRecord, check_name
 from perdure.platform.cell.provisioning import (
     namespace_amqp_url,
     place,
@@ -49,6 +49,7 @@ class NamespaceSpec(BaseModel):
     cell: str | None = None
     quota: Quota = Quota()
     retention_days: int = 30
+    hosting: Hosting = "platform"
     api_key_id: str
     api_key_hash: str
     broker_password_hash: str
@@ -95,6 +96,7 @@ async def record_namespace(spec: NamespaceSpec, cell: str) -> None:
                 name=spec.name,
                 app=spec.app,
                 workflow_types=manifest.workflow_types,
+                hosting=spec.hosting,
                 cell=cell,
                 vhost=spec.name,
                 created_at=datetime.now(UTC),

@@ -384,7 +384,9 @@ class ExecutionStateMachine:
             return None
         return self._task_failed(step, message.cause, message.message, message.stack_trace)
 
-    def _task_failed(self, step: _Step, cause: h.WorkflowTaskFailureCause, reason: str, stack: str) -> None:
+    def _task_failed(
+        self, step: _Step, cause: h.WorkflowTaskFailureCause, reason: str, stack: str
+    ) -> str | None:
         state = step.state
         self._end_task(step)
         state.sticky_queue = None

@@ -138,7 +138,7 @@ class WorkflowActivations:
             ]
             if not task.task_id:
                 return ActivationOutcome(None, answers)
-            reply = m.WorkflowTaskFailed(
+            failed = m.WorkflowTaskFailed(
                 run_id=task.run_id,
                 task_id=task.task_id,
                 cause=failure.cause,
@@ -146,7 +146,7 @@ class WorkflowActivations:
                 stack_trace=failure.stack_trace,
                 identity=self.identity,
             )
-            return ActivationOutcome(reply, answers)
+            return ActivationOutcome(failed, answers)
         answers = [self._answer(instance, query) for query in task.queries]
         if not task.task_id:
             return ActivationOutcome(None, answers)

@@ -4,8 +4,10 @@ their arguments, so tests count executions outside the platform."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from perdure.tenants import App, RetryPolicy, activity, workflow
 
@@ -164,3 +166,24 @@ class FanOut:
             )
         )
         return count
+
+
+@app.activity
+def exits_once(ledger: str, tag: str) -> str:
+    """Ends its worker process the first time it runs (as a crash would), and succeeds the next."""
+    marker = Path(f"{ledger}.{tag}.exited")
+    if not marker.exists():
+        marker.write_text("exited")
+        os._exit(1)
+    record(ledger, f"{tag}-survived")
+    return f"{tag}-survived"
+
+
+@app.workflow
+class WorkerCrash:
+    @workflow.run
+    async def run(self, ledger: str, tag: str) -> list[str]:
+        first = await workflow.execute_activity(step, ledger, f"{tag}-1", start_to_close_timeout=10)
+        crashed = await workflow.execute_activity(exits_once, ledger, tag, start_to_close_timeout=3)
+        last = await workflow.execute_activity(step, ledger, f"{tag}-2", start_to_close_timeout=10)
+        return [first, crashed, last]

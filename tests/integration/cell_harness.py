@@ -90,9 +90,11 @@ async def provision_tenants(
     *,
     partitions: int = 2,
     app: str = "tests.integration.cell_app:app",
+    tenant_hosted: frozenset[str] = frozenset(),
     **env: str,
 ) -> TenantCell:
-    """A unique cell, and a namespace per label with its quota, each in an account of its own."""
+    """A unique cell, and a namespace per label with its quota, each in an account of its own (whose
+    workers the platform runs, unless its label is ``tenant_hosted``)."""
     suffix = uuid.uuid4().hex[:8]
     variables = settings_env(endpoints, f"t{suffix}")
     settings = load_settings(**{k.removeprefix("PERDURE_").lower(): v for k, v in variables.items()})
@@ -104,7 +106,13 @@ async def provision_tenants(
     await databases.close()
     namespaces = {
         label: await provision_namespace(
-            settings, f"{label}-{suffix}", app, cell=cell_name, account=f"acct-{label}", quota=quota
+            settings,
+            f"{label}-{suffix}",
+            app,
+            cell=cell_name,
+            account=f"acct-{label}",
+            quota=quota,
+            hosting="tenant" if label in tenant_hosted else "platform",
         )
         for label, quota in quotas.items()
     }
@@ -171,6 +179,10 @@ class CellProcess:
                 out.flush()
                 self._lines.append(line)
                 self._changed.set()
+
+    def lines(self, containing: str) -> list[str]:
+        """The log lines so far that contain ``containing``."""
+        return [line for line in self._lines if containing in line]
 
     async def wait_for_log(self, pattern: str, timeout: float = 30) -> str:
         regex = re.compile(pattern)

@@ -1,0 +1,72 @@
+"""Workers on the real services: tenant-hosted workers with nothing but the connection string, and
+platform-hosted workers that die and are restarted without losing or repeating completed steps."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from perdure.platform.tenancy.model import Quota
+from perdure.tenants.client import Client
+
+from .cell_app import ThreeSteps, WorkerCrash
+from .cell_harness import PERDURE, REPO, count_lines
+from .conftest import TenantCellFactory
+
+
+async def test_a_tenant_hosted_worker_runs_its_namespace_with_only_the_connection_string(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell({"own": Quota(), "hosted": Quota()}, tenant_hosted=frozenset({"own"}))
+    cell_process = tenants.cell.processes[0]
+    own, hosted = tenants.own.record.name, tenants.hosted.record.name
+    await cell_process.wait_for_log(rf'"worker started".*"namespace": "{hosted}"')
+    ledger = str(tmp_path / "ledger")
+    async with await Client.connect(tenants.connection_string("own")) as client:
+        handle = await client.start_workflow(ThreeSteps.run, ledger, "t", id="tenant-hosted")
+        # No worker of the platform's serves a tenant-hosted namespace: the run waits for the tenant's.
+        assert (await handle.describe()).history_length == 1
+        assert not any(f'"namespace": "{own}"' in line for line in cell_process.lines("worker started"))
+        environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
+        worker = await asyncio.create_subprocess_exec(
+            str(PERDURE),
+            "worker",
+            "run",
+            "--app",
+            "tests.integration.cell_app:app",
+            "--connect",
+            tenants.connection_string("own"),
+            env=environment,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert await handle.result(timeout=60) == ["t-1-done", "t-2-done", "t-3-done"]
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, errors = await asyncio.wait_for(worker.communicate(), 30)
+        assert worker.returncode == 0, errors.decode()
+    assert count_lines(Path(ledger)) == {"t-1": 1, "t-2": 1, "t-3": 1}
+
+
+async def test_a_worker_that_dies_mid_activity_is_restarted_and_the_run_goes_on(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell({"a": Quota(), "b": Quota()})
+    ledger_a, ledger_b = str(tmp_path / "a"), str(tmp_path / "b")
+    async with (
+        await Client.connect(tenants.connection_string("a")) as a,
+        await Client.connect(tenants.connection_string("b")) as b,
+    ):
+        crashing = await a.start_workflow(WorkerCrash.run, ledger_a, "c", id="crash")
+        others = [await b.start_workflow(ThreeSteps.run, ledger_b, f"b{i}", id=f"b{i}") for i in range(5)]
+        assert await crashing.result(timeout=90) == ["c-1-done", "c-survived", "c-2-done"]
+        for i, handle in enumerate(others):
+            assert await handle.result(timeout=60) == [f"b{i}-1-done", f"b{i}-2-done", f"b{i}-3-done"]
+    process = tenants.cell.processes[0]
+    restarted = [line for line in process.lines("worker exited; restarting") if tenants.a.record.name in line]
+    assert restarted, "the crashed worker was restarted by the supervisor"
+    # The completed steps ran once each; the crashed attempt ran again after its timeout.
+    assert count_lines(Path(ledger_a)) == {"c-1": 1, "c-survived": 1, "c-2": 1}
+    assert count_lines(Path(ledger_b)) == {f"b{i}-{n}": 1 for i in range(5) for n in (1, 2, 3)}
