@@ -32,7 +32,7 @@ from perdure.platform.core.definitions import (
 )
 from perdure.platform.core.failures import ApplicationError, NonDeterminismError
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
-from perdure.platform.core.run_state import RunState
+from perdure.platform.core.run_state import RunLimits, RunState
 from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
 from perdure.platform.core.usage import UsageRecord, query_usage
 from perdure.platform.core.workflow_activations import QueryAnswer, WorkflowActivations
@@ -72,6 +72,7 @@ class LocalEnvironment:
         namespace: str = "default",
         converter: DataConverter = default_converter,
         start_time: datetime | None = None,
+        limits: RunLimits | None = None,
     ) -> None:
         self.app = app
         self.namespace = namespace
@@ -79,7 +80,10 @@ class LocalEnvironment:
         self._base = start_time or datetime.now(UTC)
         self._skipped = timedelta(0)
         self._started_at_monotonic: float | None = None
-        self.machine = ExecutionStateMachine(clock=self.now, new_id=lambda: str(uuid.uuid4()))
+        run_limits = limits or RunLimits()
+        self.machine = ExecutionStateMachine(
+            clock=self.now, new_id=lambda: str(uuid.uuid4()), limits_of=lambda namespace: run_limits
+        )
         # The environment's own worker: workflow tasks are run in this process, as soon as they are sent.
         self.activations = WorkflowActivations(app, converter, sticky_queue="local", identity="local")
         self._queries: dict[str, asyncio.Future[QueryAnswer]] = {}

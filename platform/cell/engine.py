@@ -35,6 +35,7 @@ from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.wire import DeadLetter, TaskEnvelope, UndecodableMessage, decode_envelope
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
+from perdure.platform.core.run_state import RunLimits
 from perdure.platform.core.state_machine import ExecutionStateMachine, TaskTimeouts, Transition
 from perdure.platform.core.usage import UsageRecord, query_usage
 
@@ -126,6 +127,7 @@ class CellEngine:
             clock=lambda: datetime.now(UTC),
             new_id=lambda: str(uuid.uuid4()),
             task_timeouts=task_timeouts or TaskTimeouts(),
+            limits_of=self._limits_of,
         )
         self.cell = cell
         self.store = store
@@ -147,6 +149,10 @@ class CellEngine:
         self._committing: asyncio.Task[None] | None = None
         # Whether each recent batch failed, for the process's health report.
         self.outcomes: collections.deque[bool] = collections.deque(maxlen=200)
+
+    def _limits_of(self, namespace: str) -> RunLimits:
+        record = self.apps.loaded(namespace)
+        return record.quota.run_limits() if record is not None else RunLimits()
 
     # -- partition ownership -----------------------------------------------------------------------
     async def take(self, partitions: set[int]) -> None:
@@ -509,6 +515,11 @@ class CellEngine:
     def _absorb(entry: RunEntry, transition: Transition) -> bool:
         if transition.ignored is not None:
             return False
+        for warning in transition.warnings:
+            log.warning(
+                "a run nears its history limit",
+                extra={"namespace": entry.state.namespace, "run_id": entry.state.run_id, "warning": warning},
+            )
         entry.state = transition.state
         entry.new_events.extend(transition.events)
         entry.new_outbox.extend(transition.outbox)

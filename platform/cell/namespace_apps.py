@@ -40,6 +40,11 @@ class NamespaceApps:
         self._loaded[namespace] = loaded
         return loaded
 
+    def loaded(self, namespace: str) -> NamespaceRecord | None:
+        """The record of a namespace looked up before, if it was."""
+        loaded = self._loaded.get(namespace)
+        return loaded.record if loaded is not None else None
+
     def vhost_of(self, namespace: str) -> str:
         return self._loaded[namespace].record.vhost if namespace in self._loaded else namespace
 

@@ -59,6 +59,19 @@ class ArmedTimer(BaseModel):
     notice: TimerFiredNotice
 
 
+class RunLimits(BaseModel):
+    """How long and how large a run's history may grow (Temporal's defaults): past a warning the engine
+    says so once; past a limit the run is terminated with the reason, so a runaway loop ends instead of
+    filling the database."""
+
+    model_config = ConfigDict(frozen=True)
+
+    warn_events: int = Field(default=10_240, ge=1)
+    max_events: int = Field(default=51_200, ge=2)
+    warn_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+
+
 class InFlightTask(BaseModel):
     """The one workflow task of a run that a worker may be working on."""
 
@@ -108,6 +121,8 @@ class RunState(BaseModel):
     buffered: list[RunMessage] = Field(default_factory=list)
     pending_queries: list[PendingQuery] = Field(default_factory=list)
     task_failures: int = 0
+    # The history's size as stored (its events as JSON), held to the namespace's limits.
+    history_size: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -244,6 +259,7 @@ def apply_event(state: RunState, event: h.HistoryEvent) -> None:
     """What an event does to the run's state: the one place the live state machine and a rebuild
     from history share, so the two cannot disagree."""
     state.next_event_id = event.event_id + 1
+    state.history_size += len(event.model_dump_json())
     match event:
         case h.UpsertWorkflowSearchAttributes():
             state.search_attributes.update(event.attributes)

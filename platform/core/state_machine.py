@@ -35,6 +35,7 @@ from perdure.platform.core.retry import DEFAULT_ACTIVITY_RETRY
 from perdure.platform.core.run_state import (
     InFlightTask,
     PendingActivity,
+    RunLimits,
     RunState,
     apply_event,
     arm,
@@ -68,6 +69,8 @@ class Transition:
     outbox: list[o.OutboxEntry] = field(default_factory=list)
     # Set when the message changed nothing, with the reason (duplicate, stale, closed run, ...).
     ignored: str | None = None
+    # A limit of the run's history was neared in this transition (for the operator's log).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -137,6 +140,7 @@ _TIMERS_WAITING_FOR_TASK = frozenset(
     {"user_timer", "schedule_to_start", "start_to_close", "schedule_to_close", "heartbeat"}
 )
 MAX_BUFFERED_MESSAGES = 1000
+DEFAULT_LIMITS = RunLimits()
 TASK_RETRY_CAP = timedelta(seconds=60)
 
 
@@ -160,7 +164,9 @@ class ExecutionStateMachine:
         clock: Callable[[], datetime],
         new_id: Callable[[], str],
         task_timeouts: TaskTimeouts | None = None,
+        limits_of: Callable[[str], RunLimits] = lambda namespace: DEFAULT_LIMITS,
     ) -> None:
+        self.limits_of = limits_of
         self.clock = clock
         self.new_id = new_id
         self.task_timeouts = task_timeouts or TaskTimeouts()
@@ -835,6 +841,7 @@ class ExecutionStateMachine:
 
     def _done(self, step: _Step) -> Transition:
         state = step.state
+        warnings = self._hold_to_limits(step) if step.events else []
         if (
             state.status == "running"
             and state.workflow_task is None
@@ -844,7 +851,26 @@ class ExecutionStateMachine:
         usage = [*usage_of_events(state.namespace, state.run_id, step.events), *step.usage]
         if usage and state.workflow_type not in UNBILLED_WORKFLOW_TYPES:
             step.outbox.append(o.RecordUsage(records=usage))
-        return Transition(state, step.events, step.outbox)
+        return Transition(state, step.events, step.outbox, warnings=warnings)
+
+    def _hold_to_limits(self, step: _Step) -> list[str]:
+        state = step.state
+        limits = self.limits_of(state.namespace)
+        events = state.next_event_id - 1
+        before_events = events - len(step.events)
+        before_size = state.history_size - sum(len(e.model_dump_json()) for e in step.events)
+        warnings = []
+        if before_events < limits.warn_events <= events:
+            warnings.append(f"history of {events} events (the limit is {limits.max_events})")
+        if before_size < limits.warn_bytes <= state.history_size:
+            warnings.append(f"history of {state.history_size} bytes (the limit is {limits.max_bytes})")
+        if state.is_open and (events >= limits.max_events or state.history_size >= limits.max_bytes):
+            reason = (
+                f"history limit exceeded: {events} events and {state.history_size} bytes "
+                f"(the namespace allows {limits.max_events} events and {limits.max_bytes} bytes)"
+            )
+            self._close(step, h.WorkflowExecutionTerminated, reason=reason)
+        return warnings
 
 
 def check_commands(commands: Sequence[Command]) -> str | None:

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from perdure.platform.core.run_state import RunLimits
+
 Role = Literal["owner", "admin", "developer", "read-only"]
 ROLES: tuple[Role, ...] = ("owner", "admin", "developer", "read-only")
 
@@ -23,6 +25,19 @@ class Quota(BaseModel):
     # Activity attempts running at once per executor process (as Temporal's per-worker limit).
     max_concurrent_activities: int = Field(default=200, ge=1)
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Per run (Temporal's defaults): warned of at the first value, terminated at the second.
+    warn_history_events: int = Field(default=10_240, ge=1)
+    max_history_events: int = Field(default=51_200, ge=2)
+    warn_history_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    max_history_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+
+    def run_limits(self) -> RunLimits:
+        return RunLimits(
+            warn_events=self.warn_history_events,
+            max_events=self.max_history_events,
+            warn_bytes=self.warn_history_bytes,
+            max_bytes=self.max_history_bytes,
+        )
 
     @classmethod
     def unthrottled(cls) -> Quota:

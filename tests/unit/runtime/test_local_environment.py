@@ -230,3 +230,28 @@ async def test_queries_leave_no_trace_in_the_run(env: LocalEnvironment) -> None:
     assert _types(env, "curious").count("activity_task_scheduled") == 1
     assert "meddled" not in w.calls
     _assert_valid(env, "curious")
+
+
+async def test_a_run_past_its_history_limit_is_terminated_with_the_reason() -> None:
+    from perdure.platform.core.run_state import RunLimits
+    from perdure.tenants import WorkflowFailureError
+
+    limits = RunLimits(warn_events=20, max_events=40, max_bytes=10_000_000)
+    async with LocalEnvironment(w.app, limits=limits) as env:
+        runaway = await env.start_workflow(w.Runaway.run, id="runaway")
+        sound = await env.start_workflow(w.ThreeSteps.run, "ok", id="sound")
+        with pytest.raises(WorkflowFailureError):
+            await runaway.result()
+        description = await runaway.describe()
+        assert description.status == "terminated"
+        assert 40 <= description.history_length <= 41
+        last = env.history("runaway")[-1]
+        assert last["type"] == "workflow_execution_terminated"
+        assert "history limit exceeded: 40 events" in last["reason"]
+        assert await sound.result() == ["ok-1-done", "ok-2-done", "ok-3-done"]
+    small = RunLimits(max_events=1000, warn_bytes=100, max_bytes=4_000)
+    async with LocalEnvironment(w.app, limits=small) as env:
+        runaway = await env.start_workflow(w.Runaway.run, id="runaway")
+        with pytest.raises(WorkflowFailureError):
+            await runaway.result()
+        assert "4000 bytes" in env.history("runaway")[-1]["reason"]

@@ -343,6 +343,16 @@ class BigResult:
         return "x" * size
 
 
+@app.workflow
+class Runaway:
+    """Never ends: a loop a bug left without an exit."""
+
+    @workflow.run
+    async def run(self) -> None:
+        while True:
+            await workflow.execute_activity(step, "again", start_to_close_timeout=10)
+
+
 def swapped(app: App, name: str, cls: type) -> App:
     """A copy of ``app`` in which workflow type ``name`` is implemented by ``cls`` (a code change)."""
     changed = App(app.name)
