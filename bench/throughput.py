@@ -132,7 +132,7 @@ async def main(workflows: int, light: int) -> None:
 async def cleanup(settings: Settings, cell: str, namespaces: list[str]) -> None:
     """Remove what a benchmark made: the cell's topics and databases, the namespaces' vhosts and users."""
     endpoints = settings.endpoints(cell)
-    admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**endpoints.kafka())
     await admin.start()
     await admin.delete_topics([f"perdure.cell.{cell}.tasks", f"perdure.cell.{cell}.dlq"])
     await admin.close()

@@ -46,7 +46,7 @@ class MeteringService:
         self.settings = settings
         self.store = store
         self.consumer = consumer
-        self.producer = new_producer(settings.kafka_bootstrap_servers)
+        self.producer = new_producer(settings.endpoints())
         self.stopping = asyncio.Event()
         self._forgot_at: datetime | None = None
 
@@ -121,7 +121,7 @@ async def run_metering(
     await store.ensure_indexes()
     consumer = AIOKafkaConsumer(
         settings.metering_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **settings.endpoints().kafka(),
         group_id=metering_group(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -130,7 +130,7 @@ async def main(orders: int) -> None:
 async def metering_caught_up(settings: Settings, timeout: float = 60) -> None:
     """Wait until metering has counted everything the cell sent it."""
     backlog = ConsumerBacklog(
-        settings.kafka_bootstrap_servers,
+        settings.endpoints().kafka(),
         settings.metering_topic,
         METERING_PARTITIONS,
         metering_group(settings),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -18,15 +19,21 @@ log = logging.getLogger("perdure.kafka")
 
 class ConsumerBacklog:
     def __init__(
-        self, bootstrap_servers: str, topic: str, partitions: int, group: str, *, every_seconds: float = 0.05
+        self,
+        kafka: dict[str, Any],
+        topic: str,
+        partitions: int,
+        group: str,
+        *,
+        every_seconds: float = 0.05,
     ) -> None:
         self.topic = topic
         # The consumer used for end offsets subscribes to nothing, so it learns no partitions itself.
         self.partitions = [TopicPartition(topic, p) for p in range(partitions)]
         self.group = group
         self.every_seconds = every_seconds
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-        self._offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+        self._admin = AIOKafkaAdminClient(**kafka)
+        self._offsets = AIOKafkaConsumer(**kafka, enable_auto_commit=False)
         self._records = 0
         self._measured_at = 0.0
         self._admitted_since = 0

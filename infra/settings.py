@@ -10,11 +10,16 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "PERDURE_"
@@ -49,7 +54,8 @@ def _check_url(value: str, schemes: tuple[str, ...]) -> str:
 
 
 class Endpoints(BaseModel):
-    """Where one cell (or the whole platform) finds its three services."""
+    """Where one cell (or the whole platform) finds its three services, with the platform's
+    credentials (Kafka's SASL user; MongoDB's and RabbitMQ's ride in their URLs)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -57,6 +63,20 @@ class Endpoints(BaseModel):
     mongodb_uri: str
     rabbitmq_url: str
     rabbitmq_management_url: str
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+
+    def kafka(self) -> dict[str, Any]:
+        """The connection options of every Kafka client (producer, consumer, admin) of the platform."""
+        options: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap_servers}
+        if self.kafka_sasl_username:
+            options.update(
+                security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism="PLAIN",
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password or "",
+            )
+        return options
 
 
 class CellOverride(BaseModel):
@@ -68,6 +88,8 @@ class CellOverride(BaseModel):
     mongodb_uri: str | None = None
     rabbitmq_url: str | None = None
     rabbitmq_management_url: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -99,10 +121,69 @@ def _default_stack_dir() -> Path:
     return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "perdure" / "stack"
 
 
+CREDENTIALS_FILE = "credentials.env"
+PLATFORM_USER = "perdure"
+
+
+def _with_login(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{PLATFORM_USER}:{quote(password, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, parts.fragment))
+
+
+def credentials_file() -> Path:
+    """Where the local stack keeps the credentials it generated (readable by the platform's user only)."""
+    stack_dir = os.environ.get(f"{ENV_PREFIX}STACK_DIR")
+    return (Path(stack_dir) if stack_dir else _default_stack_dir()) / CREDENTIALS_FILE
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The platform's credentials come from the local stack's file when it exists; variables win.
+        stack_credentials = DotEnvSettingsSource(
+            settings_cls, env_file=credentials_file(), env_prefix=ENV_PREFIX
+        )
+        return init_settings, env_settings, stack_credentials, file_secret_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stack_logins(cls, data: Any) -> Any:
+        """The local stack's passwords (its credentials file) become the platform's logins on its
+        services, wherever the settings name none."""
+        if not isinstance(data, dict):
+            return data
+        kafka, mongodb, rabbitmq = (
+            data.get(f"stack_{name}_password") for name in ("kafka", "mongodb", "rabbitmq")
+        )
+        if kafka and not data.get("kafka_sasl_username"):
+            data = {**data, "kafka_sasl_username": PLATFORM_USER, "kafka_sasl_password": kafka}
+        if mongodb:
+            uri = str(data.get("mongodb_uri", cls.model_fields["mongodb_uri"].default))
+            if urlsplit(uri).username is None:
+                uri = _with_login(uri, mongodb)
+                data = {**data, "mongodb_uri": uri + ("&" if "?" in uri else "?") + "authMechanism=PLAIN"}
+        if rabbitmq:
+            for field in ("rabbitmq_url", "rabbitmq_management_url"):
+                url = str(data.get(field, cls.model_fields[field].default))
+                if urlsplit(url).username in (None, "guest"):
+                    data = {**data, field: _with_login(url, rabbitmq)}
+        return data
+
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # The platform's Kafka user (SASL/PLAIN); workers are never given it.
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
     mongodb_uri: str = "mongodb://127.0.0.1:27017/"
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     rabbitmq_management_url: str = "http://guest:guest@127.0.0.1:15672/"
@@ -138,6 +219,10 @@ class Settings(BaseSettings):
     # the whole collection for every statement (even by _id) and cannot keep up with a cell.
     stack_mongodb_backend: Literal["postgresql", "sqlite"] = "postgresql"
     stack_postgres_port: int = Field(default=5433, ge=1, le=65535)
+    # The local stack's generated passwords (from its credentials file; never printed).
+    stack_kafka_password: str | None = Field(default=None, repr=False)
+    stack_mongodb_password: str | None = Field(default=None, repr=False)
+    stack_rabbitmq_password: str | None = Field(default=None, repr=False)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("kafka_bootstrap_servers")
@@ -183,7 +268,9 @@ class Settings(BaseSettings):
     def endpoints(self, cell: str | None = None) -> Endpoints:
         """The endpoints a cell uses: its overrides over the platform defaults."""
         override = self.cells.get(cell) if cell else None
-        base = {
+        base: dict[str, str | None] = {
+            "kafka_sasl_username": self.kafka_sasl_username,
+            "kafka_sasl_password": self.kafka_sasl_password,
             "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
             "mongodb_uri": self.mongodb_uri,
             "rabbitmq_url": self.rabbitmq_url,
@@ -191,7 +278,7 @@ class Settings(BaseSettings):
         }
         if override is not None:
             base.update(override.model_dump(exclude_none=True))
-        return Endpoints(**base)
+        return Endpoints.model_validate(base)
 
 
 def _describe(error: ValidationError) -> str:

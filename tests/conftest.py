@@ -34,7 +34,7 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 async def kafka_admin(endpoints: Endpoints) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**endpoints.kafka())
     await admin.start()
     yield admin
     await admin.close()
@@ -42,9 +42,7 @@ async def kafka_admin(endpoints: Endpoints) -> AsyncIterator[AIOKafkaAdminClient
 
 @pytest.fixture(scope="session")
 async def kafka_producer(endpoints: Endpoints) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=endpoints.kafka_bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=0
-    )
+    producer = AIOKafkaProducer(**endpoints.kafka(), acks="all", enable_idempotence=True, linger_ms=0)
     await producer.start()
     yield producer
     await producer.stop()

@@ -21,7 +21,7 @@ from perdure.infra.settings import Endpoints, Settings
 async def _not_serving(endpoints: Endpoints) -> list[str]:
     checks = {
         f"kafka at {endpoints.kafka_bootstrap_servers}": probes.kafka_metadata(
-            endpoints.kafka_bootstrap_servers, timeout=2.0
+            endpoints.kafka(), timeout=2.0
         ),
         "mongodb": probes.mongodb_ping(endpoints.mongodb_uri, timeout=2.0),
         "rabbitmq (amqp)": probes.amqp_connect(endpoints.rabbitmq_url, timeout=2.0),
@@ -87,5 +87,6 @@ def resolve_services(settings: Settings) -> Iterator[Endpoints]:
         with _containers() as started:
             yield started
     else:
-        asyncio.run(LocalStack(settings).up())
-        yield endpoints
+        stack = LocalStack(settings)
+        asyncio.run(stack.up())
+        yield stack.settings.endpoints()  # with the logins the stack made on its first start

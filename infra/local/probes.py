@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -23,9 +24,10 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-async def kafka_metadata(bootstrap_servers: str, timeout: float = 3.0) -> int:
-    """A metadata request; returns the number of brokers that answered."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout * 1000))
+async def kafka_metadata(kafka: dict[str, Any], timeout: float = 3.0) -> int:
+    """A metadata request (``kafka``: a client's connection options); returns the number of brokers
+    that answered."""
+    client = AIOKafkaClient(**kafka, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
         return len(client.cluster.brokers())

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aio_pika
+
 from perdure.infra.local import probes
 from perdure.infra.local.processes import ManagedProcess
-from perdure.infra.settings import Settings
+from perdure.infra.settings import PLATFORM_USER, Settings
 
 SOURCES = Path(__file__).resolve().parent
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -258,21 +260,47 @@ class KafkaService(LocalService):
         shutil.rmtree(self.libs, ignore_errors=True)
         staging.rename(self.libs)
 
+    def _listeners(self) -> list[str]:
+        """Every listener, the controller's too, asks for the platform's SASL login: a process on this
+        machine without it (a tenant's worker) can neither produce nor read."""
+        password = self.settings.stack_kafka_password
+        if not password:
+            return [
+                f"listeners=PLAINTEXT://{self.broker},CONTROLLER://{self.controller}",
+                f"advertised.listeners=PLAINTEXT://{self.broker}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            ]
+        login = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{PLATFORM_USER}" password="{password}" user_{PLATFORM_USER}="{password}";'
+        )
+        return [
+            f"listeners=SASL_PLAINTEXT://{self.broker},CONTROLLER://{self.controller}",
+            f"advertised.listeners=SASL_PLAINTEXT://{self.broker}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=SASL_PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms=PLAIN",
+            "sasl.mechanism.inter.broker.protocol=PLAIN",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            f"listener.name.sasl_plaintext.plain.sasl.jaas.config={login}",
+            f"listener.name.controller.plain.sasl.jaas.config={login}",
+        ]
+
     def _write_config(self) -> Path:
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
         config = self.home / "server.properties"
+        config.touch(mode=0o600)
         config.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.bootstrap.servers={self.controller}",
-                    f"listeners=PLAINTEXT://{self.broker},CONTROLLER://{self.controller}",
-                    f"advertised.listeners=PLAINTEXT://{self.broker}",
-                    "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    *self._listeners(),
                     f"log.dirs={data}",
                     "num.partitions=1",
                     "auto.create.topics.enable=false",
@@ -342,7 +370,7 @@ class KafkaService(LocalService):
         )
 
     async def probe(self) -> str:
-        await probes.kafka_metadata(str(self.broker), timeout=2.0)
+        await probes.kafka_metadata(self.settings.endpoints().kafka(), timeout=2.0)
         return self.version
 
 
@@ -519,10 +547,15 @@ class RabbitMQService(LocalService):
         for sub in ("home", "mnesia", "log"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         (self.home / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        (self.home / "rabbitmq.conf").touch(mode=0o600)
         (self.home / "rabbitmq.conf").write_text(
             "\n".join(
                 [
                     f"listeners.tcp.default = {self.amqp}",
+                    # No guest: the platform's user, with the stack's generated password.
+                    f"default_user = {PLATFORM_USER}",
+                    f"default_pass = {self.settings.stack_rabbitmq_password or 'guest'}",
+                    "default_user_tags.administrator = true",
                     f"management.tcp.ip = {self.management.host}",
                     f"management.tcp.port = {self.management.port}",
                     "log.console = true",
@@ -541,8 +574,37 @@ class RabbitMQService(LocalService):
         return [self.process.log_file, self.home / "log" / f"{self.nodename}.log"]
 
     async def probe(self) -> str:
-        await probes.amqp_connect(self.settings.rabbitmq_url, timeout=2.0)
+        try:
+            await probes.amqp_connect(self.settings.rabbitmq_url, timeout=2.0)
+        except aio_pika.exceptions.ProbableAuthenticationError:
+            await self._ensure_platform_user()  # a node made before the stack had credentials
+            raise
         return await probes.rabbitmq_management(self.settings.rabbitmq_management_url, timeout=2.0)
+
+    async def _ensure_platform_user(self) -> None:
+        """The platform's user with the stack's password, and no ``guest``."""
+        password = self.settings.stack_rabbitmq_password
+        if not password:
+            return
+        ctl = str(RABBITMQ_SERVER.parent / "rabbitmqctl")
+        env = {**os.environ, **self.environment()}
+        for argv in (
+            ["add_user", PLATFORM_USER, password],
+            ["change_password", PLATFORM_USER, password],
+            ["set_user_tags", PLATFORM_USER, "administrator"],
+            ["set_permissions", "-p", "/", PLATFORM_USER, ".*", ".*", ".*"],
+            ["delete_user", "guest"],
+        ):
+            process = await asyncio.create_subprocess_exec(
+                ctl,
+                "-n",
+                self.nodename,
+                *argv,
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            await process.wait()
 
     def stop_helpers(self) -> None:
         self.epmd.stop(timeout=5)
@@ -578,7 +640,8 @@ class PostgresService(LocalService):
 
     @property
     def ferretdb_url(self) -> str:
-        return f"postgres://postgres@{self.address}/{FERRETDB_DATABASE}"
+        # No user: a MongoDB client must log in, and FerretDB logs in to PostgreSQL as that client.
+        return f"postgres://{self.address}/{FERRETDB_DATABASE}"
 
     def missing_tools(self) -> list[str]:
         if _postgres_bin("postgres") is None or _postgres_bin("initdb") is None:
@@ -612,6 +675,14 @@ class PostgresService(LocalService):
                 log=self.install_log,
                 what="initialising PostgreSQL's data folder",
             )
+        # Over TCP every role needs its password; the superuser only reaches it through the socket
+        # folder, which only PostgreSQL's own user (and root) may enter.
+        (data / "pg_hba.conf").write_text(
+            "local all postgres trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all ::1/128 scram-sha-256\n"
+        )
+        os.chmod(sockets, 0o700)
         self.process.start(
             self._as_owner(
                 [
@@ -632,10 +703,55 @@ class PostgresService(LocalService):
             cwd=self.home,
         )
 
+    async def _ensure_platform_role(self) -> None:
+        """The platform's role with the stack's password, owning FerretDB's database (as the superuser,
+        through the socket folder)."""
+        psql = _postgres_bin("psql")
+        assert psql is not None
+        password = self.settings.stack_mongodb_password or ""
+        role = (
+            f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PLATFORM_USER}') "
+            f"THEN CREATE ROLE {PLATFORM_USER} LOGIN; END IF; END$$;"
+        )
+        script = "\n".join(
+            [
+                role,
+                f"ALTER ROLE {PLATFORM_USER} PASSWORD '{password}';" if password else "",
+                f"SELECT 'CREATE DATABASE {FERRETDB_DATABASE}' WHERE NOT EXISTS "
+                f"(SELECT FROM pg_database WHERE datname = '{FERRETDB_DATABASE}')\\gexec",
+                f"ALTER DATABASE {FERRETDB_DATABASE} OWNER TO {PLATFORM_USER};",
+                "",
+            ]
+        )
+        process = await asyncio.create_subprocess_exec(
+            *self._as_owner(
+                [
+                    str(psql),
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    str(self.home / "sockets"),
+                    "-p",
+                    str(self.address.port),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                ]
+            ),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, error = await process.communicate(script.encode())
+        if process.returncode != 0:
+            raise ConnectionError(error.decode(errors="replace").strip())
+
     async def probe(self) -> str:
         ready = _postgres_bin("pg_isready")
-        createdb = _postgres_bin("createdb")
-        assert ready is not None and createdb is not None
+        assert ready is not None
         host, port = self.address.host, str(self.address.port)
         probe = await asyncio.create_subprocess_exec(
             str(ready),
@@ -651,21 +767,7 @@ class PostgresService(LocalService):
         )
         if await probe.wait() != 0:
             raise ConnectionError("PostgreSQL is not accepting connections yet")
-        created = await asyncio.create_subprocess_exec(
-            str(createdb),
-            "-h",
-            host,
-            "-p",
-            port,
-            "-U",
-            "postgres",
-            FERRETDB_DATABASE,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, error = await created.communicate()
-        if created.returncode != 0 and b"already exists" not in error:
-            raise ConnectionError(error.decode(errors="replace").strip())
+        await self._ensure_platform_role()
         return f"PostgreSQL {ready.parent.parent.name}"
 
 

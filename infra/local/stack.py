@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from perdure.infra.local.credentials import stack_settings
 from perdure.infra.local.probes import port_in_use
 from perdure.infra.local.processes import tail
 from perdure.infra.local.services import (
@@ -32,8 +33,9 @@ class ServiceStatus:
 
 class LocalStack:
     def __init__(self, settings: Settings, services: list[LocalService] | None = None) -> None:
-        self.settings = settings
-        self.services = services if services is not None else all_services(settings)
+        # The stack's services require the platform's logins: made on its first start.
+        self.settings = stack_settings(settings)
+        self.services = services if services is not None else all_services(self.settings)
 
     def service(self, name: str) -> LocalService:
         for service in self.services:
@@ -91,6 +93,7 @@ class LocalStack:
             LocalStack(self.settings, pending).preflight()
             for service in pending:
                 service.home.mkdir(parents=True, exist_ok=True)
+                service.home.chmod(0o700)  # data, configuration with passwords, logs: the owner's alone
                 if not service.installed():
                     service.install()
             deadline = time.monotonic() + READY_TIMEOUT_S

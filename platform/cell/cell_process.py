@@ -46,14 +46,14 @@ async def run_cell(
     cell = await databases.control.get_cell(cell_name)
     store = databases.runs(settings, cell_name)
     await store.ensure_indexes()
-    producer = new_producer(endpoints.kafka_bootstrap_servers)
+    producer = new_producer(endpoints)
     await producer.start()
     tasks = TaskProducer(producer, cell_name)
     # Usage goes to the global Kafka, which a cell may not share.
     await ensure_metering_topic(settings)
     metering_producer = producer
     if settings.kafka_bootstrap_servers != endpoints.kafka_bootstrap_servers:
-        metering_producer = new_producer(settings.kafka_bootstrap_servers)
+        metering_producer = new_producer(settings.endpoints())
         await metering_producer.start()
     usage = UsageProducer(metering_producer, settings.metering_topic)
     channels = AmqpChannels(settings, cell_name)
@@ -65,9 +65,7 @@ async def run_cell(
     reporter = ProcessReporter(databases.control, cell_name, runner, settings.platform_version)
     relay = WorkerReportRelay(apps, tasks, channels)
     supervisor_of_workers = WorkerSupervisor(settings, cell_name, apps)
-    backlog = ConsumerBacklog(
-        endpoints.kafka_bootstrap_servers, cell.topic, cell.partitions, engine_group(cell_name)
-    )
+    backlog = ConsumerBacklog(endpoints.kafka(), cell.topic, cell.partitions, engine_group(cell_name))
     admitter = Admission(apps, store, tasks, channels, backlog=backlog, fair=settings.admission_fair)
 
     if stop is None:

@@ -30,8 +30,8 @@ class ParkedRun:
 
 
 async def read_dead_letters(settings: Settings, cell: CellRecord) -> list[DeadLetter]:
-    bootstrap = settings.endpoints(cell.name).kafka_bootstrap_servers
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    kafka = settings.endpoints(cell.name).kafka()
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         described = await admin.describe_topics([cell.dlq_topic])
@@ -40,7 +40,7 @@ async def read_dead_letters(settings: Settings, cell: CellRecord) -> list[DeadLe
     partitions = [TopicPartition(cell.dlq_topic, p["partition"]) for p in described[0].get("partitions", [])]
     if not partitions:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -67,7 +67,7 @@ async def parked_runs(databases: Databases, settings: Settings, cell: CellRecord
 async def redrive(settings: Settings, cell: CellRecord, only: str | None = None) -> dict[str, Any]:
     """Send dead letters back to the tasks topic and ask parked runs to replay with the current code."""
     databases = Databases.connect(settings, cell.name)
-    producer = new_producer(settings.endpoints(cell.name).kafka_bootstrap_servers)
+    producer = new_producer(settings.endpoints(cell.name))
     await producer.start()
     tasks = TaskProducer(producer, cell.name)
     redriven = databases.client[settings.cell_database(cell.name)]["dlq_redriven"]

@@ -50,7 +50,7 @@ class EngineRunner:
     def _consumer(self) -> AIOKafkaConsumer:
         timeout = self.settings.engine_session_timeout_ms
         return AIOKafkaConsumer(
-            bootstrap_servers=self.settings.endpoints(self.cell.name).kafka_bootstrap_servers,
+            **self.settings.endpoints(self.cell.name).kafka(),
             group_id=engine_group(self.cell.name),
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -46,7 +46,7 @@ class OpsClient:
     async def connect(cls, settings: Settings, namespace: str) -> OpsClient:
         databases = Databases.connect(settings)
         record = await databases.control.get_namespace(namespace)
-        producer = new_producer(settings.endpoints(record.cell).kafka_bootstrap_servers)
+        producer = new_producer(settings.endpoints(record.cell))
         await producer.start()
         return cls(settings, databases, record, producer)
 

@@ -45,7 +45,7 @@ async def create_cell(
     settings: Settings, name: str, partitions: int, capacity: float = 1_000.0
 ) -> CellRecord:
     record = CellRecord.new(name, partitions, settings.cell_database(name), capacity)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.endpoints(name).kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**settings.endpoints(name).kafka())
     await admin.start()
     try:
         for topic, count in ((record.topic, partitions), (record.dlq_topic, 1)):

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
+from perdure.infra.settings import Endpoints
 from perdure.infra.telemetry import inject_kafka_headers
 from perdure.platform.cell.wire import KIND_HEADER, VERSION_HEADER, WIRE_VERSION, TaskEnvelope, tasks_topic
 
 
-def new_producer(bootstrap_servers: str) -> AIOKafkaProducer:
+def new_producer(endpoints: Endpoints) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
+        **endpoints.kafka(),
         acks="all",
         enable_idempotence=True,
         linger_ms=0,

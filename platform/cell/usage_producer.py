@@ -19,7 +19,7 @@ METERING_PARTITIONS = 4
 
 
 async def ensure_metering_topic(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**settings.endpoints().kafka())
     await admin.start()
     try:
         for topic, partitions in (

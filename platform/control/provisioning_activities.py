@@ -14,7 +14,7 @@ import aio_pika
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel
 
-from perdure.infra.settings import get_settings
+from perdure.infra.settings import Endpoints, get_settings
 from perdure.platform.admission.ingress_wire import IngressReply, StartRequest
 from perdure.platform.cell.app_loader import AppLoadError
 from perdure.platform.cell.connections import Databases, rabbitmq_admin
@@ -137,17 +137,15 @@ async def provision_infrastructure(name: str, broker_password_hash: str) -> None
             await cell_databases.runs(settings, record.cell).ensure_indexes()
         finally:
             await cell_databases.close()
-        await _check_topic(
-            settings.endpoints(record.cell).kafka_bootstrap_servers, cell.topic, cell.partitions
-        )
+        await _check_topic(settings.endpoints(record.cell), cell.topic, cell.partitions)
         if record.status == "provisioning":
             await databases.control.update_namespace(name, status="validating")
     finally:
         await databases.close()
 
 
-async def _check_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _check_topic(endpoints: Endpoints, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(**endpoints.kafka())
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

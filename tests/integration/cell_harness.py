@@ -256,7 +256,16 @@ async def closed_runs(cell: CellUnderTest) -> AsyncIterator[ClosedRuns]:
 
 
 def settings_env(endpoints: Endpoints, prefix: str) -> dict[str, str]:
+    credentials = {
+        f"PERDURE_{name.upper()}": value
+        for name, value in (
+            ("kafka_sasl_username", endpoints.kafka_sasl_username),
+            ("kafka_sasl_password", endpoints.kafka_sasl_password),
+        )
+        if value is not None
+    }
     return {
+        **credentials,
         "PERDURE_KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
         "PERDURE_MONGODB_URI": endpoints.mongodb_uri,
         "PERDURE_RABBITMQ_URL": endpoints.rabbitmq_url,

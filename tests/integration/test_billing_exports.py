@@ -33,7 +33,7 @@ PRICES = (Path(__file__).parents[1] / "hand_prices.toml").read_text()  # the uni
 
 async def publish_usage(settings: Settings, records: list[UsageRecord]) -> None:
     await ensure_metering_topic(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**settings.endpoints().kafka(), acks="all")
     await producer.start()
     try:
         for record in records:

@@ -138,7 +138,7 @@ async def test_metering_counts_once_through_kills_redeliveries_and_copies(
         expected[record.namespace, record.hour, record.metric] += record.quantity
 
     async def publish(batch: list[UsageRecord]) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+        producer = AIOKafkaProducer(**settings.endpoints().kafka(), acks="all")
         await producer.start()
         try:
             for record in batch:
@@ -172,7 +172,7 @@ async def test_metering_counts_once_through_kills_redeliveries_and_copies(
     # Part of the topic read again: the group's committed offsets moved back by 1,000 per partition ...
     rewind = AIOKafkaConsumer(
         settings.metering_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **settings.endpoints().kafka(),
         group_id=metering_group(settings),
         enable_auto_commit=False,
         session_timeout_ms=6_000,

@@ -14,7 +14,7 @@ from tests.conftest import TopicFactory
 def _consumer(endpoints: Endpoints, *topics: str, group: str, **extra: object) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=endpoints.kafka_bootstrap_servers,
+        **endpoints.kafka(),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -37,9 +37,7 @@ async def test_span_context_crosses_kafka(
     topic = await kafka_topic(1)
     with tracer.start_as_current_span("produce") as producing:
         await kafka_producer.send_and_wait(topic, b"payload", key=b"k", headers=inject_kafka_headers())
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=endpoints.kafka_bootstrap_servers, auto_offset_reset="earliest"
-    )
+    consumer = AIOKafkaConsumer(topic, **endpoints.kafka(), auto_offset_reset="earliest")
     await consumer.start()
     try:
         record = await asyncio.wait_for(consumer.getone(), 30)

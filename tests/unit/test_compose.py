@@ -43,3 +43,17 @@ def test_compose_agrees_with_the_settings_defaults(monkeypatch: pytest.MonkeyPat
         urlsplit(settings.rabbitmq_url).port,
         urlsplit(settings.rabbitmq_management_url).port,
     }
+
+
+def test_compose_services_require_the_platforms_login() -> None:
+    services = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]
+    kafka = services["kafka"]["environment"]
+    protocols = dict(p.split(":") for p in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}  # no listener without a login
+    for listener in protocols:
+        assert (
+            "PERDURE_STACK_KAFKA_PASSWORD" in kafka[f"KAFKA_LISTENER_NAME_{listener}_PLAIN_SASL_JAAS_CONFIG"]
+        )
+    assert services["mongodb"]["environment"]["MONGO_INITDB_ROOT_USERNAME"] == "perdure"
+    rabbit = services["rabbitmq"]["environment"]
+    assert rabbit["RABBITMQ_DEFAULT_USER"] == "perdure" and "PERDURE_STACK" in rabbit["RABBITMQ_DEFAULT_PASS"]

@@ -1,18 +1,41 @@
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 import pytest
 
+from perdure.infra.local.credentials import StackCredentials
 from perdure.infra.settings import SettingsError, load_settings
 
 
-def test_defaults_point_at_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_point_at_the_local_stack_with_the_logins_it_made(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for var in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI", "RABBITMQ_URL", "RABBITMQ_MANAGEMENT_URL", "CELLS"):
         monkeypatch.delenv(f"PERDURE_{var}", raising=False)
-    endpoints = load_settings().endpoints()
+    monkeypatch.setenv("PERDURE_STACK_DIR", str(tmp_path))
+    endpoints = load_settings().endpoints()  # a stack that never started: no logins yet
     assert endpoints.kafka_bootstrap_servers == "127.0.0.1:9092"
-    assert endpoints.mongodb_uri.startswith("mongodb://127.0.0.1:27017")
+    assert endpoints.mongodb_uri == "mongodb://127.0.0.1:27017/"
     assert endpoints.rabbitmq_url.startswith("amqp://") and ":5672" in endpoints.rabbitmq_url
     assert ":15672" in endpoints.rabbitmq_management_url
+    assert endpoints.kafka() == {"bootstrap_servers": "127.0.0.1:9092"}
+
+    made = StackCredentials.ensure(tmp_path)
+    assert stat.S_IMODE((tmp_path / "credentials.env").stat().st_mode) == 0o600
+    assert StackCredentials.ensure(tmp_path) == made  # made once
+    endpoints = load_settings().endpoints()
+    assert endpoints.mongodb_uri == (
+        f"mongodb://perdure:{made.mongodb_password}@127.0.0.1:27017/?authMechanism=PLAIN"
+    )
+    assert endpoints.rabbitmq_url == f"amqp://perdure:{made.rabbitmq_password}@127.0.0.1:5672/"
+    assert "guest" not in endpoints.rabbitmq_management_url
+    assert endpoints.kafka()["sasl_plain_password"] == made.kafka_password
+    assert endpoints.kafka()["security_protocol"] == "SASL_PLAINTEXT"
+    # A login the settings name themselves wins over the stack's.
+    monkeypatch.setenv("PERDURE_RABBITMQ_URL", "amqp://ops:secret@10.0.0.5:5672/")
+    assert load_settings().rabbitmq_url == "amqp://ops:secret@10.0.0.5:5672/"
 
 
 @pytest.mark.parametrize(
