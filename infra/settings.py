@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -138,6 +139,11 @@ def credentials_file() -> Path:
     return (Path(stack_dir) if stack_dir else _default_stack_dir()) / CREDENTIALS_FILE
 
 
+def _default_worker_python() -> Path:
+    runtime = Path(__file__).resolve().parent.parent / ".venv-workers" / "bin" / "python"
+    return runtime if runtime.exists() else Path(sys.executable)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
@@ -215,6 +221,9 @@ class Settings(BaseSettings):
     service_name: str = "perdure"
 
     stack_dir: Path = Field(default_factory=_default_stack_dir)
+    # The interpreter of platform-hosted workers: one their sandbox users may run (scripts/bootstrap makes
+    # it from the system's Python, as the platform's may live where they cannot reach).
+    worker_python: Path = Field(default_factory=_default_worker_python)
     # The local stack's FerretDB backend. PostgreSQL by default: measured here, FerretDB v1 on SQLite scans
     # the whole collection for every statement (even by _id) and cannot keep up with a cell.
     stack_mongodb_backend: Literal["postgresql", "sqlite"] = "postgresql"

@@ -25,6 +25,9 @@ class Quota(BaseModel):
     # Activity attempts running at once per executor process (as Temporal's per-worker limit).
     max_concurrent_activities: int = Field(default=200, ge=1)
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+    # What a platform-hosted worker of the namespace may use (its sandbox's limits).
+    worker_memory_mb: int = Field(default=1024, ge=64)
+    worker_cpus: float = Field(default=1.0, gt=0, le=64)
     # Per run (Temporal's defaults): warned of at the first value, terminated at the second.
     warn_history_events: int = Field(default=10_240, ge=1)
     max_history_events: int = Field(default=51_200, ge=2)

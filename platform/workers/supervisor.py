@@ -26,7 +26,7 @@ from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.namespace_apps import NamespaceApps
 from perdure.platform.cell.provisioning import namespace_amqp_url
 from perdure.platform.tenancy.vhost_layout import namespace_user_permissions
-from perdure.platform.workers.app_manifest import code_environment
+from perdure.platform.workers.sandbox import Sandbox, SandboxLimits, die_with
 
 log = logging.getLogger("perdure.workers")
 STOP_GRACE_SECONDS = 10.0
@@ -43,6 +43,7 @@ class _Hosted:
     started_at: float = 0.0
     next_start_at: float = 0.0
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    sandbox: Sandbox | None = None
 
 
 class WorkerSupervisor:
@@ -91,23 +92,59 @@ class WorkerSupervisor:
     async def _start(self, hosted: _Hosted) -> None:
         record = hosted.record
         connection = await self._credential(hosted)
+        given = {
+            "PERDURE_CONNECTION": connection,
+            "PERDURE_APP": record.app,
+            "PERDURE_MAX_CONCURRENT_ACTIVITIES": str(record.quota.max_concurrent_activities),
+        }
+        module = ["-m", "perdure.platform.workers.hosted_worker"]
         if record.name == self.settings.system_namespace:
-            environment = dict(os.environ)  # the control plane's own code: trusted
+            # The control plane's own code: trusted with the platform's environment and interpreter.
+            parent = os.getpid()
+            hosted.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *module,
+                env={**os.environ, **given},
+                start_new_session=True,
+                preexec_fn=lambda: die_with(parent),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
         else:
-            environment = code_environment()
-        environment.update(
-            PERDURE_CONNECTION=connection,
-            PERDURE_APP=record.app,
-            PERDURE_MAX_CONCURRENT_ACTIVITIES=str(record.quota.max_concurrent_activities),
-        )
-        hosted.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "perdure.platform.workers.hosted_worker", env=environment
-        )
+            hosted.sandbox = hosted.sandbox or Sandbox(
+                self.settings.stack_dir / "workers",
+                record.name,
+                SandboxLimits(
+                    memory_bytes=record.quota.worker_memory_mb * 1024 * 1024, cpus=record.quota.worker_cpus
+                ),
+                self.token,
+            )
+            options = await asyncio.to_thread(hosted.sandbox.prepare)
+            hosted.process = await asyncio.create_subprocess_exec(
+                str(self.settings.worker_python),
+                *module,
+                env=hosted.sandbox.environment(given),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                **options,  # type: ignore[arg-type]
+            )
+            hosted.sandbox.enter(hosted.process.pid)
         hosted.started_at = time.monotonic()
         hosted.watcher = asyncio.create_task(self._watch(hosted, hosted.process))
         log.info("worker started", extra={"namespace": record.name, "pid": hosted.process.pid})
 
     async def _watch(self, hosted: _Hosted, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        # What the worker prints joins this process's log, marked with its namespace, line by line.
+        while True:
+            try:
+                raw = await process.stdout.readline()
+            except ValueError:  # a line longer than the reader's limit: take it in pieces
+                raw = await process.stdout.read(64 * 1024)
+            if not raw:
+                break
+            line = raw.decode(errors="replace").rstrip()[:2000]
+            log.info("worker output", extra={"namespace": hosted.record.name, "line": line})
         code = await process.wait()
         if self.stopping.is_set() or hosted.process is not process:
             return
@@ -145,8 +182,10 @@ class WorkerSupervisor:
                 await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
-                    process.kill()
+                    os.killpg(process.pid, signal.SIGKILL)  # the worker and whatever it started
                 await process.wait()
+        if hosted.sandbox is not None:
+            hosted.sandbox.remove()
         if hosted.watcher is not None:
             hosted.watcher.cancel()
         if hosted.user is not None:

@@ -91,6 +91,7 @@ async def provision_tenants(
     partitions: int = 2,
     app: str = "tests.integration.cell_app:app",
     tenant_hosted: frozenset[str] = frozenset(),
+    apps: dict[str, str] | None = None,
     **env: str,
 ) -> TenantCell:
     """A unique cell, and a namespace per label with its quota, each in an account of its own (whose
@@ -108,7 +109,7 @@ async def provision_tenants(
         label: await provision_namespace(
             settings,
             f"{label}-{suffix}",
-            app,
+            (apps or {}).get(label, app),
             cell=cell_name,
             account=f"acct-{label}",
             quota=quota,

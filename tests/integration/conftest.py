@@ -7,8 +7,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+import os  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
-from collections.abc import AsyncIterator, Awaitable, Callable  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -22,6 +25,20 @@ from perdure.platform.cell.provisioning import tenant_user  # noqa: E402
 from .cell_harness import CellUnderTest, TenantCell, provision, provision_tenants  # noqa: E402
 
 CellFactory = Callable[..., Awaitable[CellUnderTest]]
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A folder the test shares with the namespaces' workers, which run sandboxed as users of their own
+    (their activities write ledgers of what ran here): outside pytest's own 0700 folder, writable by
+    all, sticky."""
+    folder = Path(tempfile.mkdtemp(prefix="perdure-test-"))
+    folder.chmod(0o1777)
+    yield folder
+    if not os.environ.get("PERDURE_TEST_KEEP_FILES"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 TenantCellFactory = Callable[..., Awaitable[TenantCell]]
 
 

@@ -14,6 +14,7 @@ from perdure.tenants.client import Client
 from .cell_app import ThreeSteps, WorkerCrash
 from .cell_harness import PERDURE, REPO, count_lines
 from .conftest import TenantCellFactory
+from .snoop_app import LeaveAFile, Snoop
 
 
 async def test_a_tenant_hosted_worker_runs_its_namespace_with_only_the_connection_string(
@@ -70,3 +71,50 @@ async def test_a_worker_that_dies_mid_activity_is_restarted_and_the_run_goes_on(
     # The completed steps ran once each; the crashed attempt ran again after its timeout.
     assert count_lines(Path(ledger_a)) == {"c-1": 1, "c-survived": 1, "c-2": 1}
     assert count_lines(Path(ledger_b)) == {f"b{i}-{n}": 1 for i in range(5) for n in (1, 2, 3)}
+
+
+async def test_a_snooping_tenant_is_refused_everything_the_platform_holds(
+    make_tenant_cell: TenantCellFactory,
+) -> None:
+    snoop_app = "tests.integration.snoop_app:app"
+    tenants = await make_tenant_cell(
+        {"victim": Quota(), "snoop": Quota()}, apps={"victim": snoop_app, "snoop": snoop_app}
+    )
+    settings = tenants.cell.settings
+    async with await Client.connect(tenants.connection_string("victim")) as victim:
+        private = await victim.execute_workflow(LeaveAFile.run, "notes.txt", id="victim-secret-run")
+    targets = {
+        "database": settings.cell_database(tenants.cell.cell),
+        "topic": f"perdure.cell.{tenants.cell.cell}.tasks",
+        "victim_vhost": tenants.victim.record.vhost,
+        "credentials": str(settings.stack_dir / "credentials.env"),
+        "stack": str(settings.stack_dir),
+        "victim_file": private,
+    }
+    async with await Client.connect(tenants.connection_string("snoop")) as snooper:
+        report = await snooper.execute_workflow(Snoop.run, targets, id="snoop")
+    in_workflow, in_activity = report["workflow"], report["activity"]
+    assert in_workflow["environment"] == [] and in_activity["environment"] == []
+    secrets = [
+        settings.stack_kafka_password,
+        settings.stack_mongodb_password,
+        settings.stack_rabbitmq_password,
+        tenants.connection_string("victim"),
+        tenants.connection_string("snoop"),  # even its own key is not left in the environment
+    ]
+    assert all(secret and secret not in in_activity["environment_values"] for secret in secrets)
+    assert in_workflow["credentials_file"].startswith("refused")
+    for attempt in (
+        "mongodb_default",
+        "mongodb_as_platform",
+        "kafka",
+        "amqp_guest",
+        "amqp_victim_vhost",
+        "management_guest",
+        "management_platform_user",
+    ):
+        assert in_activity[attempt].startswith("refused"), (attempt, in_activity[attempt])
+    assert "401" in in_activity["management_guest"] and "401" in in_activity["management_platform_user"]
+    for attempt in ("credentials_file", "stack_listing", "victim_files", "victim_listing"):
+        assert in_activity[attempt] == "refused: PermissionError", (attempt, in_activity[attempt])
+    assert "victim-secret-run" not in repr(report) and "private notes" not in repr(report)

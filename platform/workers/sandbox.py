@@ -1,0 +1,191 @@
+"""The sandbox of a platform-hosted worker: defence in depth around tenant code, one layer each.
+
+- Own process, own session: a crash, ``os._exit`` or a blocked event loop stays in the worker.
+- Own OS user per namespace, no groups: it cannot read the platform's files (``.stack/`` is 0711 with
+  0700 service folders and a 0600 credentials file) or other namespaces' folders, nor signal other
+  processes.
+- An environment with the connection string only: nothing of the platform's endpoints and passwords
+  in ``os.environ``.
+- A private working directory (0700; also ``HOME`` and ``TMPDIR``): no files left where another
+  namespace or the platform reads them.
+- rlimits (address space, open files, processes, no core files): the machine's memory, descriptors
+  and process table are not exhausted.
+- cgroups where the machine lets the platform make them (CPU quota, memory, pids): one namespace's
+  CPU-bound code does not slow another's.
+
+What the sandbox does not do alone: keep the worker off the network. Kafka, MongoDB and RabbitMQ answer
+on this machine's loopback, so each requires credentials the worker never holds (the local stack's
+credentials file); the worker's only credential is a broker user of its namespace's vhost.
+Making users and cgroups needs root; without it the worker runs as the platform's user, with the
+rest of the layers, and the supervisor says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import pwd
+import resource
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perdure.platform.workers.app_manifest import code_environment
+
+log = logging.getLogger("perdure.workers")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    memory_bytes: int = 1024 * 1024 * 1024
+    cpus: float = 1.0
+    max_processes: int = 512
+    max_open_files: int = 1024
+
+
+def die_with(parent: int) -> None:
+    """Have the kernel end this process when ``parent`` (its supervisor) dies, even by SIGKILL: a
+    worker must not outlive the cell process that answers for it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the supervisor died before the line above
+        os._exit(1)
+
+
+def sandbox_user(namespace: str) -> str:
+    """The OS user of a namespace's workers (names are at most 32 characters)."""
+    return "pd-" + hashlib.sha256(namespace.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Sandbox:
+    root: Path  # the folder of every namespace's working directory
+    namespace: str
+    limits: SandboxLimits
+    token: str  # the supervising process, so two supervisors' cgroups never meet
+    cgroups: list[Path] = field(default_factory=list)
+
+    @property
+    def isolated(self) -> bool:
+        """Whether the worker gets a user of its own (only root can make and become one)."""
+        return os.geteuid() == 0
+
+    @property
+    def workdir(self) -> Path:
+        return self.root / hashlib.sha256(self.namespace.encode()).hexdigest()[:24]
+
+    def prepare(self) -> dict[str, object]:
+        """Make the user, the working directory and the cgroups; the keyword arguments that start a
+        process inside them."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o711)
+        self.workdir.mkdir(exist_ok=True)
+        self.workdir.chmod(0o700)
+        options: dict[str, object] = {
+            "cwd": str(self.workdir),
+            "start_new_session": True,
+            "umask": 0o077,
+            "preexec_fn": self._limit_resources(),
+        }
+        if self.isolated:
+            account = self._ensure_user()
+            os.chown(self.workdir, account.pw_uid, account.pw_gid)
+            options.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])
+            self.cgroups = self._make_cgroups()
+        else:
+            log.warning(
+                "not root: the worker runs as the platform's user (no user of its own, no cgroups)",
+                extra={"namespace": self.namespace},
+            )
+        return options
+
+    def environment(self, extra: dict[str, str]) -> dict[str, str]:
+        environment = code_environment()
+        environment.update(HOME=str(self.workdir), TMPDIR=str(self.workdir), **extra)
+        return environment
+
+    def enter(self, pid: int) -> None:
+        """Put the started worker into its cgroups (its children follow it)."""
+        for group in self.cgroups:
+            with contextlib.suppress(OSError):
+                (group / "cgroup.procs").write_text(str(pid))
+
+    def remove(self) -> None:
+        for group in self.cgroups:
+            with contextlib.suppress(OSError):
+                group.rmdir()
+        self.cgroups = []
+
+    # -- layers ---------------------------------------------------------------------------------------
+    def _ensure_user(self) -> pwd.struct_passwd:
+        name = sandbox_user(self.namespace)
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
+        # Another supervisor on this machine may make it at the same moment: look again either way.
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--comment",
+                f"perdure worker of {self.namespace}"[:100],
+                name,
+            ],
+            check=False,
+            capture_output=True,
+        )
+        return pwd.getpwnam(name)
+
+    def _limit_resources(self) -> Callable[[], None]:
+        limits = self.limits
+        parent = os.getpid()
+
+        def limit() -> None:  # runs in the child, before the worker's code
+            die_with(parent)
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            if os.getuid() != 0:  # a process limit counts the user's processes: only with a user of its own
+                resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+
+        return limit
+
+    def _make_cgroups(self) -> list[Path]:
+        name = f"perdure-{self.token}-{hashlib.sha256(self.namespace.encode()).hexdigest()[:12]}"
+        made: list[Path] = []
+        period = 100_000
+        settings: dict[str, dict[str, str]] = {
+            "cpu": {
+                "cpu.cfs_period_us": str(period),
+                "cpu.cfs_quota_us": str(int(self.limits.cpus * period)),
+            },
+            "memory": {"memory.limit_in_bytes": str(self.limits.memory_bytes)},
+            "pids": {"pids.max": str(self.limits.max_processes)},
+        }
+        for controller, values in settings.items():
+            group = CGROUP_ROOT / controller / name
+            try:
+                group.mkdir(exist_ok=True)
+                for file, value in values.items():
+                    (group / file).write_text(value)
+            except OSError as exc:
+                log.info("no %s cgroup for the worker (%s); its rlimits still hold", controller, exc)
+                with contextlib.suppress(OSError):
+                    group.rmdir()
+                continue
+            made.append(group)
+        return made
