@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -39,6 +40,7 @@ from perdure.platform.core.outbox import DispatchActivity
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
 from perdure.platform.core.workflow_activations import QueryAnswer, WorkflowActivations
 from perdure.platform.protocol.worker_wire import WorkerReport, WorkflowActivation
+from perdure.platform.quotas.token_bucket import TokenBucket
 from perdure.platform.tenancy.vhost_layout import (
     ACTIVITIES_QUEUE,
     STICKY_QUEUE_PREFIX,
@@ -63,6 +65,8 @@ class Worker:
         *,
         converter: DataConverter = default_converter,
         max_concurrent_activities: int = 100,
+        activities_per_second: float | None = None,
+        activity_burst: int = 1,
         max_cached_workflows: int = 1000,
         identity: str | None = None,
     ) -> None:
@@ -77,6 +81,9 @@ class Worker:
         self._connection: AbstractRobustConnection | None = None
         self._reports: AbstractChannel | None = None
         self._slots = asyncio.Semaphore(max_concurrent_activities)
+        # Activity starts per second (Temporal's ``max_activities_per_second``); a platform-hosted
+        # worker is given its namespace's rate and burst.
+        self._rate = TokenBucket(activities_per_second, activity_burst) if activities_per_second else None
         self._running: set[asyncio.Task[None]] = set()
         self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
         self.started = asyncio.Event()
@@ -202,6 +209,8 @@ class Worker:
             await message.reject(requeue=False)
             return
         await self._slots.acquire()
+        if self._rate is not None:
+            await asyncio.sleep(self._rate.reserve(time.monotonic()))  # tokens come with time
         running = asyncio.create_task(self._execute(message, task))
         self._running.add(running)
 

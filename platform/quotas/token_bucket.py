@@ -27,6 +27,13 @@ class TokenBucket:
             return True
         return False
 
+    def reserve(self, now: float) -> float:
+        """Take a token now, in advance if need be: how long to wait before using it (the waits of
+        successive reservations queue up at the rate)."""
+        self._refill(now)
+        self.tokens -= 1
+        return max(0.0, -self.tokens / self.rate)
+
     def seconds_until(self, now: float, count: int = 1) -> float:
         """How long until ``count`` tokens are there (0 if they are)."""
         self._refill(now)

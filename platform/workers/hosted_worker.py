@@ -14,25 +14,27 @@ from perdure.platform.control.canary import WithCanary
 from perdure.tenants.worker import Worker
 
 
-async def serve(connection: str, app_path: str, max_concurrent_activities: int) -> None:
+async def serve(connection: str, app_path: str, environment: dict[str, str]) -> None:
     app = WithCanary(load_app(app_path))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Worker(connection, app, max_concurrent_activities=max_concurrent_activities).run(stop)
+    rate = environment.get("PERDURE_ACTIVITIES_PER_SECOND")
+    worker = Worker(
+        connection,
+        app,
+        max_concurrent_activities=int(environment.get("PERDURE_MAX_CONCURRENT_ACTIVITIES", "100")),
+        activities_per_second=float(rate) if rate else None,
+        activity_burst=int(environment.get("PERDURE_ACTIVITY_BURST", "1")),
+    )
+    await worker.run(stop)
 
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("PERDURE_LOG_LEVEL", "WARNING"))
     connection = os.environ.pop("PERDURE_CONNECTION")
-    asyncio.run(
-        serve(
-            connection,
-            os.environ["PERDURE_APP"],
-            int(os.environ.get("PERDURE_MAX_CONCURRENT_ACTIVITIES", "100")),
-        )
-    )
+    asyncio.run(serve(connection, os.environ["PERDURE_APP"], dict(os.environ)))
 
 
 if __name__ == "__main__":

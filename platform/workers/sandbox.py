@@ -59,6 +59,15 @@ def die_with(parent: int) -> None:
         os._exit(1)
 
 
+def sweep_cgroups() -> None:
+    """Remove the empty cgroups of supervisors that died without removing them (a cgroup with a
+    process in it stays: the kernel refuses to remove it)."""
+    for controller in ("cpu", "memory", "pids"):
+        for group in (CGROUP_ROOT / controller).glob("perdure-*"):
+            with contextlib.suppress(OSError):
+                group.rmdir()
+
+
 def sandbox_user(namespace: str) -> str:
     """The OS user of a namespace's workers (names are at most 32 characters)."""
     return "pd-" + hashlib.sha256(namespace.encode()).hexdigest()[:16]

@@ -26,7 +26,7 @@ from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.namespace_apps import NamespaceApps
 from perdure.platform.cell.provisioning import namespace_amqp_url
 from perdure.platform.tenancy.vhost_layout import namespace_user_permissions
-from perdure.platform.workers.sandbox import Sandbox, SandboxLimits, die_with
+from perdure.platform.workers.sandbox import Sandbox, SandboxLimits, die_with, sweep_cgroups
 
 log = logging.getLogger("perdure.workers")
 STOP_GRACE_SECONDS = 10.0
@@ -68,6 +68,8 @@ class WorkerSupervisor:
         return hosted.process.pid if hosted and hosted.process and hosted.process.returncode is None else None
 
     async def run(self) -> None:
+        if os.geteuid() == 0:
+            await asyncio.to_thread(sweep_cgroups)
         while not self.stopping.is_set():
             try:
                 await self._refresh()
@@ -96,6 +98,8 @@ class WorkerSupervisor:
             "PERDURE_CONNECTION": connection,
             "PERDURE_APP": record.app,
             "PERDURE_MAX_CONCURRENT_ACTIVITIES": str(record.quota.max_concurrent_activities),
+            "PERDURE_ACTIVITIES_PER_SECOND": str(record.quota.actions_per_second),
+            "PERDURE_ACTIVITY_BURST": str(record.quota.burst),
         }
         module = ["-m", "perdure.platform.workers.hosted_worker"]
         if record.name == self.settings.system_namespace:

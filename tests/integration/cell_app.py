@@ -191,3 +191,23 @@ class WorkerCrash:
         crashed = await workflow.execute_activity(exits_once, ledger, tag, start_to_close_timeout=3)
         last = await workflow.execute_activity(step, ledger, f"{tag}-2", start_to_close_timeout=10)
         return [first, crashed, last]
+
+
+@app.activity
+def spin(seconds: float) -> int:
+    """Keeps a CPU busy for ``seconds`` of its own CPU time (a noisy neighbour)."""
+    spent, turns = time.thread_time(), 0
+    while time.thread_time() - spent < seconds:
+        turns += 1
+    return turns
+
+
+@app.workflow
+class Spinners:
+    @workflow.run
+    async def run(self, count: int, seconds: float) -> int:
+        spins = [
+            workflow.execute_activity(spin, seconds, start_to_close_timeout=timedelta(minutes=10))
+            for _ in range(count)
+        ]
+        return len(await asyncio.gather(*spins))

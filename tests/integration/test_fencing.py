@@ -11,8 +11,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from perdure.platform.cell.run_store import FencedError, RunEntry, RunStore
 from perdure.platform.core import messages as m
+from perdure.platform.core import outbox as o
 from perdure.platform.core.payloads import default_converter
 from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
+from perdure.platform.core.workflow_activations import WorkflowActivations
 
 from .cell_app import app
 
@@ -21,11 +23,24 @@ OFFSETS = {0: (0, 0), 3: (0, 0)}
 
 
 def _machine() -> ExecutionStateMachine:
-    return ExecutionStateMachine(app, clock=lambda: datetime.now(UTC), new_id=lambda: str(uuid.uuid4()))
+    return ExecutionStateMachine(clock=lambda: datetime.now(UTC), new_id=lambda: str(uuid.uuid4()))
+
+
+def _start(machine: ExecutionStateMachine, start: m.StartWorkflow, run_id: str | None = None) -> Transition:
+    """The start and its first workflow task, run in this process (as a worker would): one transition
+    with the events, outbox and state of both, as one engine batch would write them."""
+    started = machine.start("ns", start, run_id=run_id)
+    task = next(e for e in started.outbox if isinstance(e, o.DispatchWorkflowTask))
+    reply = WorkflowActivations(app).activate(task, started.events).reply
+    assert reply is not None
+    completed = machine.handle(started.state, reply)
+    return Transition(
+        completed.state, [*started.events, *completed.events], [*started.outbox, *completed.outbox]
+    )
 
 
 def _absorb(entry: RunEntry, transition: Transition) -> RunEntry:
-    entry.state, entry.instance = transition.state, transition.instance
+    entry.state = transition.state
     entry.new_events, entry.new_outbox = list(transition.events), list(transition.outbox)
     entry.state_changed = True
     return entry
@@ -51,7 +66,7 @@ async def test_a_writer_with_an_older_epoch_is_refused(mongo_db: AsyncDatabase[d
         workflow_id="w",
         input=default_converter.to_payloads(["/dev/null", "z"]),
     )
-    started = machine.start("ns", start)
+    started = _start(machine, start)
     entry = _absorb(RunEntry(state=started.state, partition=0, persisted_next_event_id=1), started)
     await store.write([entry], {0: old_epoch}, OFFSETS)
     zombie = entry
@@ -64,11 +79,11 @@ async def test_a_writer_with_an_older_epoch_is_refused(mongo_db: AsyncDatabase[d
     assert document is not None
     owner = store.entry_of(document)
     owner_history = await store.read_history(owner.state.run_id, document)
-    _absorb(owner, machine.handle(owner.state, _completed(owner, 2), history=owner_history))
+    _absorb(owner, machine.handle(owner.state, _completed(owner, 2)))
     await store.write([owner], {0: new_epoch}, OFFSETS)
 
     # The zombie, unaware, appends its own version of the same step: refused.
-    _absorb(zombie, machine.handle(zombie.state, _completed(zombie, 2), instance=zombie.instance))
+    _absorb(zombie, machine.handle(zombie.state, _completed(zombie, 2)))
     with pytest.raises(FencedError):
         await store.write([zombie], {0: old_epoch}, OFFSETS)
 
@@ -78,11 +93,7 @@ async def test_a_writer_with_an_older_epoch_is_refused(mongo_db: AsyncDatabase[d
     caught_up = store.entry_of(document)
     _absorb(
         caught_up,
-        machine.handle(
-            caught_up.state,
-            m.SignalWorkflow(request_id="s", signal_name="x"),
-            history=await store.read_history(caught_up.state.run_id, document),
-        ),
+        machine.handle(caught_up.state, m.SignalWorkflow(request_id="s", signal_name="x")),
     )
     with pytest.raises(FencedError):
         await store.write([caught_up], {0: old_epoch}, OFFSETS)
@@ -104,13 +115,13 @@ async def test_a_duplicate_append_is_refused(mongo_db: AsyncDatabase[dict[str, A
         workflow_id="w",
         input=default_converter.to_payloads(["/dev/null", "z"]),
     )
-    first = machine.start("ns", start, run_id="run-1")
+    first = _start(machine, start, run_id="run-1")
     await store.write(
         [_absorb(RunEntry(state=first.state, partition=3, persisted_next_event_id=1), first)],
         {3: epoch},
         OFFSETS,
     )
-    again = machine.start("ns", start, run_id="run-1")  # the same start delivered twice
+    again = _start(machine, start, run_id="run-1")  # the same start delivered twice
     with pytest.raises(FencedError):
         duplicate = _absorb(RunEntry(state=again.state, partition=3, persisted_next_event_id=1), again)
         await store.write([duplicate], {3: epoch}, OFFSETS)

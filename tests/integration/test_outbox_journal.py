@@ -12,6 +12,7 @@ from perdure.platform.core import outbox as o
 from perdure.platform.core.payloads import default_converter
 
 from .test_fencing import _absorb, _completed, _machine
+from .test_fencing import _start as _start_run
 
 
 def _start(workflow_id: str) -> m.StartWorkflow:
@@ -34,7 +35,7 @@ async def test_only_outboxes_of_uncommitted_writes_are_sent_again(
     # Batch at offsets 0..1 starts two runs; both dispatch their first activity.
     entries = []
     for workflow_id in ("a", "b"):
-        started = machine.start("ns", _start(workflow_id))
+        started = _start_run(machine, _start(workflow_id))
         entries.append(
             _absorb(RunEntry(state=started.state, partition=0, persisted_next_event_id=1), started)
         )
@@ -55,7 +56,7 @@ async def test_only_outboxes_of_uncommitted_writes_are_sent_again(
     # the outbox of the committed batch, which was sent, so it is not sent again.
     a = entries[0]
     a.reset_changes()
-    _absorb(a, machine.handle(a.state, _completed(a, 2), instance=a.instance))
+    _absorb(a, machine.handle(a.state, _completed(a, 2)))
     journal_only = store._journal_entries([a], {0: (2, 2)})
     await store.journal.insert_many(journal_only)
     journal, unsent = await store.pending_outboxes(0, committed=2)

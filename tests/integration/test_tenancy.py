@@ -29,7 +29,14 @@ from perdure.platform.cell.provisioning import (
 from perdure.platform.tenancy.api_keys import key_matches
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.tenancy_store import TenancyStore
-from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE, INGRESS_QUEUE
+from perdure.platform.tenancy.vhost_layout import (
+    ACTIVITIES_DEAD_LETTERS,
+    ACTIVITIES_QUEUE,
+    INGRESS_QUEUE,
+    WORKER_REPORTS_DEAD_LETTERS,
+    WORKER_REPORTS_QUEUE,
+    WORKFLOW_TASKS_QUEUE,
+)
 from perdure.tenants import AuthenticationError, Client
 
 from ..service_endpoints import Endpoints
@@ -108,14 +115,31 @@ async def test_a_key_is_refused_on_another_vhost_and_when_wrong(tenants: Tenants
         await aio_pika.connect(_on_vhost(tenants.a.connection_string, tenants.b.record.vhost))
 
 
-async def test_reading_the_activity_queue_is_refused(tenants: Tenants) -> None:
+async def test_the_key_reads_its_work_queues_and_nothing_the_platform_reads(tenants: Tenants) -> None:
+    """The key is its workers' credential: it consumes the namespace's work queues; what only the
+    platform reads (requests to admission, workers' reports, dead letters) stays out of its reach, and
+    it declares no queue but its own reply and sticky queues."""
     assert tenants.a.connection_string is not None
     connection = await aio_pika.connect(tenants.a.connection_string)
     try:
+        for allowed in (ACTIVITIES_QUEUE, WORKFLOW_TASKS_QUEUE):
+            channel = await connection.channel()
+            queue = await channel.get_queue(allowed, ensure=False)
+            await queue.cancel(await queue.consume(_ignore))
+            await channel.close()
+        for refused in (
+            INGRESS_QUEUE,
+            WORKER_REPORTS_QUEUE,
+            ACTIVITIES_DEAD_LETTERS,
+            WORKER_REPORTS_DEAD_LETTERS,
+        ):
+            channel = await connection.channel()
+            with pytest.raises(ChannelAccessRefused):
+                queue = await channel.get_queue(refused, ensure=False)
+                await queue.consume(_ignore)
         channel = await connection.channel()
         with pytest.raises(ChannelAccessRefused):
-            queue = await channel.get_queue(ACTIVITIES_QUEUE, ensure=False)
-            await queue.consume(_ignore)
+            await channel.declare_queue("not-mine", auto_delete=True)
     finally:
         await connection.close()
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants.client import Client
 
-from .cell_app import ThreeSteps, WorkerCrash
+from .cell_app import Spinners, ThreeSteps, WorkerCrash
 from .cell_harness import PERDURE, REPO, count_lines
 from .conftest import TenantCellFactory
 from .snoop_app import LeaveAFile, Snoop
@@ -118,3 +119,39 @@ async def test_a_snooping_tenant_is_refused_everything_the_platform_holds(
     for attempt in ("credentials_file", "stack_listing", "victim_files", "victim_listing"):
         assert in_activity[attempt] == "refused: PermissionError", (attempt, in_activity[attempt])
     assert "victim-secret-run" not in repr(report) and "private notes" not in repr(report)
+
+
+async def _latencies(client: Client, ledger: str, tag: str, count: int) -> list[float]:
+    taken = []
+    for i in range(count):
+        began = time.perf_counter()
+        await client.execute_workflow(ThreeSteps.run, ledger, f"{tag}{i}", id=f"{tag}-{i}")
+        taken.append(time.perf_counter() - began)
+    return sorted(taken)
+
+
+async def test_a_noisy_neighbour_spinning_the_cpu_does_not_slow_another_namespace(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell(
+        {"noisy": Quota.unthrottled().model_copy(update={"worker_cpus": 0.5}), "quiet": Quota.unthrottled()}
+    )
+    ledger = str(tmp_path / "ledger")
+    async with (
+        await Client.connect(tenants.connection_string("noisy")) as noisy,
+        await Client.connect(tenants.connection_string("quiet")) as quiet,
+    ):
+        await _latencies(quiet, ledger, "warm", 5)  # the worker started, its instances cached
+        alone = await _latencies(quiet, ledger, "alone", 30)
+        spinning = await noisy.start_workflow(Spinners.run, 10, 2.0, id="spinners")
+        await asyncio.sleep(1)
+        behind = await _latencies(quiet, ledger, "behind", 30)
+        assert (await spinning.describe()).status == "running"  # the noise lasted the whole measure
+        assert await spinning.result(timeout=300) == 10
+    p50 = (alone[len(alone) // 2], behind[len(behind) // 2])
+    p99 = (alone[-1], behind[-1])
+    print(
+        f"quiet namespace alone p50/p99 {p50[0] * 1000:.0f}/{p99[0] * 1000:.0f} ms; "
+        f"behind ten 2 s spinners p50/p99 {p50[1] * 1000:.0f}/{p99[1] * 1000:.0f} ms"
+    )
+    assert p99[1] <= 2 * p99[0], (alone, behind)

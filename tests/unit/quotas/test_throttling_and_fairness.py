@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from perdure.platform.quotas.fair_queue import FairQueue
 from perdure.platform.quotas.token_bucket import TokenBucket
 
@@ -105,3 +107,10 @@ def test_weights_share_slots_when_room_is_scarce() -> None:
         for name, _ in queue.take(0.0, limit=1):
             counts[name] += 1
     assert counts == {"gold": 75, "basic": 25}
+
+
+def test_reservations_queue_up_at_the_rate_after_the_burst() -> None:
+    bucket = TokenBucket(rate=10, burst=2)
+    waits = [bucket.reserve(100.0) for _ in range(5)]
+    assert waits == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3])
+    assert bucket.reserve(100.5) == pytest.approx(0.0)  # 0.5 s later the queue has drained
