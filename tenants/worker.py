@@ -87,6 +87,7 @@ class Worker:
         self._running: set[asyncio.Task[None]] = set()
         self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
         self.started = asyncio.Event()
+        self._stopping = False
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -129,11 +130,14 @@ class Worker:
         log.info("worker serving", extra={"identity": self.identity, "sticky_queue": sticky.name})
 
     async def shutdown(self) -> None:
-        """Stop taking tasks and let the activities in hand finish (workflow tasks are short)."""
+        """Stop taking tasks and let the activities in hand finish (workflow tasks are short); tasks
+        delivered but not begun go back to the queue for another worker."""
+        self._stopping = True
         for queue, tag in self._consumers:
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
         self._consumers.clear()
+        log.info("worker no longer taking tasks", extra={"identity": self.identity})
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
         if self._connection is not None:
@@ -142,6 +146,9 @@ class Worker:
 
     # -- workflow tasks ---------------------------------------------------------------------------------
     async def _on_workflow_task(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping:
+            await message.nack(requeue=True)
+            return
         try:
             activation = WorkflowActivation.model_validate_json(message.body)
         except ValidationError as exc:
@@ -211,6 +218,10 @@ class Worker:
         await self._slots.acquire()
         if self._rate is not None:
             await asyncio.sleep(self._rate.reserve(time.monotonic()))  # tokens come with time
+        if self._stopping:
+            self._slots.release()
+            await message.nack(requeue=True)
+            return
         running = asyncio.create_task(self._execute(message, task))
         self._running.add(running)
 

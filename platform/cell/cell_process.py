@@ -24,6 +24,7 @@ from perdure.platform.cell.process_reporter import ProcessReporter
 from perdure.platform.cell.storage_sampler import StorageSampler
 from perdure.platform.cell.task_producer import TaskProducer, new_producer
 from perdure.platform.cell.usage_producer import UsageProducer, ensure_metering_topic
+from perdure.platform.workers.artifacts import ArtifactStore
 from perdure.platform.workers.supervisor import WorkerSupervisor
 
 log = logging.getLogger("perdure.cell")
@@ -64,7 +65,7 @@ async def run_cell(
     runner = EngineRunner(settings, cell, store, apps, tasks, sender)
     reporter = ProcessReporter(databases.control, cell_name, runner, settings.platform_version)
     relay = WorkerReportRelay(apps, tasks, channels)
-    supervisor_of_workers = WorkerSupervisor(settings, cell_name, apps)
+    supervisor_of_workers = WorkerSupervisor(settings, cell_name, apps, ArtifactStore(databases.control_db))
     backlog = ConsumerBacklog(endpoints.kafka(), cell.topic, cell.partitions, engine_group(cell_name))
     admitter = Admission(apps, store, tasks, channels, backlog=backlog, fair=settings.admission_fair)
 

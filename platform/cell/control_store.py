@@ -13,6 +13,7 @@ from pymongo.errors import DuplicateKeyError
 
 from perdure.platform.cell.wire import dlq_topic, tasks_topic
 from perdure.platform.tenancy.model import Member, Quota
+from perdure.platform.workers.artifacts import Deployment
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 
@@ -101,6 +102,8 @@ class NamespaceRecord(BaseModel):
     # start of another type is refused at admission. Empty: not known, every type is admitted.
     workflow_types: list[str] = Field(default_factory=list)
     hosting: Hosting = "platform"
+    # The app as last deployed (``perdure namespace deploy``); without one, ``app`` is imported by path.
+    deployment: Deployment | None = None
 
 
 class ControlStore:

@@ -39,6 +39,7 @@ from perdure.platform.tenancy.vhost_layout import (
     namespace_user_permissions,
 )
 from perdure.platform.workers.app_manifest import read_manifest
+from perdure.platform.workers.sandbox import Sandbox
 
 
 async def create_cell(
@@ -117,7 +118,9 @@ async def provision_namespace(
 ) -> ProvisionedNamespace:
     """Create a namespace (idempotent: a second call changes nothing and shows no key)."""
     check_name("namespace", name)
-    manifest = await read_manifest(app)  # refuse an app that does not load, before anything is made
+    # Refuse an app that does not load before anything is made (its code runs in its sandbox).
+    sandbox = Sandbox.for_namespace(settings, name, quota or Quota(), "provisioning")
+    manifest = await read_manifest(app, isolated_as=sandbox)
     databases = Databases.connect(settings, cell)
     try:
         control = databases.control

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import typing
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +25,9 @@ from perdure.platform.tenancy.vhost_layout import (
     INGRESS_DEAD_LETTERS,
     INGRESS_QUEUE,
 )
+from perdure.platform.workers.app_manifest import read_manifest
+from perdure.platform.workers.artifacts import ArtifactStore, Deployment, deploy
+from perdure.platform.workers.sandbox import Sandbox
 
 namespace_app = typer.Typer(
     help="Namespaces: the unit of isolation, capacity and billing.", no_args_is_help=True
@@ -270,4 +274,46 @@ def stats(name: str, as_json: JsonOption = False) -> None:
         f"activities: {waiting[ACTIVITIES_QUEUE]['ready']} waiting, "
         f"{waiting[ACTIVITIES_QUEUE]['in_flight']} running, "
         f"{waiting[ACTIVITIES_DEAD_LETTERS]['ready']} dead-lettered"
+    )
+
+
+@namespace_app.command("deploy")
+def deploy_app(
+    name: str,
+    source: Annotated[Path, typer.Option("--source", help="the app's source folder, or a wheel")],
+    app: Annotated[str, typer.Option("--app", help="the app's import path inside it, module:attribute")],
+) -> None:
+    """Deploy a new version of NAME's app: stored as a content-addressed artifact, run by the cell's
+    sandboxed workers; the previous version's workers finish what they hold and stop."""
+
+    async def deploying() -> Deployment:
+        settings = get_settings()
+        databases = Databases.connect(settings)
+        try:
+            record = await databases.control.get_namespace(name)
+            sandbox = Sandbox.for_namespace(settings, name, record.quota, "deploy")
+
+            async def manifest(app_path: str, folder: Path) -> list[str]:
+                return (await read_manifest(app_path, isolated_as=sandbox, code=folder)).workflow_types
+
+            deployment = await deploy(
+                ArtifactStore(databases.control_db),
+                record.deployment,
+                name,
+                source,
+                app,
+                manifest,
+                sandbox.artifact_folder,
+            )
+            await databases.control.update_namespace(
+                name, deployment=deployment, app=app, workflow_types=deployment.workflow_types
+            )
+            return deployment
+        finally:
+            await databases.close()
+
+    deployment = run_command("namespace deploy", deploying())
+    typer.echo(
+        f"namespace {name}: version {deployment.version} deployed (artifact {deployment.artifact[:12]}, "
+        f"app {deployment.app}, workflows: {', '.join(deployment.workflow_types) or 'none'})"
     )

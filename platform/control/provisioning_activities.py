@@ -34,6 +34,7 @@ from perdure.platform.tenancy.model import Member, Quota
 from perdure.platform.tenancy.tenancy_store import TenancyStore
 from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
 from perdure.platform.workers.app_manifest import read_manifest
+from perdure.platform.workers.sandbox import Sandbox
 from perdure.tenants import App, ApplicationError
 
 control_app = App("control-plane")
@@ -86,7 +87,8 @@ async def record_namespace(spec: NamespaceSpec, cell: str) -> None:
     try:
         try:
             check_name("namespace", spec.name)
-            manifest = await read_manifest(spec.app)
+            sandbox = Sandbox.for_namespace(settings, spec.name, spec.quota, "provisioning")
+            manifest = await read_manifest(spec.app, isolated_as=sandbox)
             members: list[Member] = []
             if spec.account is not None:
                 tenancy = TenancyStore(databases.control_db)

@@ -12,10 +12,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from perdure.platform.cell.app_loader import AppLoadError, load_app
+
+if TYPE_CHECKING:
+    from perdure.platform.workers.sandbox import Sandbox
 
 MANIFEST_TIMEOUT_SECONDS = 30.0
 
@@ -51,23 +55,43 @@ def code_environment() -> dict[str, str]:
     return kept
 
 
-async def read_manifest(app: str) -> AppManifest:
-    """Raises ``AppLoadError`` if the app does not load."""
+async def read_manifest(
+    app: str, *, isolated_as: Sandbox | None = None, code: Path | None = None
+) -> AppManifest:
+    """Raises ``AppLoadError`` if the app does not load. Importing an app runs its code: with
+    ``isolated_as``, in that namespace's sandbox (its user, limits and interpreter), as its workers
+    will; ``code`` is the folder of a deployed artifact (else the app is found on the platform's
+    path)."""
+    environment = code_environment()
+    if code is not None:
+        environment["PYTHONPATH"] = str(code)
+    options: dict[str, object] = {}
+    python = sys.executable
+    if isolated_as is not None:
+        options = await asyncio.to_thread(isolated_as.prepare)
+        environment = isolated_as.environment({"PYTHONPATH": environment["PYTHONPATH"]})
+        python = str(isolated_as.python)
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
+        python,
         "-m",
         "perdure.platform.workers.app_manifest",
         app,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=code_environment(),
+        env=environment,
+        **options,  # type: ignore[arg-type]
     )
+    if isolated_as is not None:
+        isolated_as.enter(process.pid)
     try:
         out, err = await asyncio.wait_for(process.communicate(), MANIFEST_TIMEOUT_SECONDS)
     except TimeoutError:
         process.kill()
         await process.wait()
         raise AppLoadError(f"app {app!r} did not load within {MANIFEST_TIMEOUT_SECONDS:.0f}s") from None
+    finally:
+        if isolated_as is not None:
+            isolated_as.remove()
     if process.returncode != 0:
         reason = err.decode(errors="replace").strip().splitlines()
         raise AppLoadError(reason[-1] if reason else f"app {app!r} did not load")

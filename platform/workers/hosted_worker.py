@@ -32,7 +32,9 @@ async def serve(connection: str, app_path: str, environment: dict[str, str]) -> 
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("PERDURE_LOG_LEVEL", "WARNING"))
+    # One line per record on standard output: the supervisor adds each to the cell's log.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    logging.getLogger("perdure").setLevel(os.environ.get("PERDURE_LOG_LEVEL", "INFO"))
     connection = os.environ.pop("PERDURE_CONNECTION")
     asyncio.run(serve(connection, os.environ["PERDURE_APP"], dict(os.environ)))
 

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from perdure.infra.settings import Settings
+from perdure.platform.tenancy.model import Quota
 from perdure.platform.workers.app_manifest import code_environment
 
 log = logging.getLogger("perdure.workers")
@@ -79,6 +81,7 @@ class Sandbox:
     namespace: str
     limits: SandboxLimits
     token: str  # the supervising process, so two supervisors' cgroups never meet
+    python: Path  # an interpreter the sandbox's user may run
     cgroups: list[Path] = field(default_factory=list)
 
     @property
@@ -119,6 +122,21 @@ class Sandbox:
         environment = code_environment()
         environment.update(HOME=str(self.workdir), TMPDIR=str(self.workdir), **extra)
         return environment
+
+    def artifact_folder(self, sha: str) -> Path:
+        """Where a deployed artifact is unpacked: inside the namespace's own folder, so no other
+        namespace's worker can read it."""
+        return self.workdir / "artifacts" / sha
+
+    @classmethod
+    def for_namespace(cls, settings: Settings, namespace: str, quota: Quota, token: str) -> Sandbox:
+        return cls(
+            settings.stack_dir / "workers",
+            namespace,
+            SandboxLimits(memory_bytes=quota.worker_memory_mb * 1024 * 1024, cpus=quota.worker_cpus),
+            token,
+            settings.worker_python,
+        )
 
     def enter(self, pid: int) -> None:
         """Put the started worker into its cgroups (its children follow it)."""

@@ -26,10 +26,12 @@ from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.namespace_apps import NamespaceApps
 from perdure.platform.cell.provisioning import namespace_amqp_url
 from perdure.platform.tenancy.vhost_layout import namespace_user_permissions
-from perdure.platform.workers.sandbox import Sandbox, SandboxLimits, die_with, sweep_cgroups
+from perdure.platform.workers.artifacts import ArtifactStore, unpack
+from perdure.platform.workers.sandbox import Sandbox, die_with, sweep_cgroups
 
 log = logging.getLogger("perdure.workers")
 STOP_GRACE_SECONDS = 10.0
+DRAIN_SECONDS = 300.0  # how long a previous version's worker may take to finish what it holds
 MAX_BACKOFF_SECONDS = 30.0
 HEALTHY_AFTER_SECONDS = 60.0
 
@@ -44,6 +46,8 @@ class _Hosted:
     next_start_at: float = 0.0
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
     sandbox: Sandbox | None = None
+    version: int = 0  # of the deployment the running worker serves (0: the app by import path)
+    draining: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
 
 class WorkerSupervisor:
@@ -52,9 +56,11 @@ class WorkerSupervisor:
         settings: Settings,
         cell: str,
         apps: NamespaceApps,
+        artifacts: ArtifactStore,
         *,
         refresh_seconds: float = 2.0,
     ) -> None:
+        self.artifacts = artifacts
         self.settings = settings
         self.cell = cell
         self.apps = apps
@@ -88,11 +94,40 @@ class WorkerSupervisor:
             hosted = self.workers.setdefault(name, _Hosted(record))
             hosted.record = record
             running = hosted.process is not None and hosted.process.returncode is None
+            deployed = record.deployment.version if record.deployment else 0
+            if running and deployed != hosted.version:
+                # A new version: its worker starts, the old one drains (finishes what it holds).
+                old, hosted.process = hosted.process, None
+                assert old is not None
+                draining = asyncio.create_task(self._drain(hosted, old))
+                hosted.draining.add(draining)
+                draining.add_done_callback(hosted.draining.discard)
+                running = False
+                hosted.next_start_at = now
             if not running and now >= hosted.next_start_at:
                 await self._start(hosted)
 
+    async def _drain(self, hosted: _Hosted, process: asyncio.subprocess.Process) -> None:
+        log.info("draining the previous version's worker", extra={"namespace": hosted.record.name})
+        await self._end(process, DRAIN_SECONDS)
+        log.info("previous version's worker drained", extra={"namespace": hosted.record.name})
+
+    async def _end(self, process: asyncio.subprocess.Process, grace: float) -> None:
+        """SIGTERM (the worker finishes the activities it holds), then SIGKILL after ``grace``."""
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the worker and whatever it started
+            await process.wait()
+
     async def _start(self, hosted: _Hosted) -> None:
         record = hosted.record
+        hosted.version = record.deployment.version if record.deployment else 0
         connection = await self._credential(hosted)
         given = {
             "PERDURE_CONNECTION": connection,
@@ -115,15 +150,18 @@ class WorkerSupervisor:
                 stderr=asyncio.subprocess.STDOUT,
             )
         else:
-            hosted.sandbox = hosted.sandbox or Sandbox(
-                self.settings.stack_dir / "workers",
-                record.name,
-                SandboxLimits(
-                    memory_bytes=record.quota.worker_memory_mb * 1024 * 1024, cpus=record.quota.worker_cpus
-                ),
-                self.token,
+            hosted.sandbox = hosted.sandbox or Sandbox.for_namespace(
+                self.settings, record.name, record.quota, self.token
             )
             options = await asyncio.to_thread(hosted.sandbox.prepare)
+            if record.deployment is not None:
+                # The deployed artifact, unpacked once into the namespace's own folder.
+                deployment = record.deployment
+                folder = hosted.sandbox.artifact_folder(deployment.artifact)
+                if not folder.exists():
+                    data = await self.artifacts.get(deployment.artifact)
+                    await asyncio.to_thread(unpack, data, deployment.kind, folder)
+                given.update(PYTHONPATH=str(folder), PERDURE_APP=deployment.app)
             hosted.process = await asyncio.create_subprocess_exec(
                 str(self.settings.worker_python),
                 *module,
@@ -178,16 +216,10 @@ class WorkerSupervisor:
         return f"{broker.scheme}://{credential}@{host}{port}/{quote(record.vhost, safe='')}"
 
     async def _stop(self, hosted: _Hosted) -> None:
-        process = hosted.process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)  # the worker and whatever it started
-                await process.wait()
+        if hosted.process is not None:
+            await self._end(hosted.process, STOP_GRACE_SECONDS)
+        if hosted.draining:
+            await asyncio.gather(*hosted.draining, return_exceptions=True)
         if hosted.sandbox is not None:
             hosted.sandbox.remove()
         if hosted.watcher is not None:

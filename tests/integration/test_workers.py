@@ -7,13 +7,14 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from perdure.platform.tenancy.model import Quota
-from perdure.tenants.client import Client
+from perdure.tenants.client import Client, WorkflowHandle
 
 from .cell_app import Spinners, ThreeSteps, WorkerCrash
-from .cell_harness import PERDURE, REPO, count_lines
+from .cell_harness import PERDURE, REPO, TenantCell, count_lines, eventually, run_perdure
 from .conftest import TenantCellFactory
 from .snoop_app import LeaveAFile, Snoop
 
@@ -155,3 +156,81 @@ async def test_a_noisy_neighbour_spinning_the_cpu_does_not_slow_another_namespac
         f"behind ten 2 s spinners p50/p99 {p50[1] * 1000:.0f}/{p99[1] * 1000:.0f} ms"
     )
     assert p99[1] <= 2 * p99[0], (alone, behind)
+
+
+VERSIONED_APP = """
+import time
+from datetime import timedelta
+
+from perdure.tenants import App, workflow
+
+app = App("versioned")
+VERSION = {version!r}
+
+
+@app.activity
+def which(seconds: float) -> str:
+    time.sleep(seconds)
+    return VERSION
+
+
+@app.workflow
+class Which:
+    @workflow.run
+    async def run(self, seconds: float) -> str:
+        return await workflow.execute_activity(which, seconds, start_to_close_timeout=timedelta(seconds=60))
+"""
+
+
+async def _deploy(tenants: TenantCell, source: Path, version: str) -> str:
+    (source / "versioned_app.py").write_text(VERSIONED_APP.format(version=version))
+    code, out, err = await run_perdure(
+        tenants,
+        "namespace",
+        "deploy",
+        tenants.a.record.name,
+        "--source",
+        str(source),
+        "--app",
+        "versioned_app:app",
+    )
+    assert code == 0, err
+    return out
+
+
+async def test_deploying_a_second_version_drains_the_first(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell({"a": Quota()})
+    process = tenants.cell.processes[0]
+    source = tmp_path / "source"
+    source.mkdir()
+
+    def seen(line: str, times: int) -> Callable[[], Awaitable[None]]:
+        async def check() -> None:
+            assert len(process.lines(line)) >= times
+
+        return check
+
+    await eventually(seen("worker serving", 1))  # the app by import path, as created
+    assert "version 1 deployed" in await _deploy(tenants, source, "v1")
+    await eventually(seen("worker no longer taking tasks", 1))  # the import path's worker drains...
+    await eventually(seen("worker serving", 2))  # ...and version 1's serves
+    async with await Client.connect(tenants.connection_string("a")) as client:
+
+        async def start_on_v1() -> WorkflowHandle:  # admission learns the new types within seconds
+            return await client.start_workflow("Which", 6.0, id="started-on-v1")
+
+        old = await eventually(start_on_v1)
+
+        async def v1_activity_running() -> None:
+            assert (await old.describe()).pending_activities == 1
+
+        await eventually(v1_activity_running)
+        assert "version 2 deployed" in await _deploy(tenants, source, "v2")
+        await eventually(seen("worker no longer taking tasks", 2))  # version 1 takes nothing new
+        new = await client.start_workflow("Which", 0.0, id="started-on-v2")
+        assert await new.result(timeout=60) == "v2"
+        # The v1 worker finished the activity it held before it stopped: not killed and retried on v2.
+        assert await old.result(timeout=60) == "v1"
+    await eventually(seen("previous version's worker drained", 2))
