@@ -224,6 +224,9 @@ class Settings(BaseSettings):
     # The interpreter of platform-hosted workers: one their sandbox users may run (scripts/bootstrap makes
     # it from the system's Python, as the platform's may live where they cannot reach).
     worker_python: Path = Field(default_factory=_default_worker_python)
+    # A platform-hosted worker with nothing to do for this long ends (scale to zero); the supervisor
+    # starts it again when tasks wait for it. 0 keeps workers running.
+    worker_idle_seconds: float = Field(default=300.0, ge=0)
     # The local stack's FerretDB backend. PostgreSQL by default: measured here, FerretDB v1 on SQLite scans
     # the whole collection for every statement (even by _id) and cannot keep up with a cell.
     stack_mongodb_backend: Literal["postgresql", "sqlite"] = "postgresql"

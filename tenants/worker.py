@@ -88,6 +88,11 @@ class Worker:
         self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
         self.started = asyncio.Event()
         self._stopping = False
+        self.last_task_at = time.monotonic()
+
+    def idle_for(self) -> float:
+        """Seconds since the worker last took or finished a task (0 while activities run)."""
+        return 0.0 if self._running else time.monotonic() - self.last_task_at
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -146,6 +151,7 @@ class Worker:
 
     # -- workflow tasks ---------------------------------------------------------------------------------
     async def _on_workflow_task(self, message: AbstractIncomingMessage) -> None:
+        self.last_task_at = time.monotonic()
         if self._stopping:
             await message.nack(requeue=True)
             return
@@ -209,6 +215,7 @@ class Worker:
 
     # -- activity tasks ---------------------------------------------------------------------------------
     async def _on_activity_task(self, message: AbstractIncomingMessage) -> None:
+        self.last_task_at = time.monotonic()
         try:
             task = DispatchActivity.model_validate_json(message.body)
         except ValidationError as exc:
@@ -227,6 +234,7 @@ class Worker:
 
         def finished(done: asyncio.Task[None]) -> None:
             self._running.discard(done)
+            self.last_task_at = time.monotonic()
             self._slots.release()
             if not done.cancelled() and done.exception() is not None:
                 log.error("running an activity task failed", exc_info=done.exception())

@@ -65,7 +65,9 @@ async def run_cell(
     runner = EngineRunner(settings, cell, store, apps, tasks, sender)
     reporter = ProcessReporter(databases.control, cell_name, runner, settings.platform_version)
     relay = WorkerReportRelay(apps, tasks, channels)
-    supervisor_of_workers = WorkerSupervisor(settings, cell_name, apps, ArtifactStore(databases.control_db))
+    supervisor_of_workers = WorkerSupervisor(
+        settings, cell_name, apps, ArtifactStore(databases.control_db), channels
+    )
     backlog = ConsumerBacklog(endpoints.kafka(), cell.topic, cell.partitions, engine_group(cell_name))
     admitter = Admission(apps, store, tasks, channels, backlog=backlog, fair=settings.admission_fair)
 

@@ -5,6 +5,7 @@ else), until SIGTERM. Started by the cell's worker supervisor, in a sandbox."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -28,7 +29,18 @@ async def serve(connection: str, app_path: str, environment: dict[str, str]) -> 
         activities_per_second=float(rate) if rate else None,
         activity_burst=int(environment.get("PERDURE_ACTIVITY_BURST", "1")),
     )
-    await worker.run(stop)
+    idle_limit = float(environment.get("PERDURE_WORKER_IDLE_SECONDS", "0"))
+    await worker.start()
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            if idle_limit and worker.idle_for() >= idle_limit:
+                # Scale to zero: the supervisor starts a worker again when tasks wait.
+                logging.getLogger("perdure.worker").info("worker idle: scaling to zero")
+                break
+    finally:
+        await worker.shutdown()
 
 
 def main() -> None:

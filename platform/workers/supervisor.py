@@ -21,11 +21,16 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 from perdure.infra.settings import Settings
+from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.connections import rabbitmq_admin
 from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.namespace_apps import NamespaceApps
 from perdure.platform.cell.provisioning import namespace_amqp_url
-from perdure.platform.tenancy.vhost_layout import namespace_user_permissions
+from perdure.platform.tenancy.vhost_layout import (
+    ACTIVITIES_QUEUE,
+    WORKFLOW_TASKS_QUEUE,
+    namespace_user_permissions,
+)
 from perdure.platform.workers.artifacts import ArtifactStore, unpack
 from perdure.platform.workers.sandbox import Sandbox, die_with, sweep_cgroups
 
@@ -47,6 +52,7 @@ class _Hosted:
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
     sandbox: Sandbox | None = None
     version: int = 0  # of the deployment the running worker serves (0: the app by import path)
+    idle: bool = False  # scaled to zero: started again when tasks wait
     draining: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
 
@@ -57,10 +63,12 @@ class WorkerSupervisor:
         cell: str,
         apps: NamespaceApps,
         artifacts: ArtifactStore,
+        channels: AmqpChannels,
         *,
         refresh_seconds: float = 2.0,
     ) -> None:
         self.artifacts = artifacts
+        self.channels = channels
         self.settings = settings
         self.cell = cell
         self.apps = apps
@@ -104,8 +112,23 @@ class WorkerSupervisor:
                 draining.add_done_callback(hosted.draining.discard)
                 running = False
                 hosted.next_start_at = now
+            if not running and hosted.idle and not await self._tasks_wait(record):
+                continue
             if not running and now >= hosted.next_start_at:
                 await self._start(hosted)
+
+    async def _tasks_wait(self, record: NamespaceRecord) -> bool:
+        """Whether work waits for a worker of the namespace (a passive declare counts at once)."""
+        try:
+            channel = await self.channels.channel(record.vhost)
+            for name in (WORKFLOW_TASKS_QUEUE, ACTIVITIES_QUEUE):
+                queue = await channel.declare_queue(name, durable=True, passive=True)
+                if queue.declaration_result.message_count:
+                    return True
+        except Exception:
+            log.warning("counting a namespace's waiting tasks failed", exc_info=True)
+            return True  # better a worker too many than work left waiting
+        return False
 
     async def _drain(self, hosted: _Hosted, process: asyncio.subprocess.Process) -> None:
         log.info("draining the previous version's worker", extra={"namespace": hosted.record.name})
@@ -127,6 +150,7 @@ class WorkerSupervisor:
 
     async def _start(self, hosted: _Hosted) -> None:
         record = hosted.record
+        hosted.idle = False
         hosted.version = record.deployment.version if record.deployment else 0
         connection = await self._credential(hosted)
         given = {
@@ -135,6 +159,7 @@ class WorkerSupervisor:
             "PERDURE_MAX_CONCURRENT_ACTIVITIES": str(record.quota.max_concurrent_activities),
             "PERDURE_ACTIVITIES_PER_SECOND": str(record.quota.actions_per_second),
             "PERDURE_ACTIVITY_BURST": str(record.quota.burst),
+            "PERDURE_WORKER_IDLE_SECONDS": str(self.settings.worker_idle_seconds),
         }
         module = ["-m", "perdure.platform.workers.hosted_worker"]
         if record.name == self.settings.system_namespace:
@@ -189,6 +214,10 @@ class WorkerSupervisor:
             log.info("worker output", extra={"namespace": hosted.record.name, "line": line})
         code = await process.wait()
         if self.stopping.is_set() or hosted.process is not process:
+            return
+        if code == 0:  # it ended itself, idle
+            hosted.idle = True
+            log.info("worker scaled to zero", extra={"namespace": hosted.record.name})
             return
         lived = time.monotonic() - hosted.started_at
         hosted.restarts = 0 if lived > HEALTHY_AFTER_SECONDS else hosted.restarts + 1

@@ -234,3 +234,27 @@ async def test_deploying_a_second_version_drains_the_first(
         # The v1 worker finished the activity it held before it stopped: not killed and retried on v2.
         assert await old.result(timeout=60) == "v1"
     await eventually(seen("previous version's worker drained", 2))
+
+
+async def test_an_idle_worker_scales_to_zero_and_wakes_when_tasks_wait(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell({"a": Quota()}, PERDURE_WORKER_IDLE_SECONDS="2")
+    process = tenants.cell.processes[0]
+    ledger = str(tmp_path / "ledger")
+    async with await Client.connect(tenants.connection_string("a")) as client:
+        assert await client.execute_workflow(ThreeSteps.run, ledger, "x", id="first") == [
+            "x-1-done",
+            "x-2-done",
+            "x-3-done",
+        ]
+        await process.wait_for_log(r'"worker scaled to zero"', timeout=30)
+        assert len(process.lines('"worker started"')) == 1
+        began = time.perf_counter()
+        assert await client.execute_workflow(ThreeSteps.run, ledger, "y", id="second") == [
+            "y-1-done",
+            "y-2-done",
+            "y-3-done",
+        ]
+        print(f"first workflow after scaling to zero took {time.perf_counter() - began:.1f} s")
+    assert len(process.lines('"worker started"')) == 2
