@@ -120,7 +120,8 @@ class Sandbox:
 
     def environment(self, extra: dict[str, str]) -> dict[str, str]:
         environment = code_environment()
-        environment.update(HOME=str(self.workdir), TMPDIR=str(self.workdir), **extra)
+        # Few malloc arenas: each thread's reserves address space, which the memory limit counts.
+        environment.update(HOME=str(self.workdir), TMPDIR=str(self.workdir), MALLOC_ARENA_MAX="2", **extra)
         return environment
 
     def artifact_folder(self, sha: str) -> Path:

@@ -211,3 +211,41 @@ class Spinners:
             for _ in range(count)
         ]
         return len(await asyncio.gather(*spins))
+
+
+@app.activity
+def hogs_memory_once(ledger: str, tag: str) -> str:
+    """Takes far more memory than its worker may the first time it runs; succeeds the next."""
+    marker = Path(f"{ledger}.{tag}.hogged")
+    if not marker.exists():
+        marker.write_text("hogged")
+        hoard = bytearray(2 * 1024 * 1024 * 1024)  # past the sandbox's limit
+        hoard[-1] = 1
+    record(ledger, f"{tag}-survived")
+    return f"{tag}-survived"
+
+
+@app.workflow
+class MemoryHog:
+    @workflow.run
+    async def run(self, ledger: str, tag: str) -> list[str]:
+        first = await workflow.execute_activity(step, ledger, f"{tag}-1", start_to_close_timeout=10)
+        hogged = await workflow.execute_activity(
+            hogs_memory_once, ledger, tag, start_to_close_timeout=5, retry_policy=FAST_RETRY
+        )
+        last = await workflow.execute_activity(step, ledger, f"{tag}-2", start_to_close_timeout=10)
+        return [first, hogged, last]
+
+
+@app.workflow
+class SlowDecider:
+    """Spends seconds of CPU in workflow code between two steps (a long workflow task)."""
+
+    @workflow.run
+    async def run(self, ledger: str, tag: str, seconds: float) -> list[str]:
+        first = await workflow.execute_activity(step, ledger, f"{tag}-1", start_to_close_timeout=10)
+        spent, turns = time.thread_time(), 0
+        while time.thread_time() - spent < seconds:
+            turns += 1
+        last = await workflow.execute_activity(step, ledger, f"{tag}-2", start_to_close_timeout=10)
+        return [first, last]

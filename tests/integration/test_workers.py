@@ -4,16 +4,19 @@ platform-hosted workers that die and are restarted without losing or repeating c
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from perdure.platform.cell.ops_client import OpsClient
+from perdure.platform.core import history as h
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants.client import Client, WorkflowHandle
 
-from .cell_app import Spinners, ThreeSteps, WorkerCrash
+from .cell_app import MemoryHog, SlowDecider, Spinners, ThreeSteps, WorkerCrash
 from .cell_harness import PERDURE, REPO, TenantCell, count_lines, eventually, run_perdure
 from .conftest import TenantCellFactory
 from .snoop_app import LeaveAFile, Snoop
@@ -258,3 +261,53 @@ async def test_an_idle_worker_scales_to_zero_and_wakes_when_tasks_wait(
         ]
         print(f"first workflow after scaling to zero took {time.perf_counter() - began:.1f} s")
     assert len(process.lines('"worker started"')) == 2
+
+
+async def test_a_worker_killed_mid_workflow_task_is_replaced_and_the_run_goes_on(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell({"a": Quota()})
+    process = tenants.cell.processes[0]
+    ledger = tmp_path / "ledger"
+    async with await Client.connect(tenants.connection_string("a")) as client:
+        handle = await client.start_workflow(SlowDecider.run, str(ledger), "s", 3.0, id="slow")
+
+        async def deciding() -> None:  # the first step is done; the task that decides the next runs
+            description = await handle.describe()
+            assert count_lines(ledger) == {"s-1": 1} and description.pending_activities == 0
+
+        await eventually(deciding, every=0.05)
+        pid = int(json.loads(process.lines('"worker started"')[-1])["pid"])
+        os.kill(pid, signal.SIGKILL)
+        assert await handle.result(timeout=90) == ["s-1-done", "s-2-done"]
+    assert count_lines(ledger) == {"s-1": 1, "s-2": 1}
+    assert process.lines("worker exited; restarting")
+
+
+async def test_a_worker_past_its_memory_limit_fails_the_attempt_and_the_run_goes_on(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell({"hog": Quota(worker_memory_mb=512), "other": Quota()})
+    ledger, other_ledger = tmp_path / "ledger", tmp_path / "other"
+    async with (
+        await Client.connect(tenants.connection_string("hog")) as hog,
+        await Client.connect(tenants.connection_string("other")) as other,
+    ):
+        hogging = await hog.start_workflow(MemoryHog.run, str(ledger), "h", id="hog")
+        others = [
+            await other.start_workflow(ThreeSteps.run, str(other_ledger), f"o{i}", id=f"o{i}")
+            for i in range(3)
+        ]
+        assert await hogging.result(timeout=90) == ["h-1-done", "h-survived", "h-2-done"]
+        for i, handle in enumerate(others):
+            assert await handle.result(timeout=60) == [f"o{i}-1-done", f"o{i}-2-done", f"o{i}-3-done"]
+    assert count_lines(ledger) == {"h-1": 1, "h-survived": 1, "h-2": 1}
+    assert (tmp_path / "ledger.h.hogged").exists()  # the first attempt did reach for the memory
+    ops = await OpsClient.connect(tenants.cell.settings, tenants.hog.record.name)
+    try:
+        history = await ops.history("hog")
+    finally:
+        await ops.close()
+    retried = [e for e in history if isinstance(e, h.ActivityTaskRetryScheduled)]
+    # The limit refused the allocation (MemoryError), or the kernel ended the worker (a timeout).
+    assert [e.failure.type for e in retried] in (["MemoryError"], ["TimeoutFailure"])
