@@ -202,8 +202,6 @@ class Settings(BaseSettings):
     engine_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
     # Admission shares a cell fairly across namespaces; False makes it one FIFO (for comparisons).
     admission_fair: bool = True
-    # Activity attempts one cell process runs at once, across namespaces (shared by weight).
-    executor_slots: int = Field(default=256, ge=1, le=10_000)
     # How often each partition owner samples the storage of its runs (metered in GB-hours).
     storage_sample_seconds: int = Field(default=3600, ge=1, le=86_400)
     # The platform version a cell process starts as; rollouts move cells to other versions.
