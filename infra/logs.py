@@ -30,3 +30,7 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("aiokafka", "aiormq", "aio_pika", "pymongo", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Said on every Kafka connection of the local stack, whose SASL login travels on loopback only.
+    logging.getLogger("aiokafka.conn").addFilter(
+        lambda record: "username and password in the clear" not in record.getMessage()
+    )
