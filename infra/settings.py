@@ -225,6 +225,9 @@ class Settings(BaseSettings):
     # A platform-hosted worker with nothing to do for this long ends (scale to zero); the supervisor
     # starts it again when tasks wait for it. 0 keeps workers running.
     worker_idle_seconds: float = Field(default=300.0, ge=0)
+    # How long an engine batch waits for the workflow tasks it sent (so a step costs one batch, not
+    # two); 0 sends them without waiting. A slower answer goes through Kafka.
+    inline_decision_ms: int = Field(default=50, ge=0, le=1000)
     # The local stack's FerretDB backend. PostgreSQL by default: measured here, FerretDB v1 on SQLite scans
     # the whole collection for every statement (even by _id) and cannot keep up with a cell.
     stack_mongodb_backend: Literal["postgresql", "sqlite"] = "postgresql"

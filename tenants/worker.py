@@ -176,7 +176,8 @@ class Worker:
             for answer in outcome.answers:
                 await self._answer(answer)
             if outcome.reply is not None:
-                await self._report(task.workflow_id, outcome.reply)
+                # Straight to the engine that waits for it, if it said where; else through the reports.
+                await self._report(task.workflow_id, outcome.reply, to=message.reply_to)
             await message.ack()
             workflow_tasks.add(1, {"outcome": outcome.reply.kind if outcome.reply else "query"})
 
@@ -199,7 +200,7 @@ class Worker:
             routing_key=query.reply_to,
         )
 
-    async def _report(self, workflow_id: str, message: Any) -> None:
+    async def _report(self, workflow_id: str, message: Any, to: str | None = None) -> None:
         assert self._reports is not None
         report = WorkerReport(workflow_id=workflow_id, message=message)
         await self._reports.default_exchange.publish(
@@ -210,7 +211,7 @@ class Worker:
                 type=message.kind,
                 headers=inject_amqp_headers({"perdure-version": "1"}),
             ),
-            routing_key=WORKER_REPORTS_QUEUE,
+            routing_key=to or WORKER_REPORTS_QUEUE,
         )
 
     # -- activity tasks ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from opentelemetry import metrics, trace
 from perdure.infra.telemetry import extract_kafka_context
 from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.cell.control_store import CellRecord
+from perdure.platform.cell.inline_decisions import InlineDecisions
 from perdure.platform.cell.namespace_apps import LoadedNamespace, NamespaceApps, NamespaceUnavailable
 from perdure.platform.cell.outbox_sender import Addressed, OutboxSender, TenantReply
 from perdure.platform.cell.run_store import FencedError, RunEntry, RunStore
@@ -35,6 +36,7 @@ from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.wire import DeadLetter, TaskEnvelope, UndecodableMessage, decode_envelope
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
+from perdure.platform.core import outbox as o
 from perdure.platform.core.run_state import RunLimits
 from perdure.platform.core.state_machine import ExecutionStateMachine, TaskTimeouts, Transition
 from perdure.platform.core.usage import UsageRecord, query_usage
@@ -121,7 +123,11 @@ class CellEngine:
         sender: OutboxSender,
         consumer: AIOKafkaConsumer,
         task_timeouts: TaskTimeouts | None = None,
+        inline: InlineDecisions | None = None,
+        inline_seconds: float = 0.05,
     ) -> None:
+        self.inline = inline
+        self.inline_seconds = inline_seconds
         # The engine never runs workflow code: workflow tasks go to the namespaces' workers.
         self.machine = ExecutionStateMachine(
             clock=lambda: datetime.now(UTC),
@@ -304,6 +310,7 @@ class CellEngine:
                         rejected.extend(
                             self._dead_letter(r, f"engine error: {exc!r}") for r, _ in group.items
                         )
+            sent_inline = await self._decide_inline(touched)
             entries = [e for e in touched.values() if e.dirty]
             offsets = {tp.partition: (records[0].offset, records[-1].offset) for tp, records in batch.items()}
             try:
@@ -320,7 +327,7 @@ class CellEngine:
                 for e in entries
                 for item in e.new_outbox
             ]
-            await self.sender.send(items)
+            await self.sender.send(items, sent_tasks=sent_inline)
             await self.sender.usage.send_all(metered)
             await self.tasks.send_all(extra)
             await self.sender.reply(replies)
@@ -342,6 +349,41 @@ class CellEngine:
                     entry.history = None  # a query of a closed run reads it again
             tasks_processed.add(count - len(rejected))
             step_latency.record(time.perf_counter() - started)
+
+    async def _decide_inline(self, touched: dict[str, RunEntry]) -> frozenset[str]:
+        """Send the batch's workflow tasks now and record the commands that come back within the wait,
+        in this batch's write (see ``inline_decisions``); the ids of the tasks sent."""
+        if self.inline is None or self.inline_seconds <= 0:
+            return frozenset()
+        deadline = time.monotonic() + self.inline_seconds
+        sent: set[str] = set()
+        while time.monotonic() < deadline:
+            pending: dict[str, tuple[RunEntry, o.DispatchWorkflowTask]] = {}
+            for entry in touched.values():
+                current = entry.state.workflow_task
+                for item in entry.new_outbox:
+                    if (
+                        isinstance(item, o.DispatchWorkflowTask)
+                        and current is not None
+                        and item.task_id == current.task_id
+                        and item.task_id not in sent
+                    ):
+                        pending[item.task_id] = (entry, item)
+            if not pending:
+                break
+            futures = {task_id: self.inline.expect(task_id) for task_id in pending}
+            sent.update(pending)
+
+            async def dispatch(item: o.DispatchWorkflowTask) -> None:
+                assert self.inline is not None
+                reply_to = await self.inline.reply_queue(self.apps.vhost_of(item.namespace))
+                await self.sender.send_workflow_task(item, reply_to=reply_to)
+
+            await asyncio.gather(*(dispatch(item) for _, item in pending.values()))
+            for task_id, reply in (await self.inline.wait(futures, deadline)).items():
+                entry = pending[task_id][0]
+                self._absorb(entry, self.machine.handle(entry.state, reply))
+        return frozenset(sent)
 
     # -- loading -----------------------------------------------------------------------------------
     async def _prepare(self, group: Group, rejected: list[DeadLetter]) -> None:

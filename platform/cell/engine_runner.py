@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from perdure.infra.settings import Settings
 from perdure.platform.cell.control_store import CellRecord
 from perdure.platform.cell.engine import CellEngine
+from perdure.platform.cell.inline_decisions import InlineDecisions
 from perdure.platform.cell.namespace_apps import NamespaceApps
 from perdure.platform.cell.outbox_sender import OutboxSender
 from perdure.platform.cell.run_store import RunStore
@@ -42,6 +43,7 @@ class EngineRunner:
         self.tasks = tasks
         self.sender = sender
         self.engine: CellEngine | None = None
+        self.inline: InlineDecisions | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.task: asyncio.Task[None] | None = None
         self._crash: BaseException | None = None
@@ -63,7 +65,17 @@ class EngineRunner:
 
     async def start(self) -> None:
         self.consumer = self._consumer()
-        self.engine = CellEngine(self.cell, self.store, self.apps, self.tasks, self.sender, self.consumer)
+        self.inline = InlineDecisions(self.sender.channels, self.tasks, self.apps.namespace_of_vhost)
+        self.engine = CellEngine(
+            self.cell,
+            self.store,
+            self.apps,
+            self.tasks,
+            self.sender,
+            self.consumer,
+            inline=self.inline,
+            inline_seconds=self.settings.inline_decision_ms / 1000,
+        )
         self.sender.timer_armed = self.engine.timer_armed
         self.sender.history_of = self.engine.history_of
         self.engine.subscribe()
@@ -87,6 +99,8 @@ class EngineRunner:
             return
         self.engine.stopping.set()
         await asyncio.gather(self.task, return_exceptions=True)
+        if self.inline is not None:
+            await self.inline.close()
         await self.consumer.stop()  # commits were made per batch; this leaves the group
         self.engine = self.consumer = self.task = None
 

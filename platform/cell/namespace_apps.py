@@ -45,6 +45,12 @@ class NamespaceApps:
         loaded = self._loaded.get(namespace)
         return loaded.record if loaded is not None else None
 
+    def namespace_of_vhost(self, vhost: str) -> str:
+        for loaded in self._loaded.values():
+            if loaded.record.vhost == vhost:
+                return loaded.record.name
+        return vhost
+
     def vhost_of(self, namespace: str) -> str:
         return self._loaded[namespace].record.vhost if namespace in self._loaded else namespace
 

@@ -80,7 +80,8 @@ class OutboxSender:
         self.timer_armed = timer_armed
         self.usage = usage
 
-    async def send(self, items: Sequence[Addressed]) -> None:
+    async def send(self, items: Sequence[Addressed], *, sent_tasks: frozenset[str] = frozenset()) -> None:
+        """Send ``items`` (but the workflow tasks in ``sent_tasks``: sent already, within the batch)."""
         created: list[dict[str, object]] = []
         cancelled: list[str] = []
         envelopes: list[TaskEnvelope] = []
@@ -127,7 +128,8 @@ class OutboxSender:
                 case o.DispatchActivity():
                     publishes.append(self._publish(entry.namespace, "", ACTIVITIES_QUEUE, entry))
                 case o.DispatchWorkflowTask():
-                    publishes.append(self._send_workflow_task(entry))
+                    if entry.task_id not in sent_tasks or not entry.task_id:
+                        publishes.append(self.send_workflow_task(entry))
                 case o.RunClosed():
                     publishes.append(
                         self._publish(entry.namespace, RESULTS_EXCHANGE, entry.routing_key, entry)
@@ -164,10 +166,11 @@ class OutboxSender:
             except Exception:
                 log.warning("answering a tenant failed", exc_info=True)
 
-    async def _send_workflow_task(self, task: o.DispatchWorkflowTask) -> None:
-        """To the worker holding the run's instance (sticky), else to any of the namespace's workers.
-        The task expires when its timeout does: by then the engine has sent it again, with the whole
-        history, and a worker need not spend time on the stale copy."""
+    async def send_workflow_task(self, task: o.DispatchWorkflowTask, reply_to: str | None = None) -> None:
+        """To the worker holding the run's instance (sticky), else to any of the namespace's workers;
+        answered to ``reply_to`` if given, else through the namespace's worker reports. The task expires
+        when its timeout does: by then the engine has sent it again, with the whole history, and a
+        worker need not spend time on the stale copy."""
         events: list[h.HistoryEvent] = []
         if task.last_event_id >= task.first_event_id:
             history = await self.history_of(task.run_id)
@@ -178,6 +181,8 @@ class OutboxSender:
             body,
             content_type="application/json",
             type=task.kind,
+            reply_to=reply_to,
+            correlation_id=task.task_id or None,
             expiration=max(task.timeout_seconds, 1.0),
             headers=inject_amqp_headers({"perdure-version": "1"}),
         )
