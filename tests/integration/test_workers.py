@@ -311,3 +311,16 @@ async def test_a_worker_past_its_memory_limit_fails_the_attempt_and_the_run_goes
     retried = [e for e in history if isinstance(e, h.ActivityTaskRetryScheduled)]
     # The limit refused the allocation (MemoryError), or the kernel ended the worker (a timeout).
     assert [e.failure.type for e in retried] in (["MemoryError"], ["TimeoutFailure"])
+
+
+async def test_a_decision_slower_than_the_engine_waits_for_reaches_the_run_through_kafka(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell({"a": Quota()}, PERDURE_INLINE_DECISION_MS="20")
+    ledger = tmp_path / "ledger"
+    async with await Client.connect(tenants.connection_string("a")) as client:
+        slow = await client.start_workflow(SlowDecider.run, str(ledger), "late", 0.5, id="late")
+        assert await slow.result(timeout=60) == ["late-1-done", "late-2-done"]
+        quick = await client.execute_workflow(ThreeSteps.run, str(ledger), "q", id="quick")
+        assert quick == ["q-1-done", "q-2-done", "q-3-done"]
+    assert count_lines(ledger) == {"late-1": 1, "late-2": 1, "q-1": 1, "q-2": 1, "q-3": 1}
