@@ -249,3 +249,13 @@ class SlowDecider:
             turns += 1
         last = await workflow.execute_activity(step, ledger, f"{tag}-2", start_to_close_timeout=10)
         return [first, last]
+
+
+@app.workflow
+class Runaway:
+    """A loop a bug left without an exit."""
+
+    @workflow.run
+    async def run(self, ledger: str) -> None:
+        while True:
+            await workflow.execute_activity(step, ledger, "again", start_to_close_timeout=10)

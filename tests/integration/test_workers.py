@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from perdure.platform.cell.ops_client import OpsClient
 from perdure.platform.core import history as h
 from perdure.platform.tenancy.model import Quota
+from perdure.tenants import WorkflowFailureError
 from perdure.tenants.client import Client, WorkflowHandle
 
-from .cell_app import MemoryHog, SlowDecider, Spinners, ThreeSteps, WorkerCrash
+from .cell_app import MemoryHog, Runaway, SlowDecider, Spinners, ThreeSteps, WorkerCrash
 from .cell_harness import PERDURE, REPO, TenantCell, count_lines, eventually, run_perdure
 from .conftest import TenantCellFactory
 from .snoop_app import LeaveAFile, Snoop
@@ -324,3 +328,29 @@ async def test_a_decision_slower_than_the_engine_waits_for_reaches_the_run_throu
         quick = await client.execute_workflow(ThreeSteps.run, str(ledger), "q", id="quick")
         assert quick == ["q-1-done", "q-2-done", "q-3-done"]
     assert count_lines(ledger) == {"late-1": 1, "late-2": 1, "q-1": 1, "q-2": 1, "q-3": 1}
+
+
+async def test_a_run_looping_past_its_history_limit_is_terminated_and_others_go_on(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    limited = Quota(max_history_events=60, warn_history_events=30)
+    tenants = await make_tenant_cell({"a": limited})
+    ledger = tmp_path / "ledger"
+    async with await Client.connect(tenants.connection_string("a")) as client:
+        runaway = await client.start_workflow(Runaway.run, str(ledger), id="runaway")
+        sound = await client.start_workflow(ThreeSteps.run, str(ledger), "ok", id="sound")
+        with pytest.raises(WorkflowFailureError, match="terminated"):
+            await runaway.result(timeout=90)
+        assert await sound.result(timeout=60) == ["ok-1-done", "ok-2-done", "ok-3-done"]
+        description = await runaway.describe()
+    # Checked once per transition: the step that crossed the limit is recorded whole, then the close.
+    assert description.status == "terminated" and 60 <= description.history_length <= 64
+    ops = await OpsClient.connect(tenants.cell.settings, tenants.a.record.name)
+    try:
+        closing = (await ops.history("runaway"))[-1]
+    finally:
+        await ops.close()
+    assert isinstance(closing, h.WorkflowExecutionTerminated)
+    assert re.match(r"history limit exceeded: 6\d events", closing.reason)
+    process = tenants.cell.processes[0]
+    assert process.lines("a run nears its history limit")  # warned of at 30 events
