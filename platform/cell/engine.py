@@ -69,6 +69,7 @@ meter.create_observable_gauge(
 )
 
 CACHE_LIMIT_PER_PARTITION = 5_000
+SLOW_WORKER_SECONDS = 30.0  # the longest a namespace whose worker answers late is not waited for
 ExecutionKey = tuple[str, str]
 
 
@@ -128,6 +129,10 @@ class CellEngine:
     ) -> None:
         self.inline = inline
         self.inline_seconds = inline_seconds
+        # Namespaces whose workers answered too late lately: their tasks are sent without waiting, so
+        # one tenant's slow (or busy) worker never holds the batches of others.
+        self._slow_until: dict[str, float] = {}
+        self._late_in_a_row: collections.Counter[str] = collections.Counter()
         # The engine never runs workflow code: workflow tasks go to the namespaces' workers.
         self.machine = ExecutionStateMachine(
             clock=lambda: datetime.now(UTC),
@@ -367,6 +372,7 @@ class CellEngine:
                         and current is not None
                         and item.task_id == current.task_id
                         and item.task_id not in sent
+                        and self._slow_until.get(item.namespace, 0.0) <= time.monotonic()
                     ):
                         pending[item.task_id] = (entry, item)
             if not pending:
@@ -380,9 +386,17 @@ class CellEngine:
                 await self.sender.send_workflow_task(item, reply_to=reply_to)
 
             await asyncio.gather(*(dispatch(item) for _, item in pending.values()))
-            for task_id, reply in (await self.inline.wait(futures, deadline)).items():
-                entry = pending[task_id][0]
+            answered = await self.inline.wait(futures, deadline)
+            for task_id, reply in answered.items():
+                entry, item = pending[task_id]
                 self._absorb(entry, self.machine.handle(entry.state, reply))
+                self._late_in_a_row.pop(item.namespace, None)
+            for namespace in {pending[task_id][1].namespace for task_id in pending.keys() - answered.keys()}:
+                # Not waited for again for a while, the longer the more often it was late (a worker that
+                # was only starting is asked again soon).
+                self._late_in_a_row[namespace] += 1
+                pause = min(SLOW_WORKER_SECONDS, 0.5 * 2 ** (self._late_in_a_row[namespace] - 1))
+                self._slow_until[namespace] = time.monotonic() + pause
         return frozenset(sent)
 
     # -- loading -----------------------------------------------------------------------------------
