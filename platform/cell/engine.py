@@ -428,12 +428,14 @@ class CellEngine:
             if run_id is None or run_id in cache.by_run:
                 continue
             document = await self.store.run(run_id)
-            if document is not None:
+            # A run id names a run of this execution only: one of another namespace or workflow (sent by
+            # a hostile client or worker, whose namespace is its vhost) is no run at all here.
+            if document is not None and (document["namespace"], document["workflow_id"]) == group.key:
                 cache.put(group.key, await self._entry(document), latest=False)
         # A query of a closed run goes to a worker with the whole history.
         for _, envelope in group.items:
             if isinstance(envelope.message, m.QueryWorkflow):
-                entry = cache.by_run.get(envelope.run_id) if envelope.run_id else cache.latest.get(group.key)
+                entry = self._run_of(cache, group.key, envelope.run_id)
                 if entry is not None and entry.history is None:
                     entry.history = await self.store.read_history(entry.state.run_id)
 
@@ -471,7 +473,7 @@ class CellEngine:
                 if entry is not None:
                     touched[entry.state.run_id] = entry
                 continue
-            entry = cache.by_run.get(envelope.run_id) if envelope.run_id else cache.latest.get(group.key)
+            entry = self._run_of(cache, group.key, envelope.run_id)
             if isinstance(message, m.QueryWorkflow):
                 if entry is None:
                     which = envelope.run_id or repr(envelope.workflow_id)
@@ -499,6 +501,14 @@ class CellEngine:
             transition = machine.handle(entry.state, message)
             if self._absorb(entry, transition):
                 touched[entry.state.run_id] = entry
+
+    @staticmethod
+    def _run_of(cache: PartitionCache, key: ExecutionKey, run_id: str | None) -> RunEntry | None:
+        """The run a message names (or the execution's latest), if it is a run of ``key``."""
+        entry = cache.by_run.get(run_id) if run_id else cache.latest.get(key)
+        if entry is not None and (entry.state.namespace, entry.state.workflow_id) != key:
+            return None
+        return entry
 
     def _start(
         self,

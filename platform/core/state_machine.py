@@ -139,7 +139,8 @@ _WAITS_FOR_TASK = frozenset(
 _TIMERS_WAITING_FOR_TASK = frozenset(
     {"user_timer", "schedule_to_start", "start_to_close", "schedule_to_close", "heartbeat"}
 )
-MAX_BUFFERED_MESSAGES = 1000
+MAX_BUFFERED_SIGNALS = 1000
+MAX_BUFFERED_SIGNAL_BYTES = 4 * 1024 * 1024
 DEFAULT_LIMITS = RunLimits()
 TASK_RETRY_CAP = timedelta(seconds=60)
 
@@ -221,10 +222,10 @@ class ExecutionStateMachine:
             return Transition(state, ignored=f"run {state.run_id} is closed ({state.status})")
         step = _Step(state.model_copy(deep=True), self.clock())
         if self._must_wait(step.state, message):
-            if len(step.state.buffered) >= MAX_BUFFERED_MESSAGES:
+            if isinstance(message, m.SignalWorkflow) and self._buffer_full(step.state, message):
+                # Only a client's signal is refused: what the platform and workers report is never dropped.
                 return Transition(
-                    state,
-                    ignored=f"refused: {MAX_BUFFERED_MESSAGES} messages already wait for the run's code",
+                    state, ignored="refused: the signals waiting for the run's code are at their limit"
                 )
             step.state.buffered.append(message)
             return self._done(step)
@@ -263,6 +264,13 @@ class ExecutionStateMachine:
         return self._done(step)
 
     # -- workflow tasks -------------------------------------------------------------------------------
+    @staticmethod
+    def _buffer_full(state: RunState, signal: m.SignalWorkflow) -> bool:
+        """Whether the signals waiting (kept in the run's document) would pass their count or size."""
+        signals = [b for b in state.buffered if isinstance(b, m.SignalWorkflow)]
+        size = sum(len(p.data) for b in [*signals, signal] for p in b.input)
+        return len(signals) >= MAX_BUFFERED_SIGNALS or size > MAX_BUFFERED_SIGNAL_BYTES
+
     @staticmethod
     def _must_wait(state: RunState, message: m.RunMessage) -> bool:
         if isinstance(message, m.TimerFiredNotice):
@@ -527,8 +535,10 @@ class ExecutionStateMachine:
             task = state.workflow_task
             if task is None or task.sequence != notice.event_id:
                 return "timeout of a finished workflow task"
-            # The worker is slow or gone: any worker gets the whole history.
+            # The worker is slow or gone: any worker gets the whole history (a parked run's retry too).
             self._abandon_task(step)
+            if state.status == "blocked":
+                self._dispatch_task(step, whole_history=True)
             return None
         if notice.purpose == "workflow_task_retry":
             if state.status != "blocked" or state.workflow_task is not None:
@@ -842,6 +852,10 @@ class ExecutionStateMachine:
     def _done(self, step: _Step) -> Transition:
         state = step.state
         warnings = self._hold_to_limits(step) if step.events else []
+        if not state.is_open and state.pending_queries:
+            # Closed with queries waiting for a task that will not come: they go with the whole history.
+            queries, state.pending_queries = state.pending_queries, []
+            self._query_tasks(step, queries)
         if (
             state.status == "running"
             and state.workflow_task is None

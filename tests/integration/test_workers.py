@@ -12,15 +12,21 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aio_pika
 import pytest
 
 from perdure.platform.cell.ops_client import OpsClient
 from perdure.platform.core import history as h
+from perdure.platform.core import messages as m
+from perdure.platform.core.commands import CompleteWorkflow
+from perdure.platform.core.payloads import default_converter
+from perdure.platform.protocol.worker_wire import WorkerReport
 from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.vhost_layout import WORKER_REPORTS_QUEUE
 from perdure.tenants import WorkflowFailureError
 from perdure.tenants.client import Client, WorkflowHandle
 
-from .cell_app import MemoryHog, Runaway, SlowDecider, Spinners, ThreeSteps, WorkerCrash
+from .cell_app import FanOut, MemoryHog, Runaway, SlowDecider, Spinners, ThreeSteps, WorkerCrash
 from .cell_harness import PERDURE, REPO, TenantCell, count_lines, eventually, run_perdure
 from .conftest import TenantCellFactory
 from .snoop_app import LeaveAFile, Snoop
@@ -354,3 +360,47 @@ async def test_a_run_looping_past_its_history_limit_is_terminated_and_others_go_
     assert re.match(r"history limit exceeded: 6\d events", closing.reason)
     process = tenants.cell.processes[0]
     assert process.lines("a run nears its history limit")  # warned of at 30 events
+
+
+async def test_a_report_naming_another_namespaces_run_changes_nothing_there(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell({"victim": Quota(), "forger": Quota()}, partitions=1)
+    ledger = tmp_path / "ledger"
+    forged = default_converter.to_payload("forged")
+    async with await Client.connect(tenants.connection_string("victim")) as victim:
+        handle = await victim.start_workflow(FanOut.run, str(ledger), "v", 1, 3.0, id="victim-run")
+
+        async def activity_running() -> None:
+            assert (await handle.describe()).pending_activities == 1
+
+        await eventually(activity_running)
+        assert handle.run_id is not None
+        # The forger, on its own vhost with its own key, reports the victim's activity as done (and a
+        # workflow task of it as completed), naming the victim's run and workflow.
+        connection = await aio_pika.connect(tenants.connection_string("forger"))
+        try:
+            channel = await connection.channel()
+            for message in (
+                m.ActivityCompleted(run_id=handle.run_id, scheduled_event_id=2, attempt=1, result=forged),
+                m.WorkflowTaskCompleted(
+                    run_id=handle.run_id,
+                    task_id=f"{handle.run_id}/task/2",
+                    commands=[CompleteWorkflow(result=forged)],
+                ),
+            ):
+                report = WorkerReport(workflow_id="victim-run", message=message)
+                await channel.default_exchange.publish(
+                    aio_pika.Message(report.model_dump_json().encode()), routing_key=WORKER_REPORTS_QUEUE
+                )
+        finally:
+            await connection.close()
+        assert await handle.result(timeout=60) == 1  # its own activity's result, after 3 s
+    ops = await OpsClient.connect(tenants.cell.settings, tenants.victim.record.name)
+    try:
+        history = await ops.history("victim-run")
+    finally:
+        await ops.close()
+    assert forged.data not in repr([e.model_dump() for e in history]).encode()
+    ran = count_lines(ledger)  # "tag began ended", one line per execution
+    assert sum(ran.values()) == 1 and next(iter(ran)).startswith("v ")

@@ -332,3 +332,60 @@ def test_rebuilt_state_matches_the_live_state() -> None:
     assert rebuilt.pending_timers == live.pending_timers
     assert {k: v for k, v in live.armed_timers.items() if "workflow_task" not in k} == rebuilt.armed_timers
     assert rebuilt.recent_request_ids == live.recent_request_ids
+
+
+def test_a_parked_runs_retry_lost_with_its_worker_is_sent_again() -> None:
+    clock = Clock()
+    run = Run(clock)
+    run.start("Reordered")
+    run.work(_worker())
+    run.send(run.result_of(2, "A"))
+    reordered = WorkflowActivations(w.swapped(w.app, "Reordered", w.ReorderedV2))
+    run.work(reordered)  # cache miss: the whole history next
+    run.work(reordered)  # fails: parked, retry armed
+    retry = [
+        e for e in run.sent if isinstance(e, o.CreateTimer) and e.notice.purpose == "workflow_task_retry"
+    ][-1]
+    clock.now = retry.fire_at
+    run.send(retry.notice)
+    lost = run.task()
+    timeout = [
+        e for e in run.sent if isinstance(e, o.CreateTimer) and e.notice.purpose == "workflow_task_timeout"
+    ][-1]
+    clock.now = timeout.fire_at
+    run.send(timeout.notice)  # the worker holding the retry died
+    again = run.task()
+    assert again.task_id != lost.task_id and again.first_event_id == 1
+    recovered = run.work(_worker())
+    assert run.state is not None and run.state.status == "running"
+    assert isinstance(recovered.events[0], h.WorkflowTaskRedriven)
+
+
+def test_what_the_platform_reports_is_never_dropped_however_many_signals_wait() -> None:
+    from perdure.platform.core.state_machine import MAX_BUFFERED_SIGNALS
+
+    run = Run()
+    run.start("ThreeSteps", "s")
+    run.work(_worker())
+    run.send(run.result_of(2))  # a task is in flight from here on
+    for i in range(MAX_BUFFERED_SIGNALS):
+        run.send(m.SignalWorkflow(request_id=f"s{i}", signal_name="none"))
+    refused = run.send(m.SignalWorkflow(request_id="one-too-many", signal_name="none"))
+    assert refused.ignored is not None and "limit" in refused.ignored
+    timer = m.TimerFiredNotice(run_id="run-0", timer_key="k", purpose="user_timer", event_id=99)
+    assert run.send(timer).ignored is None  # waits with the others
+    assert run.state is not None and run.state.buffered[-1] == timer
+
+
+def test_queries_waiting_when_the_run_closes_go_out_with_the_whole_history() -> None:
+    run = Run()
+    run.start("SignalsAndTimers")
+    query = m.PendingQuery(request_id="q", query_name="seen", reply_to="r", correlation_id="c")
+    assert run.state is not None
+    run._take(run.machine.query(run.state, query))
+    run.send(m.TerminateWorkflowRequest(request_id="t", reason="enough"))
+    task = run.task()
+    assert task.queries == [query] and task.first_event_id == 1 and not task.task_id
+    assert run.state.pending_queries == []
+    outcome = _worker().activate(task, run.history)
+    assert outcome.answers[0].result is not None
