@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from opentelemetry import metrics, trace
 from pydantic import ValidationError
 
@@ -34,9 +35,9 @@ relayed = meter.create_counter("perdure.reports.relayed", description="worker re
 refused = meter.create_counter("perdure.reports.refused", description="worker reports dead-lettered")
 PREFETCH = 512
 BATCH = 500
-# Commands carry payloads (activity inputs, results): what a namespace's payload limit allows, times
-# the commands one task may hold, bounded by what a Kafka record may carry.
-MAX_REPORT_BYTES = 3 * 1024 * 1024
+# Commands carry payloads (activity inputs, results): bounded by what a record of the cell's topic may
+# carry (Kafka's default, about 1 MB); a larger report is dead-lettered, not retried.
+MAX_REPORT_BYTES = 1000 * 1000
 
 
 @dataclass
@@ -146,11 +147,27 @@ class WorkerReportRelay:
             try:
                 await self.tasks.send_all([received.envelope for received in batch])
             except Exception:
-                log.exception("relaying reports failed; they are delivered again")
-                for received in batch:
-                    await received.message.nack(requeue=True)
-                await asyncio.sleep(1)
+                # One at a time: a report Kafka refuses for good must not hold the others back.
+                log.warning("relaying a batch of reports failed; relaying them one by one", exc_info=True)
+                await self._relay_one_by_one(batch)
                 continue
             for received in batch:
                 await received.message.ack()
                 relayed.add(1, {"namespace": received.namespace})
+
+    async def _relay_one_by_one(self, batch: list[_Received]) -> None:
+        failed = False
+        for received in batch:
+            try:
+                await self.tasks.send(received.envelope)
+            except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
+                await self._refuse(received.namespace, received.message, f"Kafka refused it: {exc}")
+                continue
+            except Exception:
+                failed = True
+                await received.message.nack(requeue=True)  # Kafka is down: delivered again later
+                continue
+            await received.message.ack()
+            relayed.add(1, {"namespace": received.namespace})
+        if failed:
+            await asyncio.sleep(1)

@@ -377,7 +377,10 @@ class CellEngine:
                         pending[item.task_id] = (entry, item)
             if not pending:
                 break
-            futures = {task_id: self.inline.expect(task_id) for task_id in pending}
+            futures = {}
+            for task_id, (_, item) in pending.items():
+                vhost = self.apps.vhost_of(item.namespace)
+                futures[task_id] = (vhost, self.inline.expect(vhost, task_id))
             sent.update(pending)
 
             async def dispatch(item: o.DispatchWorkflowTask) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
+from perdure.platform.admission.worker_reports import MAX_REPORT_BYTES
 from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.wire import TaskEnvelope
@@ -27,6 +28,7 @@ from perdure.platform.core import messages as m
 from perdure.platform.protocol.worker_wire import WorkerReport
 
 log = logging.getLogger("perdure.engine")
+MAX_LATE_IN_FLIGHT = 1000
 Reply = m.WorkflowTaskCompleted | m.WorkflowTaskFailed
 
 
@@ -39,7 +41,8 @@ class InlineDecisions:
         self.namespace_of = namespace_of  # the namespace a vhost belongs to
         self.name = f"engine-replies.{secrets.token_hex(8)}"
         self._queues: dict[str, AbstractQueue] = {}
-        self._awaiting: dict[str, asyncio.Future[Reply]] = {}
+        # Keyed by vhost too: a worker answers only tasks of its own namespace.
+        self._awaiting: dict[tuple[str, str], asyncio.Future[Reply]] = {}
         self._late: set[asyncio.Task[None]] = set()
 
     async def reply_queue(self, vhost: str) -> str:
@@ -55,19 +58,22 @@ class InlineDecisions:
             self._queues[vhost] = queue
         return self.name
 
-    def expect(self, task_id: str) -> asyncio.Future[Reply]:
+    def expect(self, vhost: str, task_id: str) -> asyncio.Future[Reply]:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._awaiting[task_id] = future
+        self._awaiting[(vhost, task_id)] = future
         return future
 
-    async def wait(self, futures: dict[str, asyncio.Future[Reply]], deadline: float) -> dict[str, Reply]:
-        """The replies that came before ``deadline`` (a ``time.monotonic()``); the others are late."""
+    async def wait(
+        self, futures: dict[str, tuple[str, asyncio.Future[Reply]]], deadline: float
+    ) -> dict[str, Reply]:
+        """The replies (by task id; ``futures`` holds each task's vhost and future) that came before
+        ``deadline`` (a ``time.monotonic()``); the others are late."""
         remaining = deadline - time.monotonic()
         if futures and remaining > 0:
-            await asyncio.wait(futures.values(), timeout=remaining)
+            await asyncio.wait([future for _, future in futures.values()], timeout=remaining)
         answered = {}
-        for task_id, future in futures.items():
-            self._awaiting.pop(task_id, None)
+        for task_id, (vhost, future) in futures.items():
+            self._awaiting.pop((vhost, task_id), None)
             if future.done():
                 answered[task_id] = future.result()
             else:
@@ -75,6 +81,9 @@ class InlineDecisions:
         return answered
 
     async def _receive(self, vhost: str, message: AbstractIncomingMessage) -> None:
+        if len(message.body) > MAX_REPORT_BYTES:
+            log.warning("an oversized reply to an inline workflow task was dropped", extra={"vhost": vhost})
+            return
         try:
             report = WorkerReport.model_validate_json(message.body)
         except ValidationError:
@@ -83,10 +92,13 @@ class InlineDecisions:
         reply = report.message
         if not isinstance(reply, m.WorkflowTaskCompleted | m.WorkflowTaskFailed):
             return
-        future = self._awaiting.get(reply.task_id)
+        future = self._awaiting.get((vhost, reply.task_id))
         if future is not None and not future.done():
             future.set_result(reply)
             return
+        if len(self._late) >= MAX_LATE_IN_FLIGHT:
+            return  # a flood: the task's timeout sends it again
+
         # Late: the batch that sent the task was written without it. The run's partition takes it.
         envelope = TaskEnvelope(
             namespace=self.namespace_of(vhost),

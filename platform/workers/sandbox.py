@@ -125,9 +125,19 @@ class Sandbox:
         return environment
 
     def artifact_folder(self, sha: str) -> Path:
-        """Where a deployed artifact is unpacked: inside the namespace's own folder, so no other
-        namespace's worker can read it."""
-        return self.workdir / "artifacts" / sha
+        """Where a deployed artifact is unpacked (by the platform): a folder of the platform's that only
+        the namespace's user may read besides it (0750, the namespace's group), outside the worker's
+        own writable folder, so the worker can neither change its code nor steer where it is unpacked,
+        and no other namespace can read it."""
+        root = self.root / f"{self.workdir.name}.artifacts"
+        self.root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(exist_ok=True)
+        if self.isolated:
+            os.chown(root, 0, self._ensure_user().pw_gid)
+            root.chmod(0o750)
+        else:
+            root.chmod(0o700)
+        return root / sha
 
     @classmethod
     def for_namespace(cls, settings: Settings, namespace: str, quota: Quota, token: str) -> Sandbox:

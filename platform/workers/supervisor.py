@@ -54,6 +54,7 @@ class _Hosted:
     version: int = 0  # of the deployment the running worker serves (0: the app by import path)
     idle: bool = False  # scaled to zero: started again when tasks wait
     draining: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    previous: list[asyncio.subprocess.Process] = field(default_factory=list, repr=False)
 
 
 class WorkerSupervisor:
@@ -74,6 +75,8 @@ class WorkerSupervisor:
         self.apps = apps
         self.refresh_seconds = refresh_seconds
         self.token = secrets.token_hex(6)
+        self.starts = 0
+        self._stopping_namespaces: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self.workers: dict[str, _Hosted] = {}
 
@@ -95,7 +98,10 @@ class WorkerSupervisor:
     async def _refresh(self) -> None:
         records = {r.name: r for r in await self.apps.all() if r.hosting == "platform"}
         for gone in self.workers.keys() - records.keys():
-            await self._stop(self.workers.pop(gone))
+            # In the background: a draining worker must not hold up the other namespaces' workers.
+            stopping = asyncio.create_task(self._stop(self.workers.pop(gone)))
+            self._stopping_namespaces.add(stopping)
+            stopping.add_done_callback(self._stopping_namespaces.discard)
             log.info("worker stopped: its namespace is gone", extra={"namespace": gone})
         now = time.monotonic()
         for name, record in records.items():
@@ -107,6 +113,7 @@ class WorkerSupervisor:
                 # A new version: its worker starts, the old one drains (finishes what it holds).
                 old, hosted.process = hosted.process, None
                 assert old is not None
+                hosted.previous.append(old)
                 draining = asyncio.create_task(self._drain(hosted, old))
                 hosted.draining.add(draining)
                 draining.add_done_callback(hosted.draining.discard)
@@ -197,10 +204,25 @@ class WorkerSupervisor:
             )
             hosted.sandbox.enter(hosted.process.pid)
         hosted.started_at = time.monotonic()
-        hosted.watcher = asyncio.create_task(self._watch(hosted, hosted.process))
+        hosted.watcher = asyncio.create_task(self._watch(hosted, hosted.process, hosted.user))
+        hosted.user = None  # the watcher removes it when that worker ends
         log.info("worker started", extra={"namespace": record.name, "pid": hosted.process.pid})
 
-    async def _watch(self, hosted: _Hosted, process: asyncio.subprocess.Process) -> None:
+    async def _watch(self, hosted: _Hosted, process: asyncio.subprocess.Process, user: str | None) -> None:
+        try:
+            await self._follow(hosted, process)
+        finally:
+            if user is not None:  # each start has a user of its own: it ends with its worker
+                await self._remove_user(user)
+
+    async def _remove_user(self, user: str) -> None:
+        try:
+            async with rabbitmq_admin(self.settings, self.cell) as admin:
+                await admin.delete_user(user)
+        except Exception:
+            log.warning("removing a worker's broker user failed", extra={"user": user}, exc_info=True)
+
+    async def _follow(self, hosted: _Hosted, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         # What the worker prints joins this process's log, marked with its namespace, line by line.
         while True:
@@ -232,7 +254,9 @@ class WorkerSupervisor:
         record = hosted.record
         if record.name == self.settings.system_namespace:
             return namespace_amqp_url(self.settings, self.cell, record.vhost)
-        user = f"perdure-worker.{record.name}.{self.token}"
+        # A user per start: a draining worker keeps its own while the next one starts with another.
+        self.starts += 1
+        user = f"perdure-worker.{record.name}.{self.token}.{self.starts}"
         password = secrets.token_urlsafe(24)
         async with rabbitmq_admin(self.settings, self.cell) as admin:
             await admin.create_user(user, password)
@@ -247,20 +271,20 @@ class WorkerSupervisor:
     async def _stop(self, hosted: _Hosted) -> None:
         if hosted.process is not None:
             await self._end(hosted.process, STOP_GRACE_SECONDS)
+        # Stopping, previous versions get the same grace as the current one, not the whole drain.
+        await asyncio.gather(*(self._end(p, STOP_GRACE_SECONDS) for p in hosted.previous))
         if hosted.draining:
             await asyncio.gather(*hosted.draining, return_exceptions=True)
         if hosted.sandbox is not None:
             hosted.sandbox.remove()
         if hosted.watcher is not None:
-            hosted.watcher.cancel()
-        if hosted.user is not None:
-            try:
-                async with rabbitmq_admin(self.settings, self.cell) as admin:
-                    await admin.delete_user(hosted.user)
-            except Exception:
-                log.warning("removing a worker's broker user failed", exc_info=True)
+            await asyncio.gather(hosted.watcher, return_exceptions=True)  # it removes the worker's user
 
     async def stop(self) -> None:
         self.stopping.set()
-        await asyncio.gather(*(self._stop(h) for h in self.workers.values()), return_exceptions=True)
+        await asyncio.gather(
+            *(self._stop(h) for h in self.workers.values()),
+            *self._stopping_namespaces,
+            return_exceptions=True,
+        )
         self.workers.clear()
