@@ -15,7 +15,7 @@ import aio_pika
 from aiokafka import AIOKafkaProducer
 
 from perdure.billing.billing_wire import BILLING_EXCHANGE, ExportAnnouncement
-from perdure.billing.export_schedule import SCHEDULE_ID
+from perdure.billing.export_schedule import GRACE, SCHEDULE_ID
 from perdure.infra.settings import Settings
 from perdure.platform.cell.ops_client import OpsClient
 from perdure.platform.cell.provisioning import namespace_amqp_url
@@ -202,7 +202,9 @@ async def test_the_scheduled_export_covers_every_closed_period_through_a_crash(
 ) -> None:
     out = tmp_path / "exports"
     tenants = await make_tenant_cell({"a": Quota()}, PERDURE_BILLING_EXPORT_DIR=str(out))
-    today = datetime.now(UTC).date()
+    # A day is exported once it ended GRACE ago (late usage records come in meanwhile): just after
+    # midnight, yesterday is not due yet.
+    today = (datetime.now(UTC) - GRACE).date()
     first_day = today.replace(day=1) - timedelta(days=2)  # the end of last month, and this month so far
     periods = _periods(first_day, today)
     code, output, err = await run_perdure(
