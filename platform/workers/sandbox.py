@@ -10,8 +10,9 @@
   namespace or the platform reads them.
 - rlimits (address space, open files, processes, no core files): the machine's memory, descriptors
   and process table are not exhausted.
-- cgroups where the machine lets the platform make them (CPU quota, memory, pids): one namespace's
-  CPU-bound code does not slow another's.
+- A lower CPU priority (niceness 10, and a quarter of the CPU weight in its cgroup), and cgroups where
+  the machine lets the platform make them (CPU quota, memory, pids): one namespace's CPU-bound code
+  does not slow the platform's processes, through which every namespace's work goes.
 
 What the sandbox does not do alone: keep the worker off the network. Kafka, MongoDB and RabbitMQ answer
 on this machine's loopback, so each requires credentials the worker never holds (the local stack's
@@ -42,6 +43,7 @@ from perdure.platform.workers.app_manifest import code_environment
 log = logging.getLogger("perdure.workers")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PR_SET_PDEATHSIG = 1
+WORKER_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,9 @@ class Sandbox:
 
         def limit() -> None:  # runs in the child, before the worker's code
             die_with(parent)
+            # Tenant code yields the CPU to the platform's own processes (engine, brokers, databases),
+            # which every namespace's work goes through.
+            os.nice(WORKER_NICENESS)
             resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
             resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
