@@ -25,6 +25,7 @@ from opentelemetry import metrics, trace
 from pydantic import ValidationError
 
 from perdure.infra.consumer_backlog import ConsumerBacklog
+from perdure.infra.periodic import every
 from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
 from perdure.platform.admission.ingress_wire import (
     CancelRequest,
@@ -112,15 +113,13 @@ class Admission:
     async def run(self) -> None:
         scheduler = asyncio.create_task(self._admit_loop(), name="admission")
         try:
-            while not self.stopping.is_set():
-                try:
-                    await self._refresh()
-                except Exception:
-                    log.exception("refreshing the namespaces to admit for failed; retrying")
-                try:
-                    await asyncio.wait_for(self.stopping.wait(), self.refresh_seconds)
-                except TimeoutError:
-                    pass
+            await every(
+                self.refresh_seconds,
+                self.stopping,
+                self._refresh,
+                log,
+                "refreshing the namespaces to admit for",
+            )
         finally:
             scheduler.cancel()
             await asyncio.gather(scheduler, return_exceptions=True)

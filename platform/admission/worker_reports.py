@@ -19,6 +19,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from opentelemetry import metrics, trace
 from pydantic import ValidationError
 
+from perdure.infra.periodic import every
 from perdure.infra.telemetry import extract_amqp_context
 from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.control_store import NamespaceRecord
@@ -67,15 +68,13 @@ class WorkerReportRelay:
     async def run(self) -> None:
         relay = asyncio.create_task(self._relay_loop(), name="report-relay")
         try:
-            while not self.stopping.is_set():
-                try:
-                    await self._refresh()
-                except Exception:
-                    log.exception("refreshing the namespaces to relay reports of failed; retrying")
-                try:
-                    await asyncio.wait_for(self.stopping.wait(), self.refresh_seconds)
-                except TimeoutError:
-                    pass
+            await every(
+                self.refresh_seconds,
+                self.stopping,
+                self._refresh,
+                log,
+                "refreshing the namespaces to relay for",
+            )
         finally:
             relay.cancel()
             await asyncio.gather(relay, return_exceptions=True)

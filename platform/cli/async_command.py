@@ -11,11 +11,11 @@ from aio_pika.exceptions import AMQPConnectionError
 from aiokafka.errors import KafkaConnectionError
 from pymongo.errors import ServerSelectionTimeoutError
 
-from perdure.platform.cell.app_loader import AppLoadError
 from perdure.platform.cell.control_store import ControlError
 from perdure.platform.cell.ops_client import WorkflowNotFound
 from perdure.platform.core.failures import ApplicationError
 from perdure.platform.core.payloads import PayloadTooLargeError
+from perdure.tenants.app_loader import AppLoadError
 
 T = TypeVar("T")
 EXPECTED = (ControlError, AppLoadError, WorkflowNotFound, PayloadTooLargeError, ValueError, ApplicationError)

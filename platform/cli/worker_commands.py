@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from perdure.platform.cell.app_loader import load_app
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.control.canary import WithCanary
+from perdure.tenants.app_loader import load_app
 from perdure.tenants.worker import Worker
 
 worker_app = typer.Typer(

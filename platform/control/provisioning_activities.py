@@ -16,7 +16,6 @@ from pydantic import BaseModel
 
 from perdure.infra.settings import Endpoints, get_settings
 from perdure.platform.admission.ingress_wire import IngressReply, StartRequest
-from perdure.platform.cell.app_loader import AppLoadError
 from perdure.platform.cell.connections import Databases, rabbitmq_admin
 from perdure.platform.cell.control_store import ControlError, Hosting, NamespaceRecord, check_name
 from perdure.platform.cell.provisioning import (
@@ -36,6 +35,7 @@ from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANG
 from perdure.platform.workers.app_manifest import read_manifest
 from perdure.platform.workers.sandbox import Sandbox
 from perdure.tenants import App, ApplicationError
+from perdure.tenants.app_loader import AppLoadError
 
 control_app = App("control-plane")
 CANARY_TIMEOUT = 60.0

@@ -300,18 +300,7 @@ class ExecutionStateMachine:
         timeout = self.task_timeouts.sticky if sticky else self.task_timeouts.shared
         step.arm("workflow_task_timeout", step.now + timeout, task.sequence)
         step.outbox.append(
-            o.DispatchWorkflowTask(
-                namespace=state.namespace,
-                workflow_id=state.workflow_id,
-                workflow_type=state.workflow_type,
-                run_id=state.run_id,
-                task_id=task.task_id,
-                sticky_queue=sticky,
-                first_event_id=task.first_event_id,
-                last_event_id=task.last_event_id,
-                queries=queries,
-                timeout_seconds=timeout.total_seconds(),
-            )
+            self._task_entry(state, sticky, task.first_event_id, task.last_event_id, queries, task.task_id)
         )
 
     def _query_tasks(self, step: _Step, queries: Sequence[m.PendingQuery]) -> None:
@@ -319,20 +308,34 @@ class ExecutionStateMachine:
         else with the whole history."""
         state = step.state
         sticky = state.sticky_queue if state.status == "running" and state.is_open else None
-        step.outbox.append(
-            o.DispatchWorkflowTask(
-                namespace=state.namespace,
-                workflow_id=state.workflow_id,
-                workflow_type=state.workflow_type,
-                run_id=state.run_id,
-                sticky_queue=sticky,
-                first_event_id=state.worker_seen_event_id + 1 if sticky else 1,
-                last_event_id=state.worker_seen_event_id if sticky else state.next_event_id - 1,
-                queries=list(queries),
-                timeout_seconds=(
-                    self.task_timeouts.sticky if sticky else self.task_timeouts.shared
-                ).total_seconds(),
-            )
+        first, last = (
+            (state.worker_seen_event_id + 1, state.worker_seen_event_id)
+            if sticky
+            else (1, state.next_event_id - 1)
+        )
+        step.outbox.append(self._task_entry(state, sticky, first, last, list(queries)))
+
+    def _task_entry(
+        self,
+        state: RunState,
+        sticky: str | None,
+        first: int,
+        last: int,
+        queries: list[m.PendingQuery],
+        task_id: str = "",
+    ) -> o.DispatchWorkflowTask:
+        timeout = self.task_timeouts.sticky if sticky else self.task_timeouts.shared
+        return o.DispatchWorkflowTask(
+            namespace=state.namespace,
+            workflow_id=state.workflow_id,
+            workflow_type=state.workflow_type,
+            run_id=state.run_id,
+            task_id=task_id,
+            sticky_queue=sticky,
+            first_event_id=first,
+            last_event_id=last,
+            queries=queries,
+            timeout_seconds=timeout.total_seconds(),
         )
 
     def _end_task(self, step: _Step) -> InFlightTask | None:

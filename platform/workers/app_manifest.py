@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from perdure.platform.cell.app_loader import AppLoadError, load_app
+from perdure.tenants.app_loader import AppLoadError, load_app
 
 if TYPE_CHECKING:
     from perdure.platform.workers.sandbox import Sandbox

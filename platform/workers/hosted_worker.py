@@ -10,8 +10,8 @@ import logging
 import os
 import signal
 
-from perdure.platform.cell.app_loader import load_app
 from perdure.platform.control.canary import WithCanary
+from perdure.tenants.app_loader import load_app
 from perdure.tenants.worker import Worker
 
 

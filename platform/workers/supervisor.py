@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
+from perdure.infra.periodic import every
 from perdure.infra.settings import Settings
 from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.connections import rabbitmq_admin
@@ -87,13 +88,9 @@ class WorkerSupervisor:
     async def run(self) -> None:
         if os.geteuid() == 0:
             await asyncio.to_thread(sweep_cgroups)
-        while not self.stopping.is_set():
-            try:
-                await self._refresh()
-            except Exception:
-                log.exception("refreshing the namespaces' workers failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.refresh_seconds)
+        await every(
+            self.refresh_seconds, self.stopping, self._refresh, log, "refreshing the namespaces' workers"
+        )
 
     async def _refresh(self) -> None:
         records = {r.name: r for r in await self.apps.all() if r.hosting == "platform"}

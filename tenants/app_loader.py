@@ -1,4 +1,6 @@
-"""Loading a namespace's app by import path (``module:attribute``), as deployed."""
+"""Loading an app by import path (``module:attribute``): only in processes that run tenant code (a
+worker, the sandboxed manifest reader, a tenant's own ``perdure worker run``), never in a platform
+service."""
 
 from __future__ import annotations
 
