@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import itertools
 import os
 import statistics
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aio_pika
@@ -26,6 +29,7 @@ from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.infra.settings import Settings, load_settings
 from perdure.platform.cell.ops_client import OpsClient
 from perdure.platform.cell.provisioning import create_cell, create_namespace, namespace_amqp_url, tenant_user
+from perdure.platform.cell.run_store import RunStore
 from perdure.platform.core.outbox import RunClosed
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.vhost_layout import RESULTS_EXCHANGE
@@ -88,12 +92,16 @@ async def main(workflows: int, light: int) -> None:
             await asyncio.wait_for(wait_for({"warm-up"}), 120)
 
             started: dict[str, float] = {}
+            started_at: dict[str, datetime] = {}
             for i in range(light):
                 workflow_id = f"light-{i}"
                 started[workflow_id] = time.perf_counter()
+                started_at[workflow_id] = datetime.now(UTC)
                 await client.start_workflow("ThreeNoops", id=workflow_id)
                 await asyncio.wait_for(wait_for({workflow_id}), 60)
             light_latency = [(closed[w] - started[w]) * 1000 for w in started]
+            closed_at = {w: started_at[w] + timedelta(seconds=closed[w] - started[w]) for w in started}
+            gaps = await light_timeline(settings, cell, namespace, started_at, closed_at)
 
             ids = [f"load-{i}" for i in range(workflows)]
             begin = time.perf_counter()
@@ -127,6 +135,34 @@ async def main(workflows: int, light: int) -> None:
         f"light load ({light} workflows one at a time): p50 {statistics.median(light_latency):.1f} ms, "
         f"p99 {percentile(light_latency, 0.99):.1f} ms"
     )
+    print("where a light-load workflow's time goes (median ms per step, summed over its occurrences):")
+    runs = max(1, light)
+    for step, values in gaps.items():
+        print(f"  {step:<60} {statistics.median(values):6.1f} x{len(values) / runs:.0f}")
+
+
+async def light_timeline(
+    settings: Settings,
+    cell: str,
+    namespace: str,
+    started_at: dict[str, datetime],
+    closed_at: dict[str, datetime],
+) -> dict[str, list[float]]:
+    """Where a light-load workflow's time goes: the gaps between its history's events (stamped by the
+    engine when it recorded them), and from the client's start and to the client's close notice."""
+    store = RunStore(AsyncMongoClient(settings.endpoints(cell).mongodb_uri)[settings.cell_database(cell)])
+    gaps: dict[str, list[float]] = collections.defaultdict(list)
+    for workflow_id, begun in started_at.items():
+        document = await store.latest_run(namespace, workflow_id)
+        if document is None:
+            continue
+        events = await store.read_history(document["_id"], document)
+        marks = [("client start", begun)] + [(e.type, e.timestamp) for e in events]
+        marks.append(("client notified", closed_at[workflow_id]))
+        for (before, at), (after, then) in itertools.pairwise(marks):
+            gaps[f"{before} -> {after}"].append((then - at).total_seconds() * 1000)
+    await store.db.client.close()
+    return gaps
 
 
 async def cleanup(settings: Settings, cell: str, namespaces: list[str]) -> None:

@@ -80,6 +80,7 @@ class Worker:
         )
         self._connection: AbstractRobustConnection | None = None
         self._reports: AbstractChannel | None = None
+        self._replies: AbstractChannel | None = None
         self._slots = asyncio.Semaphore(max_concurrent_activities)
         # Activity starts per second (Temporal's ``max_activities_per_second``); a platform-hosted
         # worker is given its namespace's rate and burst.
@@ -115,6 +116,9 @@ class Worker:
         except ProbableAuthenticationError as exc:
             raise AuthenticationError(f"the namespace's key was refused: {exc}") from None
         self._reports = await self._connection.channel(publisher_confirms=True)
+        # Answers to an engine that waits (inline tasks) and to queries go to transient reply queues:
+        # a lost one is a timeout there, so they are not confirmed.
+        self._replies = await self._connection.channel(publisher_confirms=False)
         workflows = await self._connection.channel()
         await workflows.set_qos(prefetch_count=WORKFLOW_TASK_PREFETCH)
         sticky = await workflows.declare_queue(
@@ -189,8 +193,8 @@ class Worker:
             reply = IngressReply.failed("query_failed", answer.error, failure_type=answer.failure_type)
         else:
             reply = IngressReply(ok=True, result=answer.result)
-        assert self._reports is not None
-        await self._reports.default_exchange.publish(
+        assert self._replies is not None
+        await self._replies.default_exchange.publish(
             aio_pika.Message(
                 reply.model_dump_json().encode(),
                 content_type="application/json",
@@ -201,9 +205,10 @@ class Worker:
         )
 
     async def _report(self, workflow_id: str, message: Any, to: str | None = None) -> None:
-        assert self._reports is not None
+        channel = self._replies if to else self._reports
+        assert channel is not None
         report = WorkerReport(workflow_id=workflow_id, message=message)
-        await self._reports.default_exchange.publish(
+        await channel.default_exchange.publish(
             aio_pika.Message(
                 report.model_dump_json().encode(),
                 content_type="application/json",

@@ -69,6 +69,8 @@ meter.create_observable_gauge(
 )
 
 CACHE_LIMIT_PER_PARTITION = 5_000
+MAX_POLL_RECORDS = 500
+MIN_POLL_RECORDS = 16
 SLOW_WORKER_SECONDS = 30.0  # the longest a namespace whose worker answers late is not waited for
 ExecutionKey = tuple[str, str]
 
@@ -133,6 +135,7 @@ class CellEngine:
         # one tenant's slow (or busy) worker never holds the batches of others.
         self._slow_until: dict[str, float] = {}
         self._late_in_a_row: collections.Counter[str] = collections.Counter()
+        self._poll_limit = MAX_POLL_RECORDS
         # The engine never runs workflow code: workflow tasks go to the namespaces' workers.
         self.machine = ExecutionStateMachine(
             clock=lambda: datetime.now(UTC),
@@ -221,7 +224,7 @@ class CellEngine:
         timers = asyncio.create_task(self._timer_loop(), name="timers")
         try:
             while not self.stopping.is_set():
-                batch = await self.consumer.getmany(timeout_ms=100, max_records=500)
+                batch = await self.consumer.getmany(timeout_ms=100, max_records=self._poll_limit)
                 if not batch:
                     continue
                 async with self.lock:
@@ -362,6 +365,7 @@ class CellEngine:
             return frozenset()
         deadline = time.monotonic() + self.inline_seconds
         sent: set[str] = set()
+        asked = in_time = 0
         while time.monotonic() < deadline:
             pending: dict[str, tuple[RunEntry, o.DispatchWorkflowTask]] = {}
             for entry in touched.values():
@@ -390,16 +394,25 @@ class CellEngine:
 
             await asyncio.gather(*(dispatch(item) for _, item in pending.values()))
             answered = await self.inline.wait(futures, deadline)
+            asked += len(pending)
+            in_time += len(answered)
+            answering = set()
             for task_id, reply in answered.items():
                 entry, item = pending[task_id]
                 self._absorb(entry, self.machine.handle(entry.state, reply))
                 self._late_in_a_row.pop(item.namespace, None)
-            for namespace in {pending[task_id][1].namespace for task_id in pending.keys() - answered.keys()}:
+                answering.add(item.namespace)
+            late = {pending[task_id][1].namespace for task_id in pending.keys() - answered.keys()}
+            for namespace in late - answering:
                 # Not waited for again for a while, the longer the more often it was late (a worker that
                 # was only starting is asked again soon).
                 self._late_in_a_row[namespace] += 1
                 pause = min(SLOW_WORKER_SECONDS, 0.5 * 2 ** (self._late_in_a_row[namespace] - 1))
                 self._slow_until[namespace] = time.monotonic() + pause
+        if asked > in_time:
+            self._poll_limit = max(MIN_POLL_RECORDS, int(self._poll_limit * in_time / asked))
+        elif asked:
+            self._poll_limit = min(MAX_POLL_RECORDS, self._poll_limit + max(8, self._poll_limit // 4))
         return frozenset(sent)
 
     # -- loading -----------------------------------------------------------------------------------
