@@ -23,6 +23,7 @@ import os
 import socket
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -39,7 +40,12 @@ from perdure.platform.core.definitions import WorkflowRegistry
 from perdure.platform.core.outbox import DispatchActivity
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
 from perdure.platform.core.workflow_activations import QueryAnswer, WorkflowActivations
-from perdure.platform.protocol.worker_wire import WorkerReport, WorkflowActivation
+from perdure.platform.protocol.worker_wire import (
+    PROVISIONAL_HEADER,
+    WorkerReport,
+    WorkflowActivation,
+    result_key,
+)
 from perdure.platform.quotas.token_bucket import TokenBucket
 from perdure.platform.tenancy.vhost_layout import (
     ACTIVITIES_QUEUE,
@@ -204,17 +210,28 @@ class Worker:
             routing_key=query.reply_to,
         )
 
-    async def _report(self, workflow_id: str, message: Any, to: str | None = None) -> None:
-        channel = self._replies if to else self._reports
+    async def _report(
+        self, workflow_id: str, message: Any, to: str | None = None, *, provisional: bool = False
+    ) -> None:
+        channel = self._replies if to or provisional else self._reports
         assert channel is not None
         report = WorkerReport(workflow_id=workflow_id, message=message)
+        headers: dict[str, Any] = {"perdure-version": "1"}
+        correlation_id = None
+        if provisional:
+            # Transient and unconfirmed: the result itself follows, persistent and confirmed.
+            headers[PROVISIONAL_HEADER] = "1"
+            correlation_id = result_key(message.run_id, message.scheduled_event_id, message.attempt)
         await channel.default_exchange.publish(
             aio_pika.Message(
                 report.model_dump_json().encode(),
                 content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                delivery_mode=(
+                    aio_pika.DeliveryMode.NOT_PERSISTENT if provisional else aio_pika.DeliveryMode.PERSISTENT
+                ),
                 type=message.kind,
-                headers=inject_amqp_headers({"perdure-version": "1"}),
+                correlation_id=correlation_id,
+                headers=inject_amqp_headers(headers),
             ),
             routing_key=to or WORKER_REPORTS_QUEUE,
         )
@@ -275,6 +292,19 @@ class Worker:
         heartbeats = _HeartbeatSender(self, task)
         outcome = await invoke_activity(task, self.app, self.converter, heartbeats.beat)
         await heartbeats.drain()
+        if (
+            isinstance(outcome, m.ActivityCompleted)
+            and heartbeats.sent == 0
+            and task.options.schedule_to_start_timeout is None
+            and self.activations.can_continue(task)
+        ):
+            # The result is out before the run's code goes on (a worker that dies meanwhile loses no
+            # completed activity), then again with the commands that followed it.
+            await self._report(task.workflow_id, outcome, provisional=True)
+            continuation = self.activations.continue_after(task, outcome, datetime.now(UTC))
+            if continuation is not None:
+                outcome = outcome.model_copy(update={"continuation": continuation})
+                workflow_tasks.add(1, {"outcome": "continuation"})
         await self._report(task.workflow_id, outcome)
         executions.add(1, {"namespace": task.namespace, "outcome": outcome.kind})
 

@@ -1,16 +1,20 @@
 """The report relay: takes what workers send (a workflow task's commands or failure, an activity's start,
 heartbeats and outcome) from each namespace's ``worker-reports`` queue into the cell's partitions.
 
-Workers never write Kafka: this relay does, after checking what they sent. The namespace of a report is
-the vhost it arrived on (only the namespace's key reaches it), never a field of the report; a report
-that does not parse, or is larger than the namespace's payload limit allows, goes to the queue's
-dead letters with the reason logged. Reports are produced in batches and acknowledged only once Kafka
-acknowledged them (invariant 1 of docs/architecture.md).
+Workers never write Kafka: this relay does, after checking what they sent. A provisional copy of an
+activity's result (sent before the worker goes on with the run's code) is held until the result itself
+comes, with the commands that followed it, and relayed only if that does not come within a second.
+
+The namespace of a report is the vhost it arrived on (only the namespace's key reaches it), never a
+field of the report; a report that does not parse, or is larger than the namespace's payload limit
+allows, goes to the queue's dead letters with the reason logged. Reports are produced in batches and
+acknowledged only once Kafka acknowledged them (invariant 1 of docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from dataclasses import dataclass
 
@@ -26,7 +30,8 @@ from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.namespace_apps import NamespaceApps
 from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.wire import TaskEnvelope
-from perdure.platform.protocol.worker_wire import WorkerReport
+from perdure.platform.core import messages as m
+from perdure.platform.protocol.worker_wire import PROVISIONAL_HEADER, WorkerReport, result_key
 from perdure.platform.tenancy.vhost_layout import WORKER_REPORTS_QUEUE
 
 log = logging.getLogger("perdure.reports")
@@ -41,11 +46,29 @@ BATCH = 500
 MAX_REPORT_BYTES = 1000 * 1000
 
 
+# A provisional result (see ``WorkerReport.provisional``) waits this long for the result it precedes.
+PROVISIONAL_HOLD_SECONDS = 1.0
+MAX_HELD = 10_000
+HeldKey = tuple[str, str]  # namespace, result key
+
+
 @dataclass
 class _Received:
     namespace: str
     message: AbstractIncomingMessage
     envelope: TaskEnvelope
+    # The provisional copy of this result, settled with it.
+    provisional: AbstractIncomingMessage | None = None
+
+    async def ack(self) -> None:
+        await self.message.ack()
+        if self.provisional is not None:
+            await self.provisional.ack()
+
+    async def nack(self) -> None:
+        await self.message.nack(requeue=True)
+        if self.provisional is not None:
+            await self.provisional.nack(requeue=True)
 
 
 class WorkerReportRelay:
@@ -64,6 +87,10 @@ class WorkerReportRelay:
         self.stopping = asyncio.Event()
         self._inbox: asyncio.Queue[_Received] = asyncio.Queue()
         self._consuming: dict[str, tuple[AbstractQueue, str]] = {}
+        self._held: dict[HeldKey, tuple[AbstractIncomingMessage, asyncio.TimerHandle]] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
+        # Results relayed lately: a provisional copy that comes after its result is dropped.
+        self._relayed: collections.OrderedDict[HeldKey, None] = collections.OrderedDict()
 
     async def run(self) -> None:
         relay = asyncio.create_task(self._relay_loop(), name="report-relay")
@@ -86,12 +113,21 @@ class WorkerReportRelay:
                 await queue.cancel(tag)
             except Exception:
                 log.warning("cancelling a report consumer failed", exc_info=True)
+        held = [message for message, _ in self._held.values()]
+        for _, timer in self._held.values():
+            timer.cancel()
+        self._held.clear()
+        await asyncio.gather(*self._releasing, return_exceptions=True)
+        waiting = []
         while not self._inbox.empty():  # taken but not relayed: delivered again
-            received = self._inbox.get_nowait()
-            try:
-                await received.message.nack(requeue=True)
-            except Exception:
-                log.warning("handing back a report failed", exc_info=True)
+            waiting.append(self._inbox.get_nowait())
+        try:
+            for received in waiting:
+                await received.nack()
+            for message in held:
+                await message.nack(requeue=True)
+        except Exception:
+            log.warning("handing back reports failed", exc_info=True)
 
     async def _refresh(self) -> None:
         records = await self.apps.all()
@@ -112,6 +148,27 @@ class WorkerReportRelay:
         self._consuming[record.name] = (queue, await queue.consume(on_message))
 
     async def _receive(self, namespace: str, message: AbstractIncomingMessage) -> None:
+        if message.headers.get(PROVISIONAL_HEADER) and message.correlation_id:
+            key = (namespace, message.correlation_id)
+            if key in self._relayed:
+                await message.ack()  # its result came first
+                return
+            if key not in self._held and len(self._held) < MAX_HELD:
+                timer = asyncio.get_running_loop().call_later(PROVISIONAL_HOLD_SECONDS, self._release, key)
+                self._held[key] = (message, timer)
+                return
+        await self._admit(namespace, message)
+
+    def _release(self, key: HeldKey) -> None:
+        """The result a provisional copy preceded did not come (its worker died): relay the copy."""
+        held = self._held.pop(key, None)
+        if held is not None:
+            admitting = asyncio.create_task(self._admit(key[0], held[0]))
+            self._releasing.add(admitting)
+            admitting.add_done_callback(self._releasing.discard)
+
+    async def _admit(self, namespace: str, message: AbstractIncomingMessage) -> None:
+        """Check a report and queue it for Kafka (settling the provisional copy of a result with it)."""
         with tracer.start_as_current_span(
             "perdure.reports.receive",
             context=extract_amqp_context(message.headers),
@@ -131,7 +188,18 @@ class WorkerReportRelay:
                 run_id=report.message.run_id,
                 message=report.message,
             )
-            self._inbox.put_nowait(_Received(namespace, message, envelope))
+            received = _Received(namespace, message, envelope)
+            result = report.message
+            if isinstance(result, m.ActivityCompleted) and not message.headers.get(PROVISIONAL_HEADER):
+                key = (namespace, result_key(result.run_id, result.scheduled_event_id, result.attempt))
+                held = self._held.pop(key, None)
+                if held is not None:
+                    held[1].cancel()
+                    received.provisional = held[0]
+                self._relayed[key] = None
+                while len(self._relayed) > MAX_HELD:
+                    self._relayed.popitem(last=False)
+            self._inbox.put_nowait(received)
 
     async def _refuse(self, namespace: str, message: AbstractIncomingMessage, reason: str) -> None:
         refused.add(1, {"namespace": namespace})
@@ -151,7 +219,7 @@ class WorkerReportRelay:
                 await self._relay_one_by_one(batch)
                 continue
             for received in batch:
-                await received.message.ack()
+                await received.ack()
                 relayed.add(1, {"namespace": received.namespace})
 
     async def _relay_one_by_one(self, batch: list[_Received]) -> None:
@@ -161,12 +229,14 @@ class WorkerReportRelay:
                 await self.tasks.send(received.envelope)
             except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
                 await self._refuse(received.namespace, received.message, f"Kafka refused it: {exc}")
+                if received.provisional is not None:
+                    await self._refuse(received.namespace, received.provisional, "its result was refused")
                 continue
             except Exception:
                 failed = True
-                await received.message.nack(requeue=True)  # Kafka is down: delivered again later
+                await received.nack()  # Kafka is down: delivered again later
                 continue
-            await received.message.ack()
+            await received.ack()
             relayed.add(1, {"namespace": received.namespace})
         if failed:
             await asyncio.sleep(1)

@@ -70,7 +70,6 @@ meter.create_observable_gauge(
 
 CACHE_LIMIT_PER_PARTITION = 5_000
 MAX_POLL_RECORDS = 500
-MIN_POLL_RECORDS = 16
 SLOW_WORKER_SECONDS = 30.0  # the longest a namespace whose worker answers late is not waited for
 ExecutionKey = tuple[str, str]
 
@@ -135,7 +134,6 @@ class CellEngine:
         # one tenant's slow (or busy) worker never holds the batches of others.
         self._slow_until: dict[str, float] = {}
         self._late_in_a_row: collections.Counter[str] = collections.Counter()
-        self._poll_limit = MAX_POLL_RECORDS
         # The engine never runs workflow code: workflow tasks go to the namespaces' workers.
         self.machine = ExecutionStateMachine(
             clock=lambda: datetime.now(UTC),
@@ -224,7 +222,7 @@ class CellEngine:
         timers = asyncio.create_task(self._timer_loop(), name="timers")
         try:
             while not self.stopping.is_set():
-                batch = await self.consumer.getmany(timeout_ms=100, max_records=self._poll_limit)
+                batch = await self.consumer.getmany(timeout_ms=100, max_records=MAX_POLL_RECORDS)
                 if not batch:
                     continue
                 async with self.lock:
@@ -318,7 +316,8 @@ class CellEngine:
                         rejected.extend(
                             self._dead_letter(r, f"engine error: {exc!r}") for r, _ in group.items
                         )
-            sent_inline = await self._decide_inline(touched)
+            # Behind on its partitions, the engine does not hold the records waiting for workers' answers.
+            sent_inline = await self._decide_inline(touched) if not self._behind(batch) else frozenset()
             entries = [e for e in touched.values() if e.dirty]
             offsets = {tp.partition: (records[0].offset, records[-1].offset) for tp, records in batch.items()}
             try:
@@ -358,6 +357,14 @@ class CellEngine:
             tasks_processed.add(count - len(rejected))
             step_latency.record(time.perf_counter() - started)
 
+    def _behind(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> bool:
+        """Whether records wait behind this batch in any of its partitions."""
+        for tp, records in batch.items():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None and highwater > records[-1].offset + 1:
+                return True
+        return False
+
     async def _decide_inline(self, touched: dict[str, RunEntry]) -> frozenset[str]:
         """Send the batch's workflow tasks now and record the commands that come back within the wait,
         in this batch's write (see ``inline_decisions``); the ids of the tasks sent."""
@@ -365,7 +372,6 @@ class CellEngine:
             return frozenset()
         deadline = time.monotonic() + self.inline_seconds
         sent: set[str] = set()
-        asked = in_time = 0
         while time.monotonic() < deadline:
             pending: dict[str, tuple[RunEntry, o.DispatchWorkflowTask]] = {}
             for entry in touched.values():
@@ -394,8 +400,6 @@ class CellEngine:
 
             await asyncio.gather(*(dispatch(item) for _, item in pending.values()))
             answered = await self.inline.wait(futures, deadline)
-            asked += len(pending)
-            in_time += len(answered)
             answering = set()
             for task_id, reply in answered.items():
                 entry, item = pending[task_id]
@@ -409,10 +413,6 @@ class CellEngine:
                 self._late_in_a_row[namespace] += 1
                 pause = min(SLOW_WORKER_SECONDS, 0.5 * 2 ** (self._late_in_a_row[namespace] - 1))
                 self._slow_until[namespace] = time.monotonic() + pause
-        if asked > in_time:
-            self._poll_limit = max(MIN_POLL_RECORDS, int(self._poll_limit * in_time / asked))
-        elif asked:
-            self._poll_limit = min(MAX_POLL_RECORDS, self._poll_limit + max(8, self._poll_limit // 4))
         return frozenset(sent)
 
     # -- loading -----------------------------------------------------------------------------------

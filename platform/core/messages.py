@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,12 +59,28 @@ class ActivityStarted(_Message):
     identity: str = ""
 
 
+class Continuation(_Message):
+    """What the worker that completed an activity, and holds the run's instance, did next with it: it
+    took the events the engine records for its last commands and for this result as given (ids
+    ``first_event_id`` to ``last_event_id``, the result at ``completed_at``), advanced the instance
+    through them and issued ``commands``. The engine records them as the workflow task that result
+    would have caused, when its history is what the worker took it to be; else it sends that task as
+    usual (docs/architecture.md, "Continuations")."""
+
+    first_event_id: int = Field(ge=1)
+    last_event_id: int = Field(ge=1)
+    completed_at: datetime
+    commands: list[WireCommand] = Field(default_factory=list, max_length=10_000)
+    sticky_queue: str = Field(max_length=200)
+
+
 class ActivityCompleted(_Message):
     kind: Literal["activity_completed"] = "activity_completed"
     run_id: str
     scheduled_event_id: int
     attempt: int
     result: Payload | None = None
+    continuation: Continuation | None = None
 
 
 class ActivityFailed(_Message):

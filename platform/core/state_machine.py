@@ -143,6 +143,8 @@ MAX_BUFFERED_SIGNALS = 1000
 MAX_BUFFERED_SIGNAL_BYTES = 4 * 1024 * 1024
 DEFAULT_LIMITS = RunLimits()
 TASK_RETRY_CAP = timedelta(seconds=60)
+# How far ahead of the engine's clock a worker's clock may be for its continuation to be taken.
+CONTINUATION_CLOCK_SKEW = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -501,6 +503,11 @@ class ExecutionStateMachine:
         activity = self._current_attempt(step, message.scheduled_event_id, message.attempt, message.run_id)
         if activity is None:
             return "result of a stale attempt or a finished activity"
+        continuation = message.continuation
+        fits = continuation is not None and self._continuation_fits(step, activity, continuation)
+        if continuation is not None and fits:
+            # The code saw the result at the worker's time: so must every replay of it.
+            step.now = continuation.completed_at
         if activity.phase == "scheduled":
             self._record_started(step, activity)
         step.append(
@@ -509,7 +516,47 @@ class ExecutionStateMachine:
             attempt=activity.attempt,
             result=message.result,
         )
+        if continuation is not None and fits:
+            self._continue(step, continuation)
+        elif continuation is not None and continuation.sticky_queue == step.state.sticky_queue:
+            # That worker's instance went past what was recorded: the task goes with the whole history.
+            step.state.sticky_queue = None
         return None
+
+    def _continuation_fits(
+        self, step: _Step, activity: PendingActivity, continuation: m.Continuation
+    ) -> bool:
+        """Whether the history is what the worker took it to be when it went on with this result: the
+        run's events since its instance's last task are its last commands' alone, this result is the
+        only thing that happens to the run now, and its time is one the history can have."""
+        state = step.state
+        last = state.next_event_id + (1 if activity.phase == "scheduled" else 0)
+        return (
+            state.status == "running"
+            and state.workflow_task is None
+            and not state.buffered
+            and not state.pending_queries
+            and not step.events
+            and state.sticky_queue is not None
+            and continuation.sticky_queue == state.sticky_queue
+            and continuation.first_event_id == state.worker_seen_event_id + 1
+            and continuation.last_event_id == last
+            and activity.scheduled_time <= continuation.completed_at <= step.now + CONTINUATION_CLOCK_SKEW
+            and check_commands(continuation.commands) is None
+        )
+
+    def _continue(self, step: _Step, continuation: m.Continuation) -> None:
+        """Record a continuation's commands as the completed workflow task this result would have
+        caused: the worker has seen every event up to the result."""
+        state = step.state
+        step.activated = False
+        state.task_failures = 0
+        state.sticky_queue = continuation.sticky_queue
+        state.worker_seen_event_id = continuation.last_event_id
+        for command in continuation.commands:
+            if not state.is_open:
+                break
+            self._record(step, command)
 
     def _on_activity_failed(self, step: _Step, message: m.ActivityFailed) -> str | None:
         activity = self._current_attempt(step, message.scheduled_event_id, message.attempt, message.run_id)

@@ -13,11 +13,12 @@ import collections
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
-from perdure.platform.core.commands import CLOSE_COMMANDS, Command
+from perdure.platform.core.commands import CLOSE_COMMANDS, Command, ScheduleActivity
 from perdure.platform.core.definitions import UnknownWorkflowTypeError, WorkflowRegistry
 from perdure.platform.core.failures import ApplicationError, NonDeterminismError, NondeterministicCallError
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
@@ -37,6 +38,16 @@ class ActivationOutcome:
     # What goes back to the engine: None for a query-only task that succeeded.
     reply: m.WorkflowTaskCompleted | m.WorkflowTaskFailed | None
     answers: list[QueryAnswer] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _AwaitedActivities:
+    """An instance whose last commands were activities only (or none): the engine records them as the
+    events after ``events_applied``, one each, so the results of those activities and of the ones it
+    scheduled before can be taken as they come (continuations)."""
+
+    events_applied: int
+    commands: list[ScheduleActivity]
 
 
 class TaskFailure(Exception):
@@ -76,12 +87,14 @@ class WorkflowActivations:
         self.sticky_queue = sticky_queue
         self.identity = identity
         self._instances: collections.OrderedDict[str, WorkflowInstance] = collections.OrderedDict()
+        self._awaiting: dict[str, _AwaitedActivities] = {}
 
     def holds(self, run_id: str) -> bool:
         return run_id in self._instances
 
     def evict(self, run_id: str) -> None:
         self._instances.pop(run_id, None)
+        self._awaiting.pop(run_id, None)
 
     def replay(self, history: Sequence[h.HistoryEvent]) -> WorkflowInstance:
         started = history[0] if history else None
@@ -103,6 +116,8 @@ class WorkflowActivations:
                 f"task {task.task_id or 'query'} of run {task.run_id} names events "
                 f"{task.first_event_id}..{task.last_event_id} but carries {len(events)}"
             )
+        if task.task_id:
+            self._awaiting.pop(task.run_id, None)  # the instance moves on with this task
         instance = self._instances.get(task.run_id)
         if not task.whole_history and (
             instance is None or instance.events_applied != task.first_event_id - 1
@@ -153,7 +168,7 @@ class WorkflowActivations:
         if instance.closed or any(h.is_close_event(e) for e in events) or _closes(commands):
             self.evict(task.run_id)
         else:
-            self._keep(task.run_id, instance)
+            self._keep(task.run_id, instance, commands)
         reply = m.WorkflowTaskCompleted(
             run_id=task.run_id,
             task_id=task.task_id,
@@ -163,11 +178,104 @@ class WorkflowActivations:
         )
         return ActivationOutcome(reply, answers)
 
-    def _keep(self, run_id: str, instance: WorkflowInstance) -> None:
+    def can_continue(self, task: o.DispatchActivity) -> bool:
+        """Whether ``continue_after`` may go on past this activity's result (it may still find the
+        code fails or moves on otherwise)."""
+        return self._awaited_index(task) is not None
+
+    def _awaited_index(self, task: o.DispatchActivity) -> int | None:
+        """Where the activity's scheduled event is among the events the instance awaits (negative:
+        among those it has seen), if the instance can take its result as the next event."""
+        awaited = self._awaiting.get(task.run_id)
+        instance = self._instances.get(task.run_id)
+        if (
+            awaited is None
+            or instance is None
+            or self.sticky_queue is None
+            or instance.events_applied != awaited.events_applied
+            or task.attempt != 1
+        ):
+            return None
+        index: int = task.scheduled_event_id - (awaited.events_applied + 1)
+        if 0 <= index < len(awaited.commands):
+            matches: bool = awaited.commands[index].activity_type == task.activity_type
+            return index if matches else None
+        if index < 0 and instance.awaits_activity(task.scheduled_event_id, task.activity_type):
+            return index
+        return None
+
+    def continue_after(
+        self, task: o.DispatchActivity, completed: m.ActivityCompleted, now: datetime
+    ) -> m.Continuation | None:
+        """Go on with the run's code past an activity's result, without waiting for the workflow task
+        it would cause: possible when this worker holds the instance, its last commands were
+        activities only (so the events the engine records for them are known), and this is the first
+        attempt of one of them, reported by nothing else before (no start, no heartbeat). The engine
+        takes the commands if the history is as assumed (``ExecutionStateMachine``); else it sends
+        the task, and this worker, whose instance went further, gets it with the whole history."""
+        if self._awaited_index(task) is None:
+            return None
+        awaited = self._awaiting.pop(task.run_id)  # the instance moves past what it awaited
+        instance = self._instances[task.run_id]
+        assert self.sticky_queue is not None
+        first = awaited.events_applied + 1
+        events: list[h.HistoryEvent] = [
+            h.ActivityTaskScheduled(
+                event_id=first + i,
+                timestamp=now,
+                seq=command.seq,
+                activity_type=command.activity_type,
+                input=command.input,
+                options=command.options,
+            )
+            for i, command in enumerate(awaited.commands)
+        ]
+        started_id = first + len(events)
+        events.append(
+            h.ActivityTaskStarted(
+                event_id=started_id,
+                timestamp=now,
+                scheduled_event_id=task.scheduled_event_id,
+                attempt=task.attempt,
+                identity=self.identity,
+            )
+        )
+        events.append(
+            h.ActivityTaskCompleted(
+                event_id=started_id + 1,
+                timestamp=now,
+                scheduled_event_id=task.scheduled_event_id,
+                attempt=task.attempt,
+                result=completed.result,
+            )
+        )
+        try:
+            commands = instance.apply(events)
+        except Exception:
+            # The engine sends the task as usual; replaying for it reports what went wrong.
+            self.evict(task.run_id)
+            return None
+        if instance.closed or _closes(commands):
+            self.evict(task.run_id)
+        else:
+            self._keep(task.run_id, instance, commands)
+        return m.Continuation(
+            first_event_id=first,
+            last_event_id=started_id + 1,
+            completed_at=now,
+            commands=commands,
+            sticky_queue=self.sticky_queue,
+        )
+
+    def _keep(self, run_id: str, instance: WorkflowInstance, commands: Sequence[Command]) -> None:
         self._instances[run_id] = instance
         self._instances.move_to_end(run_id)
+        activities = [c for c in commands if isinstance(c, ScheduleActivity)]
+        if len(activities) == len(commands):
+            self._awaiting[run_id] = _AwaitedActivities(instance.events_applied, activities)
         while len(self._instances) > self.capacity:
-            self._instances.popitem(last=False)
+            evicted, _ = self._instances.popitem(last=False)
+            self._awaiting.pop(evicted, None)
 
     def _answer(self, instance: WorkflowInstance, query: m.PendingQuery) -> QueryAnswer:
         try:

@@ -272,6 +272,12 @@ class WorkflowInstance:
                     if self._main is not None and not self._main.done():
                         self._main.cancel()
 
+    def awaits_activity(self, scheduled_event_id: int, activity_type: str) -> bool:
+        """Whether the code waits for the result of the activity its history scheduled at that event."""
+        seq = self._seq_by_event.get(scheduled_event_id)
+        pending = self._activities.get(seq) if seq is not None else None
+        return pending is not None and not pending.future.done() and pending.description == activity_type
+
     def _resolve(self, table: dict[int, _PendingResult], event_id: int) -> _PendingResult | None:
         seq = self._seq_by_event.pop(event_id, None)
         if seq is None:

@@ -7,7 +7,8 @@ the vhost it arrived on (their key's only vhost), never a field of the message.
   client's reply queue (an ``IngressReply``), not through the platform.
 - ``activities``: ``DispatchActivity`` (the activity task, as the engine's outbox holds it).
 - ``worker-reports``: ``WorkerReport`` — a workflow task's commands or failure, an activity's start,
-  heartbeats and outcome — which the cell's report relay hands to the run's partition.
+  heartbeats and outcome (a result with the commands that followed it, a *continuation*, is preceded
+  by a provisional copy of the result) — which the cell's report relay hands to the run's partition.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ from perdure.platform.tenancy.vhost_layout import (
 )
 
 PROTOCOL_VERSION = 1
+# A report with this header set is a *provisional* copy of an activity's result, sent (transient,
+# unconfirmed) before its worker goes on with the run's code; the same result follows, with the
+# commands if the worker could go on. Its correlation id names the result (``result_key``). The relay
+# holds it a while and hands it to the run only if the result itself does not come (the worker died
+# meanwhile), so a worker that dies while running workflow code loses no completed activity.
+PROVISIONAL_HEADER = "perdure-provisional"
+
+
+def result_key(run_id: str, scheduled_event_id: int, attempt: int) -> str:
+    """What pairs a provisional result with the result it precedes."""
+    return f"{run_id}/{scheduled_event_id}/{attempt}"
 
 
 class WorkflowActivation(BaseModel):
@@ -59,10 +71,12 @@ report_adapter: TypeAdapter[WorkerReport] = TypeAdapter(WorkerReport)
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "PROVISIONAL_HEADER",
     "STICKY_QUEUE_PATTERN",
     "WORKER_REPORTS_QUEUE",
     "WORKFLOW_TASKS_QUEUE",
     "DispatchActivity",
     "WorkerReport",
     "WorkflowActivation",
+    "result_key",
 ]

@@ -76,6 +76,36 @@ class Run:
             result=default_converter.to_payload(value),
         )
 
+    def dispatched(self, scheduled_event_id: int) -> o.DispatchActivity:
+        return [
+            e
+            for e in self.sent
+            if isinstance(e, o.DispatchActivity) and e.scheduled_event_id == scheduled_event_id
+        ][-1]
+
+    def finish(
+        self, worker: WorkflowActivations, scheduled_event_id: int, value: str, at: datetime | None = None
+    ) -> m.ActivityCompleted:
+        """The activity's result as ``worker`` reports it: with the continuation it can give."""
+        result = self.result_of(scheduled_event_id, value)
+        at = at or self.clock.now
+        continuation = worker.continue_after(self.dispatched(scheduled_event_id), result, at)
+        return result.model_copy(update={"continuation": continuation})
+
+    def run_to_close(self, worker: WorkflowActivations) -> None:
+        """Answer every task and complete every activity (with continuations) until the run closes."""
+        assert self.state is not None
+        for _ in range(50):
+            if not self.state.is_open:
+                return
+            if self.state.workflow_task is not None:
+                self.work(worker)
+                continue
+            scheduled = min(self.state.pending_activities)
+            self.clock.now += timedelta(seconds=1)
+            self.send(self.finish(worker, scheduled, f"done-{scheduled}"))
+        raise AssertionError("the run did not close")
+
 
 def _worker(queue: str | None = "worker-1") -> WorkflowActivations:
     return WorkflowActivations(w.app, sticky_queue=queue)
@@ -389,3 +419,133 @@ def test_queries_waiting_when_the_run_closes_go_out_with_the_whole_history() -> 
     assert run.state.pending_queries == []
     outcome = _worker().activate(task, run.history)
     assert outcome.answers[0].result is not None
+
+
+def test_a_worker_holding_the_instance_goes_on_past_a_result_without_a_workflow_task() -> None:
+    clock = Clock()
+    run = Run(clock)
+    run.start("ThreeSteps", "s")
+    worker = _worker()
+    run.work(worker)
+    clock.now += timedelta(seconds=3)
+    worker_time = clock.now - timedelta(milliseconds=20)  # the worker's clock, a little behind
+    message = run.finish(worker, 2, "s-1-done", at=worker_time)
+    assert message.continuation is not None
+    assert (message.continuation.first_event_id, message.continuation.last_event_id) == (2, 4)
+    went_on = run.send(message)
+    # The result and the command it led to are recorded at once; no workflow task goes out.
+    assert [type(e) for e in went_on.events] == [
+        h.ActivityTaskStarted,
+        h.ActivityTaskCompleted,
+        h.ActivityTaskScheduled,
+    ]
+    assert went_on.events[1].timestamp == worker_time  # the time the code saw
+    assert not any(isinstance(e, o.DispatchWorkflowTask) for e in went_on.outbox)
+    assert [e.scheduled_event_id for e in went_on.outbox if isinstance(e, o.DispatchActivity)] == [5]
+    assert run.state is not None
+    assert run.state.worker_seen_event_id == 4 and run.state.workflow_task is None
+    run.send(run.finish(worker, 5, "s-2-done"))
+    closed = run.send(run.finish(worker, 8, "s-3-done"))
+    assert isinstance(closed.events[-1], h.WorkflowExecutionCompleted) and not run.state.is_open
+    assert default_converter.from_payload(closed.events[-1].result) == ["s-1-done", "s-2-done", "s-3-done"]
+    assert [e.event_id for e in run.history] == list(range(1, len(run.history) + 1))
+
+
+def test_a_history_recorded_through_continuations_replays_to_the_same_result() -> None:
+    run = Run()
+    run.start("Timestamped", "t")
+    run.run_to_close(_worker())
+    tasks = [e for e in run.sent if isinstance(e, o.DispatchWorkflowTask)]
+    assert len(tasks) == 1  # only the start needed one: every result was continued at the worker
+    closing = run.history[-1]
+    assert isinstance(closing, h.WorkflowExecutionCompleted)
+    # A fresh worker replays the whole history to the very commands the live run issued.
+    replayed = _worker("worker-2").replay(run.history[:-1]).apply([])
+    assert [type(c) for c in replayed] == [CompleteWorkflow]
+    assert replayed[0].result == closing.result
+    live = default_converter.from_payload(closing.result)
+    # The code saw the times of the results it was continued at, as the history keeps them.
+    completions = [e.timestamp.isoformat() for e in run.history if isinstance(e, h.ActivityTaskCompleted)]
+    assert [live[1], live[3], live[5]] == completions and len(set(completions)) == 3
+
+
+def test_a_continuation_whose_history_moved_on_is_refused_and_the_task_goes_out_as_usual() -> None:
+    run = Run()
+    run.start("ThreeSteps", "s")
+    worker = _worker()
+    run.work(worker)
+    result = run.finish(worker, 2, "s-1-done")  # the worker went on past event 3 ...
+    assert result.continuation is not None
+    run.send(m.SignalWorkflow(request_id="sig", signal_name="unhandled"))  # ... but event 3 is a signal
+    sticky = run.task()
+    assert sticky.sticky_queue == "worker-1" and sticky.first_event_id == 2
+    assert run.send(result).changed  # waits for the task in flight
+    # The sticky worker's instance went further than the history: it asks for the whole history.
+    cache_miss = worker.activate(sticky, run.history[sticky.first_event_id - 1 : sticky.last_event_id])
+    assert isinstance(cache_miss.reply, m.WorkflowTaskFailed) and cache_miss.reply.cause == "cache_miss"
+    run.send(cache_miss.reply)
+    assert run.state is not None and run.state.sticky_queue is None
+    run.run_to_close(worker)
+    closing = run.history[-1]
+    assert isinstance(closing, h.WorkflowExecutionCompleted)
+    assert default_converter.from_payload(closing.result) == ["s-1-done", "done-6", "done-9"]
+    completions = [e for e in run.history if isinstance(e, h.ActivityTaskCompleted)]
+    assert [e.scheduled_event_id for e in completions] == [2, 6, 9]  # each result recorded once
+
+
+def test_continuations_the_history_cannot_have_are_refused() -> None:
+    def prepared() -> tuple[Run, WorkflowActivations, m.ActivityCompleted]:
+        run = Run()
+        run.start("ThreeSteps", "s")
+        worker = _worker()
+        run.work(worker)
+        message = run.finish(worker, 2, "s-1-done")
+        assert message.continuation is not None
+        return run, worker, message
+
+    def changed(message: m.ActivityCompleted, **fields: object) -> m.ActivityCompleted:
+        assert message.continuation is not None
+        return message.model_copy(update={"continuation": message.continuation.model_copy(update=fields)})
+
+    run, _, message = prepared()
+    refusals = {
+        "a clock too far ahead": changed(message, completed_at=run.clock.now + timedelta(minutes=5)),
+        "a time before the activity was scheduled": changed(
+            message, completed_at=run.clock.now - timedelta(minutes=5)
+        ),
+        "events the run does not have": changed(message, first_event_id=1),
+        "a count of events the run does not have": changed(message, last_event_id=7),
+        "commands sharing a sequence number": changed(
+            message,
+            commands=[*message.continuation.commands] * 2,  # type: ignore[union-attr]
+        ),
+    }
+    for reason, refused in refusals.items():
+        run, _, _ = prepared()
+        went = run.send(refused)
+        assert [type(e) for e in went.events] == [h.ActivityTaskStarted, h.ActivityTaskCompleted], reason
+        task = run.task()
+        # The result is kept; its task goes out with the whole history (that worker went further).
+        assert task.first_event_id == 1 and task.sticky_queue is None, reason
+    # Another worker's claim to the run changes nothing of where the run's instance is.
+    run, _, message = prepared()
+    went = run.send(changed(message, sticky_queue="worker-9"))
+    assert not any(isinstance(e, h.ActivityTaskScheduled) for e in went.events)
+    assert run.task().sticky_queue == "worker-1"
+
+
+def test_a_worker_continues_only_results_whose_events_it_can_know() -> None:
+    run = Run()
+    run.start("ThreeSteps", "s")
+    worker = _worker()
+    run.work(worker)
+    dispatched = run.dispatched(2)
+    result = run.result_of(2, "s-1-done")
+    # A later attempt (the engine recorded a retry in between), or a worker without the instance.
+    later = dispatched.model_copy(update={"attempt": 2})
+    assert worker.continue_after(later, result.model_copy(update={"attempt": 2}), run.clock.now) is None
+    assert _worker("worker-2").continue_after(dispatched, result, run.clock.now) is None
+    # Once a workflow task moved the instance on, its earlier commands' results are no longer known.
+    continuation = worker.continue_after(dispatched, result, run.clock.now)
+    assert continuation is not None
+    assert worker.continue_after(dispatched, result, run.clock.now) is None  # nor twice

@@ -362,3 +362,22 @@ def swapped(app: App, name: str, cls: type) -> App:
     changed.workflows[name] = definition
     setattr(cls, WORKFLOW_ATTR, definition)
     return changed
+
+
+@app.workflow
+class Timestamped:
+    """Two activities at once, then one more; the code's clock after each result is part of the result
+    (so a replay that saw other times than the live run would differ)."""
+
+    @workflow.run
+    async def run(self, prefix: str) -> list[str]:
+        seen: list[str] = []
+        first = workflow.execute_activity(step, f"{prefix}-a", start_to_close_timeout=10)
+        second = workflow.execute_activity(step, f"{prefix}-b", start_to_close_timeout=10)
+        seen.append(await first)
+        seen.append(workflow.now().isoformat())
+        seen.append(await second)
+        seen.append(workflow.now().isoformat())
+        seen.append(await workflow.execute_activity(step, f"{prefix}-c", start_to_close_timeout=10))
+        seen.append(workflow.now().isoformat())
+        return seen
