@@ -23,6 +23,7 @@ import os
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +62,8 @@ meter = metrics.get_meter("perdure.worker")
 executions = meter.create_counter("perdure.activities.executed", description="activity attempts run")
 workflow_tasks = meter.create_counter("perdure.worker.workflow_tasks", description="workflow tasks run")
 WORKFLOW_TASK_PREFETCH = 32
+# How long workflow code may run past an activity's result before the result goes out on its own.
+PROVISIONAL_AFTER_SECONDS = 0.005
 
 
 class Worker:
@@ -93,6 +96,10 @@ class Worker:
         self._rate = TokenBucket(activities_per_second, activity_burst) if activities_per_second else None
         self._running: set[asyncio.Task[None]] = set()
         self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+        # Continuations run workflow code off the event loop, one at a time; a run's workflow tasks wait
+        # for its continuation in progress.
+        self._continuation_thread = ThreadPoolExecutor(1, thread_name_prefix="perdure-continuation")
+        self._continuing: dict[str, asyncio.Future[None]] = {}
         self.started = asyncio.Event()
         self._stopping = False
         self.last_task_at = time.monotonic()
@@ -158,6 +165,7 @@ class Worker:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
+        self._continuation_thread.shutdown(wait=False)
 
     # -- workflow tasks ---------------------------------------------------------------------------------
     async def _on_workflow_task(self, message: AbstractIncomingMessage) -> None:
@@ -172,6 +180,9 @@ class Worker:
             await message.reject(requeue=False)
             return
         task = activation.task
+        busy = self._continuing.get(task.run_id)
+        if busy is not None:
+            await busy
         with tracer.start_as_current_span(
             "perdure.worker.workflow_task",
             context=extract_amqp_context(message.headers),
@@ -296,17 +307,39 @@ class Worker:
             isinstance(outcome, m.ActivityCompleted)
             and heartbeats.sent == 0
             and task.options.schedule_to_start_timeout is None
-            and self.activations.can_continue(task)
         ):
-            # The result is out before the run's code goes on (a worker that dies meanwhile loses no
-            # completed activity), then again with the commands that followed it.
-            await self._report(task.workflow_id, outcome, provisional=True)
-            continuation = self.activations.continue_after(task, outcome, datetime.now(UTC))
+            continuation = await self._continue(task, outcome)
             if continuation is not None:
                 outcome = outcome.model_copy(update={"continuation": continuation})
                 workflow_tasks.add(1, {"outcome": "continuation"})
         await self._report(task.workflow_id, outcome)
         executions.add(1, {"namespace": task.namespace, "outcome": outcome.kind})
+
+    async def _continue(
+        self, task: DispatchActivity, completed: m.ActivityCompleted
+    ) -> m.Continuation | None:
+        """Go on with the run's code past this result (``WorkflowActivations.continue_after``). The code
+        runs on the continuation thread; should it take longer than ``PROVISIONAL_AFTER_SECONDS``, the
+        result goes out first, as a provisional copy, so a worker that dies meanwhile loses no completed
+        activity. The run's workflow tasks wait for it meanwhile."""
+        prepared = self.activations.prepare_continuation(task, completed, datetime.now(UTC))
+        if prepared is None:
+            return None
+        busy = asyncio.get_running_loop().create_future()
+        self._continuing[task.run_id] = busy
+        try:
+            advancing = asyncio.get_running_loop().run_in_executor(
+                self._continuation_thread, prepared.advance
+            )
+            try:
+                advanced = await asyncio.wait_for(asyncio.shield(advancing), PROVISIONAL_AFTER_SECONDS)
+            except TimeoutError:
+                await self._report(task.workflow_id, completed, provisional=True)
+                advanced = await advancing
+            return self.activations.finish_continuation(prepared, advanced)
+        finally:
+            del self._continuing[task.run_id]
+            busy.set_result(None)
 
 
 class _HeartbeatSender:

@@ -95,6 +95,16 @@ class PartitionCache:
 
 
 @dataclass
+class _Asked:
+    """A workflow task sent for an answer within the batch."""
+
+    entry: RunEntry
+    item: o.DispatchWorkflowTask
+    vhost: str
+    future: asyncio.Future[m.WorkflowTaskCompleted | m.WorkflowTaskFailed]
+
+
+@dataclass
 class Group:
     """The messages of one execution in one poll, in partition order."""
 
@@ -316,25 +326,31 @@ class CellEngine:
                         rejected.extend(
                             self._dead_letter(r, f"engine error: {exc!r}") for r, _ in group.items
                         )
-            # Behind on its partitions, the engine does not hold the records waiting for workers' answers.
-            sent_inline = await self._decide_inline(touched) if not self._behind(batch) else frozenset()
-            entries = [e for e in touched.values() if e.dirty]
             offsets = {tp.partition: (records[0].offset, records[-1].offset) for tp, records in batch.items()}
-            try:
-                journal = await self.store.write(entries, self.epochs, offsets)
-            except FencedError as exc:
-                # Another process took these partitions (the rebalance revokes them here soon), or a write
-                # of this batch half-succeeded: either way the records are read again, and applying them
-                # again is harmless (duplicates are recognised by the state machine).
-                log.error("fenced: a run changed under this writer", extra={"error": str(exc)})
-                self._rewind(batch)
-                return
-            items = [
-                Addressed(e.state.namespace, e.state.workflow_id, e.partition, item)
-                for e in entries
-                for item in e.new_outbox
-            ]
-            await self.sender.send(items, sent_tasks=sent_inline)
+            if self._inline_enabled() and self._behind(batch):
+                # Behind on its partitions: the runs that wait for no worker are written (and their
+                # outboxes sent) while the workers answer the others' tasks, written next with what came.
+                asking = {run_id: e for run_id, e in touched.items() if e.state.workflow_task is not None}
+                sent: set[str] = set()
+                pending = await self._dispatch_inline(asking, sent)
+                first = [e for e in touched.values() if e.dirty and e.state.run_id not in asking]
+                journal = await self._write_and_send(batch, first, offsets, frozenset())
+                if journal is None:
+                    return
+                await self._take_answers(pending, time.monotonic() + self.inline_seconds)
+                rest = [e for e in asking.values() if e.dirty]
+                later = await self._write_and_send(batch, rest, offsets, frozenset(sent))
+                if later is None:
+                    return
+                journal += later
+            else:
+                sent_inline = await self._decide_inline(touched)
+                entries = [e for e in touched.values() if e.dirty]
+                written = await self._write_and_send(batch, entries, offsets, sent_inline)
+                if written is None:
+                    return
+                journal = written
+            entries = [e for e in touched.values() if e.dirty]
             await self.sender.usage.send_all(metered)
             await self.tasks.send_all(extra)
             await self.sender.reply(replies)
@@ -357,6 +373,32 @@ class CellEngine:
             tasks_processed.add(count - len(rejected))
             step_latency.record(time.perf_counter() - started)
 
+    async def _write_and_send(
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        entries: list[RunEntry],
+        offsets: dict[int, tuple[int, int]],
+        sent_tasks: frozenset[str],
+    ) -> list[str] | None:
+        """Write ``entries`` and send their outboxes (but the tasks already sent); the journal entries
+        written, or None if the batch was fenced (it is then read again)."""
+        try:
+            journal: list[str] = await self.store.write(entries, self.epochs, offsets)
+        except FencedError as exc:
+            # Another process took these partitions (the rebalance revokes them here soon), or a write
+            # of this batch half-succeeded: either way the records are read again, and applying them
+            # again is harmless (duplicates are recognised by the state machine).
+            log.error("fenced: a run changed under this writer", extra={"error": str(exc)})
+            self._rewind(batch)
+            return None
+        items = [
+            Addressed(e.state.namespace, e.state.workflow_id, e.partition, item)
+            for e in entries
+            for item in e.new_outbox
+        ]
+        await self.sender.send(items, sent_tasks=sent_tasks)
+        return journal
+
     def _behind(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> bool:
         """Whether records wait behind this batch in any of its partitions."""
         for tp, records in batch.items():
@@ -365,55 +407,71 @@ class CellEngine:
                 return True
         return False
 
+    def _inline_enabled(self) -> bool:
+        return self.inline is not None and self.inline_seconds > 0
+
     async def _decide_inline(self, touched: dict[str, RunEntry]) -> frozenset[str]:
         """Send the batch's workflow tasks now and record the commands that come back within the wait,
         in this batch's write (see ``inline_decisions``); the ids of the tasks sent."""
-        if self.inline is None or self.inline_seconds <= 0:
+        if not self._inline_enabled():
             return frozenset()
         deadline = time.monotonic() + self.inline_seconds
         sent: set[str] = set()
         while time.monotonic() < deadline:
-            pending: dict[str, tuple[RunEntry, o.DispatchWorkflowTask]] = {}
-            for entry in touched.values():
-                current = entry.state.workflow_task
-                for item in entry.new_outbox:
-                    if (
-                        isinstance(item, o.DispatchWorkflowTask)
-                        and current is not None
-                        and item.task_id == current.task_id
-                        and item.task_id not in sent
-                        and self._slow_until.get(item.namespace, 0.0) <= time.monotonic()
-                    ):
-                        pending[item.task_id] = (entry, item)
+            pending = await self._dispatch_inline(touched, sent)
             if not pending:
                 break
-            futures = {}
-            for task_id, (_, item) in pending.items():
-                vhost = self.apps.vhost_of(item.namespace)
-                futures[task_id] = (vhost, self.inline.expect(vhost, task_id))
-            sent.update(pending)
-
-            async def dispatch(item: o.DispatchWorkflowTask) -> None:
-                assert self.inline is not None
-                reply_to = await self.inline.reply_queue(self.apps.vhost_of(item.namespace))
-                await self.sender.send_workflow_task(item, reply_to=reply_to)
-
-            await asyncio.gather(*(dispatch(item) for _, item in pending.values()))
-            answered = await self.inline.wait(futures, deadline)
-            answering = set()
-            for task_id, reply in answered.items():
-                entry, item = pending[task_id]
-                self._absorb(entry, self.machine.handle(entry.state, reply))
-                self._late_in_a_row.pop(item.namespace, None)
-                answering.add(item.namespace)
-            late = {pending[task_id][1].namespace for task_id in pending.keys() - answered.keys()}
-            for namespace in late - answering:
-                # Not waited for again for a while, the longer the more often it was late (a worker that
-                # was only starting is asked again soon).
-                self._late_in_a_row[namespace] += 1
-                pause = min(SLOW_WORKER_SECONDS, 0.5 * 2 ** (self._late_in_a_row[namespace] - 1))
-                self._slow_until[namespace] = time.monotonic() + pause
+            await self._take_answers(pending, deadline)
         return frozenset(sent)
+
+    async def _dispatch_inline(self, touched: dict[str, RunEntry], sent: set[str]) -> dict[str, _Asked]:
+        """Send the current workflow tasks of ``touched`` not yet in ``sent`` (which they join), with
+        this process's reply queue; what was asked, by task id."""
+        assert self.inline is not None
+        pending: dict[str, _Asked] = {}
+        for entry in touched.values():
+            current = entry.state.workflow_task
+            for item in entry.new_outbox:
+                if (
+                    isinstance(item, o.DispatchWorkflowTask)
+                    and current is not None
+                    and item.task_id == current.task_id
+                    and item.task_id not in sent
+                    and self._slow_until.get(item.namespace, 0.0) <= time.monotonic()
+                ):
+                    vhost = self.apps.vhost_of(item.namespace)
+                    pending[item.task_id] = _Asked(
+                        entry, item, vhost, self.inline.expect(vhost, item.task_id)
+                    )
+        sent.update(pending)
+
+        async def dispatch(item: o.DispatchWorkflowTask) -> None:
+            assert self.inline is not None
+            reply_to = await self.inline.reply_queue(self.apps.vhost_of(item.namespace))
+            await self.sender.send_workflow_task(item, reply_to=reply_to)
+
+        await asyncio.gather(*(dispatch(asked.item) for asked in pending.values()))
+        return pending
+
+    async def _take_answers(self, pending: dict[str, _Asked], deadline: float) -> None:
+        """Record the answers that come before ``deadline``; a namespace none of whose workers answered
+        in time is not waited for again for a while."""
+        assert self.inline is not None
+        answered = await self.inline.wait(
+            {task_id: (asked.vhost, asked.future) for task_id, asked in pending.items()}, deadline
+        )
+        answering = set()
+        for task_id, reply in answered.items():
+            asked = pending[task_id]
+            self._absorb(asked.entry, self.machine.handle(asked.entry.state, reply))
+            self._late_in_a_row.pop(asked.item.namespace, None)
+            answering.add(asked.item.namespace)
+        late = {pending[task_id].item.namespace for task_id in pending.keys() - answered.keys()}
+        for namespace in late - answering:
+            # The longer the more often it was late (a worker that was only starting is asked again soon).
+            self._late_in_a_row[namespace] += 1
+            pause = min(SLOW_WORKER_SECONDS, 0.5 * 2 ** (self._late_in_a_row[namespace] - 1))
+            self._slow_until[namespace] = time.monotonic() + pause
 
     # -- loading -----------------------------------------------------------------------------------
     async def _prepare(self, group: Group, rejected: list[DeadLetter]) -> None:

@@ -50,6 +50,22 @@ class _AwaitedActivities:
     commands: list[ScheduleActivity]
 
 
+@dataclass
+class PreparedContinuation:
+    run_id: str
+    instance: WorkflowInstance
+    events: list[h.HistoryEvent]
+    now: datetime
+
+    def advance(self) -> list[Command] | BaseException:
+        """Advance the instance through the events: the commands its code issued, or what it raised."""
+        try:
+            commands: list[Command] = self.instance.apply(self.events)
+        except Exception as exc:
+            return exc
+        return commands
+
+
 class TaskFailure(Exception):
     def __init__(self, cause: m.WorkflowTaskFailureCause, message: str, stack_trace: str = "") -> None:
         super().__init__(message)
@@ -178,11 +194,6 @@ class WorkflowActivations:
         )
         return ActivationOutcome(reply, answers)
 
-    def can_continue(self, task: o.DispatchActivity) -> bool:
-        """Whether ``continue_after`` may go on past this activity's result (it may still find the
-        code fails or moves on otherwise)."""
-        return self._awaited_index(task) is not None
-
     def _awaited_index(self, task: o.DispatchActivity) -> int | None:
         """Where the activity's scheduled event is among the events the instance awaits (negative:
         among those it has seen), if the instance can take its result as the next event."""
@@ -213,11 +224,18 @@ class WorkflowActivations:
         attempt of one of them, reported by nothing else before (no start, no heartbeat). The engine
         takes the commands if the history is as assumed (``ExecutionStateMachine``); else it sends
         the task, and this worker, whose instance went further, gets it with the whole history."""
+        prepared = self.prepare_continuation(task, completed, now)
+        return None if prepared is None else self.finish_continuation(prepared, prepared.advance())
+
+    def prepare_continuation(
+        self, task: o.DispatchActivity, completed: m.ActivityCompleted, now: datetime
+    ) -> PreparedContinuation | None:
+        """The events to advance the instance through for ``continue_after`` (the advance itself may
+        run on another thread, while nothing else touches the instance; then ``finish_continuation``)."""
         if self._awaited_index(task) is None:
             return None
         awaited = self._awaiting.pop(task.run_id)  # the instance moves past what it awaited
         instance = self._instances[task.run_id]
-        assert self.sticky_queue is not None
         first = awaited.events_applied + 1
         events: list[h.HistoryEvent] = [
             h.ActivityTaskScheduled(
@@ -249,21 +267,26 @@ class WorkflowActivations:
                 result=completed.result,
             )
         )
-        try:
-            commands = instance.apply(events)
-        except Exception:
+        return PreparedContinuation(task.run_id, instance, events, now)
+
+    def finish_continuation(
+        self, prepared: PreparedContinuation, advanced: list[Command] | BaseException
+    ) -> m.Continuation | None:
+        run_id, instance = prepared.run_id, prepared.instance
+        if isinstance(advanced, BaseException):
             # The engine sends the task as usual; replaying for it reports what went wrong.
-            self.evict(task.run_id)
+            self.evict(run_id)
             return None
-        if instance.closed or _closes(commands):
-            self.evict(task.run_id)
+        assert self.sticky_queue is not None
+        if instance.closed or _closes(advanced):
+            self.evict(run_id)
         else:
-            self._keep(task.run_id, instance, commands)
+            self._keep(run_id, instance, advanced)
         return m.Continuation(
-            first_event_id=first,
-            last_event_id=started_id + 1,
-            completed_at=now,
-            commands=commands,
+            first_event_id=prepared.events[0].event_id,
+            last_event_id=prepared.events[-1].event_id,
+            completed_at=prepared.now,
+            commands=advanced,
             sticky_queue=self.sticky_queue,
         )
 
