@@ -193,6 +193,7 @@ class CellEngine:
         # Taking the lock waits for the batch in progress to finish and commit.
         async with self.lock:
             await self._settle_commit()
+            await self.store.settle_copies()  # the next owner finds the histories copied
             for partition in partitions:
                 self.epochs.pop(partition, None)
                 self.caches.pop(partition, None)
@@ -256,6 +257,7 @@ class CellEngine:
             timers.cancel()
             await asyncio.gather(timers, *self._forgetting, return_exceptions=True)
             await self._settle_commit()
+            await self.store.settle_copies()
 
     async def _settle_commit(self) -> None:
         """Wait for the commit in flight; a failed one only means its records are read again."""

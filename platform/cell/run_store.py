@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -43,6 +44,7 @@ from perdure.platform.core import outbox as o
 from perdure.platform.core.run_state import ArmedTimer, RunState
 
 Document = dict[str, Any]
+log = logging.getLogger("perdure.store")
 _outbox_adapter: TypeAdapter[list[o.OutboxEntry]] = TypeAdapter(list[o.OutboxEntry])
 _armed_adapter: TypeAdapter[dict[str, ArmedTimer]] = TypeAdapter(dict[str, ArmedTimer])
 
@@ -121,6 +123,21 @@ class RunStore:
         self.history = database["history"]
         self.journal = database["outbox_journal"]
         self.epochs = database["partition_epochs"]
+        # The copy of the last write's tails into the history collection, in flight, and its batches.
+        self._copying: asyncio.Task[list[Document]] | None = None
+        self._uncopied: list[Document] = []
+
+    async def settle_copies(self) -> None:
+        """Wait for the tails of the last write to be in the history collection (copying them again if
+        that failed: a run's next write replaces its tail, so nothing is written before they are)."""
+        copying, self._copying = self._copying, None
+        if copying is not None:
+            try:
+                await copying
+            except Exception:
+                log.warning("copying history batches failed; copying them again", exc_info=True)
+                await insert_ignoring_duplicates(self.history, self._uncopied)
+        self._uncopied = []
 
     async def ensure_indexes(self) -> None:
         await self.runs.create_index(
@@ -256,6 +273,8 @@ class RunStore:
                 updates.append((run_id, partial(self.runs.update_one, condition, {"$set": document})))
         if not written:
             return []
+        # A run's tail is replaced by its next write: its copy must have landed by then.
+        await self.settle_copies()
         journal = self._journal_entries([entry for entry, _, _ in written], offsets)
         # A new run's pointer is written before the run: if the insert then fails, the start is read
         # again and recreates this same run id (it is derived from the start's request id). Most
@@ -274,7 +293,12 @@ class RunStore:
                 f"runs changed by another writer: {stale[:5]}; runs that exist already: "
                 f"{[d['_id'] for d in refused][:5]}"
             )
-        await insert_ignoring_duplicates(self.history, batches)  # a duplicate is a batch copied before
+        # The copy is not waited for: until it lands, readers take the run document's tail (and whoever
+        # loads the run after a crash copies it), so the outbox of this write goes out one round trip
+        # sooner. A duplicate is a batch copied before.
+        if batches:
+            self._uncopied = batches
+            self._copying = asyncio.create_task(insert_ignoring_duplicates(self.history, batches))
         for entry, starts, history_bytes in written:
             entry.persisted_next_event_id = entry.state.next_event_id
             entry.batch_starts = starts

@@ -30,6 +30,7 @@ import logging
 import os
 import pwd
 import resource
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable
@@ -41,6 +42,12 @@ from perdure.platform.tenancy.model import Quota
 from perdure.platform.workers.app_manifest import code_environment
 
 log = logging.getLogger("perdure.workers")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox of a namespace's worker cannot be made (its start is retried with backoff)."""
+
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PR_SET_PDEATHSIG = 1
 WORKER_NICENESS = 10
@@ -171,10 +178,10 @@ class Sandbox:
         except KeyError:
             pass
         # Another supervisor on this machine may make it at the same moment: look again either way.
-        subprocess.run(
+        # (Not a system account: their ids, a few hundred, would run out with the namespaces.)
+        made = subprocess.run(
             [
                 "useradd",
-                "--system",
                 "--user-group",
                 "--no-create-home",
                 "--home-dir",
@@ -187,8 +194,25 @@ class Sandbox:
             ],
             check=False,
             capture_output=True,
+            text=True,
         )
-        return pwd.getpwnam(name)
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            raise SandboxError(f"cannot make the worker's user {name}: {made.stderr.strip()}") from None
+
+    def forget(self) -> None:
+        """Remove what the namespace had on this machine (its user, group, folders): it is gone. A
+        user whose processes still run (another supervisor's worker) is left for that one to remove."""
+        self.remove()
+        if self.isolated:
+            name = sandbox_user(self.namespace)
+            removed = subprocess.run(["userdel", name], check=False, capture_output=True, text=True)
+            if removed.returncode not in (0, 6):  # 6: no such user
+                log.warning("the worker's user stays", extra={"user": name, "reason": removed.stderr.strip()})
+                return
+        for folder in (self.workdir, self.root / f"{self.workdir.name}.artifacts"):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _limit_resources(self) -> Callable[[], None]:
         limits = self.limits

@@ -96,7 +96,7 @@ class WorkerSupervisor:
         records = {r.name: r for r in await self.apps.all() if r.hosting == "platform"}
         for gone in self.workers.keys() - records.keys():
             # In the background: a draining worker must not hold up the other namespaces' workers.
-            stopping = asyncio.create_task(self._stop(self.workers.pop(gone)))
+            stopping = asyncio.create_task(self._stop(self.workers.pop(gone), forget=True))
             self._stopping_namespaces.add(stopping)
             stopping.add_done_callback(self._stopping_namespaces.discard)
             log.info("worker stopped: its namespace is gone", extra={"namespace": gone})
@@ -265,7 +265,7 @@ class WorkerSupervisor:
         credential = f"{quote(user, safe='')}:{quote(password, safe='')}"
         return f"{broker.scheme}://{credential}@{host}{port}/{quote(record.vhost, safe='')}"
 
-    async def _stop(self, hosted: _Hosted) -> None:
+    async def _stop(self, hosted: _Hosted, *, forget: bool = False) -> None:
         if hosted.process is not None:
             await self._end(hosted.process, STOP_GRACE_SECONDS)
         # Stopping, previous versions get the same grace as the current one, not the whole drain.
@@ -276,6 +276,8 @@ class WorkerSupervisor:
             hosted.sandbox.remove()
         if hosted.watcher is not None:
             await asyncio.gather(hosted.watcher, return_exceptions=True)  # it removes the worker's user
+        if forget and hosted.sandbox is not None:
+            await asyncio.to_thread(hosted.sandbox.forget)  # the namespace is gone: so is its OS user
 
     async def stop(self) -> None:
         self.stopping.set()

@@ -4,10 +4,13 @@ platform-hosted workers that die and are restarted without losing or repeating c
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
 import os
+import pwd
 import re
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,14 +18,16 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from perdure.platform.admission.worker_reports import PROVISIONAL_HOLD_SECONDS
 from perdure.platform.cell.ops_client import OpsClient
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core.commands import CompleteWorkflow
 from perdure.platform.core.payloads import default_converter
-from perdure.platform.protocol.worker_wire import WorkerReport
+from perdure.platform.protocol.worker_wire import PROVISIONAL_HEADER, WorkerReport, result_key
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.vhost_layout import WORKER_REPORTS_QUEUE
+from perdure.platform.workers.sandbox import Sandbox, SandboxLimits, sandbox_user
 from perdure.tenants import WorkflowFailureError
 from perdure.tenants.client import Client, WorkflowHandle
 
@@ -404,3 +409,76 @@ async def test_a_report_naming_another_namespaces_run_changes_nothing_there(
     assert forged.data not in repr([e.model_dump() for e in history]).encode()
     ran = count_lines(ledger)  # "tag began ended", one line per execution
     assert sum(ran.values()) == 1 and next(iter(ran)).startswith("v ")
+
+
+async def _report_result(connection_string: str, handle: WorkflowHandle, *, provisional: bool) -> None:
+    """Report the run's first activity (event 2, attempt 1) as done, as a worker of the namespace would."""
+    assert handle.run_id is not None
+    result = m.ActivityCompleted(
+        run_id=handle.run_id, scheduled_event_id=2, attempt=1, result=default_converter.to_payload(None)
+    )
+    report = WorkerReport(workflow_id=handle.id, message=result)
+    connection = await aio_pika.connect(connection_string)
+    try:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                report.model_dump_json().encode(),
+                headers={PROVISIONAL_HEADER: "1"} if provisional else {},
+                correlation_id=result_key(handle.run_id, 2, 1) if provisional else None,
+            ),
+            routing_key=WORKER_REPORTS_QUEUE,
+        )
+    finally:
+        await connection.close()
+
+
+async def test_a_provisional_result_is_relayed_only_when_its_result_does_not_follow(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell({"a": Quota()}, partitions=1)
+    ledger, connection_string = tmp_path / "ledger", tenants.connection_string("a")
+    async with await Client.connect(connection_string) as client:
+        alone = await client.start_workflow(FanOut.run, str(ledger), "alone", 1, 8.0, id="alone")
+        paired = await client.start_workflow(FanOut.run, str(ledger), "paired", 1, 8.0, id="paired")
+
+        async def running() -> None:
+            for handle in (alone, paired):
+                assert (await handle.describe()).pending_activities == 1
+
+        await eventually(running)
+        # A provisional copy followed by its result (as a worker whose workflow code took a while
+        # sends them): the result is relayed at once, the copy dropped.
+        sent = time.monotonic()
+        await _report_result(connection_string, paired, provisional=True)
+        await _report_result(connection_string, paired, provisional=False)
+        assert await paired.result(timeout=30) == 1
+        assert time.monotonic() - sent < PROVISIONAL_HOLD_SECONDS
+        # The worker that sent a provisional copy died before the result itself: after the hold, the
+        # copy is the result (the real activity, eight seconds long, is then stale).
+        sent = time.monotonic()
+        await _report_result(connection_string, alone, provisional=True)
+        assert await alone.result(timeout=30) == 1
+        assert PROVISIONAL_HOLD_SECONDS <= time.monotonic() - sent < 6.0
+    ops = await OpsClient.connect(tenants.cell.settings, tenants.a.record.name)
+    try:
+        for workflow_id in ("alone", "paired"):
+            history = await ops.history(workflow_id)
+            assert [type(e) for e in history].count(h.ActivityTaskCompleted) == 1
+    finally:
+        await ops.close()
+
+
+def test_a_gone_namespaces_sandbox_leaves_no_user_or_folder_behind(tmp_path: Path) -> None:
+    namespace = f"gone-{os.getpid()}-{time.monotonic_ns()}"
+    sandbox = Sandbox(tmp_path / "workers", namespace, SandboxLimits(), "test", Path(sys.executable))
+    sandbox.prepare()
+    artifacts = sandbox.artifact_folder("0" * 64).parent
+    assert pwd.getpwnam(sandbox_user(namespace)).pw_uid >= 1000  # not a system account: those run out
+    assert sandbox.workdir.is_dir() and artifacts.is_dir()
+    sandbox.forget()
+    with pytest.raises(KeyError):
+        pwd.getpwnam(sandbox_user(namespace))
+    with pytest.raises(KeyError):
+        grp.getgrnam(sandbox_user(namespace))
+    assert not sandbox.workdir.exists() and not artifacts.exists()
