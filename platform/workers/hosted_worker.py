@@ -28,6 +28,7 @@ async def serve(connection: str, app_path: str, environment: dict[str, str]) -> 
         max_concurrent_activities=int(environment.get("PERDURE_MAX_CONCURRENT_ACTIVITIES", "100")),
         activities_per_second=float(rate) if rate else None,
         activity_burst=int(environment.get("PERDURE_ACTIVITY_BURST", "1")),
+        max_cached_workflows=int(environment.get("PERDURE_MAX_CACHED_WORKFLOWS", "1000")),
     )
     idle_limit = float(environment.get("PERDURE_WORKER_IDLE_SECONDS", "0"))
     await worker.start()

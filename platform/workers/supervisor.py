@@ -40,6 +40,7 @@ STOP_GRACE_SECONDS = 10.0
 DRAIN_SECONDS = 300.0  # how long a previous version's worker may take to finish what it holds
 MAX_BACKOFF_SECONDS = 30.0
 HEALTHY_AFTER_SECONDS = 60.0
+CACHED_WORKFLOWS_PER_MB = 8
 
 
 @dataclass
@@ -163,6 +164,9 @@ class WorkerSupervisor:
             "PERDURE_MAX_CONCURRENT_ACTIVITIES": str(record.quota.max_concurrent_activities),
             "PERDURE_ACTIVITIES_PER_SECOND": str(record.quota.actions_per_second),
             "PERDURE_ACTIVITY_BURST": str(record.quota.burst),
+            # Runs whose instances the worker keeps (sticky tasks, continuations): a simple run's
+            # instance takes some 12 KB, so a tenth of the worker's memory holds this many of them.
+            "PERDURE_MAX_CACHED_WORKFLOWS": str(record.quota.worker_memory_mb * CACHED_WORKFLOWS_PER_MB),
             "PERDURE_WORKER_IDLE_SECONDS": str(self.settings.worker_idle_seconds),
         }
         module = ["-m", "perdure.platform.workers.hosted_worker"]
