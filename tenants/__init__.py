@@ -24,6 +24,7 @@ from perdure.tenants.client_errors import (
     AuthenticationError,
     NamespaceSuspendedError,
     QuotaExceededError,
+    ServiceUnavailableError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "PerdureError",
     "QuotaExceededError",
     "RetryPolicy",
+    "ServiceUnavailableError",
     "TerminatedFailure",
     "TimeoutFailure",
     "UnknownActivityTypeError",

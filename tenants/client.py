@@ -9,6 +9,8 @@ names are those of ``LocalEnvironment``, so tenant code and tests switch between
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import typing
 import uuid
 from collections.abc import Sequence
@@ -16,8 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import ProbableAuthenticationError
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.exceptions import AMQPError, ProbableAuthenticationError
 from pydantic import ValidationError
 
 from perdure.infra.telemetry import inject_amqp_headers
@@ -42,12 +44,13 @@ from perdure.platform.core.definitions import (
 from perdure.platform.core.failures import ApplicationError, Failure
 from perdure.platform.core.outbox import RunClosed, close_routing_key
 from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError, default_converter
-from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
+from perdure.platform.tenancy.vhost_layout import CLIENT_QUEUE_PREFIX, INGRESS_QUEUE, RESULTS_EXCHANGE
 from perdure.tenants.client_errors import (
     AuthenticationError,
     MalformedRequestError,
     NamespaceSuspendedError,
     QuotaExceededError,
+    ServiceUnavailableError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
@@ -55,36 +58,67 @@ from perdure.tenants.run_outcome import run_outcome
 from perdure.tenants.testing import WorkflowDescription
 
 REQUEST_TIMEOUT = 30.0
+# A request not answered within this is sent again (same request id: admission and the engine take it
+# once); a lost connection sends it again as soon as the client is connected again.
+ATTEMPT_SECONDS = 10.0
+RETRY_FIRST_SECONDS = 0.2
+RETRY_MAX_SECONDS = 2.0
+RECONNECT_SECONDS = 1.0
 OPEN_STATUSES = ("running", "blocked")
 
 
 class Client:
     def __init__(
         self,
-        connection: AbstractConnection,
+        connection: AbstractRobustConnection,
         channel: AbstractChannel,
         replies: AbstractQueue,
         converter: DataConverter,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self._connection = connection
         self._channel = channel
         self._replies = replies
         self.converter = converter
+        self.request_timeout = request_timeout
         self._pending: dict[str, asyncio.Future[IngressReply]] = {}
         self._closed_runs: dict[str, list[asyncio.Future[RunClosed]]] = {}
         self._bound: set[str] = set()
+        # Set (and replaced) each time the connection comes back: what was sent or awaited across the
+        # outage is sent again or looked up again.
+        self._reconnected = asyncio.Event()
+        connection.reconnect_callbacks.add(self._on_reconnect)
 
     @classmethod
-    async def connect(cls, connection_string: str, *, converter: DataConverter | None = None) -> Client:
+    async def connect(
+        cls,
+        connection_string: str,
+        *,
+        converter: DataConverter | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> Client:
+        """Connect to the namespace. The client rides out broker restarts and network loss: it connects
+        again by itself (its reply queue and what it listens for come back with it), sends unanswered
+        requests again with the same request id, and looks again at the runs it waits for. A request
+        still unanswered after ``request_timeout`` raises ``ServiceUnavailableError``."""
         try:
-            connection = await aio_pika.connect(connection_string)
+            connection = await aio_pika.connect_robust(
+                connection_string, reconnect_interval=RECONNECT_SECONDS
+            )
         except ProbableAuthenticationError as exc:
             raise AuthenticationError(f"the namespace's key was refused: {exc}") from None
         channel = await connection.channel(publisher_confirms=True)
-        replies = await channel.declare_queue(exclusive=True, auto_delete=True)
-        client = cls(connection, channel, replies, converter or default_converter)
+        # Named by the client, so it is the same queue again after a reconnect.
+        replies = await channel.declare_queue(
+            f"{CLIENT_QUEUE_PREFIX}{uuid.uuid4().hex}", exclusive=True, auto_delete=True
+        )
+        client = cls(connection, channel, replies, converter or default_converter, request_timeout)
         await replies.consume(client._on_reply, no_ack=True)
         return client
+
+    def _on_reconnect(self, *_: object) -> None:
+        reconnected, self._reconnected = self._reconnected, asyncio.Event()
+        reconnected.set()
 
     async def close(self) -> None:
         await self._connection.close()
@@ -155,7 +189,39 @@ class Client:
         return reply.runs or []
 
     # -- the wire ------------------------------------------------------------------------------------
-    async def _call(self, request: Any, timeout: float = REQUEST_TIMEOUT) -> IngressReply:
+    async def _call(self, request: Any, timeout: float | None = None) -> IngressReply:
+        """Send ``request`` until it is answered (again after a lost connection or an attempt's
+        silence: requests are idempotent by their request id) or ``timeout`` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.request_timeout if timeout is None else timeout)
+        pause, problem = RETRY_FIRST_SECONDS, "no answer"
+        while True:
+            reconnected = self._reconnected
+            wait = min(ATTEMPT_SECONDS, deadline - loop.time())
+            try:
+                reply = await self._attempt(request, reconnected, wait) if wait > 0 else None
+            except (AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
+                reply, problem = None, f"{type(exc).__name__}: {exc}"
+            if reply is not None:
+                break
+            if loop.time() >= deadline:
+                raise ServiceUnavailableError(
+                    f"the namespace's ingress did not answer a {request.kind} request in "
+                    f"{self.request_timeout if timeout is None else timeout:.0f} s ({problem})"
+                )
+            # Sooner if the connection comes back meanwhile.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._reconnected.wait(),
+                    min(deadline - loop.time(), pause * random.uniform(0.5, 1.0)),
+                )
+            pause = min(RETRY_MAX_SECONDS, pause * 2)
+        if not reply.ok:
+            _raise(reply, request)
+        return reply
+
+    async def _attempt(self, request: Any, reconnected: asyncio.Event, wait: float) -> IngressReply | None:
+        """Send once; the answer, or None if none came within ``wait`` or the connection was lost."""
         correlation = str(uuid.uuid4())
         answered: asyncio.Future[IngressReply] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = answered
@@ -171,13 +237,17 @@ class Client:
                     headers=inject_amqp_headers({}),
                 ),
                 routing_key=INGRESS_QUEUE,
+                timeout=wait,
             )
-            reply = await asyncio.wait_for(answered, timeout)
+            lost: asyncio.Future[Any] = asyncio.ensure_future(reconnected.wait())
+            first: set[asyncio.Future[Any]] = {answered, lost}
+            try:
+                await asyncio.wait(first, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                lost.cancel()
+            return answered.result() if answered.done() else None
         finally:
             self._pending.pop(correlation, None)
-        if not reply.ok:
-            _raise(reply, request)
-        return reply
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         if message.correlation_id and message.correlation_id in self._pending:
@@ -195,11 +265,30 @@ class Client:
                     waiter.set_result(closed)
 
     async def _watch_closes(self, workflow_id: str) -> None:
+        """Hear the closes of ``workflow_id``'s runs (the binding comes back with every reconnect)."""
         if workflow_id in self._bound:
             return
-        exchange = await self._channel.get_exchange(RESULTS_EXCHANGE, ensure=False)
-        await self._replies.bind(exchange, routing_key=close_routing_key(workflow_id))
-        self._bound.add(workflow_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        pause = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                exchange = await self._channel.get_exchange(RESULTS_EXCHANGE, ensure=False)
+                await self._replies.bind(exchange, routing_key=close_routing_key(workflow_id))
+            except (AMQPError, ConnectionError, RuntimeError) as exc:
+                if loop.time() >= deadline:
+                    raise ServiceUnavailableError(
+                        f"cannot listen for the closes of {workflow_id!r}: {exc}"
+                    ) from None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._reconnected.wait(),
+                        min(deadline - loop.time(), pause * random.uniform(0.5, 1.0)),
+                    )
+                pause = min(RETRY_MAX_SECONDS, pause * 2)
+                continue
+            self._bound.add(workflow_id)
+            return
 
 
 class WorkflowHandle:
@@ -242,34 +331,51 @@ class WorkflowHandle:
         client._closed_runs.setdefault(self.id, []).append(waiter)
         # Listening before looking: a close between the two is not missed.
         await client._watch_closes(self.id)
+        while True:
+            reconnected = client._reconnected
+            closed = await self._closed_now()
+            if closed is not None:
+                waiter.cancel()
+                return closed
+            while True:
+                # A close announced while the connection was lost is not heard: look again after it.
+                lost: asyncio.Future[Any] = asyncio.ensure_future(reconnected.wait())
+                first: set[asyncio.Future[Any]] = {waiter, lost}
+                try:
+                    await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    lost.cancel()
+                if not waiter.done():
+                    break
+                closed = waiter.result()
+                if self.run_id is None or closed.run_id == self.run_id or closed.status != "continued_as_new":
+                    return closed
+                waiter = asyncio.get_running_loop().create_future()
+                client._closed_runs.setdefault(self.id, []).append(waiter)
+
+    async def _closed_now(self) -> RunClosed | None:
+        """This handle's run as a close, if it is closed already."""
         try:
-            reply = await client._call(DescribeRequest(workflow_id=self.id))
+            reply = await self.client._call(DescribeRequest(workflow_id=self.id))
             d = reply.description or {}
         except WorkflowNotFoundError:
             if self.run_id is None:
-                waiter.cancel()
                 raise
             d = {}  # admitted, not yet written by the engine: its close will be announced
         # The latest run answers only if it is this handle's run (another one is an earlier run of the
         # id, while this handle's start is still on its way in).
         mine = bool(d) and (self.run_id is None or d["run_id"] == self.run_id)
-        if mine and d["status"] not in OPEN_STATUSES:
-            waiter.cancel()
-            return RunClosed(
-                namespace="",
-                workflow_id=self.id,
-                run_id=d["run_id"],
-                status=d["status"],
-                result=Payload.model_validate(d["result"]) if d.get("result") else None,
-                failure=Failure.model_validate(d["failure"]) if d.get("failure") else None,
-                new_run_id=d.get("new_run_id"),
-            )
-        while True:
-            closed = await waiter
-            if self.run_id is None or closed.run_id == self.run_id or closed.status != "continued_as_new":
-                return closed
-            waiter = asyncio.get_running_loop().create_future()
-            client._closed_runs.setdefault(self.id, []).append(waiter)
+        if not mine or d["status"] in OPEN_STATUSES:
+            return None
+        return RunClosed(
+            namespace="",
+            workflow_id=self.id,
+            run_id=d["run_id"],
+            status=d["status"],
+            result=Payload.model_validate(d["result"]) if d.get("result") else None,
+            failure=Failure.model_validate(d["failure"]) if d.get("failure") else None,
+            new_run_id=d.get("new_run_id"),
+        )
 
     def _outcome(self, closed: RunClosed) -> Any:
         return run_outcome(

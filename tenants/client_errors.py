@@ -29,3 +29,8 @@ class NamespaceSuspendedError(Exception):
 
 class MalformedRequestError(ValueError):
     """Admission could not read the request (a client and platform of different versions)."""
+
+
+class ServiceUnavailableError(ConnectionError):
+    """The namespace's ingress did not answer within the client's request timeout (the broker is down
+    or unreachable for longer than that); the request may be sent again with the same request id."""

@@ -15,13 +15,15 @@ DEAD_LETTER_EXCHANGE = "dead-letters"
 # A worker's sticky queue: exclusive, named by the worker (a robust connection re-declares it by name).
 STICKY_QUEUE_PREFIX = "sticky."
 STICKY_QUEUE_PATTERN = r"^sticky\.[0-9a-f]{32}$"
+# A tenant client's reply queue: exclusive, named by the client (re-declared by name after a reconnect).
+CLIENT_QUEUE_PREFIX = "client."
 
 
 def namespace_user_permissions() -> dict[str, str]:
     """What a namespace's key may do in its vhost (configure, write, read regexes): publish to its
     queues through the default exchange, declare and use its own reply and sticky queues, consume its
     work queues (as workers do) and follow run closes; nothing else, in no other vhost."""
-    own = r"amq\.gen-.*|sticky\..*"
+    own = r"amq\.gen-.*|sticky\..*|client\..*"
     return {
         "configure": rf"^({own})$",
         "write": rf"^(amq\.default|{own})$",

@@ -13,7 +13,7 @@ import pytest
 from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.cell.provisioning import namespace_amqp_url
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.vhost_layout import INGRESS_DEAD_LETTERS, INGRESS_QUEUE
+from perdure.platform.tenancy.vhost_layout import CLIENT_QUEUE_PREFIX, INGRESS_DEAD_LETTERS, INGRESS_QUEUE
 from perdure.tenants import ApplicationError, PayloadTooLargeError, UnknownWorkflowTypeError
 from perdure.tenants.client import Client
 from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
@@ -148,7 +148,7 @@ async def test_tenants_cannot_reach_each_other(tenant_cell: TenantCell, tmp_path
             "workflow_id": "forged",
             "input": [{"metadata": {"encoding": "json/plain"}, "data": "MC4wMQ=="}],
         }
-        answers = await channel.declare_queue(exclusive=True)
+        answers = await channel.declare_queue(f"{CLIENT_QUEUE_PREFIX}forger", exclusive=True)
         await channel.default_exchange.publish(
             aio_pika.Message(json.dumps(forged).encode(), reply_to=answers.name, correlation_id="f"),
             routing_key=INGRESS_QUEUE,

@@ -1,0 +1,88 @@
+"""The tenant client through a RabbitMQ restart (SIGKILL, then started again): requests sent during the
+outage are answered once it is back, a waiting ``result()`` sees a close it could not hear, and nothing
+is done twice; past its request timeout the client says the service is unavailable."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from perdure.platform.cell.ops_client import OpsClient
+from perdure.platform.core import history as h
+from perdure.platform.tenancy.model import Quota
+from perdure.tenants import ServiceUnavailableError
+from perdure.tenants.client import Client
+
+from .cell_app import Gated, ThreeSteps
+from .cell_harness import TenantCell, count_lines, eventually, run_perdure
+from .conftest import TenantCellFactory
+
+
+def _kill_rabbitmq(tenants: TenantCell) -> None:
+    pid = int((tenants.cell.settings.stack_dir / "rabbitmq" / "rabbitmq.pid").read_text().strip())
+    os.killpg(pid, signal.SIGKILL)
+
+
+async def _start_rabbitmq(tenants: TenantCell) -> None:
+    code, out, err = await run_perdure(tenants, "stack", "up")
+    assert code == 0, out + err
+
+
+async def test_the_client_rides_out_a_rabbitmq_restart_and_does_nothing_twice(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell({"a": Quota()})
+    ledger = tmp_path / "ledger"
+    async with await Client.connect(tenants.connection_string("a"), request_timeout=120) as client:
+        gated = await client.start_workflow(Gated.run, str(ledger), "g", id="gated")
+
+        async def waiting_for_the_signal() -> None:
+            assert count_lines(ledger) == {"g-1": 1, "g-2": 1}
+            assert (await gated.describe()).pending_activities == 0
+
+        await eventually(waiting_for_the_signal)
+        result = asyncio.create_task(gated.result(timeout=180))
+        _kill_rabbitmq(tenants)
+        # Sent while the broker is down: answered once it is back, each taken once.
+        signalled = asyncio.create_task(gated.signal(Gated.proceed))
+        started = asyncio.create_task(client.start_workflow(ThreeSteps.run, str(ledger), "t", id="during"))
+        await asyncio.sleep(2)  # the outage lasts: the requests are being retried meanwhile
+        assert not signalled.done() and not started.done()
+        await _start_rabbitmq(tenants)
+        await asyncio.wait_for(signalled, 120)
+        during = await asyncio.wait_for(started, 120)
+        assert await result == ["g-1-done", "g-2-done", "g-3-done"]
+        assert await during.result(timeout=120) == ["t-1-done", "t-2-done", "t-3-done"]
+    # A broker killed outright may forget acknowledgements it had not written yet, and hand an activity
+    # task out again: activities run at least once, at most twice here; histories record each once.
+    ran = count_lines(ledger)
+    assert ran.keys() == {"g-1", "g-2", "g-3", "t-1", "t-2", "t-3"} and max(ran.values()) <= 2
+    ops = await OpsClient.connect(tenants.cell.settings, tenants.a.record.name)
+    try:
+        for workflow_id in ("gated", "during"):
+            kinds = [type(e) for e in await ops.history(workflow_id)]
+            assert kinds.count(h.ActivityTaskCompleted) == 3 and kinds.count(h.WorkflowExecutionStarted) == 1
+        gated_history = await ops.history("gated")
+        assert [type(e) for e in gated_history].count(h.WorkflowExecutionSignaled) == 1
+    finally:
+        await ops.close()
+
+
+async def test_past_its_request_timeout_the_client_says_the_service_is_unavailable(
+    make_tenant_cell: TenantCellFactory,
+) -> None:
+    tenants = await make_tenant_cell({"a": Quota()})
+    async with await Client.connect(tenants.connection_string("a"), request_timeout=3) as client:
+        _kill_rabbitmq(tenants)
+        try:
+            began = time.monotonic()
+            with pytest.raises(ServiceUnavailableError, match="did not answer a start request in 3 s"):
+                await client.start_workflow(ThreeSteps.run, "unused", "u", id="unavailable")
+            assert 3 <= time.monotonic() - began < 10
+        finally:
+            await _start_rabbitmq(tenants)
