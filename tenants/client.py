@@ -209,16 +209,18 @@ class Client:
                     f"the namespace's ingress did not answer a {request.kind} request in "
                     f"{self.request_timeout if timeout is None else timeout:.0f} s ({problem})"
                 )
-            # Sooner if the connection comes back meanwhile.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._reconnected.wait(),
-                    min(deadline - loop.time(), pause * random.uniform(0.5, 1.0)),
-                )
-            pause = min(RETRY_MAX_SECONDS, pause * 2)
+            pause = await self._pause_before_retry(pause, deadline)
         if not reply.ok:
             _raise(reply, request)
         return reply
+
+    async def _pause_before_retry(self, pause: float, deadline: float) -> float:
+        """Wait ``pause`` (with jitter, not past ``deadline``), or less if the connection comes back
+        meanwhile; the pause before the retry after that."""
+        left = deadline - asyncio.get_running_loop().time()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reconnected.wait(), min(left, pause * random.uniform(0.5, 1.0)))
+        return min(RETRY_MAX_SECONDS, pause * 2)
 
     async def _attempt(self, request: Any, reconnected: asyncio.Event, wait: float) -> IngressReply | None:
         """Send once; the answer, or None if none came within ``wait`` or the connection was lost."""
@@ -280,12 +282,7 @@ class Client:
                     raise ServiceUnavailableError(
                         f"cannot listen for the closes of {workflow_id!r}: {exc}"
                     ) from None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._reconnected.wait(),
-                        min(deadline - loop.time(), pause * random.uniform(0.5, 1.0)),
-                    )
-                pause = min(RETRY_MAX_SECONDS, pause * 2)
+                pause = await self._pause_before_retry(pause, deadline)
                 continue
             self._bound.add(workflow_id)
             return

@@ -11,7 +11,9 @@ worker supervisor) workers speak the same protocol (``perdure.platform.protocol.
   asking client's reply queue.
 - activity tasks from ``activities``: at most ``max_concurrent_activities`` at once. A task is
   acknowledged once taken; a worker that dies afterwards is noticed by the activity's timeouts.
-- everything the engine must hear goes to ``worker-reports``, with publisher confirms.
+- everything the engine must hear goes to ``worker-reports``, with publisher confirms; answers to an
+  engine that waits for them (inline tasks) go to its reply queue, and provisional copies of results
+  (see ``Worker._continue``) go unconfirmed.
 """
 
 from __future__ import annotations

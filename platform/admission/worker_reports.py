@@ -46,7 +46,8 @@ BATCH = 500
 MAX_REPORT_BYTES = 1000 * 1000
 
 
-# A provisional result (see ``WorkerReport.provisional``) waits this long for the result it precedes.
+# A provisional result (``PROVISIONAL_HEADER`` of the worker protocol) waits this long for the result
+# it precedes.
 PROVISIONAL_HOLD_SECONDS = 1.0
 MAX_HELD = 10_000
 HeldKey = tuple[str, str]  # namespace, result key

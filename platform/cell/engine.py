@@ -447,12 +447,12 @@ class CellEngine:
                     )
         sent.update(pending)
 
-        async def dispatch(item: o.DispatchWorkflowTask) -> None:
+        async def dispatch(asked: _Asked) -> None:
             assert self.inline is not None
-            reply_to = await self.inline.reply_queue(self.apps.vhost_of(item.namespace))
-            await self.sender.send_workflow_task(item, reply_to=reply_to)
+            reply_to = await self.inline.reply_queue(asked.vhost)
+            await self.sender.send_workflow_task(asked.item, reply_to=reply_to)
 
-        await asyncio.gather(*(dispatch(asked.item) for asked in pending.values()))
+        await asyncio.gather(*(dispatch(asked) for asked in pending.values()))
         return pending
 
     async def _take_answers(self, pending: dict[str, _Asked], deadline: float) -> None:

@@ -378,15 +378,23 @@ class ExecutionStateMachine:
         self._end_task(step)
         if state.status == "blocked":
             step.append(h.WorkflowTaskRedriven, request_id=f"{task.task_id}/recovered")
+        self._take_commands(step, message.sticky_queue, task.last_event_id, message.commands)
+        self._flush_buffer(step)
+        return None
+
+    def _take_commands(
+        self, step: _Step, sticky_queue: str | None, seen_event_id: int, commands: Sequence[Command]
+    ) -> None:
+        """A workflow task succeeded: its worker saw the events up to ``seen_event_id`` (and keeps the
+        instance on ``sticky_queue``, if any); record the commands it issued, until the run closes."""
+        state = step.state
         state.task_failures = 0
-        state.sticky_queue = message.sticky_queue
-        state.worker_seen_event_id = task.last_event_id
-        for command in message.commands:
+        state.sticky_queue = sticky_queue
+        state.worker_seen_event_id = seen_event_id
+        for command in commands:
             if not state.is_open:
                 break
             self._record(step, command)
-        self._flush_buffer(step)
-        return None
 
     def _on_workflow_task_failed(self, step: _Step, message: m.WorkflowTaskFailed) -> str | None:
         state = step.state
@@ -548,15 +556,10 @@ class ExecutionStateMachine:
     def _continue(self, step: _Step, continuation: m.Continuation) -> None:
         """Record a continuation's commands as the completed workflow task this result would have
         caused: the worker has seen every event up to the result."""
-        state = step.state
         step.activated = False
-        state.task_failures = 0
-        state.sticky_queue = continuation.sticky_queue
-        state.worker_seen_event_id = continuation.last_event_id
-        for command in continuation.commands:
-            if not state.is_open:
-                break
-            self._record(step, command)
+        self._take_commands(
+            step, continuation.sticky_queue, continuation.last_event_id, continuation.commands
+        )
 
     def _on_activity_failed(self, step: _Step, message: m.ActivityFailed) -> str | None:
         activity = self._current_attempt(step, message.scheduled_event_id, message.attempt, message.run_id)

@@ -181,10 +181,9 @@ class WorkflowActivations:
         answers = [self._answer(instance, query) for query in task.queries]
         if not task.task_id:
             return ActivationOutcome(None, answers)
-        if instance.closed or any(h.is_close_event(e) for e in events) or _closes(commands):
-            self.evict(task.run_id)
-        else:
-            self._keep(task.run_id, instance, commands)
+        self._keep_unless_closed(
+            task.run_id, instance, commands, closed=any(h.is_close_event(e) for e in events)
+        )
         reply = m.WorkflowTaskCompleted(
             run_id=task.run_id,
             task_id=task.task_id,
@@ -194,9 +193,9 @@ class WorkflowActivations:
         )
         return ActivationOutcome(reply, answers)
 
-    def _awaited_index(self, task: o.DispatchActivity) -> int | None:
-        """Where the activity's scheduled event is among the events the instance awaits (negative:
-        among those it has seen), if the instance can take its result as the next event."""
+    def _can_continue(self, task: o.DispatchActivity) -> bool:
+        """Whether the instance can take this activity's result as its next event: one of the
+        activities it awaits (scheduled by its last commands, or before them), first attempt."""
         awaited = self._awaiting.get(task.run_id)
         instance = self._instances.get(task.run_id)
         if (
@@ -206,14 +205,11 @@ class WorkflowActivations:
             or instance.events_applied != awaited.events_applied
             or task.attempt != 1
         ):
-            return None
+            return False
         index: int = task.scheduled_event_id - (awaited.events_applied + 1)
         if 0 <= index < len(awaited.commands):
-            matches: bool = awaited.commands[index].activity_type == task.activity_type
-            return index if matches else None
-        if index < 0 and instance.awaits_activity(task.scheduled_event_id, task.activity_type):
-            return index
-        return None
+            return bool(awaited.commands[index].activity_type == task.activity_type)
+        return index < 0 and bool(instance.awaits_activity(task.scheduled_event_id, task.activity_type))
 
     def continue_after(
         self, task: o.DispatchActivity, completed: m.ActivityCompleted, now: datetime
@@ -232,7 +228,7 @@ class WorkflowActivations:
     ) -> PreparedContinuation | None:
         """The events to advance the instance through for ``continue_after`` (the advance itself may
         run on another thread, while nothing else touches the instance; then ``finish_continuation``)."""
-        if self._awaited_index(task) is None:
+        if not self._can_continue(task):
             return None
         awaited = self._awaiting.pop(task.run_id)  # the instance moves past what it awaited
         instance = self._instances[task.run_id]
@@ -278,10 +274,7 @@ class WorkflowActivations:
             self.evict(run_id)
             return None
         assert self.sticky_queue is not None
-        if instance.closed or _closes(advanced):
-            self.evict(run_id)
-        else:
-            self._keep(run_id, instance, advanced)
+        self._keep_unless_closed(run_id, instance, advanced)
         return m.Continuation(
             first_event_id=prepared.events[0].event_id,
             last_event_id=prepared.events[-1].event_id,
@@ -289,6 +282,15 @@ class WorkflowActivations:
             commands=advanced,
             sticky_queue=self.sticky_queue,
         )
+
+    def _keep_unless_closed(
+        self, run_id: str, instance: WorkflowInstance, commands: Sequence[Command], *, closed: bool = False
+    ) -> None:
+        """Keep the instance for the run's next task, unless the run closed (or its commands close it)."""
+        if closed or instance.closed or _closes(commands):
+            self.evict(run_id)
+        else:
+            self._keep(run_id, instance, commands)
 
     def _keep(self, run_id: str, instance: WorkflowInstance, commands: Sequence[Command]) -> None:
         self._instances[run_id] = instance
