@@ -20,13 +20,14 @@ import pytest
 
 from perdure.platform.admission.worker_reports import PROVISIONAL_HOLD_SECONDS
 from perdure.platform.cell.ops_client import OpsClient
+from perdure.platform.cell.provisioning import namespace_amqp_url
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core.commands import CompleteWorkflow
 from perdure.platform.core.payloads import default_converter
 from perdure.platform.protocol.worker_wire import PROVISIONAL_HEADER, WorkerReport, result_key
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.vhost_layout import WORKER_REPORTS_QUEUE
+from perdure.platform.tenancy.vhost_layout import WORKER_REPORTS_DEAD_LETTERS, WORKER_REPORTS_QUEUE
 from perdure.platform.workers.sandbox import Sandbox, SandboxLimits, sandbox_user
 from perdure.tenants import WorkflowFailureError
 from perdure.tenants.client import Client, WorkflowHandle
@@ -482,3 +483,42 @@ def test_a_gone_namespaces_sandbox_leaves_no_user_or_folder_behind(tmp_path: Pat
     with pytest.raises(KeyError):
         grp.getgrnam(sandbox_user(namespace))
     assert not sandbox.workdir.exists() and not artifacts.exists()
+
+
+async def test_hostile_provisional_copies_are_bounded_and_refused_like_any_report(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell({"a": Quota()}, partitions=1)
+    connection_string = tenants.connection_string("a")
+    connection = await aio_pika.connect(connection_string)
+    try:
+        channel = await connection.channel()
+        # Provisional copies that do not parse, with or without a result key: held a while (or not at
+        # all), then refused into the dead letters with the rest of the namespace's bad reports.
+        for body, key in ((b"{not json", "x/2/1"), (b"\x00" * 64, "y/2/1"), (b"[]", None)):
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, headers={PROVISIONAL_HEADER: "1"}, correlation_id=key),
+                routing_key=WORKER_REPORTS_QUEUE,
+            )
+    finally:
+        await connection.close()
+    settings = tenants.cell.settings
+    platform = await aio_pika.connect(namespace_amqp_url(settings, tenants.cell.cell, tenants.a.record.vhost))
+    try:
+
+        async def refused() -> None:
+            parked = await (await platform.channel()).declare_queue(WORKER_REPORTS_DEAD_LETTERS, passive=True)
+            assert parked.declaration_result.message_count == 3
+
+        await eventually(refused, timeout=30)
+    finally:
+        await platform.close()
+    # The relay went on: the namespace's work runs.
+    async with await Client.connect(connection_string) as client:
+        assert await client.execute_workflow(
+            ThreeSteps.run, str(tmp_path / "ledger"), "after", id="after"
+        ) == [
+            "after-1-done",
+            "after-2-done",
+            "after-3-done",
+        ]
