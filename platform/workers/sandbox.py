@@ -10,7 +10,7 @@
   namespace or the platform reads them.
 - rlimits (address space, open files, processes, no core files): the machine's memory, descriptors
   and process table are not exhausted.
-- A lower CPU priority (niceness 10, and a quarter of the CPU weight in its cgroup), and cgroups where
+- A lower CPU priority (niceness 10, and an eighth of a process's CPU weight for its cgroup), and cgroups where
   the machine lets the platform make them (CPU quota, memory, pids): one namespace's CPU-bound code
   does not slow the platform's processes, through which every namespace's work goes.
 
@@ -51,6 +51,10 @@ class SandboxError(RuntimeError):
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PR_SET_PDEATHSIG = 1
 WORKER_NICENESS = 10
+# A cgroup competes with the platform's processes as one task of this weight (a nice-0 task weighs
+# 1024): inside a cgroup the worker's niceness counts only against its own threads, so without a low
+# weight a worker's group would preempt the engine and the brokers like any of them.
+WORKER_CPU_SHARES = 128
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,7 @@ class Sandbox:
             "cpu": {
                 "cpu.cfs_period_us": str(period),
                 "cpu.cfs_quota_us": str(int(self.limits.cpus * period)),
+                "cpu.shares": str(WORKER_CPU_SHARES),
             },
             "memory": {"memory.limit_in_bytes": str(self.limits.memory_bytes)},
             "pids": {"pids.max": str(self.limits.max_processes)},
