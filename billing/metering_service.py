@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 
 from perdure.billing.usage_store import DEDUP_WINDOW, UsageStore
+from perdure.infra.bounded_stop import BoundedStop, stop_on_signals
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry, extract_kafka_context
 from perdure.platform.cell.task_producer import new_producer
@@ -131,23 +131,32 @@ async def run_metering(
     service = MeteringService(settings, store, consumer)
     if stop is None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop, settings.shutdown_seconds, "metering")
     await consumer.start()
     log.info("metering running", extra={"topic": settings.metering_topic})
     running = asyncio.create_task(service.run(), name="metering")
     stopper = asyncio.create_task(stop.wait(), name="stop")
+    crashed = False
     try:
         done, _ = await asyncio.wait([running, stopper], return_when=asyncio.FIRST_COMPLETED)
         if running in done and running.exception() is not None:
+            crashed = True
             raise running.exception()  # type: ignore[misc]
     finally:
-        service.stopping.set()
-        await asyncio.gather(running, return_exceptions=True)
+        bounded = BoundedStop("metering", settings.shutdown_seconds)
+
+        async def applying() -> None:
+            service.stopping.set()
+            await asyncio.gather(running, return_exceptions=True)
+
+        await bounded.step("applying usage", applying, share=0.6)
+        await bounded.step("kafka consumer", consumer.stop, share=0.3)
+        await bounded.step("database", client.close, share=0.1)
+        bounded.report()
+        running.cancel()
         stopper.cancel()
-        await consumer.stop()
-        await client.close()
         if owns_telemetry:
             telemetry.shutdown()
-        log.info("metering stopped")
+        log.info("metering stopped", extra={"abandoned": bounded.abandoned})
+        if not crashed:  # a crash's own exception says more
+            bounded.raise_if_overran()

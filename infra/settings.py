@@ -237,6 +237,10 @@ class Settings(BaseSettings):
     stack_mongodb_password: str | None = Field(default=None, repr=False)
     stack_rabbitmq_password: str | None = Field(default=None, repr=False)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # How long a process (cell, metering, worker) may take to stop after SIGTERM: work in flight
+    # finishes or goes back to its queue within it; past it the process ends anyway, saying what it
+    # abandoned.
+    shutdown_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -40,6 +40,7 @@ from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.core import messages as m
 from perdure.platform.core.activity_invocation import invoke_activity
 from perdure.platform.core.definitions import WorkflowRegistry
+from perdure.platform.core.failures import ApplicationError, failure_from_exception
 from perdure.platform.core.outbox import DispatchActivity
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
 from perdure.platform.core.workflow_activations import QueryAnswer, WorkflowActivations
@@ -96,7 +97,7 @@ class Worker:
         # Activity starts per second (Temporal's ``max_activities_per_second``); a platform-hosted
         # worker is given its namespace's rate and burst.
         self._rate = TokenBucket(activities_per_second, activity_burst) if activities_per_second else None
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], DispatchActivity] = {}
         self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
         # Continuations run workflow code off the event loop, one at a time; a run's workflow tasks wait
         # for its continuation in progress.
@@ -104,6 +105,7 @@ class Worker:
         self._continuing: dict[str, asyncio.Future[None]] = {}
         self.started = asyncio.Event()
         self._stopping = False
+        self.handed_back = 0  # activities still running at the end of the stop's grace
         self.last_task_at = time.monotonic()
 
     def idle_for(self) -> float:
@@ -153,9 +155,12 @@ class Worker:
         self.started.set()
         log.info("worker serving", extra={"identity": self.identity, "sticky_queue": sticky.name})
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, grace: float | None = None) -> None:
         """Stop taking tasks and let the activities in hand finish (workflow tasks are short); tasks
-        delivered but not begun go back to the queue for another worker."""
+        delivered but not begun go back to the queue for another worker. Activities still running after
+        ``grace`` seconds are handed back: each is reported failed (retryable, ``WorkerStopped``), so
+        the engine retries it at once rather than after its timeout; their threads, which cannot be
+        stopped, end with the process."""
         self._stopping = True
         for queue, tag in self._consumers:
             with contextlib.suppress(Exception):
@@ -163,11 +168,35 @@ class Worker:
         self._consumers.clear()
         log.info("worker no longer taking tasks", extra={"identity": self.identity})
         if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+            _, unfinished = await asyncio.wait(list(self._running), timeout=grace)
+            if unfinished:
+                await self._hand_back({task: self._running[task] for task in unfinished})
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
         self._continuation_thread.shutdown(wait=False)
+
+    async def _hand_back(self, unfinished: dict[asyncio.Task[None], DispatchActivity]) -> None:
+        log.warning(
+            "activities still running at the end of the stop's grace: handed back",
+            extra={
+                "activities": [f"{t.workflow_id}/{t.activity_type}#{t.attempt}" for t in unfinished.values()]
+            },
+        )
+        stopped = ApplicationError("the worker stopped before the activity finished", type="WorkerStopped")
+        for running, task in unfinished.items():
+            if running.done():  # it finished meanwhile: its outcome went out
+                continue
+            running.cancel()
+            self.handed_back += 1
+            failed = m.ActivityFailed(
+                run_id=task.run_id,
+                scheduled_event_id=task.scheduled_event_id,
+                attempt=task.attempt,
+                failure=failure_from_exception(stopped, self.converter),
+            )
+            with contextlib.suppress(Exception):  # the timeout retries it should this not reach the engine
+                await self._report(task.workflow_id, failed)
 
     # -- workflow tasks ---------------------------------------------------------------------------------
     async def _on_workflow_task(self, message: AbstractIncomingMessage) -> None:
@@ -266,10 +295,10 @@ class Worker:
             await message.nack(requeue=True)
             return
         running = asyncio.create_task(self._execute(message, task))
-        self._running.add(running)
+        self._running[running] = task
 
         def finished(done: asyncio.Task[None]) -> None:
-            self._running.discard(done)
+            self._running.pop(done, None)
             self.last_task_at = time.monotonic()
             self._slots.release()
             if not done.cancelled() and done.exception() is not None:

@@ -1,14 +1,15 @@
 """``perdure cell run CELL``: the engine, the timer service, admission, the report relay and the worker
-supervisor of a cell in one process. SIGTERM (or SIGINT) finishes the batch in flight, commits, leaves
-the consumer group and stops the namespaces' workers (which let running activities finish)."""
+supervisor of a cell in one process. SIGTERM (or SIGINT) stops admission, stops the namespaces' workers
+(which let running activities finish), finishes the batch in flight, commits and leaves the consumer
+group, all within ``shutdown_seconds`` (infra/bounded_stop.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from datetime import timedelta
 
+from perdure.infra.bounded_stop import BoundedStop, stop_on_signals
 from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry
@@ -73,9 +74,7 @@ async def run_cell(
 
     if stop is None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop, settings.shutdown_seconds, f"cell {cell_name}")
 
     await runner.start()
     log.info("cell running", extra={"cell": cell_name, "partitions": cell.partitions})
@@ -95,28 +94,49 @@ async def run_cell(
         await backlog.start()
         running.append(asyncio.create_task(admitter.run(), name="admission"))
     stopper = asyncio.create_task(stop.wait(), name="stop")
+    crashed = False
     try:
         done, _ = await asyncio.wait([*running, supervisor, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stopper and task.exception() is not None:
+                crashed = True
                 raise task.exception()  # type: ignore[misc]
-        log.info("stopping: finishing work in flight")
+        log.info("stopping: finishing work in flight", extra={"bound_seconds": settings.shutdown_seconds})
     finally:
-        await admitter.stop()
+        # In the order work flows back: no new work, workers finish (or hand back) what they hold,
+        # their reports reach Kafka, the engine commits its batch and leaves the group, then connections.
+        # The workers' share holds their grace (a third of the bound) and the SIGKILL after it.
+        bounded = BoundedStop(f"cell {cell_name}", settings.shutdown_seconds)
+
+        async def background() -> None:
+            stopping.set()
+            await asyncio.gather(*running, return_exceptions=True)
+
+        async def engine() -> None:
+            stopper.cancel()
+            supervisor.cancel()
+            await runner.stop()
+
+        async def producers() -> None:
+            await producer.stop()
+            if metering_producer is not producer:
+                await metering_producer.stop()
+
+        await bounded.step("admission", admitter.stop, share=0.1)
         if admission:
-            await backlog.stop()
-        await supervisor_of_workers.stop()
-        await relay.stop()
-        stopping.set()
-        await asyncio.gather(*running, return_exceptions=True)
-        stopper.cancel()
-        supervisor.cancel()
-        await runner.stop()
-        await producer.stop()
-        if metering_producer is not producer:
-            await metering_producer.stop()
-        await channels.close()
-        await databases.close()
+            await bounded.step("admission backlog", backlog.stop, share=0.05)
+        await bounded.step("workers", supervisor_of_workers.stop, share=0.45)
+        await bounded.step("report relay", relay.stop, share=0.1)
+        await bounded.step("background tasks", background, share=0.1)
+        await bounded.step("engine", engine, share=0.3)
+        await bounded.step("kafka producers", producers, share=0.15)
+        await bounded.step("broker connections", channels.close, share=0.1)
+        await bounded.step("databases", databases.close, share=0.1)
+        bounded.report()
+        for task in [*running, supervisor, stopper]:
+            task.cancel()  # what an abandoned step left running
         if owns_telemetry:
             telemetry.shutdown()
-        log.info("cell stopped", extra={"cell": cell_name})
+        log.info("cell stopped", extra={"cell": cell_name, "abandoned": bounded.abandoned})
+        if not crashed:  # a crash's own exception says more
+            bounded.raise_if_overran()

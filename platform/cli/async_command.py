@@ -11,6 +11,7 @@ from aio_pika.exceptions import AMQPConnectionError
 from aiokafka.errors import KafkaConnectionError
 from pymongo.errors import ServerSelectionTimeoutError
 
+from perdure.infra.bounded_stop import EXIT_CODE_OVERRAN, StopOverranError, end_process
 from perdure.platform.cell.control_store import ControlError
 from perdure.platform.cell.ops_client import WorkflowNotFound
 from perdure.platform.core.failures import ApplicationError
@@ -25,7 +26,7 @@ UNREACHABLE = (KafkaConnectionError, ServerSelectionTimeoutError, AMQPConnection
 
 def run_command(name: str, coroutine: Coroutine[Any, Any, T]) -> T:
     try:
-        return asyncio.run(coroutine)
+        return asyncio.run(_ending_on_overrun(coroutine))
     except EXPECTED as exc:
         typer.echo(f"perdure {name}: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -36,3 +37,12 @@ def run_command(name: str, coroutine: Coroutine[Any, Any, T]) -> T:
             err=True,
         )
         raise typer.Exit(1) from None
+
+
+async def _ending_on_overrun(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await coroutine
+    except StopOverranError:
+        # What it abandoned is in its log; the loop's own clean-up would wait on the same stuck calls.
+        end_process(EXIT_CODE_OVERRAN)
+        raise

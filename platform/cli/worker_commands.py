@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from typing import Annotated
 
 import typer
 
+from perdure.infra.bounded_stop import end_process, stop_on_signals
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.control.canary import WithCanary
 from perdure.tenants.app_loader import load_app
@@ -28,6 +28,15 @@ def run(
         typer.Option("--connect", help="the namespace's connection string (default: $PERDURE_CONNECTION)"),
     ] = None,
     max_concurrent_activities: Annotated[int, typer.Option("--max-concurrent-activities")] = 100,
+    shutdown_seconds: Annotated[
+        float,
+        typer.Option(
+            "--shutdown-seconds",
+            min=1,
+            help="after SIGTERM, how long running activities may take before they are handed back "
+            "(the process ends a little after it whatever happens)",
+        ),
+    ] = 30.0,
 ) -> None:
     """Run the namespace's workflow and activity tasks here until SIGTERM or Ctrl-C."""
     connection = connect or os.environ.get("PERDURE_CONNECTION")
@@ -37,13 +46,14 @@ def run(
 
     async def serve() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop, shutdown_seconds, "worker")
         worker = Worker(connection, registry, max_concurrent_activities=max_concurrent_activities)
         await worker.start()
         typer.echo(f"worker {worker.identity} serving", err=True)
         await stop.wait()
-        await worker.shutdown()
+        await worker.shutdown(shutdown_seconds * 2 / 3)
+        if worker.handed_back:
+            # Their threads cannot be stopped and would keep the interpreter alive: end here.
+            end_process(0)
 
     run_command("worker run", serve())

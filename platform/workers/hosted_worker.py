@@ -8,8 +8,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 
+from perdure.infra.bounded_stop import end_process, stop_on_signals
 from perdure.platform.control.canary import WithCanary
 from perdure.tenants.app_loader import load_app
 from perdure.tenants.worker import Worker
@@ -18,9 +18,10 @@ from perdure.tenants.worker import Worker
 async def serve(connection: str, app_path: str, environment: dict[str, str]) -> None:
     app = WithCanary(load_app(app_path))
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    # The supervisor SIGKILLs the worker at the end of its stop's grace: the activities still running
+    # are handed back well before that.
+    grace = float(environment.get("PERDURE_WORKER_STOP_GRACE_SECONDS", "5"))
+    stop_on_signals(stop, grace * 2, "worker")
     rate = environment.get("PERDURE_ACTIVITIES_PER_SECOND")
     worker = Worker(
         connection,
@@ -41,7 +42,10 @@ async def serve(connection: str, app_path: str, environment: dict[str, str]) -> 
                 logging.getLogger("perdure.worker").info("worker idle: scaling to zero")
                 break
     finally:
-        await worker.shutdown()
+        await worker.shutdown(grace)
+        if worker.handed_back:
+            # Their threads cannot be stopped and would keep the interpreter alive: end here.
+            end_process(0)
 
 
 def main() -> None:

@@ -10,9 +10,9 @@
   namespace or the platform reads them.
 - rlimits (address space, open files, processes, no core files): the machine's memory, descriptors
   and process table are not exhausted.
-- A lower CPU priority (niceness 10, and an eighth of a process's CPU weight for its cgroup), and cgroups where
-  the machine lets the platform make them (CPU quota, memory, pids): one namespace's CPU-bound code
-  does not slow the platform's processes, through which every namespace's work goes.
+- A lower CPU priority (niceness 10, and an eighth of a process's CPU weight for its cgroup), and
+  cgroups where the machine lets the platform make them (CPU quota, memory, pids): one namespace's
+  CPU-bound code does not slow the platform's processes, through which every namespace's work goes.
 
 What the sandbox does not do alone: keep the worker off the network. Kafka, MongoDB and RabbitMQ answer
 on this machine's loopback, so each requires credentials the worker never holds (the local stack's
@@ -168,7 +168,20 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 (group / "cgroup.procs").write_text(str(pid))
 
+    def end_processes(self) -> None:
+        """SIGKILL whatever is left in the worker's cgroups (its own session is not enough: tenant code
+        can start processes in sessions of their own, but not leave its cgroup)."""
+        for group in self.cgroups:
+            try:
+                pids = (group / "cgroup.procs").read_text().split()
+            except OSError:
+                continue
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+
     def remove(self) -> None:
+        self.end_processes()
         for group in self.cgroups:
             with contextlib.suppress(OSError):
                 group.rmdir()

@@ -36,11 +36,11 @@ from perdure.platform.workers.artifacts import ArtifactStore, unpack
 from perdure.platform.workers.sandbox import Sandbox, die_with, sweep_cgroups
 
 log = logging.getLogger("perdure.workers")
-STOP_GRACE_SECONDS = 10.0
 DRAIN_SECONDS = 300.0  # how long a previous version's worker may take to finish what it holds
 MAX_BACKOFF_SECONDS = 30.0
 HEALTHY_AFTER_SECONDS = 60.0
 CACHED_WORKFLOWS_PER_MB = 8
+OUTPUT_DRAIN_SECONDS = 2.0  # for the last lines of an exited worker's output
 
 
 @dataclass
@@ -81,6 +81,8 @@ class WorkerSupervisor:
         self._stopping_namespaces: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self.workers: dict[str, _Hosted] = {}
+        # A third of the process's stop bound: the engine and connections need the rest.
+        self.stop_grace = settings.shutdown_seconds / 3
 
     def pid_of(self, namespace: str) -> int | None:
         hosted = self.workers.get(namespace)
@@ -168,6 +170,7 @@ class WorkerSupervisor:
             # instance takes some 12 KB, so a tenth of the worker's memory holds this many of them.
             "PERDURE_MAX_CACHED_WORKFLOWS": str(record.quota.worker_memory_mb * CACHED_WORKFLOWS_PER_MB),
             "PERDURE_WORKER_IDLE_SECONDS": str(self.settings.worker_idle_seconds),
+            "PERDURE_WORKER_STOP_GRACE_SECONDS": str(self.stop_grace / 2),
         }
         module = ["-m", "perdure.platform.workers.hosted_worker"]
         if record.name == self.settings.system_namespace:
@@ -224,18 +227,19 @@ class WorkerSupervisor:
             log.warning("removing a worker's broker user failed", extra={"user": user}, exc_info=True)
 
     async def _follow(self, hosted: _Hosted, process: asyncio.subprocess.Process) -> None:
-        assert process.stdout is not None
-        # What the worker prints joins this process's log, marked with its namespace, line by line.
-        while True:
-            try:
-                raw = await process.stdout.readline()
-            except ValueError:  # a line longer than the reader's limit: take it in pieces
-                raw = await process.stdout.read(64 * 1024)
-            if not raw:
-                break
-            line = raw.decode(errors="replace").rstrip()[:2000]
-            log.info("worker output", extra={"namespace": hosted.record.name, "line": line})
+        reading = asyncio.create_task(self._relay_output(hosted.record.name, process))
         code = await process.wait()
+        # What the worker started may outlive it and hold its output open: its session ends with it
+        # (a process tenant code started in a session of its own stays in the namespace's cgroups, under
+        # their limits, until the namespace's workers stop: the next worker shares those cgroups).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(reading, OUTPUT_DRAIN_SECONDS)
+        except TimeoutError:
+            log.warning(
+                "the worker's output stayed open after it exited", extra={"namespace": hosted.record.name}
+            )
         if self.stopping.is_set() or hosted.process is not process:
             return
         if code == 0:  # it ended itself, idle
@@ -250,6 +254,20 @@ class WorkerSupervisor:
             "worker exited; restarting",
             extra={"namespace": hosted.record.name, "code": code, "in_seconds": backoff},
         )
+
+    @staticmethod
+    async def _relay_output(namespace: str, process: asyncio.subprocess.Process) -> None:
+        """What the worker prints joins this process's log, marked with its namespace, line by line."""
+        assert process.stdout is not None
+        while True:
+            try:
+                raw = await process.stdout.readline()
+            except ValueError:  # a line longer than the reader's limit: take it in pieces
+                raw = await process.stdout.read(64 * 1024)
+            if not raw:
+                return
+            line = raw.decode(errors="replace").rstrip()[:2000]
+            log.info("worker output", extra={"namespace": namespace, "line": line})
 
     async def _credential(self, hosted: _Hosted) -> str:
         record = hosted.record
@@ -271,9 +289,9 @@ class WorkerSupervisor:
 
     async def _stop(self, hosted: _Hosted, *, forget: bool = False) -> None:
         if hosted.process is not None:
-            await self._end(hosted.process, STOP_GRACE_SECONDS)
+            await self._end(hosted.process, self.stop_grace)
         # Stopping, previous versions get the same grace as the current one, not the whole drain.
-        await asyncio.gather(*(self._end(p, STOP_GRACE_SECONDS) for p in hosted.previous))
+        await asyncio.gather(*(self._end(p, self.stop_grace) for p in hosted.previous))
         if hosted.draining:
             await asyncio.gather(*hosted.draining, return_exceptions=True)
         if hosted.sandbox is not None:

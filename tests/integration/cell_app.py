@@ -259,3 +259,45 @@ class Runaway:
     async def run(self, ledger: str) -> None:
         while True:
             await workflow.execute_activity(step, ledger, "again", start_to_close_timeout=10)
+
+
+@app.activity
+def hangs_once(ledger: str, tag: str) -> str:
+    """Never returns the first time it runs (a call that hangs, in a thread nothing can stop); succeeds
+    the next."""
+    marker = Path(f"{ledger}.{tag}.hung")
+    if not marker.exists():
+        marker.write_text("hung")
+        record(ledger, f"{tag}-hung")
+        while True:
+            time.sleep(1)
+    record(ledger, f"{tag}-done")
+    return f"{tag}-done"
+
+
+@app.workflow
+class HangsOnce:
+    @workflow.run
+    async def run(self, ledger: str, tag: str) -> str:
+        # A timeout far longer than the test: only a hand-back retries the hung attempt in time.
+        return await workflow.execute_activity(
+            hangs_once, ledger, tag, start_to_close_timeout=timedelta(minutes=30), retry_policy=FAST_RETRY
+        )
+
+
+@app.activity
+def leaves_a_process(ledger: str) -> int:
+    """Starts a process in a session of its own that holds the worker's output open and outlives it
+    (what a hostile or careless tenant's code can do); returns its pid."""
+    import subprocess
+
+    left = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    record(ledger, f"left-{left.pid}")
+    return left.pid
+
+
+@app.workflow
+class LeavesAProcess:
+    @workflow.run
+    async def run(self, ledger: str) -> int:
+        return await workflow.execute_activity(leaves_a_process, ledger, start_to_close_timeout=10)
