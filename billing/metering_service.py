@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 
 from perdure.billing.usage_store import DEDUP_WINDOW, UsageStore
 from perdure.infra.bounded_stop import BoundedStop, stop_on_signals
+from perdure.infra.outages import OUTAGES, pause
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry, extract_kafka_context
 from perdure.platform.cell.task_producer import new_producer
@@ -61,13 +62,15 @@ class MeteringService:
                     if batch:
                         await self.apply(batch)
                     await self._forget_old_ids()
-                except Exception:
+                except Exception as exc:
                     # Nothing of the batch was committed: it is read again, and what was applied of it
                     # is recognised by the aggregates' offsets.
-                    log.exception("applying usage failed; the batch is read again")
                     for tp, records in batch.items():
                         self.consumer.seek(tp, records[0].offset)
-                    await asyncio.sleep(1)
+                    await pause(OUTAGES.failed("applying usage", exc), self.stopping)
+                else:
+                    if batch:
+                        OUTAGES.succeeded("applying usage", ("kafka", "mongodb"))
         finally:
             await self.producer.stop()
 
@@ -129,6 +132,8 @@ async def run_metering(
         heartbeat_interval_ms=min(1_000, settings.engine_session_timeout_ms // 3),
     )
     service = MeteringService(settings, store, consumer)
+    OUTAGES.probe_with("kafka", service.producer.client.fetch_all_metadata)
+    OUTAGES.probe_with("mongodb", lambda: client.admin.command("ping"))
     if stop is None:
         stop = asyncio.Event()
         stop_on_signals(stop, settings.shutdown_seconds, "metering")
@@ -155,6 +160,7 @@ async def run_metering(
         bounded.report()
         running.cancel()
         stopper.cancel()
+        OUTAGES.stop_probing()
         if owns_telemetry:
             telemetry.shutdown()
         log.info("metering stopped", extra={"abandoned": bounded.abandoned})

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
+
+from perdure.infra.outages import OUTAGES
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -25,6 +28,7 @@ def configure_logging(level: str = "INFO") -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(client_outage_noise)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -34,3 +38,39 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("aiokafka.conn").addFilter(
         lambda record: "username and password in the clear" not in record.getMessage()
     )
+
+
+# The clients' own lines about a lost connection, one per attempt and per node: the outage they mean is
+# told once by perdure.outages instead. A group coordinator moving or not yet elected (Kafka's start-up,
+# a broker restart) is the group protocol's routine, and so is a partition's leader moving: its client
+# retries without a word from us.
+_CLIENT_DEPENDENCIES = {
+    "aiokafka": "kafka",
+    "aiormq": "rabbitmq",
+    "aio_pika": "rabbitmq",
+    "pymongo": "mongodb",
+}
+_CONNECTION_TROUBLE = re.compile(
+    r"unable connect|unable to (update|request) metadata|failed fetch|connection (attempt|to .* closed)|"
+    r"reconnect|refused|timed? ?out|not ?ready|connection ?(error|reset|lost)|broken pipe|"
+    r"heartbeat|failed to commit on finali[sz]ation|leavegroup request failed|reader exited abnormally",
+    re.IGNORECASE,
+)
+_COORDINATOR_ROUTINE = re.compile(
+    r"coordinator|rebalance|NotLeader|leader not available|got error produce response.*retrying",
+    re.IGNORECASE,
+)
+
+
+def client_outage_noise(record: logging.LogRecord) -> bool:
+    """False (drop the line) for a client library's line about a lost connection or a coordinator."""
+    dependency = _CLIENT_DEPENDENCIES.get(record.name.split(".", 1)[0])
+    if dependency is None or record.levelno >= logging.CRITICAL:
+        return True
+    message = record.getMessage()
+    if _COORDINATOR_ROUTINE.search(message):
+        return False
+    if _CONNECTION_TROUBLE.search(message):
+        OUTAGES.went_away(dependency, message)
+        return False
+    return True

@@ -7,6 +7,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from perdure.infra.outages import OUTAGES
+
 
 async def every(
     seconds: float,
@@ -18,7 +20,8 @@ async def every(
     while not stopping.is_set():
         try:
             await step()
-        except Exception:
-            log.exception("%s failed; retrying", what)
+        except Exception as exc:
+            # A dependency's outage is told once (perdure.outages); the next try comes as usual.
+            OUTAGES.failed(what, exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), seconds)

@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import AMQPError, ProbableAuthenticationError
 from pydantic import ValidationError
 
+from perdure.infra.amqp_reconnect import connect_with_backoff
 from perdure.infra.telemetry import inject_amqp_headers
 from perdure.platform.admission.ingress_wire import (
     CancelRequest,
@@ -63,7 +64,6 @@ REQUEST_TIMEOUT = 30.0
 ATTEMPT_SECONDS = 10.0
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 2.0
-RECONNECT_SECONDS = 1.0
 OPEN_STATUSES = ("running", "blocked")
 
 
@@ -102,9 +102,7 @@ class Client:
         requests again with the same request id, and looks again at the runs it waits for. A request
         still unanswered after ``request_timeout`` raises ``ServiceUnavailableError``."""
         try:
-            connection = await aio_pika.connect_robust(
-                connection_string, reconnect_interval=RECONNECT_SECONDS
-            )
+            connection = await connect_with_backoff(connection_string)
         except ProbableAuthenticationError as exc:
             raise AuthenticationError(f"the namespace's key was refused: {exc}") from None
         channel = await connection.channel(publisher_confirms=True)

@@ -35,6 +35,7 @@ from aiormq.exceptions import ProbableAuthenticationError
 from opentelemetry import metrics, trace
 from pydantic import ValidationError
 
+from perdure.infra.amqp_reconnect import connect_with_backoff
 from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
 from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.core import messages as m
@@ -129,7 +130,7 @@ class Worker:
 
     async def start(self) -> None:
         try:
-            self._connection = await aio_pika.connect_robust(self.connection_string)
+            self._connection = await connect_with_backoff(self.connection_string)
         except ProbableAuthenticationError as exc:
             raise AuthenticationError(f"the namespace's key was refused: {exc}") from None
         self._reports = await self._connection.channel(publisher_confirms=True)

@@ -25,6 +25,7 @@ from opentelemetry import metrics, trace
 from pydantic import ValidationError
 
 from perdure.infra.consumer_backlog import ConsumerBacklog
+from perdure.infra.outages import OUTAGES, pause
 from perdure.infra.periodic import every
 from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
 from perdure.platform.admission.ingress_wire import (
@@ -294,9 +295,8 @@ class Admission:
         while not self.stopping.is_set():
             try:
                 await self._admit_due()
-            except Exception:
-                log.exception("admitting a batch failed; its requests stay queued in RabbitMQ")
-                await asyncio.sleep(1)
+            except Exception as exc:  # its requests stay queued in RabbitMQ
+                await pause(OUTAGES.failed("admitting a batch", exc), self.stopping)
 
     async def _admit_due(self) -> None:
         room = BATCH

@@ -23,6 +23,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from opentelemetry import metrics, trace
 from pydantic import ValidationError
 
+from perdure.infra.outages import OUTAGES, dependency_of, pause
 from perdure.infra.periodic import every
 from perdure.infra.telemetry import extract_amqp_context
 from perdure.platform.cell.amqp_channels import AmqpChannels
@@ -214,17 +215,19 @@ class WorkerReportRelay:
                 batch.append(self._inbox.get_nowait())
             try:
                 await self.tasks.send_all([received.envelope for received in batch])
-            except Exception:
+            except Exception as exc:
                 # One at a time: a report Kafka refuses for good must not hold the others back.
-                log.warning("relaying a batch of reports failed; relaying them one by one", exc_info=True)
+                if dependency_of(exc) is None:
+                    log.warning("relaying a batch of reports failed; relaying them one by one", exc_info=True)
                 await self._relay_one_by_one(batch)
                 continue
+            OUTAGES.succeeded("relaying worker reports", ("kafka",))
             for received in batch:
                 await received.ack()
                 relayed.add(1, {"namespace": received.namespace})
 
     async def _relay_one_by_one(self, batch: list[_Received]) -> None:
-        failed = False
+        failed: BaseException | None = None
         for received in batch:
             try:
                 await self.tasks.send(received.envelope)
@@ -233,11 +236,13 @@ class WorkerReportRelay:
                 if received.provisional is not None:
                     await self._refuse(received.namespace, received.provisional, "its result was refused")
                 continue
-            except Exception:
-                failed = True
+            except Exception as exc:
+                failed = exc
                 await received.nack()  # Kafka is down: delivered again later
                 continue
             await received.ack()
             relayed.add(1, {"namespace": received.namespace})
-        if failed:
-            await asyncio.sleep(1)
+        if failed is not None:
+            await pause(OUTAGES.failed("relaying worker reports", failed), self.stopping)
+        else:
+            OUTAGES.succeeded("relaying worker reports", ("kafka",))

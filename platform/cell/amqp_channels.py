@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
+from perdure.infra.amqp_reconnect import connect_with_backoff
 from perdure.infra.settings import Settings
 from perdure.platform.cell.provisioning import namespace_amqp_url
 
@@ -29,9 +29,7 @@ class AmqpChannels:
                 return channel
             connection = self._connections.get(vhost)
             if connection is None or connection.is_closed:
-                connection = await aio_pika.connect_robust(
-                    namespace_amqp_url(self.settings, self.cell, vhost)
-                )
+                connection = await connect_with_backoff(namespace_amqp_url(self.settings, self.cell, vhost))
                 self._connections[vhost] = connection
             channel = await connection.channel(publisher_confirms=True)
             self._channels[vhost] = channel

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from perdure.infra.bounded_stop import BoundedStop, stop_on_signals
 from perdure.infra.consumer_backlog import ConsumerBacklog
+from perdure.infra.outages import OUTAGES
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry
 from perdure.platform.admission.admission_service import Admission
@@ -72,6 +73,9 @@ async def run_cell(
     backlog = ConsumerBacklog(endpoints.kafka(), cell.topic, cell.partitions, engine_group(cell_name))
     admitter = Admission(apps, store, tasks, channels, backlog=backlog, fair=settings.admission_fair)
 
+    # An idle process has no work whose success would show that a dependency is back: it asks.
+    OUTAGES.probe_with("kafka", producer.client.fetch_all_metadata)
+    OUTAGES.probe_with("mongodb", lambda: databases.control_db.command("ping"))
     if stop is None:
         stop = asyncio.Event()
         stop_on_signals(stop, settings.shutdown_seconds, f"cell {cell_name}")
@@ -135,6 +139,7 @@ async def run_cell(
         bounded.report()
         for task in [*running, supervisor, stopper]:
             task.cancel()  # what an abandoned step left running
+        OUTAGES.stop_probing()
         if owns_telemetry:
             telemetry.shutdown()
         log.info("cell stopped", extra={"cell": cell_name, "abandoned": bounded.abandoned})

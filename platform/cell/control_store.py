@@ -71,6 +71,7 @@ class ProcessReport(BaseModel):
     error_rate: float  # of its recent engine batches
     lag: int  # records behind in its partitions
     reported_at: datetime
+    unreachable: list[str] = []  # dependencies in an outage as the process sees it (perdure.infra.outages)
 
 
 # Who runs a namespace's workers: the cell's supervisor (platform), or the tenant on its own machines.

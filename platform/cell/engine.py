@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from opentelemetry import metrics, trace
 
+from perdure.infra.outages import OUTAGES, pause
 from perdure.infra.telemetry import extract_kafka_context
 from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.cell.control_store import CellRecord
@@ -244,15 +245,17 @@ class CellEngine:
                     try:
                         await self._resend_after_rewind()
                         await self.process(owned)
-                    except Exception:
-                        log.exception("a batch failed; it is read again (nothing of it was committed)")
+                    except Exception as exc:
+                        # Nothing of it was committed: it is read again once the store (or Kafka) takes
+                        # writes; until then the engine reads nothing further.
                         self._rewind(owned)
-                        failed = True
+                        failed = OUTAGES.failed("an engine batch", exc)
                     else:
-                        failed = False
-                    self.outcomes.append(failed)
+                        failed = 0.0
+                        OUTAGES.succeeded("an engine batch", ("kafka", "mongodb"))
+                    self.outcomes.append(failed > 0)
                 if failed:
-                    await asyncio.sleep(1)  # a failing database or broker: do not spin
+                    await pause(failed, self.stopping)
         finally:
             timers.cancel()
             await asyncio.gather(timers, *self._forgetting, return_exceptions=True)
@@ -706,9 +709,8 @@ class CellEngine:
         while not self.stopping.is_set():
             try:
                 await self._fire_due_timers()
-            except Exception:
-                log.exception("timer service failed; retrying")
-                await asyncio.sleep(1)
+            except Exception as exc:
+                await pause(OUTAGES.failed("firing timers", exc), self.stopping)
 
     async def _fire_due_timers(self) -> None:
         due = self.timers.pop_due(datetime.now(UTC))

@@ -10,6 +10,7 @@ import os
 import socket
 from datetime import UTC, datetime
 
+from perdure.infra.outages import OUTAGES
 from perdure.platform.cell.control_store import ControlStore, ProcessReport
 from perdure.platform.cell.engine import total_lag
 from perdure.platform.cell.engine_runner import EngineRunner
@@ -32,8 +33,8 @@ class ProcessReporter:
             try:
                 await self._adopt_desired_version()
                 await self.report()
-            except Exception:
-                log.exception("reporting the process or following the desired version failed; retrying")
+            except Exception as exc:  # a dependency's outage is told once
+                OUTAGES.failed("reporting the process or following the desired version", exc)
             try:
                 await asyncio.wait_for(stopping.wait(), REPORT_EVERY)
             except TimeoutError:
@@ -48,14 +49,16 @@ class ProcessReporter:
 
     async def report(self) -> None:
         error_rate = self.runner.error_rate()
+        unreachable = OUTAGES.unreachable()
         await self.control.report_process(
             ProcessReport(
                 process=self.process,
                 cell=self.cell,
                 version=self.version,
-                healthy=self.runner.alive() and error_rate < UNHEALTHY_ERROR_RATE,
+                healthy=self.runner.alive() and error_rate < UNHEALTHY_ERROR_RATE and not unreachable,
                 error_rate=error_rate,
                 lag=total_lag(),
                 reported_at=datetime.now(UTC),
+                unreachable=unreachable,
             )
         )

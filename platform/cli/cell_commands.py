@@ -1,7 +1,8 @@
-"""``perdure cell create | list | run``."""
+"""``perdure cell create | update | list | processes | run``."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -10,7 +11,7 @@ from perdure.infra.logs import configure_logging
 from perdure.infra.settings import get_settings
 from perdure.platform.cell.cell_process import run_cell
 from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import CellRecord
+from perdure.platform.cell.control_store import CellRecord, ProcessReport
 from perdure.platform.cell.provisioning import create_cell
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.control.twin_activities import TwinChange
@@ -88,6 +89,32 @@ def list_cells() -> None:
         typer.echo(
             f"{record.name}\t{record.partitions} partitions\t{record.capacity:g} actions/s\t{health}"
             f"\t{record.topic}\t{record.database}"
+        )
+
+
+@cell_app.command("processes")
+def processes(name: Annotated[str, typer.Argument(help="the cell")]) -> None:
+    """The cell's processes as they last reported themselves: version, health, the dependencies each
+    cannot reach. A process silent for longer than a minute is not listed."""
+
+    async def reports() -> list[ProcessReport]:
+        databases = Databases.connect(get_settings())
+        try:
+            await databases.control.get_cell(name)
+            return await databases.control.processes_of(name, datetime.now(UTC) - timedelta(minutes=1))
+        finally:
+            await databases.close()
+
+    found = run_command("cell processes", reports())
+    if not found:
+        typer.echo(f"no process of cell {name} reported in the last minute")
+    for report in sorted(found, key=lambda r: r.process):
+        health = "healthy" if report.healthy else "unhealthy"
+        unreachable = f"cannot reach {', '.join(report.unreachable)}" if report.unreachable else "reaches all"
+        age = (datetime.now(UTC) - report.reported_at).total_seconds()
+        typer.echo(
+            f"{report.process}\t{report.version}\t{health}\t{unreachable}\t"
+            f"error rate {report.error_rate:.0%}\tlag {report.lag}\treported {age:.0f} s ago"
         )
 
 
