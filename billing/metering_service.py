@@ -96,8 +96,8 @@ class MeteringService:
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         rejected_counter.add(1)
-        log.warning("usage record dead-lettered", extra={"offset": record.offset, "reason": reason})
         letter = DeadLetter.of(record, reason)
+        log.warning("usage record dead-lettered", extra={"offset": record.offset, "reason": letter.reason})
         await self.producer.send_and_wait(
             metering_dlq_topic(self.settings), letter.model_dump_json().encode(), key=letter.id.encode()
         )
@@ -133,7 +133,8 @@ async def run_metering(
     )
     service = MeteringService(settings, store, consumer)
     OUTAGES.probe_with("kafka", service.producer.client.fetch_all_metadata)
-    OUTAGES.probe_with("mongodb", lambda: client.admin.command("ping"))
+    # A read that reaches the storage (FerretDB answers a ping without its PostgreSQL).
+    OUTAGES.probe_with("mongodb", lambda: store.ids.find_one({}))
     if stop is None:
         stop = asyncio.Event()
         stop_on_signals(stop, settings.shutdown_seconds, "metering")

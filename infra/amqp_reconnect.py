@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractRobustConnection
 from perdure.infra.outages import OUTAGES
 
 FIRST_RECONNECT_SECONDS = 0.5
-MAX_RECONNECT_SECONDS = 15.0
+MAX_RECONNECT_SECONDS = 5.0
 
 
 class BackoffRobustConnection(RobustConnection):

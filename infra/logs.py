@@ -22,6 +22,7 @@ def configure_logging(level: str = "INFO") -> None:
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _bounded_fields,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(default=str),
         ],
@@ -57,7 +58,7 @@ _CONNECTION_TROUBLE = re.compile(
     re.IGNORECASE,
 )
 _COORDINATOR_ROUTINE = re.compile(
-    r"coordinator|rebalance|NotLeader|leader not available|got error produce response.*retrying",
+    r"coordinator|rebalanc|NotLeader|leader not available|got error produce response.*retrying",
     re.IGNORECASE,
 )
 
@@ -74,3 +75,17 @@ def client_outage_noise(record: logging.LogRecord) -> bool:
         OUTAGES.went_away(dependency, message)
         return False
     return True
+
+
+MAX_FIELD_CHARS = 4000
+
+
+def _bounded_fields(
+    logger: object, method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """No field of a line longer than ``MAX_FIELD_CHARS``: what a message quotes of a hostile input (an
+    exception's text, a reason) must not turn a log line into megabytes."""
+    for key, value in event.items():
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            event[key] = f"{value[:MAX_FIELD_CHARS]}... ({len(value)} characters)"
+    return event

@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 
 import aiormq.exceptions
 from aio_pika.exceptions import AMQPError
-from aiokafka.errors import KafkaError
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
-from pymongo.errors import PyMongoError
 
 log = logging.getLogger("perdure.outages")
 meter = metrics.get_meter("perdure.outages")
@@ -34,6 +32,11 @@ DEPENDENCIES = ("kafka", "mongodb", "rabbitmq")
 
 def dependency_of(exc: BaseException) -> str | None:
     """The dependency an error comes from, if it comes from one (else it is the code's own)."""
+    # Imported here: a tenant's worker and client use this module through their AMQP connection and
+    # carry neither Kafka's client nor MongoDB's (nor should they pay for importing them).
+    from aiokafka.errors import KafkaError
+    from pymongo.errors import PyMongoError
+
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -44,7 +47,27 @@ def dependency_of(exc: BaseException) -> str | None:
             return "kafka"
         if isinstance(current, AMQPError | aiormq.exceptions.AMQPError):
             return "rabbitmq"
+        if (library := _raised_in(current)) is not None:
+            return library
         current = current.__cause__ or current.__context__
+    return None
+
+
+_LIBRARIES = {"aio_pika": "rabbitmq", "aiormq": "rabbitmq", "aiokafka": "kafka", "pymongo": "mongodb"}
+
+
+def _raised_in(exc: BaseException) -> str | None:
+    """The dependency whose client raised ``exc`` itself (aio-pika raises a bare RuntimeError for a
+    connection that is reconnecting, say)."""
+    traceback = exc.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    if traceback is None:
+        return None
+    path = traceback.tb_frame.f_code.co_filename.replace("\\", "/")
+    for package, dependency in _LIBRARIES.items():
+        if f"/{package}/" in path:
+            return dependency
     return None
 
 
@@ -76,13 +99,14 @@ class Outages:
     def probe_with(self, dependency: str, probe: Callable[[], Awaitable[object]]) -> None:
         self._probes[dependency] = probe
 
-    def failed(self, operation: str, exc: BaseException) -> float:
-        """Note a failed attempt of ``operation`` and return the pause before its next one. An error
-        of a dependency opens (or continues, silently) its outage; any other error is the code's own
-        and is logged with its traceback, paced the same way."""
+    def failed(self, operation: str, exc: BaseException, *, cap: float = 10.0) -> float:
+        """Note a failed attempt of ``operation`` and return the pause before its next one (at most
+        ``cap``: the engine's own loops come back within two seconds of their dependency). An error of
+        a dependency opens (or continues, silently) its outage; any other error is the code's own and
+        is logged with its traceback, paced the same way."""
         attempt = self._attempts[operation] = self._attempts.get(operation, 0) + 1
         dependency = dependency_of(exc)
-        pause = backoff_seconds(attempt)
+        pause = backoff_seconds(attempt, cap=cap)
         if dependency is None:
             log.error("%s failed; retrying", operation, exc_info=exc, extra={"in_seconds": round(pause, 2)})
             return pause

@@ -67,6 +67,11 @@ class RabbitMQAdmin:
         body = response.json()
         return int(body.get("messages_ready", 0)), int(body.get("messages_unacknowledged", 0))
 
+    async def queues(self, vhost: str) -> list[str]:
+        """The names of the vhost's queues."""
+        response = await self._call("GET", f"/queues/{_segment(vhost)}?columns=name")
+        return [str(queue["name"]) for queue in response.json()]
+
     async def delete_user(self, user: str) -> None:
         await self._call("DELETE", f"/users/{_segment(user)}")
 

@@ -14,6 +14,7 @@ queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ from perdure.platform.admission.ingress_wire import (
     StartRequest,
     request_adapter,
 )
-from perdure.platform.cell.amqp_channels import AmqpChannels
+from perdure.platform.cell.amqp_channels import AmqpChannels, cancel_consumers
+from perdure.platform.cell.amqp_dead_letters import dead_letter
 from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.engine import fresh_run_id
 from perdure.platform.cell.namespace_apps import NamespaceApps, NamespaceUnavailable
@@ -52,7 +54,7 @@ from perdure.platform.core.definitions import UnknownWorkflowTypeError
 from perdure.platform.core.payloads import Payload
 from perdure.platform.core.usage import UNBILLED_WORKFLOW_TYPES
 from perdure.platform.quotas.fair_queue import FairQueue
-from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE
+from perdure.platform.tenancy.vhost_layout import INGRESS_DEAD_LETTERS, INGRESS_QUEUE
 
 (CANARY_WORKFLOW,) = UNBILLED_WORKFLOW_TYPES  # every namespace runs the platform's canary
 log = logging.getLogger("perdure.admission")
@@ -145,18 +147,21 @@ class Admission:
         queue = await channel.declare_queue(INGRESS_QUEUE, durable=True, passive=True)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            await self._receive(record.name, message)
+            try:
+                await self._receive(record.name, message)
+            except Exception as exc:
+                # A dependency failed mid-request: the request goes back to its queue, taken again
+                # later (its request id makes a second take harmless), instead of sitting unacknowledged.
+                await pause(OUTAGES.failed("taking a request", exc, cap=2.0), self.stopping)
+                with contextlib.suppress(Exception):  # it may have been acknowledged already
+                    await message.nack(requeue=True)
 
         self._consuming[record.name] = (queue, await queue.consume(on_message))
         log.info("admitting", extra={"namespace": record.name})
 
     async def stop(self) -> None:
         self.stopping.set()
-        for queue, tag in self._consuming.values():
-            try:
-                await queue.cancel(tag)
-            except Exception:
-                log.warning("cancelling an ingress consumer failed", exc_info=True)
+        await cancel_consumers(self._consuming.values(), "ingress")
 
     # -- one request -----------------------------------------------------------------------------------
     async def _receive(self, namespace: str, message: AbstractIncomingMessage) -> None:
@@ -296,7 +301,7 @@ class Admission:
             try:
                 await self._admit_due()
             except Exception as exc:  # its requests stay queued in RabbitMQ
-                await pause(OUTAGES.failed("admitting a batch", exc), self.stopping)
+                await pause(OUTAGES.failed("admitting a batch", exc, cap=2.0), self.stopping)
 
     async def _admit_due(self) -> None:
         room = BATCH
@@ -358,7 +363,8 @@ class Admission:
         refused_counter.add(1, {"namespace": namespace, "error": error})
         log.warning("request refused", extra={"namespace": namespace, "error": error, "reason": reason})
         await self._reply(namespace, message, IngressReply.failed(error, reason, **details))
-        await message.reject(requeue=False)  # to the namespace's ingress dead letters, with the reason logged
+        vhost = self._records[namespace].vhost
+        await dead_letter(self.channels, vhost, INGRESS_DEAD_LETTERS, message, f"{error}: {reason}")
 
     async def _reply(self, namespace: str, message: AbstractIncomingMessage, reply: IngressReply) -> None:
         if not message.reply_to:
@@ -419,4 +425,5 @@ def _payload_bytes(request: IngressRequest) -> int:
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error.get("loc", ())) or "body"
-    return f"malformed request: {where}: {error.get('msg', 'invalid')}"
+    # Both may quote the request (a union's unknown tag): bounded, as the reply and the log take them.
+    return f"malformed request: {where[:200]}: {error.get('msg', 'invalid')[:300]}"

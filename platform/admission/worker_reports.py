@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -26,14 +27,15 @@ from pydantic import ValidationError
 from perdure.infra.outages import OUTAGES, dependency_of, pause
 from perdure.infra.periodic import every
 from perdure.infra.telemetry import extract_amqp_context
-from perdure.platform.cell.amqp_channels import AmqpChannels
+from perdure.platform.cell.amqp_channels import AmqpChannels, cancel_consumers
+from perdure.platform.cell.amqp_dead_letters import dead_letter
 from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.namespace_apps import NamespaceApps
 from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.wire import TaskEnvelope
 from perdure.platform.core import messages as m
 from perdure.platform.protocol.worker_wire import PROVISIONAL_HEADER, WorkerReport, result_key
-from perdure.platform.tenancy.vhost_layout import WORKER_REPORTS_QUEUE
+from perdure.platform.tenancy.vhost_layout import WORKER_REPORTS_DEAD_LETTERS, WORKER_REPORTS_QUEUE
 
 log = logging.getLogger("perdure.reports")
 tracer = trace.get_tracer("perdure.reports")
@@ -89,6 +91,7 @@ class WorkerReportRelay:
         self.stopping = asyncio.Event()
         self._inbox: asyncio.Queue[_Received] = asyncio.Queue()
         self._consuming: dict[str, tuple[AbstractQueue, str]] = {}
+        self._vhosts: dict[str, str] = {}  # of the namespaces it consumes, for their dead letters
         self._held: dict[HeldKey, tuple[AbstractIncomingMessage, asyncio.TimerHandle]] = {}
         self._releasing: set[asyncio.Task[None]] = set()
         # Results relayed lately: a provisional copy that comes after its result is dropped.
@@ -110,11 +113,7 @@ class WorkerReportRelay:
 
     async def stop(self) -> None:
         self.stopping.set()
-        for queue, tag in self._consuming.values():
-            try:
-                await queue.cancel(tag)
-            except Exception:
-                log.warning("cancelling a report consumer failed", exc_info=True)
+        await cancel_consumers(self._consuming.values(), "worker reports")
         held = [message for message, _ in self._held.values()]
         for _, timer in self._held.values():
             timer.cancel()
@@ -140,12 +139,18 @@ class WorkerReportRelay:
                 await self._consume(record)
 
     async def _consume(self, record: NamespaceRecord) -> None:
+        self._vhosts[record.name] = record.vhost
         channel = await self.channels.connection_channel(record.vhost)
         await channel.set_qos(prefetch_count=PREFETCH)
         queue = await channel.declare_queue(WORKER_REPORTS_QUEUE, durable=True, passive=True)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            await self._receive(record.name, message)
+            try:
+                await self._receive(record.name, message)
+            except Exception as exc:  # back to its queue rather than unacknowledged for ever
+                await pause(OUTAGES.failed("taking a worker report", exc, cap=2.0), self.stopping)
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
 
         self._consuming[record.name] = (queue, await queue.consume(on_message))
 
@@ -206,7 +211,9 @@ class WorkerReportRelay:
     async def _refuse(self, namespace: str, message: AbstractIncomingMessage, reason: str) -> None:
         refused.add(1, {"namespace": namespace})
         log.warning("worker report dead-lettered", extra={"namespace": namespace, "reason": reason})
-        await message.reject(requeue=False)
+        await dead_letter(
+            self.channels, self._vhosts[namespace], WORKER_REPORTS_DEAD_LETTERS, message, reason
+        )
 
     async def _relay_loop(self) -> None:
         while True:
@@ -243,6 +250,6 @@ class WorkerReportRelay:
             await received.ack()
             relayed.add(1, {"namespace": received.namespace})
         if failed is not None:
-            await pause(OUTAGES.failed("relaying worker reports", failed), self.stopping)
+            await pause(OUTAGES.failed("relaying worker reports", failed, cap=2.0), self.stopping)
         else:
             OUTAGES.succeeded("relaying worker reports", ("kafka",))

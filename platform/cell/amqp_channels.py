@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterable
 
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from perdure.infra.amqp_reconnect import connect_with_backoff
 from perdure.infra.settings import Settings
 from perdure.platform.cell.provisioning import namespace_amqp_url
+
+log = logging.getLogger("perdure.cell")
+# How long a consumer's cancel or a connection's close may take when a process stops.
+CANCEL_SECONDS = 1.0
 
 
 class AmqpChannels:
@@ -48,7 +54,33 @@ class AmqpChannels:
             await connection.close()
 
     async def close(self) -> None:
-        for connection in self._connections.values():
-            await connection.close()
+        """Close every connection at once, each given ``CANCEL_SECONDS``: one to a vhost that is gone
+        keeps reconnecting and must not hold up the others (it is dropped with the process)."""
+
+        async def close(connection: AbstractConnection) -> None:
+            try:
+                await asyncio.wait_for(connection.close(), CANCEL_SECONDS)
+            except Exception:
+                log.info("a broker connection did not close in time; dropped with the process")
+
+        connections = list(self._connections.values())
         self._connections.clear()
         self._channels.clear()
+        await asyncio.gather(*(close(connection) for connection in connections))
+
+
+async def cancel_consumers(consumers: Iterable[tuple[AbstractQueue, str]], what: str) -> None:
+    """Cancel consumers all at once, each given ``CANCEL_SECONDS``: one whose vhost is gone (a namespace
+    just deleted) or whose connection is reconnecting cannot be cancelled, nor does it need to be (its
+    channel is gone with it), and must not hold up a process's stop."""
+
+    async def cancel(queue: AbstractQueue, tag: str) -> None:
+        try:
+            await asyncio.wait_for(queue.cancel(tag), CANCEL_SECONDS)
+        except Exception:
+            log.info(
+                "a consumer could not be cancelled; its channel goes with its connection",
+                extra={"what": what},
+            )
+
+    await asyncio.gather(*(cancel(queue, tag) for queue, tag in consumers))

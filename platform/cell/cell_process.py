@@ -75,7 +75,8 @@ async def run_cell(
 
     # An idle process has no work whose success would show that a dependency is back: it asks.
     OUTAGES.probe_with("kafka", producer.client.fetch_all_metadata)
-    OUTAGES.probe_with("mongodb", lambda: databases.control_db.command("ping"))
+    # A read that reaches the storage (FerretDB answers a ping without its PostgreSQL).
+    OUTAGES.probe_with("mongodb", lambda: databases.control_db["cells"].find_one({"_id": cell_name}))
     if stop is None:
         stop = asyncio.Event()
         stop_on_signals(stop, settings.shutdown_seconds, f"cell {cell_name}")
@@ -126,7 +127,7 @@ async def run_cell(
             if metering_producer is not producer:
                 await metering_producer.stop()
 
-        await bounded.step("admission", admitter.stop, share=0.1)
+        await bounded.step("admission", admitter.stop, share=0.15)
         if admission:
             await bounded.step("admission backlog", backlog.stop, share=0.05)
         await bounded.step("workers", supervisor_of_workers.stop, share=0.45)

@@ -30,14 +30,18 @@ class ParkedRun:
 
 
 async def read_dead_letters(settings: Settings, cell: CellRecord) -> list[DeadLetter]:
-    kafka = settings.endpoints(cell.name).kafka()
+    return await read_letters(settings.endpoints(cell.name).kafka(), cell.dlq_topic)
+
+
+async def read_letters(kafka: dict[str, Any], topic: str) -> list[DeadLetter]:
+    """Every letter of a dead-letter topic (the cell's, or metering's), oldest first per partition."""
     admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
-        described = await admin.describe_topics([cell.dlq_topic])
+        described = await admin.describe_topics([topic])
     finally:
         await admin.close()
-    partitions = [TopicPartition(cell.dlq_topic, p["partition"]) for p in described[0].get("partitions", [])]
+    partitions = [TopicPartition(topic, p["partition"]) for p in described[0].get("partitions", [])]
     if not partitions:
         return []
     consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False)

@@ -42,6 +42,9 @@ from perdure.platform.core.run_state import RunLimits
 from perdure.platform.core.state_machine import ExecutionStateMachine, TaskTimeouts, Transition
 from perdure.platform.core.usage import UsageRecord, query_usage
 
+# The engine waits at most this long between attempts once a dependency fails: it must resume soon
+# after the dependency does.
+ENGINE_RETRY_CAP_SECONDS = 2.0
 log = logging.getLogger("perdure.engine")
 tracer = trace.get_tracer("perdure.engine")
 meter = metrics.get_meter("perdure.engine")
@@ -249,7 +252,7 @@ class CellEngine:
                         # Nothing of it was committed: it is read again once the store (or Kafka) takes
                         # writes; until then the engine reads nothing further.
                         self._rewind(owned)
-                        failed = OUTAGES.failed("an engine batch", exc)
+                        failed = OUTAGES.failed("an engine batch", exc, cap=ENGINE_RETRY_CAP_SECONDS)
                     else:
                         failed = 0.0
                         OUTAGES.succeeded("an engine batch", ("kafka", "mongodb"))
@@ -686,10 +689,12 @@ class CellEngine:
     # -- dead letters ------------------------------------------------------------------------------
     def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> DeadLetter:
         dead_letters.add(1)
+        letter = DeadLetter.of(record, reason)
         log.warning(
-            "dead-lettered", extra={"offset": record.offset, "partition": record.partition, "reason": reason}
+            "dead-lettered",
+            extra={"offset": record.offset, "partition": record.partition, "reason": letter.reason},
         )
-        return DeadLetter.of(record, reason)
+        return letter
 
     async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         producer = self.tasks.producer
@@ -710,7 +715,7 @@ class CellEngine:
             try:
                 await self._fire_due_timers()
             except Exception as exc:
-                await pause(OUTAGES.failed("firing timers", exc), self.stopping)
+                await pause(OUTAGES.failed("firing timers", exc, cap=ENGINE_RETRY_CAP_SECONDS), self.stopping)
 
     async def _fire_due_timers(self) -> None:
         due = self.timers.pop_due(datetime.now(UTC))

@@ -22,10 +22,12 @@ from pydantic import ValidationError
 
 from perdure.platform.admission.worker_reports import MAX_REPORT_BYTES
 from perdure.platform.cell.amqp_channels import AmqpChannels
+from perdure.platform.cell.amqp_dead_letters import park
 from perdure.platform.cell.task_producer import TaskProducer
 from perdure.platform.cell.wire import TaskEnvelope
 from perdure.platform.core import messages as m
 from perdure.platform.protocol.worker_wire import WorkerReport
+from perdure.platform.tenancy.vhost_layout import WORKER_REPORTS_DEAD_LETTERS
 
 log = logging.getLogger("perdure.engine")
 MAX_LATE_IN_FLIGHT = 1000
@@ -82,12 +84,12 @@ class InlineDecisions:
 
     async def _receive(self, vhost: str, message: AbstractIncomingMessage) -> None:
         if len(message.body) > MAX_REPORT_BYTES:
-            log.warning("an oversized reply to an inline workflow task was dropped", extra={"vhost": vhost})
+            await self._refuse(vhost, message, f"reply of {len(message.body)} bytes")
             return
         try:
             report = WorkerReport.model_validate_json(message.body)
-        except ValidationError:
-            log.warning("a malformed reply to an inline workflow task was dropped", extra={"vhost": vhost})
+        except ValidationError as exc:
+            await self._refuse(vhost, message, f"malformed reply: {str(exc)[:300]}")
             return
         reply = report.message
         if not isinstance(reply, m.WorkflowTaskCompleted | m.WorkflowTaskFailed):
@@ -109,6 +111,17 @@ class InlineDecisions:
         late = asyncio.create_task(self.tasks.send(envelope))
         self._late.add(late)
         late.add_done_callback(self._late.discard)
+
+    async def _refuse(self, vhost: str, message: AbstractIncomingMessage, reason: str) -> None:
+        """To the namespace's worker-report dead letters, with the reason (the task's timeout sends the
+        task again: nothing waits on a refused reply)."""
+        log.warning(
+            "a reply to an inline workflow task was dead-lettered", extra={"vhost": vhost, "reason": reason}
+        )
+        try:
+            await park(self.channels, vhost, WORKER_REPORTS_DEAD_LETTERS, message, reason)
+        except Exception:
+            log.warning("parking a refused reply failed; it is dropped", exc_info=True)
 
     async def close(self) -> None:
         for queue in self._queues.values():

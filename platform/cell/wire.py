@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from perdure.platform.core.messages import RunMessage
 
 WIRE_VERSION = 1
+# A refusal's reason quotes what was refused at most this far: a hostile message's reason (a 300 kB
+# discriminator, say) must not become a 300 kB dead letter, reply or log line.
+MAX_REASON_CHARS = 1000
 KIND_HEADER = "perdure-kind"
 VERSION_HEADER = "perdure-version"
 
@@ -118,6 +121,6 @@ class DeadLetter(BaseModel):
             key=record.key.decode(errors="replace") if record.key is not None else None,
             value_b64=base64.b64encode(record.value or b"").decode(),
             headers={k: v.decode(errors="replace") for k, v in record.headers or [] if v is not None},
-            reason=reason,
+            reason=reason[:MAX_REASON_CHARS],
             dead_lettered_at=datetime.now(UTC),
         )

@@ -174,7 +174,13 @@ class CellProcess:
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         with self.log.open("a") as out:
-            async for raw in self.proc.stdout:
+            while True:
+                try:
+                    raw = await self.proc.stdout.readline()
+                except ValueError:  # a line past the reader's limit: taken in pieces (and seen by tests)
+                    raw = await self.proc.stdout.read(64 * 1024)
+                if not raw:
+                    break
                 line = raw.decode(errors="replace")
                 out.write(line)
                 out.flush()

@@ -8,9 +8,12 @@ import json
 import os
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from perdure.infra.bounded_stop import EXIT_CODE_OVERRAN, WATCHDOG_GRACE_SECONDS
+from perdure.infra.rabbitmq_admin import RabbitMQAdmin
+from perdure.platform.cell.connections import Databases
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants.client import Client
 
@@ -126,3 +129,35 @@ async def test_a_workers_hung_activity_is_handed_back_within_the_bound_and_retri
             await asyncio.wait_for(second.communicate(), 30)
     print(f"a worker with a hung activity stopped in {took:.1f} s (bound {bound:.0f} s)")
     assert count_lines(ledger) == {"h-hung": 1, "h-done": 1}
+
+
+async def test_a_cell_stops_cleanly_while_letting_go_of_a_namespace_just_deleted(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path, rabbitmq_admin: RabbitMQAdmin
+) -> None:
+    bound = 20.0
+    tenants = await make_tenant_cell({"a": Quota(), "b": Quota()}, PERDURE_SHUTDOWN_SECONDS=str(bound))
+    process = tenants.cell.processes[0]
+    ledger = str(tmp_path / "ledger")
+    for label in ("a", "b"):  # both namespaces' workers, consumers and channels are in use
+        async with await Client.connect(tenants.connection_string(label)) as client:
+            assert await client.execute_workflow(ThreeSteps.run, ledger, label, id="warm") == [
+                f"{label}-1-done",
+                f"{label}-2-done",
+                f"{label}-3-done",
+            ]
+    # What deleting a namespace does to it: its record marked deleted, its vhost and user gone.
+    gone = tenants.a.record
+    databases = Databases.connect(tenants.cell.settings)
+    try:
+        await databases.control.update_namespace(gone.name, status="deleted", deleted_at=datetime.now(UTC))
+    finally:
+        await databases.close()
+    await rabbitmq_admin.delete_vhost(gone.vhost)
+    await process.wait_for_log(rf'"worker stopped: its namespace is gone".*"namespace": "{gone.name}"')
+    began = time.monotonic()
+    process.kill(signal.SIGTERM)  # while the cell lets go of it
+    code = await process.wait(timeout=bound + WATCHDOG_GRACE_SECONDS + 20)
+    took = time.monotonic() - began
+    print(f"a cell letting go of a deleted namespace stopped in {took:.1f} s (bound {bound:.0f} s)")
+    [stopped] = process.lines('"cell stopped"')
+    assert code == 0 and json.loads(stopped)["abandoned"] == [], stopped

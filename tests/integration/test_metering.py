@@ -8,16 +8,12 @@ import random
 import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from pymongo import AsyncMongoClient
 
+from bench.reconcile import counted_from_histories, metered, mongo_client
 from perdure.billing.metering_service import metering_group, usage_store
-from perdure.infra.settings import Settings
-from perdure.platform.cell.run_store import RunStore
 from perdure.platform.cell.usage_producer import ensure_metering_topic
-from perdure.platform.core import history as h
 from perdure.platform.core.usage import ACTION_METRICS, UsageRecord, hour_of
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants.client import Client
@@ -25,50 +21,6 @@ from perdure.tenants.client import Client
 from .cell_app import MixedWork
 from .cell_harness import eventually
 from .conftest import TenantCellFactory
-
-# Billable actions in history events, written out here independently of the platform's own mapping.
-BILLED_EVENTS = {
-    "workflow_execution_started": "workflow_started",
-    "workflow_execution_signaled": "signal",
-    "activity_task_started": "activity_started",
-    "timer_started": "timer_started",
-    "upsert_workflow_search_attributes": "search_attribute_update",
-}
-
-
-def _client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
-    return AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
-
-
-async def metered(settings: Settings, namespace: str) -> collections.Counter[str]:
-    client = _client(settings)
-    try:
-        now = datetime.now(UTC)
-        rows = await usage_store(client, settings).hourly(
-            [namespace], now - timedelta(days=1), now + timedelta(hours=1)
-        )
-    finally:
-        await client.close()
-    totals: collections.Counter[str] = collections.Counter()
-    for row in rows:
-        totals[row.metric] += row.quantity
-    return totals
-
-
-async def counted_from_histories(settings: Settings, cell: str, namespace: str) -> collections.Counter[str]:
-    client = _client(settings)
-    counts: collections.Counter[str] = collections.Counter()
-    try:
-        store = RunStore(client[settings.cell_database(cell)])
-        async for document in store.runs.find({"namespace": namespace}):
-            for event in await store.read_history(document["_id"], document):
-                if isinstance(event, h.MarkerRecorded):
-                    counts["side_effect"] += event.marker == "side_effect"
-                elif event.type in BILLED_EVENTS:
-                    counts[BILLED_EVENTS[event.type]] += 1
-    finally:
-        await client.close()
-    return counts
 
 
 async def test_billed_actions_reconcile_with_the_histories(
@@ -150,7 +102,7 @@ async def test_metering_counts_once_through_kills_redeliveries_and_copies(
             await producer.stop()
 
     async def counted() -> int:
-        client = _client(settings)
+        client = mongo_client(settings)
         try:
             return await client[settings.metering_database]["usage_ids"].count_documents({})
         finally:
@@ -197,7 +149,7 @@ async def test_metering_counts_once_through_kills_redeliveries_and_copies(
     await cell.metering_process().start()
 
     async def totals_match() -> None:
-        client = _client(settings)
+        client = mongo_client(settings)
         try:
             rows = await usage_store(client, settings).hourly(namespaces, base, base + timedelta(hours=4))
         finally:

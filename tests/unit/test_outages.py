@@ -57,9 +57,10 @@ def test_a_clients_reconnect_lines_become_the_outage_and_coordinator_moves_are_d
     def line(logger: str, message: str, level: int = logging.ERROR) -> logging.LogRecord:
         return logging.LogRecord(logger, level, __file__, 1, message, None, None)
 
+    OUTAGES.succeeded("a test", ("kafka",))  # whatever this process saw before
     try:
         assert not client_outage_noise(line("aiokafka.client", "Unable connect to node with id 1: refused"))
-        assert OUTAGES.unreachable() == ["kafka"]
+        assert "kafka" in OUTAGES.unreachable()
         assert not client_outage_noise(
             line("aiokafka.consumer.group_coordinator", "Marking the coordinator dead (node 1) for group g")
         )
