@@ -110,7 +110,8 @@ async def run_cell(
     finally:
         # In the order work flows back: no new work, workers finish (or hand back) what they hold,
         # their reports reach Kafka, the engine commits its batch and leaves the group, then connections.
-        # The workers' share holds their grace (a third of the bound) and the SIGKILL after it.
+        # The shares add up to the bound: when everything hangs (a frozen broker), each step still gets
+        # its own. The workers' share holds their grace (a third of the bound) and the SIGKILL after it.
         bounded = BoundedStop(f"cell {cell_name}", settings.shutdown_seconds)
 
         async def background() -> None:
@@ -127,16 +128,16 @@ async def run_cell(
             if metering_producer is not producer:
                 await metering_producer.stop()
 
-        await bounded.step("admission", admitter.stop, share=0.15)
+        await bounded.step("admission", admitter.stop, share=0.1)
         if admission:
             await bounded.step("admission backlog", backlog.stop, share=0.05)
-        await bounded.step("workers", supervisor_of_workers.stop, share=0.45)
-        await bounded.step("report relay", relay.stop, share=0.1)
-        await bounded.step("background tasks", background, share=0.1)
-        await bounded.step("engine", engine, share=0.3)
-        await bounded.step("kafka producers", producers, share=0.15)
-        await bounded.step("broker connections", channels.close, share=0.1)
-        await bounded.step("databases", databases.close, share=0.1)
+        await bounded.step("workers", supervisor_of_workers.stop, share=0.38)
+        await bounded.step("report relay", relay.stop, share=0.08)
+        await bounded.step("background tasks", background, share=0.05)
+        await bounded.step("engine", engine, share=0.2)
+        await bounded.step("kafka producers", producers, share=0.05)
+        await bounded.step("broker connections", channels.close, share=0.05)
+        await bounded.step("databases", databases.close, share=0.04)
         bounded.report()
         for task in [*running, supervisor, stopper]:
             task.cancel()  # what an abandoned step left running
