@@ -120,9 +120,12 @@ async def test_a_namespace_is_held_to_its_rate_and_the_other_is_not(tenant_pair:
         other_done = time.monotonic() - started
         window = 10.0
         await asyncio.sleep(started + window - time.monotonic())  # the measurement window itself
-        admitted = len(slow.closed)
-        expected = slow_quota.burst + slow_quota.actions_per_second * window
-        assert 0.9 * expected <= admitted <= 1.1 * expected, admitted
+        # The rate in steady state, past the burst: closes trail admissions by the pipeline's latency,
+        # which shifts them but does not change their rate (the count up to the window's end did).
+        steady = [t for t in slow.closed.values() if started + 3.0 <= t < started + window]
+        expected = slow_quota.actions_per_second * (window - 3.0)
+        print(f"throttled namespace: {len(steady)} closed from 3 s to 10 s, {expected:.0f} expected")
+        assert 0.9 * expected <= len(steady) <= 1.1 * expected, len(steady)
         assert other_done < 5.0, other_done  # not held back by the throttled namespace
     finally:
         await slow.close()
