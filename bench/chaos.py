@@ -79,6 +79,11 @@ CLOSE_EVENTS = (
 )
 
 
+# An activity runs again when a fault strikes while it is in hand (its task redelivered, its outcome
+# lost with a killed process): a few times at most, however long the run.
+MAX_ACTIVITY_RUNS = 3
+
+
 @dataclass
 class Plan:
     cell_kills: int = 20
@@ -150,6 +155,9 @@ class Report:
             broken.append(f"duplicated history events in {self.duplicated_events[:5]}")
         if self.never_ran:
             broken.append(f"activities that never ran: {self.never_ran[:5]}")
+        # At least once, and more only where a fault struck: never more than a few times.
+        if self.activity_runs and max(self.activity_runs) > MAX_ACTIVITY_RUNS:
+            broken.append(f"activities ran more than {MAX_ACTIVITY_RUNS} times: {dict(self.activity_runs)}")
         if self.metering_differences:
             broken.append(f"metering differs from the histories: {self.metering_differences}")
         if any(self.fuzz_missing.values()) or any(self.fuzz_without_reason.values()):
@@ -498,7 +506,7 @@ async def _check_histories(settings: Settings, cell: str, namespace: str, report
 
 
 def _count_activity_runs(ledger: Path, handles: dict[str, Any], report: Report) -> None:
-    runs = collections.Counter(ledger.read_text().split())
+    runs = collections.Counter(line.split()[0] for line in ledger.read_text().splitlines() if line)
     for workflow_id in handles:
         for part in ("a", "b"):
             times = runs.get(f"{workflow_id}-{part}", 0)

@@ -5,9 +5,10 @@ the platform."""
 from __future__ import annotations
 
 import os
+import time
 from datetime import timedelta
 
-from perdure.tenants import App, RetryPolicy, workflow
+from perdure.tenants import App, RetryPolicy, activity, workflow
 
 app = App("bench-chaos")
 RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=0)
@@ -17,7 +18,10 @@ RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attemp
 def step(ledger: str, name: str) -> str:
     descriptor = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
-        os.write(descriptor, f"{name}\n".encode())  # one write: whole lines even from many workers
+        # One write: whole lines even from many workers. The attempt, the time and the process tell a
+        # repeated execution's cause (a retry after a timeout, a redelivery, a second worker).
+        line = f"{name} {activity.info().attempt} {time.time():.3f} {os.getpid()}\n"
+        os.write(descriptor, line.encode())
     finally:
         os.close(descriptor)
     return f"{name}-done"

@@ -11,7 +11,8 @@ worker supervisor) workers speak the same protocol (``perdure.platform.protocol.
   asking client's reply queue.
 - activity tasks from ``activities``: at most ``max_concurrent_activities`` at once. A task is
   acknowledged once taken; a worker that dies afterwards is noticed by the activity's timeouts.
-- everything the engine must hear goes to ``worker-reports``, with publisher confirms; answers to an
+- everything the engine must hear goes to ``worker-reports``, with publisher confirms (an activity's
+  outcome is sent again, through broker outages, until it is confirmed); answers to an
   engine that waits for them (inline tasks) go to its reply queue, and provisional copies of results
   (see ``Worker._continue``) go unconfirmed.
 """
@@ -30,12 +31,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 from aiormq.exceptions import ProbableAuthenticationError
 from opentelemetry import metrics, trace
 from pydantic import ValidationError
 
 from perdure.infra.amqp_reconnect import connect_with_backoff
+from perdure.infra.outages import OUTAGES
 from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
 from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.core import messages as m
@@ -68,6 +75,9 @@ workflow_tasks = meter.create_counter("perdure.worker.workflow_tasks", descripti
 WORKFLOW_TASK_PREFETCH = 32
 # How long workflow code may run past an activity's result before the result goes out on its own.
 PROVISIONAL_AFTER_SECONDS = 0.005
+# An outcome that could not be reported is tried again at least this often once the broker answers.
+REPORT_RETRY_CAP_SECONDS = 1.0
+REPLACE_CHANNEL_AFTER_ATTEMPTS = 5
 
 
 class Worker:
@@ -92,8 +102,9 @@ class Worker:
             app, converter, capacity=max_cached_workflows, identity=self.identity
         )
         self._connection: AbstractRobustConnection | None = None
-        self._reports: AbstractChannel | None = None
+        self._reports: AbstractRobustChannel | None = None
         self._replies: AbstractChannel | None = None
+        self._replacing = asyncio.Lock()
         self._slots = asyncio.Semaphore(max_concurrent_activities)
         # Activity starts per second (Temporal's ``max_activities_per_second``); a platform-hosted
         # worker is given its namespace's rate and burst.
@@ -258,6 +269,59 @@ class Worker:
     ) -> None:
         channel = self._replies if to or provisional else self._reports
         assert channel is not None
+        await channel.default_exchange.publish(
+            self._report_message(workflow_id, message, provisional=provisional),
+            routing_key=to or WORKER_REPORTS_QUEUE,
+        )
+
+    async def _report_until_confirmed(self, workflow_id: str, message: Any) -> None:
+        """Report an activity's outcome, again and again until the broker confirms it: an outcome lost
+        to a broker outage would cost another execution of the activity (after its timeout), and the
+        attempt's slot stays taken meanwhile, so a worker that cannot report stops taking activities.
+        A report sent twice (its confirm lost) is recognised by the engine as a duplicate."""
+        attempt = 0
+        while True:
+            channel = self._reports
+            assert channel is not None
+            try:
+                await channel.default_exchange.publish(
+                    self._report_message(workflow_id, message), routing_key=WORKER_REPORTS_QUEUE
+                )
+            except Exception as exc:
+                if self._connection is None or self._connection.is_closed:
+                    raise  # closed on purpose: the activity's timeout retries it
+                attempt += 1
+                await asyncio.sleep(
+                    min(OUTAGES.failed("reporting an outcome", exc), REPORT_RETRY_CAP_SECONDS)
+                )
+                await self._reports_channel_ready(attempt)
+                continue
+            if attempt:
+                OUTAGES.succeeded("reporting an outcome", ("rabbitmq",))
+            return
+
+    async def _reports_channel_ready(self, attempt: int) -> None:
+        """Wait for the connection and the reports channel to be back (aio-pika restores the channels
+        after a reconnect one by one, so activities may be delivered again before reports can go out).
+        A channel that stays closed on a live connection is replaced."""
+        assert self._connection is not None and self._reports is not None
+        await self._connection.ready()
+        if attempt >= REPLACE_CHANNEL_AFTER_ATTEMPTS and self._reports.is_closed:
+            async with self._replacing:  # by one of the outcomes waiting, not by each
+                if self._reports.is_closed:
+                    stale = self._reports
+                    self._reports = await self._connection.channel(publisher_confirms=True)
+                    log.warning("the reports channel stayed closed; replaced")
+                    with contextlib.suppress(Exception):
+                        await stale.close()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REPORT_RETRY_CAP_SECONDS):
+                await self._reports.ready()
+
+    def _report_message(
+        self, workflow_id: str, message: Any, *, provisional: bool = False
+    ) -> aio_pika.Message:
         report = WorkerReport(workflow_id=workflow_id, message=message)
         headers: dict[str, Any] = {"perdure-version": "1"}
         correlation_id = None
@@ -265,18 +329,15 @@ class Worker:
             # Transient and unconfirmed: the result itself follows, persistent and confirmed.
             headers[PROVISIONAL_HEADER] = "1"
             correlation_id = result_key(message.run_id, message.scheduled_event_id, message.attempt)
-        await channel.default_exchange.publish(
-            aio_pika.Message(
-                report.model_dump_json().encode(),
-                content_type="application/json",
-                delivery_mode=(
-                    aio_pika.DeliveryMode.NOT_PERSISTENT if provisional else aio_pika.DeliveryMode.PERSISTENT
-                ),
-                type=message.kind,
-                correlation_id=correlation_id,
-                headers=inject_amqp_headers(headers),
+        return aio_pika.Message(
+            report.model_dump_json().encode(),
+            content_type="application/json",
+            delivery_mode=(
+                aio_pika.DeliveryMode.NOT_PERSISTENT if provisional else aio_pika.DeliveryMode.PERSISTENT
             ),
-            routing_key=to or WORKER_REPORTS_QUEUE,
+            type=message.kind,
+            correlation_id=correlation_id,
+            headers=inject_amqp_headers(headers),
         )
 
     # -- activity tasks ---------------------------------------------------------------------------------
@@ -344,7 +405,7 @@ class Worker:
             if continuation is not None:
                 outcome = outcome.model_copy(update={"continuation": continuation})
                 workflow_tasks.add(1, {"outcome": "continuation"})
-        await self._report(task.workflow_id, outcome)
+        await self._report_until_confirmed(task.workflow_id, outcome)
         executions.add(1, {"namespace": task.namespace, "outcome": outcome.kind})
 
     async def _continue(

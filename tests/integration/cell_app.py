@@ -301,3 +301,25 @@ class LeavesAProcess:
     @workflow.run
     async def run(self, ledger: str) -> int:
         return await workflow.execute_activity(leaves_a_process, ledger, start_to_close_timeout=10)
+
+
+@app.activity
+def waits_for_gate(ledger: str, tag: str) -> str:
+    """Runs until the test opens its gate (a file named after the ledger), so that the test can take the
+    broker away while the activity is in hand."""
+    record(ledger, f"{tag}-began")
+    gate = Path(f"{ledger}.{tag}.open")
+    while not gate.exists():
+        time.sleep(0.05)
+    record(ledger, f"{tag}-done")
+    return f"{tag}-done"
+
+
+@app.workflow
+class GatedActivity:
+    @workflow.run
+    async def run(self, ledger: str, tag: str) -> str:
+        # A timeout far longer than the test: only the outcome's own report closes the run in time.
+        return await workflow.execute_activity(
+            waits_for_gate, ledger, tag, start_to_close_timeout=timedelta(minutes=30)
+        )

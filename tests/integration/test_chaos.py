@@ -17,6 +17,4 @@ async def test_a_short_chaos_run_loses_and_repeats_nothing() -> None:
     report.print()
     assert report.started > 0 and report.right == report.started
     assert report.faults == 5
-    assert report.failures() == []
-    # At least once, and more only where a fault struck: never more than a few times.
-    assert max(report.activity_runs) <= 3
+    assert report.failures() == []  # activities too: at least once, at most MAX_ACTIVITY_RUNS times

@@ -18,7 +18,7 @@ from perdure.platform.tenancy.model import Quota
 from perdure.tenants import ServiceUnavailableError
 from perdure.tenants.client import Client
 
-from .cell_app import Gated, ThreeSteps
+from .cell_app import Gated, GatedActivity, ThreeSteps
 from .cell_harness import TenantCell, count_lines, eventually, run_perdure
 from .conftest import TenantCellFactory
 
@@ -86,3 +86,35 @@ async def test_past_its_request_timeout_the_client_says_the_service_is_unavailab
             assert 3 <= time.monotonic() - began < 10
         finally:
             await _start_rabbitmq(tenants)
+
+
+async def test_an_outcome_reached_while_rabbitmq_is_down_is_reported_once_it_is_back(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    """The worker cannot report an activity that finishes during the outage; it keeps the outcome and
+    sends it once the broker is back (and its channels restored), rather than leaving the run to the
+    activity's timeout (30 minutes here) and a second execution."""
+    tenants = await make_tenant_cell({"a": Quota()})
+    ledger = tmp_path / "ledger"
+    async with await Client.connect(tenants.connection_string("a"), request_timeout=120) as client:
+        handle = await client.start_workflow(GatedActivity.run, str(ledger), "g", id="gated-activity")
+        await eventually(lambda: _ran(ledger, {"g-began": 1}))
+        _kill_rabbitmq(tenants)
+        Path(f"{ledger}.g.open").touch()
+        await eventually(lambda: _ran(ledger, {"g-began": 1, "g-done": 1}))
+        await _start_rabbitmq(tenants)
+        assert await handle.result(timeout=120) == "g-done"
+    # A broker killed outright may forget the task's acknowledgement and hand it out again: at most once
+    # more then, and the history records one completion.
+    assert count_lines(ledger).get("g-began", 0) <= 2
+    ops = await OpsClient.connect(tenants.cell.settings, tenants.a.record.name)
+    try:
+        kinds = [type(e) for e in await ops.history("gated-activity")]
+        assert kinds.count(h.ActivityTaskCompleted) == 1
+        assert h.ActivityTaskRetryScheduled not in kinds and h.ActivityTaskTimedOut not in kinds
+    finally:
+        await ops.close()
+
+
+async def _ran(ledger: Path, expected: dict[str, int]) -> None:
+    assert count_lines(ledger) == expected
