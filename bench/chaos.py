@@ -63,7 +63,7 @@ from perdure.platform.tenancy.vhost_layout import (
     WORKER_REPORTS_DEAD_LETTERS,
     WORKER_REPORTS_QUEUE,
 )
-from perdure.tenants.client import Client
+from perdure.tenants.client import Client, WorkflowHandle
 
 REPO = Path(__file__).resolve().parents[1]
 PERDURE = Path(sys.executable).parent / "perdure"
@@ -358,7 +358,7 @@ async def _until_answered(
     """Seconds until a new workflow ran end to end (looking every few seconds whether the platform's
     processes are still there to run it)."""
     began = time.monotonic()
-    handle = None
+    handle: WorkflowHandle | None = None
     while time.monotonic() - began < deadline:
         if crashed := platform.crashed():
             raise RuntimeError(f"processes ended by themselves: {crashed} (their logs: {platform.logs})")
