@@ -366,6 +366,7 @@ async def _until_answered(
             if handle is None:
                 start = client.start_workflow(Probe.run, ledger, tag, id=tag, request_id=tag)
                 handle = await asyncio.wait_for(start, 10)
+            assert handle is not None
             await handle.result(timeout=5)
             return time.monotonic() - began
         except Exception:  # not yet: the start is retried with its request id, the result awaited again
