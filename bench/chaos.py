@@ -39,6 +39,7 @@ from bench.chaos_app import Mixed, Probe
 from bench.hostile_messages import consumers, draw_refused
 from bench.machine import describe_machine
 from bench.reconcile import counted_from_histories, metered
+from perdure.infra.logs import configure_logging
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.infra.settings import Settings, load_settings
 from perdure.platform.cell.amqp_dead_letters import REASON_HEADER
@@ -621,6 +622,8 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=4.0, help="workflows started per second")
     parser.add_argument("--seed", type=int, default=1)
     arguments = parser.parse_args()
+    # The run's own clients ride out the outages it causes: one line each, as the platform tells them.
+    configure_logging("WARNING")
     outcome = asyncio.run(
         run_chaos(
             Plan(

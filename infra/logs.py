@@ -54,7 +54,9 @@ _CLIENT_DEPENDENCIES = {
 _CONNECTION_TROUBLE = re.compile(
     r"unable connect|unable to (update|request) metadata|failed fetch|connection (attempt|to .* closed)|"
     r"reconnect|refused|timed? ?out|not ?ready|connection ?(error|reset|lost)|broken pipe|"
-    r"heartbeat|failed to commit on finali[sz]ation|leavegroup request failed|reader exited abnormally",
+    r"heartbeat|failed to commit on finali[sz]ation|leavegroup request failed|reader exited abnormally|"
+    # aio-pika reopening a channel while its connection is going: the connection's restore reopens it.
+    r"no active transport|RobustChannel\._on_close",
     re.IGNORECASE,
 )
 _COORDINATOR_ROUTINE = re.compile(

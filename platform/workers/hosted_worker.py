@@ -10,6 +10,7 @@ import logging
 import os
 
 from perdure.infra.bounded_stop import end_process, stop_on_signals
+from perdure.infra.logs import configure_logging
 from perdure.platform.control.canary import WithCanary
 from perdure.tenants.app_loader import load_app
 from perdure.tenants.worker import Worker
@@ -49,8 +50,9 @@ async def serve(connection: str, app_path: str, environment: dict[str, str]) -> 
 
 
 def main() -> None:
-    # One line per record on standard output: the supervisor adds each to the cell's log.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    # One JSON line per record (a traceback inside it): the supervisor adds each line to the cell's log.
+    # The broker clients' lines of an outage are told once, as the platform's own processes tell them.
+    configure_logging("WARNING")
     logging.getLogger("perdure").setLevel(os.environ.get("PERDURE_LOG_LEVEL", "INFO"))
     connection = os.environ.pop("PERDURE_CONNECTION")
     asyncio.run(serve(connection, os.environ["PERDURE_APP"], dict(os.environ)))

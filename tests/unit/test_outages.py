@@ -65,6 +65,13 @@ def test_a_clients_reconnect_lines_become_the_outage_and_coordinator_moves_are_d
             line("aiokafka.consumer.group_coordinator", "Marking the coordinator dead (node 1) for group g")
         )
         assert client_outage_noise(line("aiokafka.cluster", "Topic t is not authorized for this client"))
+        reopening = (
+            "Callback <OneShotCallback: cb=<bound method RobustChannel._on_close of <aio_pika.robust_channel."
+            "RobustChannel object at 0x7f>>> error: ChannelInvalidStateError: No active transport in channel"
+        )
+        assert not client_outage_noise(line("aio_pika.tools", reopening))
+        assert "rabbitmq" in OUTAGES.unreachable()
+        assert client_outage_noise(line("aio_pika.queue", "Channel 3 was closed by the broker: 406"))
         assert client_outage_noise(line("perdure.engine", "Unable connect to somewhere of our own"))
     finally:
-        OUTAGES.succeeded("a test", ("kafka",))
+        OUTAGES.succeeded("a test", ("kafka", "rabbitmq"))
