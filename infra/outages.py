@@ -45,7 +45,10 @@ def dependency_of(exc: BaseException) -> str | None:
             return "mongodb"
         if isinstance(current, KafkaError):
             return "kafka"
-        if isinstance(current, AMQPError | aiormq.exceptions.AMQPError):
+        # A channel used while its connection is gone says so with a RuntimeError of its own.
+        if isinstance(
+            current, AMQPError | aiormq.exceptions.AMQPError | aiormq.exceptions.ChannelInvalidStateError
+        ):
             return "rabbitmq"
         if (library := _raised_in(current)) is not None:
             return library

@@ -14,7 +14,6 @@ queue.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from perdure.platform.admission.ingress_wire import (
 )
 from perdure.platform.cell.amqp_channels import AmqpChannels, cancel_consumers
 from perdure.platform.cell.amqp_dead_letters import dead_letter
+from perdure.platform.cell.amqp_settle import ack, hand_back
 from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.engine import fresh_run_id
 from perdure.platform.cell.namespace_apps import NamespaceApps, NamespaceUnavailable
@@ -153,8 +153,8 @@ class Admission:
                 # A dependency failed mid-request: the request goes back to its queue, taken again
                 # later (its request id makes a second take harmless), instead of sitting unacknowledged.
                 await pause(OUTAGES.failed("taking a request", exc, cap=2.0), self.stopping)
-                with contextlib.suppress(Exception):  # it may have been acknowledged already
-                    await message.nack(requeue=True)
+                if not message.processed:
+                    await hand_back(message)
 
         self._consuming[record.name] = (queue, await queue.consume(on_message))
         log.info("admitting", extra={"namespace": record.name})
@@ -218,7 +218,7 @@ class Admission:
                         self._enqueue(namespace, message, [_steering(namespace, request, message)], None)
             except NamespaceUnavailable as exc:
                 log.error("namespace unavailable", extra={"namespace": namespace, "error": str(exc)})
-                await message.nack(requeue=True)
+                await hand_back(message)
                 await asyncio.sleep(1)
 
     async def _accept_start(
@@ -325,10 +325,10 @@ class Admission:
             await self.tasks.send_all(envelopes)
         except Exception:
             for _, pending in taken:  # not admitted: back to RabbitMQ, to be delivered again
-                await pending.message.nack(requeue=True)
+                await hand_back(pending.message)
             raise
         for namespace, pending in taken:
-            await pending.message.ack()
+            await ack(pending.message)
             admitted_counter.add(1, {"namespace": namespace})
             if self.backlog is not None:
                 self.backlog.admitted(len(pending.envelopes))
@@ -345,7 +345,7 @@ class Admission:
             reply = IngressReply.failed("not_found", f"no workflow {request.workflow_id!r}")
         else:
             reply = IngressReply(ok=True, run_id=document["_id"], description=describe_run(document))
-        await message.ack()
+        await ack(message)
         await self._reply(namespace, message, reply)
 
     async def _answer_list(
@@ -354,7 +354,7 @@ class Admission:
         runs = await self.store.list_runs(
             namespace, status=request.status, workflow_type=request.workflow_type, limit=request.limit
         )
-        await message.ack()
+        await ack(message)
         await self._reply(namespace, message, IngressReply(ok=True, runs=[list_entry(d) for d in runs]))
 
     async def _refuse(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from perdure.infra.periodic import every
 from perdure.infra.telemetry import extract_amqp_context
 from perdure.platform.cell.amqp_channels import AmqpChannels, cancel_consumers
 from perdure.platform.cell.amqp_dead_letters import dead_letter
+from perdure.platform.cell.amqp_settle import ack, hand_back
 from perdure.platform.cell.control_store import NamespaceRecord
 from perdure.platform.cell.namespace_apps import NamespaceApps
 from perdure.platform.cell.task_producer import TaskProducer
@@ -65,14 +65,14 @@ class _Received:
     provisional: AbstractIncomingMessage | None = None
 
     async def ack(self) -> None:
-        await self.message.ack()
+        await ack(self.message)
         if self.provisional is not None:
-            await self.provisional.ack()
+            await ack(self.provisional)
 
     async def nack(self) -> None:
-        await self.message.nack(requeue=True)
+        await hand_back(self.message)
         if self.provisional is not None:
-            await self.provisional.nack(requeue=True)
+            await hand_back(self.provisional)
 
 
 class WorkerReportRelay:
@@ -122,13 +122,10 @@ class WorkerReportRelay:
         waiting = []
         while not self._inbox.empty():  # taken but not relayed: delivered again
             waiting.append(self._inbox.get_nowait())
-        try:
-            for received in waiting:
-                await received.nack()
-            for message in held:
-                await message.nack(requeue=True)
-        except Exception:
-            log.warning("handing back reports failed", exc_info=True)
+        for received in waiting:
+            await received.nack()
+        for message in held:
+            await hand_back(message)
 
     async def _refresh(self) -> None:
         records = await self.apps.all()
@@ -149,8 +146,7 @@ class WorkerReportRelay:
                 await self._receive(record.name, message)
             except Exception as exc:  # back to its queue rather than unacknowledged for ever
                 await pause(OUTAGES.failed("taking a worker report", exc, cap=2.0), self.stopping)
-                with contextlib.suppress(Exception):
-                    await message.nack(requeue=True)
+                await hand_back(message)
 
         self._consuming[record.name] = (queue, await queue.consume(on_message))
 
@@ -158,7 +154,7 @@ class WorkerReportRelay:
         if message.headers.get(PROVISIONAL_HEADER) and message.correlation_id:
             key = (namespace, message.correlation_id)
             if key in self._relayed:
-                await message.ack()  # its result came first
+                await ack(message)  # its result came first
                 return
             if key not in self._held and len(self._held) < MAX_HELD:
                 timer = asyncio.get_running_loop().call_later(PROVISIONAL_HOLD_SECONDS, self._release, key)
@@ -216,22 +212,33 @@ class WorkerReportRelay:
         )
 
     async def _relay_loop(self) -> None:
+        # The loop must outlive anything one batch meets: reports taken by this process and not relayed
+        # would sit unacknowledged, delivered to no one else, for as long as the process lives.
         while True:
             batch = [await self._inbox.get()]
             while len(batch) < BATCH and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
             try:
-                await self.tasks.send_all([received.envelope for received in batch])
+                await self._relay(batch)
             except Exception as exc:
-                # One at a time: a report Kafka refuses for good must not hold the others back.
-                if dependency_of(exc) is None:
-                    log.warning("relaying a batch of reports failed; relaying them one by one", exc_info=True)
-                await self._relay_one_by_one(batch)
-                continue
-            OUTAGES.succeeded("relaying worker reports", ("kafka",))
-            for received in batch:
-                await received.ack()
-                relayed.add(1, {"namespace": received.namespace})
+                for received in batch:
+                    if not received.message.processed:
+                        await received.nack()
+                await pause(OUTAGES.failed("relaying worker reports", exc, cap=2.0), self.stopping)
+
+    async def _relay(self, batch: list[_Received]) -> None:
+        try:
+            await self.tasks.send_all([received.envelope for received in batch])
+        except Exception as exc:
+            # One at a time: a report Kafka refuses for good must not hold the others back.
+            if dependency_of(exc) is None:
+                log.warning("relaying a batch of reports failed; relaying them one by one", exc_info=True)
+            await self._relay_one_by_one(batch)
+            return
+        OUTAGES.succeeded("relaying worker reports", ("kafka",))
+        for received in batch:
+            await received.ack()
+            relayed.add(1, {"namespace": received.namespace})
 
     async def _relay_one_by_one(self, batch: list[_Received]) -> None:
         failed: BaseException | None = None

@@ -12,6 +12,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from perdure.platform.cell.amqp_channels import AmqpChannels
+from perdure.platform.cell.amqp_settle import ack
 from perdure.platform.cell.wire import MAX_REASON_CHARS
 
 REASON_HEADER = "perdure-dead-letter-reason"
@@ -21,7 +22,7 @@ async def dead_letter(
     channels: AmqpChannels, vhost: str, queue: str, message: AbstractIncomingMessage, reason: str
 ) -> None:
     await park(channels, vhost, queue, message, reason)
-    await message.ack()
+    await ack(message)  # failing, the original is refused again: a second copy at worst
 
 
 async def park(
