@@ -115,6 +115,7 @@ class Report:
         default_factory=dict
     )  # metric -> (billed, counted)
     seconds: float = 0.0
+    aborted: bool = False  # the run ended early (a fault it did not recover from)
 
     @property
     def faults(self) -> int:
@@ -464,10 +465,13 @@ async def run_chaos(plan: Plan, settings: Settings | None = None) -> Report:
         _count_activity_runs(ledger, load.handles, report)
         await _check_dead_letters(settings, cell, provisioned.record.vhost, fuzzer.sent, hostile, report)
         await _check_metering(settings, cell, namespace, report)
+    except BaseException:
+        report.aborted = True
+        raise
     finally:
         await platform.stop()
         report.seconds = time.monotonic() - began
-        if report.failures():  # kept for a look: the cell's databases, topics and the processes' logs
+        if report.aborted or report.failures():  # kept for a look: databases, topics, the processes' logs
             print(f"kept for inspection: database prefix {prefix}, cell {cell}, logs in {work}")
         else:
             await cleanup(settings, cell, [namespace])

@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 
 from perdure.billing.usage_store import DEDUP_WINDOW, UsageStore
 from perdure.infra.bounded_stop import BoundedStop, stop_on_signals
+from perdure.infra.kafka_backoff import with_reconnect_backoff
 from perdure.infra.outages import OUTAGES, pause
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry, extract_kafka_context
@@ -122,14 +123,16 @@ async def run_metering(
     )
     store = usage_store(client, settings)
     await store.ensure_indexes()
-    consumer = AIOKafkaConsumer(
-        settings.metering_topic,
-        **settings.endpoints().kafka(),
-        group_id=metering_group(settings),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=settings.engine_session_timeout_ms,
-        heartbeat_interval_ms=min(1_000, settings.engine_session_timeout_ms // 3),
+    consumer = with_reconnect_backoff(
+        AIOKafkaConsumer(
+            settings.metering_topic,
+            **settings.endpoints().kafka(),
+            group_id=metering_group(settings),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.engine_session_timeout_ms,
+            heartbeat_interval_ms=min(1_000, settings.engine_session_timeout_ms // 3),
+        )
     )
     service = MeteringService(settings, store, consumer)
     OUTAGES.probe_with("kafka", service.producer.client.fetch_all_metadata)

@@ -14,6 +14,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from perdure.infra.kafka_backoff import with_reconnect_backoff
+
 log = logging.getLogger("perdure.kafka")
 
 
@@ -32,8 +34,8 @@ class ConsumerBacklog:
         self.partitions = [TopicPartition(topic, p) for p in range(partitions)]
         self.group = group
         self.every_seconds = every_seconds
-        self._admin = AIOKafkaAdminClient(**kafka)
-        self._offsets = AIOKafkaConsumer(**kafka, enable_auto_commit=False)
+        self._admin = with_reconnect_backoff(AIOKafkaAdminClient(**kafka))
+        self._offsets = with_reconnect_backoff(AIOKafkaConsumer(**kafka, enable_auto_commit=False))
         self._records = 0
         self._measured_at = 0.0
         self._admitted_since = 0

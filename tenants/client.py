@@ -60,8 +60,12 @@ from perdure.tenants.testing import WorkflowDescription
 
 REQUEST_TIMEOUT = 30.0
 # A request not answered within this is sent again (same request id: admission and the engine take it
-# once); a lost connection sends it again as soon as the client is connected again.
+# once), and the wait for the next answer doubles up to ATTEMPT_MAX_SECONDS: the request waits in its
+# durable queue, and an answer to any of its copies is taken, so a silence is most likely a busy
+# namespace, which copies sent at a steady pace would bury (each one is work for admission). A lost
+# connection sends it again as soon as the client is connected again (its reply queue went with it).
 ATTEMPT_SECONDS = 10.0
+ATTEMPT_MAX_SECONDS = 60.0
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 2.0
 OPEN_STATUSES = ("running", "blocked")
@@ -188,26 +192,36 @@ class Client:
 
     # -- the wire ------------------------------------------------------------------------------------
     async def _call(self, request: Any, timeout: float | None = None) -> IngressReply:
-        """Send ``request`` until it is answered (again after a lost connection or an attempt's
-        silence: requests are idempotent by their request id) or ``timeout`` passes."""
+        """Send ``request`` until it is answered (again after a lost connection or a silence: requests
+        are idempotent by their request id) or ``timeout`` passes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.request_timeout if timeout is None else timeout)
-        pause, problem = RETRY_FIRST_SECONDS, "no answer"
-        while True:
-            reconnected = self._reconnected
-            wait = min(ATTEMPT_SECONDS, deadline - loop.time())
-            try:
-                reply = await self._attempt(request, reconnected, wait) if wait > 0 else None
-            except (AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
-                reply, problem = None, f"{type(exc).__name__}: {exc}"
-            if reply is not None:
-                break
-            if loop.time() >= deadline:
-                raise ServiceUnavailableError(
-                    f"the namespace's ingress did not answer a {request.kind} request in "
-                    f"{self.request_timeout if timeout is None else timeout:.0f} s ({problem})"
-                )
-            pause = await self._pause_before_retry(pause, deadline)
+        pause, problem, silence = RETRY_FIRST_SECONDS, "no answer", ATTEMPT_SECONDS
+        answered: asyncio.Future[IngressReply] = loop.create_future()
+        correlations: list[str] = []  # one per copy sent: the answer to any of them is the answer
+        try:
+            while True:
+                reconnected = self._reconnected
+                wait = min(silence, deadline - loop.time())
+                try:
+                    if wait > 0:
+                        await self._attempt(request, answered, correlations, reconnected, wait)
+                except (AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+                if answered.done():
+                    break
+                if loop.time() >= deadline:
+                    raise ServiceUnavailableError(
+                        f"the namespace's ingress did not answer a {request.kind} request in "
+                        f"{self.request_timeout if timeout is None else timeout:.0f} s ({problem})"
+                    )
+                if not reconnected.is_set():  # a silence, not a lost connection: ask less often
+                    silence = min(ATTEMPT_MAX_SECONDS, silence * 2)
+                pause = await self._pause_before_retry(pause, deadline)
+        finally:
+            for correlation in correlations:
+                self._pending.pop(correlation, None)
+        reply = answered.result()
         if not reply.ok:
             _raise(reply, request)
         return reply
@@ -220,34 +234,37 @@ class Client:
             await asyncio.wait_for(self._reconnected.wait(), min(left, pause * random.uniform(0.5, 1.0)))
         return min(RETRY_MAX_SECONDS, pause * 2)
 
-    async def _attempt(self, request: Any, reconnected: asyncio.Event, wait: float) -> IngressReply | None:
-        """Send once; the answer, or None if none came within ``wait`` or the connection was lost."""
+    async def _attempt(
+        self,
+        request: Any,
+        answered: asyncio.Future[IngressReply],
+        correlations: list[str],
+        reconnected: asyncio.Event,
+        wait: float,
+    ) -> None:
+        """Send a copy, then wait up to ``wait`` for ``answered`` (to this copy or an earlier one), or
+        until the connection is lost."""
         correlation = str(uuid.uuid4())
-        answered: asyncio.Future[IngressReply] = asyncio.get_running_loop().create_future()
+        correlations.append(correlation)
         self._pending[correlation] = answered
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(
+                request.model_dump_json().encode(),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                correlation_id=correlation,
+                reply_to=self._replies.name,
+                type=request.kind,
+                headers=inject_amqp_headers({}),
+            ),
+            routing_key=INGRESS_QUEUE,
+            timeout=wait,
+        )
+        lost: asyncio.Future[Any] = asyncio.ensure_future(reconnected.wait())
         try:
-            await self._channel.default_exchange.publish(
-                aio_pika.Message(
-                    request.model_dump_json().encode(),
-                    content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    correlation_id=correlation,
-                    reply_to=self._replies.name,
-                    type=request.kind,
-                    headers=inject_amqp_headers({}),
-                ),
-                routing_key=INGRESS_QUEUE,
-                timeout=wait,
-            )
-            lost: asyncio.Future[Any] = asyncio.ensure_future(reconnected.wait())
-            first: set[asyncio.Future[Any]] = {answered, lost}
-            try:
-                await asyncio.wait(first, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                lost.cancel()
-            return answered.result() if answered.done() else None
+            await asyncio.wait({answered, lost}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._pending.pop(correlation, None)
+            lost.cancel()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         if message.correlation_id and message.correlation_id in self._pending:

@@ -10,6 +10,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer
 
+from perdure.infra.kafka_backoff import with_reconnect_backoff
 from perdure.infra.settings import Settings
 from perdure.platform.cell.control_store import CellRecord
 from perdure.platform.cell.engine import CellEngine
@@ -52,7 +53,7 @@ class EngineRunner:
 
     def _consumer(self) -> AIOKafkaConsumer:
         timeout = self.settings.engine_session_timeout_ms
-        return AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             **self.settings.endpoints(self.cell.name).kafka(),
             group_id=engine_group(self.cell.name),
             enable_auto_commit=False,
@@ -69,6 +70,7 @@ class EngineRunner:
             heartbeat_interval_ms=min(1_000, timeout // 3),
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
+        return with_reconnect_backoff(consumer)
 
     async def start(self) -> None:
         self.consumer = self._consumer()

@@ -7,18 +7,21 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
+from perdure.infra.kafka_backoff import with_reconnect_backoff
 from perdure.infra.settings import Endpoints
 from perdure.infra.telemetry import inject_kafka_headers
 from perdure.platform.cell.wire import KIND_HEADER, VERSION_HEADER, WIRE_VERSION, TaskEnvelope, tasks_topic
 
 
 def new_producer(endpoints: Endpoints) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        **endpoints.kafka(),
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=0,
-        max_request_size=4 * 1024 * 1024,
+    return with_reconnect_backoff(
+        AIOKafkaProducer(
+            **endpoints.kafka(),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=0,
+            max_request_size=4 * 1024 * 1024,
+        )
     )
 
 

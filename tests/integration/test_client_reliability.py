@@ -10,11 +10,14 @@ import signal
 import time
 from pathlib import Path
 
+import aio_pika
 import pytest
 
 from perdure.platform.cell.ops_client import OpsClient
+from perdure.platform.cell.provisioning import namespace_amqp_url
 from perdure.platform.core import history as h
 from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE
 from perdure.tenants import ServiceUnavailableError
 from perdure.tenants.client import Client
 
@@ -118,3 +121,27 @@ async def test_an_outcome_reached_while_rabbitmq_is_down_is_reported_once_it_is_
 
 async def _ran(ledger: Path, expected: dict[str, int]) -> None:
     assert count_lines(ledger) == expected
+
+
+async def test_a_silent_namespace_is_asked_again_less_and_less_often(
+    make_tenant_cell: TenantCellFactory,
+) -> None:
+    """A request the ingress does not answer waits in its durable queue: the client sends a copy after
+    10 s of silence, then waits twice as long for the next (a busy namespace would otherwise be buried
+    under copies, each one work for admission), and gives up at its request timeout."""
+    tenants = await make_tenant_cell({"a": Quota()})
+    for process in tenants.cell.processes:  # no admission: nothing takes or answers the requests
+        process.kill()
+        await process.wait()
+    async with await Client.connect(tenants.connection_string("a"), request_timeout=35) as client:
+        with pytest.raises(ServiceUnavailableError, match="did not answer a start request in 35 s"):
+            await client.start_workflow(ThreeSteps.run, "unused", "s", id="silent")
+    platform = await aio_pika.connect(
+        namespace_amqp_url(tenants.cell.settings, tenants.cell.cell, tenants.a.record.vhost)
+    )
+    try:
+        ingress = await (await platform.channel()).declare_queue(INGRESS_QUEUE, passive=True)
+        # At 0 s, after 10 s of silence, and after 20 more; a steady pace would have sent 4 by 35 s.
+        assert ingress.declaration_result.message_count == 3
+    finally:
+        await platform.close()
