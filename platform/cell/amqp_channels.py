@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from perdure.infra.amqp_reconnect import connect_with_backoff
@@ -45,6 +46,12 @@ class AmqpChannels:
         """A channel of its own (for a consumer with its own prefetch) on the vhost's connection."""
         await self.channel(vhost)
         return await self._connections[vhost].channel()
+
+    async def probe(self) -> None:
+        """Whether the broker answers: a connection of its own, opened and closed (the shared ones
+        reconnect by themselves, and say so when they do)."""
+        connection = await aio_pika.connect(self.settings.endpoints(self.cell).rabbitmq_url, timeout=5)
+        await connection.close()
 
     async def forget(self, vhost: str) -> None:
         """Close the vhost's connection (a namespace deleted: its vhost is gone or going)."""

@@ -77,6 +77,7 @@ async def run_cell(
     OUTAGES.probe_with("kafka", producer.client.fetch_all_metadata)
     # A read that reaches the storage (FerretDB answers a ping without its PostgreSQL).
     OUTAGES.probe_with("mongodb", lambda: databases.control_db["cells"].find_one({"_id": cell_name}))
+    OUTAGES.probe_with("rabbitmq", channels.probe)
     if stop is None:
         stop = asyncio.Event()
         stop_on_signals(stop, settings.shutdown_seconds, f"cell {cell_name}")
