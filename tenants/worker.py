@@ -20,6 +20,7 @@ worker supervisor) workers speak the same protocol (``perdure.platform.protocol.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -72,6 +73,10 @@ tracer = trace.get_tracer("perdure.worker")
 meter = metrics.get_meter("perdure.worker")
 executions = meter.create_counter("perdure.activities.executed", description="activity attempts run")
 workflow_tasks = meter.create_counter("perdure.worker.workflow_tasks", description="workflow tasks run")
+duplicates = meter.create_counter(
+    "perdure.activities.duplicates", description="copies of an activity attempt this worker had taken"
+)
+TAKEN_REMEMBERED = 10_000
 WORKFLOW_TASK_PREFETCH = 32
 # How long workflow code may run past an activity's result before the result goes out on its own.
 PROVISIONAL_AFTER_SECONDS = 0.005
@@ -110,6 +115,8 @@ class Worker:
         # worker is given its namespace's rate and burst.
         self._rate = TokenBucket(activities_per_second, activity_burst) if activities_per_second else None
         self._running: dict[asyncio.Task[None], DispatchActivity] = {}
+        # The attempts taken lately (run, activity, attempt), so a copy of one is not run again here.
+        self._taken: collections.OrderedDict[tuple[str, int, int], None] = collections.OrderedDict()
         self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
         # Continuations run workflow code off the event loop, one at a time; a run's workflow tasks wait
         # for its continuation in progress.
@@ -349,11 +356,22 @@ class Worker:
             log.warning("malformed activity task dead-lettered", extra={"error": str(exc)[:500]})
             await message.reject(requeue=False)
             return
+        key = (task.run_id, task.scheduled_event_id, task.attempt)
+        if key in self._taken:
+            # The same attempt again (the broker's redelivery after an outage, or the engine sending a
+            # batch's outbox again): this worker runs it, or ran it and reported its outcome already.
+            duplicates.add(1, {"namespace": task.namespace})
+            await message.ack()
+            return
+        self._taken[key] = None
+        while len(self._taken) > TAKEN_REMEMBERED:
+            self._taken.popitem(last=False)
         await self._slots.acquire()
         if self._rate is not None:
             await asyncio.sleep(self._rate.reserve(time.monotonic()))  # tokens come with time
         if self._stopping:
             self._slots.release()
+            self._taken.pop(key, None)  # another worker runs it
             await message.nack(requeue=True)
             return
         running = asyncio.create_task(self._execute(message, task))
@@ -390,6 +408,7 @@ class Worker:
                     ),
                 )
         except Exception:
+            self._taken.pop((task.run_id, task.scheduled_event_id, task.attempt), None)
             await message.nack(requeue=True)  # not taken after all: it is delivered again
             raise
         await message.ack()
