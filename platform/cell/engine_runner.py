@@ -21,7 +21,6 @@ from perdure.platform.cell.run_store import RunStore
 from perdure.platform.cell.task_producer import TaskProducer
 
 log = logging.getLogger("perdure.cell")
-REBALANCE_TIMEOUT_MS = 60_000
 
 
 def engine_group(cell: str) -> str:
@@ -61,12 +60,6 @@ class EngineRunner:
             fetch_max_wait_ms=20,
             max_poll_records=500,
             session_timeout_ms=timeout,
-            # How long a rebalance waits for a live member to hand its partitions over: its batch in
-            # flight finishes first, and during an outage that takes as long as a request waits for a
-            # dependency (10 s). Left at the session timeout (aiokafka's default), a slow hand-over
-            # drops the member, and its rejoining starts another rebalance, which may drop another. A
-            # member that died is still noticed by the session timeout.
-            rebalance_timeout_ms=max(timeout, REBALANCE_TIMEOUT_MS),
             heartbeat_interval_ms=min(1_000, timeout // 3),
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
