@@ -115,8 +115,8 @@ class Worker:
         # worker is given its namespace's rate and burst.
         self._rate = TokenBucket(activities_per_second, activity_burst) if activities_per_second else None
         self._running: dict[asyncio.Task[None], DispatchActivity] = {}
-        # The attempts taken lately (run, activity, attempt), so a copy of one is not run again here.
-        self._taken: collections.OrderedDict[tuple[str, int, int], None] = collections.OrderedDict()
+        # The attempts taken lately (by their result key), so a copy of one is not run again here.
+        self._taken: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
         # Continuations run workflow code off the event loop, one at a time; a run's workflow tasks wait
         # for its continuation in progress.
@@ -356,7 +356,7 @@ class Worker:
             log.warning("malformed activity task dead-lettered", extra={"error": str(exc)[:500]})
             await message.reject(requeue=False)
             return
-        key = (task.run_id, task.scheduled_event_id, task.attempt)
+        key = result_key(task.run_id, task.scheduled_event_id, task.attempt)
         if key in self._taken:
             # The same attempt again (the broker's redelivery after an outage, or the engine sending a
             # batch's outbox again): this worker runs it, or ran it and reported its outcome already.
@@ -408,7 +408,7 @@ class Worker:
                     ),
                 )
         except Exception:
-            self._taken.pop((task.run_id, task.scheduled_event_id, task.attempt), None)
+            self._taken.pop(result_key(task.run_id, task.scheduled_event_id, task.attempt), None)
             await message.nack(requeue=True)  # not taken after all: it is delivered again
             raise
         await message.ack()
