@@ -59,6 +59,9 @@ _CONNECTION_TROUBLE = re.compile(
     r"no active transport|RobustChannel\._on_close",
     re.IGNORECASE,
 )
+# The client telling that a callback of ours raised (a rebalance listener): never routine, whatever the
+# callback's name or the error's text.
+_OUR_CALLBACK_FAILED = re.compile(r"user provided (subscription )?listener", re.IGNORECASE)
 _COORDINATOR_ROUTINE = re.compile(
     r"coordinator|rebalanc|NotLeader|leader not available|got error produce response.*retrying",
     re.IGNORECASE,
@@ -71,6 +74,8 @@ def client_outage_noise(record: logging.LogRecord) -> bool:
     if dependency is None or record.levelno >= logging.CRITICAL:
         return True
     message = record.getMessage()
+    if _OUR_CALLBACK_FAILED.search(message):
+        return True
     if _COORDINATOR_ROUTINE.search(message):
         return False
     if _CONNECTION_TROUBLE.search(message):

@@ -118,7 +118,11 @@ class Group:
     namespace: LoadedNamespace | None = None
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _PartitionOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The group's assignment, told to the engine. aiokafka logs and swallows what a callback raises and
+    goes on with the assignment, so the engine's side of it must never fail: a partition assigned to the
+    process but not taken by its engine would be read by nobody."""
+
     def __init__(self, engine: CellEngine) -> None:
         self.engine = engine
 
@@ -170,7 +174,8 @@ class CellEngine:
         # Loads of cache misses run concurrently, but few at a time: the database serves small batches
         # of point reads far better than a burst of hundreds.
         self._loading = asyncio.Semaphore(8)
-        self._unsent: set[int] = set()  # partitions rewound: their journalled outboxes are sent again
+        # Partitions just taken, or rewound: their journalled outboxes are sent (again) before anything else.
+        self._unsent: set[int] = set()
         self._forgetting: set[asyncio.Task[None]] = set()
         self._committing: asyncio.Task[None] | None = None
         # Whether each recent batch failed, for the process's health report.
@@ -182,27 +187,49 @@ class CellEngine:
 
     # -- partition ownership -----------------------------------------------------------------------
     async def take(self, partitions: set[int]) -> None:
+        """Fence the partitions' earlier owner off and arm their timers, retrying through an outage for as
+        long as the group gives them to this process. Their journalled outboxes are sent by the loop."""
+        log.info("partitions given; taking them", extra={"partitions": sorted(partitions)})
         async with self.lock:
             for partition in sorted(partitions):
-                self.epochs[partition] = await self.store.take_partition(partition)
-                self.caches[partition] = PartitionCache()
-                self.timers.drop_partitions({partition})
-                for document in await self.store.armed_timers_of(partition):
-                    self.timers.arm(document)
-                await self._resend_outboxes(partition)
+                while not await self._take_one(partition):
+                    if self.stopping.is_set():
+                        return
             log.info("partitions assigned", extra={"partitions": sorted(partitions), "epochs": self.epochs})
             self.timer_wakeup.set()
+
+    async def _take_one(self, partition: int) -> bool:
+        try:
+            epoch = await self.store.take_partition(partition)
+            armed = await self.store.armed_timers_of(partition)
+        except Exception as exc:
+            await pause(OUTAGES.failed("taking a partition", exc, cap=ENGINE_RETRY_CAP_SECONDS), self.stopping)
+            return False
+        OUTAGES.succeeded("taking a partition", ("mongodb",))
+        self.epochs[partition] = epoch
+        self.caches[partition] = PartitionCache()
+        self.timers.drop_partitions({partition})
+        for document in armed:
+            self.timers.arm(document)
+        self._unsent.add(partition)
+        return True
 
     async def release(self, partitions: set[int]) -> None:
         # Taking the lock waits for the batch in progress to finish and commit.
         async with self.lock:
-            await self._settle_commit()
-            await self.store.settle_copies()  # the next owner finds the histories copied
-            for partition in partitions:
-                self.epochs.pop(partition, None)
-                self.caches.pop(partition, None)
-                _lag.pop(partition, None)
-            self.timers.drop_partitions(partitions)
+            try:
+                await self._settle_commit()
+                await self.store.settle_copies()  # the next owner finds the histories copied
+            except Exception:
+                # The next owner reads from the last commit that went through, and copies what it misses.
+                log.warning("letting partitions go before their last writes settled", exc_info=True)
+            finally:
+                for partition in partitions:
+                    self.epochs.pop(partition, None)
+                    self.caches.pop(partition, None)
+                    _lag.pop(partition, None)
+                self._unsent -= partitions
+                self.timers.drop_partitions(partitions)
             log.info("partitions revoked", extra={"partitions": sorted(partitions)})
 
     async def _resend_outboxes(self, partition: int) -> None:
@@ -231,23 +258,24 @@ class CellEngine:
 
     # -- the loop ----------------------------------------------------------------------------------
     def subscribe(self) -> None:
-        self.consumer.subscribe([self.cell.topic], listener=_Rebalance(self))
+        self.consumer.subscribe([self.cell.topic], listener=_PartitionOwnership(self))
 
     async def run(self) -> None:
         timers = asyncio.create_task(self._timer_loop(), name="timers")
         try:
             while not self.stopping.is_set():
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=MAX_POLL_RECORDS)
-                if not batch:
+                if not batch and not self._unsent:
                     continue
                 async with self.lock:
                     # Records of partitions revoked meanwhile belong to their new owner now.
                     owned = {tp: records for tp, records in batch.items() if tp.partition in self.epochs}
-                    if not owned:
+                    if not owned and not self._unsent:
                         continue
                     try:
-                        await self._resend_after_rewind()
-                        await self.process(owned)
+                        await self._resend_unsent()
+                        if owned:
+                            await self.process(owned)
                     except Exception as exc:
                         # Nothing of it was committed: it is read again once the store (or Kafka) takes
                         # writes; until then the engine reads nothing further.
@@ -275,12 +303,13 @@ class CellEngine:
         except Exception:
             log.warning("committing offsets failed; those records will be read again", exc_info=True)
 
-    async def _resend_after_rewind(self) -> None:
-        """A batch that failed after its write may have left outboxes unsent, and reading its records
-        again will not recreate them (they are duplicates now): send them from the journal first."""
+    async def _resend_unsent(self) -> None:
+        """Send the journalled outboxes of partitions just taken, and of those whose batch failed after its
+        write (reading its records again will not recreate them: they are duplicates now)."""
         for partition in sorted(self._unsent & self.epochs.keys()):
             await self._resend_outboxes(partition)
-        self._unsent.clear()
+            self._unsent.discard(partition)
+        self._unsent &= self.epochs.keys()
 
     def _forget_later(self, journal: list[str]) -> None:
         # Forgetting is housekeeping: the next batch need not wait for it, and an entry left behind costs

@@ -28,6 +28,9 @@ from perdure.platform.protocol.worker_wire import WorkflowActivation
 from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE, RESULTS_EXCHANGE, WORKFLOW_TASKS_QUEUE
 
 log = logging.getLogger("perdure.outbox")
+# A publish the broker never confirms (a connection half gone) must fail the batch, which is then tried
+# again, rather than hold the engine and its partitions for good.
+PUBLISH_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ class OutboxSender:
                         headers=inject_amqp_headers({}),
                     ),
                     routing_key=answer.reply_to,
+                    timeout=PUBLISH_TIMEOUT_SECONDS,
                 )
             except Exception:
                 log.warning("answering a tenant failed", exc_info=True)
@@ -186,7 +190,9 @@ class OutboxSender:
             expiration=max(task.timeout_seconds, 1.0),
             headers=inject_amqp_headers({"perdure-version": "1"}),
         )
-        await channel.default_exchange.publish(message, routing_key=task.sticky_queue or WORKFLOW_TASKS_QUEUE)
+        await channel.default_exchange.publish(
+            message, routing_key=task.sticky_queue or WORKFLOW_TASKS_QUEUE, timeout=PUBLISH_TIMEOUT_SECONDS
+        )
 
     async def _publish(self, namespace: str, exchange: str, routing_key: str, entry: o.OutboxEntry) -> None:
         channel = await self.channels.channel(self.vhost_of(namespace))
@@ -200,7 +206,7 @@ class OutboxSender:
         target = (
             channel.default_exchange if not exchange else await channel.get_exchange(exchange, ensure=False)
         )
-        await target.publish(message, routing_key=routing_key)
+        await target.publish(message, routing_key=routing_key, timeout=PUBLISH_TIMEOUT_SECONDS)
 
     def partition_for(self, namespace: str, workflow_id: str) -> int:
         return partition_of(execution_key(namespace, workflow_id), self.partitions)

@@ -73,5 +73,13 @@ def test_a_clients_reconnect_lines_become_the_outage_and_coordinator_moves_are_d
         assert "rabbitmq" in OUTAGES.unreachable()
         assert client_outage_noise(line("aio_pika.queue", "Channel 3 was closed by the broker: 406"))
         assert client_outage_noise(line("perdure.engine", "Unable connect to somewhere of our own"))
+        # A callback of ours that raised is told, whatever it is called and whatever its error says.
+        assert client_outage_noise(
+            line(
+                "aiokafka.consumer.group_coordinator",
+                "User provided listener <engine._Rebalance object> for group perdure.cell.c.engine failed on "
+                "partition assignment: ServerSelectionTimeoutError: timed out",
+            )
+        )
     finally:
         OUTAGES.succeeded("a test", ("kafka", "rabbitmq"))
