@@ -42,28 +42,24 @@ from bench.reconcile import counted_from_histories, metered
 from perdure.infra.logs import configure_logging
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.infra.settings import Settings, load_settings
-from perdure.platform.cell.amqp_dead_letters import REASON_HEADER
-from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.dead_letters import read_letters
-from perdure.platform.cell.provisioning import (
-    create_cell,
-    namespace_amqp_url,
-    provision_namespace,
-    tenant_user,
-)
-from perdure.platform.cell.run_store import RunStore
-from perdure.platform.cell.usage_producer import metering_dlq_topic
-from perdure.platform.cell.wire import dlq_topic, execution_key, tasks_topic
+from perdure.platform.control.provisioning import create_cell, provision_namespace
 from perdure.platform.core import history as h
 from perdure.platform.core.usage import ACTION_METRICS
-from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.tenancy_store import TenancyStore
-from perdure.platform.tenancy.vhost_layout import (
+from perdure.platform.messaging.amqp_dead_letters import REASON_HEADER
+from perdure.platform.messaging.usage_producer import metering_dlq_topic
+from perdure.platform.protocol.cell_wire import dlq_topic, execution_key, tasks_topic
+from perdure.platform.protocol.vhost_layout import (
     INGRESS_DEAD_LETTERS,
     INGRESS_QUEUE,
     WORKER_REPORTS_DEAD_LETTERS,
     WORKER_REPORTS_QUEUE,
 )
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.run_store import RunStore
+from perdure.platform.stores.tenancy_store import TenancyStore
+from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url, tenant_user
 from perdure.tenants.client import Client, WorkflowHandle
 
 REPO = Path(__file__).resolve().parents[1]

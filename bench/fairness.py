@@ -20,14 +20,14 @@ import aio_pika
 from bench.machine import describe_machine
 from bench.throughput import cleanup
 from perdure.infra.settings import load_settings
-from perdure.platform.admission.ingress_wire import StartRequest
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.provisioning import create_cell, provision_namespace
+from perdure.platform.control.provisioning import create_cell, provision_namespace
 from perdure.platform.core.outbox import RunClosed
 from perdure.platform.core.payloads import default_converter
+from perdure.platform.protocol.ingress_wire import StartRequest
+from perdure.platform.protocol.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.tenancy_store import TenancyStore
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.tenancy_store import TenancyStore
-from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
 
 REPO = Path(__file__).resolve().parents[1]
 APP = "bench.throughput_app:app"

@@ -19,9 +19,14 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from perdure.platform.admission.ingress_wire import request_adapter
-from perdure.platform.cell.wire import TaskEnvelope, UndecodableMessage, decode_envelope, execution_key
 from perdure.platform.core.usage import UsageRecord
+from perdure.platform.protocol.cell_wire import (
+    TaskEnvelope,
+    UndecodableMessage,
+    decode_envelope,
+    execution_key,
+)
+from perdure.platform.protocol.ingress_wire import request_adapter
 from perdure.platform.protocol.worker_wire import WorkerReport
 
 HUGE = 300_000  # characters: past every limit a consumer sets on a field, under the brokers' own

@@ -12,8 +12,8 @@ from pymongo import AsyncMongoClient
 
 from perdure.billing.metering_service import usage_store
 from perdure.infra.settings import Settings
-from perdure.platform.cell.run_store import RunStore
 from perdure.platform.core import history as h
+from perdure.platform.stores.run_store import RunStore
 
 # Billable actions in history events, written out here independently of the platform's own mapping.
 BILLED_EVENTS = {

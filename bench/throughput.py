@@ -27,12 +27,13 @@ from pymongo import AsyncMongoClient
 from bench.machine import describe_machine
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.infra.settings import Settings, load_settings
-from perdure.platform.cell.ops_client import OpsClient
-from perdure.platform.cell.provisioning import create_cell, create_namespace, namespace_amqp_url, tenant_user
-from perdure.platform.cell.run_store import RunStore
+from perdure.platform.control.provisioning import create_cell, create_namespace
 from perdure.platform.core.outbox import RunClosed
+from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.protocol.vhost_layout import RESULTS_EXCHANGE
+from perdure.platform.stores.run_store import RunStore
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.vhost_layout import RESULTS_EXCHANGE
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url, tenant_user
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS_PER_WORKFLOW = 11  # started, 3 x (scheduled, started, completed), completed

@@ -19,23 +19,22 @@ from pathlib import Path
 import aio_pika
 from pymongo import AsyncMongoClient
 
-from perdure.billing.billing_wire import (
-    BILLING_EXCHANGE,
-    ExportAnnouncement,
-    ExportedFile,
-    announcement_routing_key,
-)
 from perdure.billing.export_files import ExportFormat, render
 from perdure.billing.invoice import BillingPeriod, price_usage
 from perdure.billing.metering_service import usage_store
 from perdure.billing.price_table import DEFAULT_PRICE_TABLE, load_price_table
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import inject_amqp_headers
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import ControlError, ControlStore
-from perdure.platform.cell.provisioning import namespace_amqp_url
-from perdure.platform.control.system_namespace import ensure_system_namespace
-from perdure.platform.tenancy.tenancy_store import TenancyStore
+from perdure.platform.protocol.billing_wire import (
+    BILLING_EXCHANGE,
+    ExportAnnouncement,
+    ExportedFile,
+    announcement_routing_key,
+)
+from perdure.platform.stores.control_store import ControlError, ControlStore
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.tenancy_store import TenancyStore
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 
 
 @dataclass(frozen=True)
@@ -116,12 +115,14 @@ async def announce(settings: Settings, announcement: ExportAnnouncement) -> None
     databases = Databases.connect(settings)
     try:
         system = await databases.control.get_namespace(settings.system_namespace)
-    except ControlError:
-        system = None  # exports before the control plane is bootstrapped: make its namespace now
+    except ControlError as exc:
+        # Made by the control plane's bootstrap, and by `perdure billing export` before it exports.
+        raise ControlError(
+            f"the system namespace {settings.system_namespace!r}, where exports are announced, does not "
+            "exist: `perdure controlplane bootstrap` makes it"
+        ) from exc
     finally:
         await databases.close()
-    if system is None:
-        system = await ensure_system_namespace(settings)
     connection = await aio_pika.connect(namespace_amqp_url(settings, system.cell, system.vhost))
     try:
         channel = await connection.channel(publisher_confirms=True)

@@ -20,10 +20,10 @@ from perdure.infra.kafka_backoff import with_reconnect_backoff
 from perdure.infra.outages import OUTAGES, pause
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry, extract_kafka_context
-from perdure.platform.cell.task_producer import new_producer
-from perdure.platform.cell.usage_producer import ensure_metering_topic, metering_dlq_topic
-from perdure.platform.cell.wire import DeadLetter
 from perdure.platform.core.usage import UsageRecord, hour_of
+from perdure.platform.messaging.task_producer import new_producer
+from perdure.platform.messaging.usage_producer import ensure_metering_topic, metering_dlq_topic
+from perdure.platform.protocol.cell_wire import DeadLetter
 
 log = logging.getLogger("perdure.metering")
 tracer = trace.get_tracer("perdure.metering")

@@ -22,14 +22,15 @@ from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.infra.logs import configure_logging
 from perdure.infra.settings import Settings, load_settings
 from perdure.infra.telemetry import configure_telemetry
-from perdure.platform.cell.cell_process import run_cell
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import ControlError
-from perdure.platform.cell.provisioning import create_cell, provision_namespace, rotate_key
-from perdure.platform.cell.usage_producer import METERING_PARTITIONS
+from perdure.platform.control.provisioning import create_cell, provision_namespace, rotate_key
+from perdure.platform.control.system_namespace import ensure_system_namespace
 from perdure.platform.core.usage import ACTION_METRICS
+from perdure.platform.messaging.usage_producer import METERING_PARTITIONS
+from perdure.platform.processes.cell_process import run_cell
+from perdure.platform.stores.control_store import ControlError
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.tenancy_store import TenancyStore
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.tenancy_store import TenancyStore
 from perdure.tenants import Client
 
 CELL = "demo"
@@ -114,6 +115,7 @@ async def main(orders: int) -> None:
         await databases.close()
     await print_usage(settings)
     period = f"{datetime.now(UTC):%Y-%m}"
+    await ensure_system_namespace(settings)  # where the export is announced
     exported = await export_period(settings, period)
     announcement = exported.announcement
     print(f"billing export {period} ({announcement.status}), announced on the `billing` exchange:")

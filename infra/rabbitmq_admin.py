@@ -7,6 +7,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from perdure.infra.settings import Settings
+
 
 class RabbitMQAdminError(RuntimeError):
     pass
@@ -96,3 +98,8 @@ class RabbitMQAdmin:
             f"/policies/{_segment(vhost)}/{_segment(name)}",
             {"pattern": pattern, "definition": definition, "apply-to": apply_to, "priority": 0},
         )
+
+
+def rabbitmq_admin(settings: Settings, cell: str | None = None) -> RabbitMQAdmin:
+    """The management API of a cell's broker (the platform's default one without a cell)."""
+    return RabbitMQAdmin(settings.endpoints(cell).rabbitmq_management_url)

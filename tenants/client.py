@@ -24,17 +24,6 @@ from pydantic import ValidationError
 
 from perdure.infra.amqp_reconnect import connect_with_backoff
 from perdure.infra.telemetry import inject_amqp_headers
-from perdure.platform.admission.ingress_wire import (
-    CancelRequest,
-    DescribeRequest,
-    IdReusePolicy,
-    IngressReply,
-    ListRequest,
-    QueryRequest,
-    SignalRequest,
-    SignalSpec,
-    StartRequest,
-)
 from perdure.platform.core.definitions import (
     QUERY_MARK,
     SIGNAL_MARK,
@@ -45,7 +34,18 @@ from perdure.platform.core.definitions import (
 from perdure.platform.core.failures import ApplicationError, Failure
 from perdure.platform.core.outbox import RunClosed, close_routing_key
 from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError, default_converter
-from perdure.platform.tenancy.vhost_layout import CLIENT_QUEUE_PREFIX, INGRESS_QUEUE, RESULTS_EXCHANGE
+from perdure.platform.protocol.ingress_wire import (
+    CancelRequest,
+    DescribeRequest,
+    IdReusePolicy,
+    IngressReply,
+    ListRequest,
+    QueryRequest,
+    SignalRequest,
+    SignalSpec,
+    StartRequest,
+)
+from perdure.platform.protocol.vhost_layout import CLIENT_QUEUE_PREFIX, INGRESS_QUEUE, RESULTS_EXCHANGE
 from perdure.tenants.client_errors import (
     AuthenticationError,
     MalformedRequestError,

@@ -45,7 +45,6 @@ from pydantic import ValidationError
 from perdure.infra.amqp_reconnect import connect_with_backoff
 from perdure.infra.outages import OUTAGES
 from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
-from perdure.platform.admission.ingress_wire import IngressReply
 from perdure.platform.core import messages as m
 from perdure.platform.core.activity_invocation import invoke_activity
 from perdure.platform.core.definitions import WorkflowRegistry
@@ -53,6 +52,13 @@ from perdure.platform.core.failures import ApplicationError, failure_from_except
 from perdure.platform.core.outbox import DispatchActivity
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
 from perdure.platform.core.workflow_activations import QueryAnswer, WorkflowActivations
+from perdure.platform.protocol.ingress_wire import IngressReply
+from perdure.platform.protocol.vhost_layout import (
+    ACTIVITIES_QUEUE,
+    STICKY_QUEUE_PREFIX,
+    WORKER_REPORTS_QUEUE,
+    WORKFLOW_TASKS_QUEUE,
+)
 from perdure.platform.protocol.worker_wire import (
     PROVISIONAL_HEADER,
     WorkerReport,
@@ -60,12 +66,6 @@ from perdure.platform.protocol.worker_wire import (
     result_key,
 )
 from perdure.platform.quotas.token_bucket import TokenBucket
-from perdure.platform.tenancy.vhost_layout import (
-    ACTIVITIES_QUEUE,
-    STICKY_QUEUE_PREFIX,
-    WORKER_REPORTS_QUEUE,
-    WORKFLOW_TASKS_QUEUE,
-)
 from perdure.tenants.client_errors import AuthenticationError
 
 log = logging.getLogger("perdure.worker")

@@ -28,7 +28,17 @@ from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.infra.outages import OUTAGES, pause
 from perdure.infra.periodic import every
 from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
-from perdure.platform.admission.ingress_wire import (
+from perdure.platform.core import messages as m
+from perdure.platform.core.definitions import UnknownWorkflowTypeError
+from perdure.platform.core.payloads import Payload
+from perdure.platform.core.start_rules import fresh_run_id
+from perdure.platform.core.usage import UNBILLED_WORKFLOW_TYPES
+from perdure.platform.messaging.amqp_channels import AmqpChannels, cancel_consumers
+from perdure.platform.messaging.amqp_dead_letters import dead_letter
+from perdure.platform.messaging.amqp_settle import ack, hand_back
+from perdure.platform.messaging.task_producer import TaskProducer
+from perdure.platform.protocol.cell_wire import TaskEnvelope
+from perdure.platform.protocol.ingress_wire import (
     CancelRequest,
     DescribeRequest,
     IngressReply,
@@ -39,22 +49,12 @@ from perdure.platform.admission.ingress_wire import (
     StartRequest,
     request_adapter,
 )
-from perdure.platform.cell.amqp_channels import AmqpChannels, cancel_consumers
-from perdure.platform.cell.amqp_dead_letters import dead_letter
-from perdure.platform.cell.amqp_settle import ack, hand_back
-from perdure.platform.cell.control_store import NamespaceRecord
-from perdure.platform.cell.engine import fresh_run_id
-from perdure.platform.cell.namespace_apps import NamespaceApps, NamespaceUnavailable
-from perdure.platform.cell.run_store import RunStore
-from perdure.platform.cell.task_producer import TaskProducer
-from perdure.platform.cell.visibility import describe_run, list_entry
-from perdure.platform.cell.wire import TaskEnvelope
-from perdure.platform.core import messages as m
-from perdure.platform.core.definitions import UnknownWorkflowTypeError
-from perdure.platform.core.payloads import Payload
-from perdure.platform.core.usage import UNBILLED_WORKFLOW_TYPES
+from perdure.platform.protocol.vhost_layout import INGRESS_DEAD_LETTERS, INGRESS_QUEUE
 from perdure.platform.quotas.fair_queue import FairQueue
-from perdure.platform.tenancy.vhost_layout import INGRESS_DEAD_LETTERS, INGRESS_QUEUE
+from perdure.platform.stores.control_store import NamespaceRecord
+from perdure.platform.stores.namespace_apps import NamespaceApps, NamespaceUnavailable
+from perdure.platform.stores.run_store import RunStore
+from perdure.platform.stores.visibility import describe_run, list_entry
 
 (CANARY_WORKFLOW,) = UNBILLED_WORKFLOW_TYPES  # every namespace runs the platform's canary
 log = logging.getLogger("perdure.admission")

@@ -26,16 +26,21 @@ from pydantic import ValidationError
 from perdure.infra.outages import OUTAGES, dependency_of, pause
 from perdure.infra.periodic import every
 from perdure.infra.telemetry import extract_amqp_context
-from perdure.platform.cell.amqp_channels import AmqpChannels, cancel_consumers
-from perdure.platform.cell.amqp_dead_letters import dead_letter
-from perdure.platform.cell.amqp_settle import ack, hand_back
-from perdure.platform.cell.control_store import NamespaceRecord
-from perdure.platform.cell.namespace_apps import NamespaceApps
-from perdure.platform.cell.task_producer import TaskProducer
-from perdure.platform.cell.wire import TaskEnvelope
 from perdure.platform.core import messages as m
-from perdure.platform.protocol.worker_wire import PROVISIONAL_HEADER, WorkerReport, result_key
-from perdure.platform.tenancy.vhost_layout import WORKER_REPORTS_DEAD_LETTERS, WORKER_REPORTS_QUEUE
+from perdure.platform.messaging.amqp_channels import AmqpChannels, cancel_consumers
+from perdure.platform.messaging.amqp_dead_letters import dead_letter
+from perdure.platform.messaging.amqp_settle import ack, hand_back
+from perdure.platform.messaging.task_producer import TaskProducer
+from perdure.platform.protocol.cell_wire import TaskEnvelope
+from perdure.platform.protocol.vhost_layout import WORKER_REPORTS_DEAD_LETTERS, WORKER_REPORTS_QUEUE
+from perdure.platform.protocol.worker_wire import (
+    MAX_REPORT_BYTES,
+    PROVISIONAL_HEADER,
+    WorkerReport,
+    result_key,
+)
+from perdure.platform.stores.control_store import NamespaceRecord
+from perdure.platform.stores.namespace_apps import NamespaceApps
 
 log = logging.getLogger("perdure.reports")
 tracer = trace.get_tracer("perdure.reports")
@@ -44,9 +49,6 @@ relayed = meter.create_counter("perdure.reports.relayed", description="worker re
 refused = meter.create_counter("perdure.reports.refused", description="worker reports dead-lettered")
 PREFETCH = 512
 BATCH = 500
-# Commands carry payloads (activity inputs, results): bounded by what a record of the cell's topic may
-# carry (Kafka's default, about 1 MB); a larger report is dead-lettered, not retried.
-MAX_REPORT_BYTES = 1000 * 1000
 
 
 # A provisional result (``PROVISIONAL_HEADER`` of the worker protocol) waits this long for the result

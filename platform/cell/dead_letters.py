@@ -10,11 +10,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from perdure.infra.settings import Settings
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import CellRecord
-from perdure.platform.cell.task_producer import TaskProducer, new_producer
-from perdure.platform.cell.wire import DeadLetter, TaskEnvelope
 from perdure.platform.core import messages as m
+from perdure.platform.messaging.task_producer import TaskProducer, new_producer
+from perdure.platform.protocol.cell_wire import DeadLetter, TaskEnvelope
+from perdure.platform.stores.control_store import CellRecord
+from perdure.platform.stores.databases import Databases
 
 
 @dataclass(frozen=True)

@@ -27,20 +27,21 @@ from opentelemetry import metrics, trace
 
 from perdure.infra.outages import OUTAGES, pause
 from perdure.infra.telemetry import extract_kafka_context
-from perdure.platform.admission.ingress_wire import IngressReply
-from perdure.platform.cell.control_store import CellRecord
 from perdure.platform.cell.inline_decisions import InlineDecisions
-from perdure.platform.cell.namespace_apps import LoadedNamespace, NamespaceApps, NamespaceUnavailable
 from perdure.platform.cell.outbox_sender import Addressed, OutboxSender, TenantReply
-from perdure.platform.cell.run_store import FencedError, RunEntry, RunStore
-from perdure.platform.cell.task_producer import TaskProducer
-from perdure.platform.cell.wire import DeadLetter, TaskEnvelope, UndecodableMessage, decode_envelope
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
 from perdure.platform.core.run_state import RunLimits
+from perdure.platform.core.start_rules import fresh_run_id
 from perdure.platform.core.state_machine import ExecutionStateMachine, TaskTimeouts, Transition
 from perdure.platform.core.usage import UsageRecord, query_usage
+from perdure.platform.messaging.task_producer import TaskProducer
+from perdure.platform.protocol.cell_wire import DeadLetter, TaskEnvelope, UndecodableMessage, decode_envelope
+from perdure.platform.protocol.ingress_wire import IngressReply
+from perdure.platform.stores.control_store import CellRecord
+from perdure.platform.stores.namespace_apps import LoadedNamespace, NamespaceApps, NamespaceUnavailable
+from perdure.platform.stores.run_store import FencedError, RunEntry, RunStore
 
 # The engine waits at most this long between attempts once a dependency fails: it must resume soon
 # after the dependency does.
@@ -76,11 +77,6 @@ CACHE_LIMIT_PER_PARTITION = 5_000
 MAX_POLL_RECORDS = 500
 SLOW_WORKER_SECONDS = 30.0  # the longest a namespace whose worker answers late is not waited for
 ExecutionKey = tuple[str, str]
-
-
-def fresh_run_id(namespace: str, workflow_id: str, request_id: str) -> str:
-    """Deterministic, so a redelivered start creates the same run id and is refused as a duplicate."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"perdure:{namespace}/{workflow_id}/{request_id}"))
 
 
 @dataclass
@@ -203,7 +199,9 @@ class CellEngine:
             epoch = await self.store.take_partition(partition)
             armed = await self.store.armed_timers_of(partition)
         except Exception as exc:
-            await pause(OUTAGES.failed("taking a partition", exc, cap=ENGINE_RETRY_CAP_SECONDS), self.stopping)
+            await pause(
+                OUTAGES.failed("taking a partition", exc, cap=ENGINE_RETRY_CAP_SECONDS), self.stopping
+            )
             return False
         OUTAGES.succeeded("taking a partition", ("mongodb",))
         self.epochs[partition] = epoch

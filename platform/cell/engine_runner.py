@@ -12,13 +12,13 @@ from aiokafka import AIOKafkaConsumer
 
 from perdure.infra.kafka_backoff import with_reconnect_backoff
 from perdure.infra.settings import Settings
-from perdure.platform.cell.control_store import CellRecord
 from perdure.platform.cell.engine import CellEngine
 from perdure.platform.cell.inline_decisions import InlineDecisions
-from perdure.platform.cell.namespace_apps import NamespaceApps
 from perdure.platform.cell.outbox_sender import OutboxSender
-from perdure.platform.cell.run_store import RunStore
-from perdure.platform.cell.task_producer import TaskProducer
+from perdure.platform.messaging.task_producer import TaskProducer
+from perdure.platform.stores.control_store import CellRecord
+from perdure.platform.stores.namespace_apps import NamespaceApps
+from perdure.platform.stores.run_store import RunStore
 
 log = logging.getLogger("perdure.cell")
 

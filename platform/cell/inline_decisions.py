@@ -20,14 +20,13 @@ from collections.abc import Callable
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
-from perdure.platform.admission.worker_reports import MAX_REPORT_BYTES
-from perdure.platform.cell.amqp_channels import AmqpChannels
-from perdure.platform.cell.amqp_dead_letters import park
-from perdure.platform.cell.task_producer import TaskProducer
-from perdure.platform.cell.wire import TaskEnvelope
 from perdure.platform.core import messages as m
-from perdure.platform.protocol.worker_wire import WorkerReport
-from perdure.platform.tenancy.vhost_layout import WORKER_REPORTS_DEAD_LETTERS
+from perdure.platform.messaging.amqp_channels import AmqpChannels
+from perdure.platform.messaging.amqp_dead_letters import park
+from perdure.platform.messaging.task_producer import TaskProducer
+from perdure.platform.protocol.cell_wire import TaskEnvelope
+from perdure.platform.protocol.vhost_layout import WORKER_REPORTS_DEAD_LETTERS
+from perdure.platform.protocol.worker_wire import MAX_REPORT_BYTES, WorkerReport
 
 log = logging.getLogger("perdure.engine")
 MAX_LATE_IN_FLIGHT = 1000

@@ -13,19 +13,19 @@ from dataclasses import dataclass
 import aio_pika
 
 from perdure.infra.telemetry import inject_amqp_headers
-from perdure.platform.admission.ingress_wire import IngressReply
-from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.armed_timers import ArmedTimers
-from perdure.platform.cell.run_store import RunStore, partition_of
-from perdure.platform.cell.task_producer import TaskProducer
-from perdure.platform.cell.usage_producer import UsageProducer
-from perdure.platform.cell.wire import TaskEnvelope, execution_key
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
 from perdure.platform.core.usage import UsageRecord
+from perdure.platform.messaging.amqp_channels import AmqpChannels
+from perdure.platform.messaging.task_producer import TaskProducer
+from perdure.platform.messaging.usage_producer import UsageProducer
+from perdure.platform.protocol.cell_wire import TaskEnvelope, execution_key
+from perdure.platform.protocol.ingress_wire import IngressReply
+from perdure.platform.protocol.vhost_layout import ACTIVITIES_QUEUE, RESULTS_EXCHANGE, WORKFLOW_TASKS_QUEUE
 from perdure.platform.protocol.worker_wire import WorkflowActivation
-from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE, RESULTS_EXCHANGE, WORKFLOW_TASKS_QUEUE
+from perdure.platform.stores.run_store import RunStore, partition_of
 
 log = logging.getLogger("perdure.outbox")
 # A publish the broker never confirms (a connection half gone) must fail the batch, which is then tried

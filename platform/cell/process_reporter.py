@@ -11,9 +11,9 @@ import socket
 from datetime import UTC, datetime
 
 from perdure.infra.outages import OUTAGES
-from perdure.platform.cell.control_store import ControlStore, ProcessReport
 from perdure.platform.cell.engine import total_lag
 from perdure.platform.cell.engine_runner import EngineRunner
+from perdure.platform.stores.control_store import ControlStore, ProcessReport
 
 log = logging.getLogger("perdure.cell")
 REPORT_EVERY = 2.0

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
-from perdure.platform.cell.namespace_apps import NamespaceApps
-from perdure.platform.cell.run_store import RunStore
-from perdure.platform.cell.usage_producer import UsageProducer
 from perdure.platform.core.run_state import OPEN_STATUSES
 from perdure.platform.core.usage import StorageMetric, UsageRecord, storage_usage
+from perdure.platform.messaging.usage_producer import UsageProducer
+from perdure.platform.stores.namespace_apps import NamespaceApps
+from perdure.platform.stores.run_store import RunStore
 
 log = logging.getLogger("perdure.storage")
 

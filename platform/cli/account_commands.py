@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 
 from perdure.infra.settings import get_settings
-from perdure.platform.cell.connections import Databases
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.control.twin_requests import twin_if_bootstrapped
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.tenancy_store import TenancyStore
 from perdure.platform.tenancy.model import ROLES, AccountRecord, Role, UserRecord
-from perdure.platform.tenancy.tenancy_store import TenancyStore
 
 account_app = typer.Typer(
     help="Accounts: the tenants that own namespaces and are billed.", no_args_is_help=True

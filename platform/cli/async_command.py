@@ -12,10 +12,10 @@ from aiokafka.errors import KafkaConnectionError
 from pymongo.errors import ServerSelectionTimeoutError
 
 from perdure.infra.bounded_stop import EXIT_CODE_OVERRAN, StopOverranError, end_process
-from perdure.platform.cell.control_store import ControlError
-from perdure.platform.cell.ops_client import WorkflowNotFound
 from perdure.platform.core.failures import ApplicationError
 from perdure.platform.core.payloads import PayloadTooLargeError
+from perdure.platform.messaging.ops_client import WorkflowNotFound
+from perdure.platform.stores.control_store import ControlError
 from perdure.tenants.app_loader import AppLoadError
 
 T = TypeVar("T")

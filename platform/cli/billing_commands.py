@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 
 import typer
 
-from perdure.billing.billing_export import export_period
+from perdure.billing.billing_export import ExportResult, export_period
 from perdure.billing.price_table import DEFAULT_PRICE_TABLE
 from perdure.infra.settings import get_settings
 from perdure.platform.cli.async_command import run_command
+from perdure.platform.control.system_namespace import ensure_system_namespace
 
 billing_app = typer.Typer(help="Billing exports: priced usage per account.", no_args_is_help=True)
 
@@ -26,12 +27,16 @@ def export(
 ) -> None:
     """Write one invoice file per account for PERIOD and announce it on the `billing` exchange.
     Re-running it writes the same bytes; a period that has not ended is exported as provisional."""
-    result = run_command(
-        "billing export",
-        export_period(
-            get_settings(), period, export_format=export_format, account=account, out_dir=out, prices=prices
-        ),
-    )
+    settings = get_settings()
+
+    async def export_and_announce() -> ExportResult:
+        # Exports are announced in the system namespace: made now if the control plane is not bootstrapped.
+        await ensure_system_namespace(settings)
+        return await export_period(
+            settings, period, export_format=export_format, account=account, out_dir=out, prices=prices
+        )
+
+    result = run_command("billing export", export_and_announce())
     announcement = result.announcement
     if as_json:
         typer.echo(announcement.model_dump_json(indent=2))

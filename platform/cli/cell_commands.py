@@ -9,13 +9,13 @@ import typer
 
 from perdure.infra.logs import configure_logging
 from perdure.infra.settings import get_settings
-from perdure.platform.cell.cell_process import run_cell
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import CellRecord, ProcessReport
-from perdure.platform.cell.provisioning import create_cell
 from perdure.platform.cli.async_command import run_command
-from perdure.platform.control.twin_activities import TwinChange
+from perdure.platform.control.provisioning import create_cell
+from perdure.platform.control.twin_change import TwinChange
 from perdure.platform.control.twin_requests import control_plane_ready, signal_twin, twin_if_bootstrapped
+from perdure.platform.processes.cell_process import run_cell
+from perdure.platform.stores.control_store import CellRecord, ProcessReport
+from perdure.platform.stores.databases import Databases
 
 cell_app = typer.Typer(
     help="Cells: isolated slices of the data plane (topic, database, processes).", no_args_is_help=True

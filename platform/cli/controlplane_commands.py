@@ -9,7 +9,7 @@ import typer
 
 from perdure.infra.settings import get_settings
 from perdure.platform.cli.async_command import run_command
-from perdure.platform.control.bootstrap import bootstrap_control_plane
+from perdure.platform.processes.control_bootstrap import bootstrap_control_plane
 
 controlplane_app = typer.Typer(
     help="The control plane: its workflows run in the system namespace, on the platform itself.",

@@ -8,12 +8,12 @@ import typer
 
 from perdure.infra.logs import configure_logging
 from perdure.infra.settings import get_settings
-from perdure.platform.cell.cell_process import run_cell
-from perdure.platform.cell.provisioning import create_cell
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.cli.controlplane_commands import yesterday
 from perdure.platform.cli.stack_commands import up as stack_up
-from perdure.platform.control.bootstrap import bootstrap_control_plane
+from perdure.platform.control.provisioning import create_cell
+from perdure.platform.processes.cell_process import run_cell
+from perdure.platform.processes.control_bootstrap import bootstrap_control_plane
 
 
 def dev(

@@ -8,8 +8,8 @@ import typer
 
 from perdure.infra.settings import get_settings
 from perdure.platform.cell import dead_letters
-from perdure.platform.cell.connections import Databases
 from perdure.platform.cli.async_command import run_command
+from perdure.platform.stores.databases import Databases
 
 dlq_app = typer.Typer(help="Dead letters and parked workflows of a cell.", no_args_is_help=True)
 

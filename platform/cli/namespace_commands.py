@@ -9,25 +9,26 @@ from typing import Annotated, Any
 
 import typer
 
+from perdure.infra.rabbitmq_admin import rabbitmq_admin
 from perdure.infra.settings import get_settings
-from perdure.platform.cell.connections import Databases, rabbitmq_admin
-from perdure.platform.cell.control_store import Hosting, NamespaceRecord
-from perdure.platform.cell.provisioning import ProvisionedNamespace, rotate_key
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.control.namespace_requests import request_deletion, request_namespace
-from perdure.platform.control.twin_activities import TwinChange
+from perdure.platform.control.provisioning import ProvisionedNamespace, rotate_key
+from perdure.platform.control.twin_change import TwinChange
 from perdure.platform.control.twin_requests import control_plane_ready, signal_twin
 from perdure.platform.core.run_state import RunStatus
-from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.vhost_layout import (
+from perdure.platform.protocol.vhost_layout import (
     ACTIVITIES_DEAD_LETTERS,
     ACTIVITIES_QUEUE,
     INGRESS_DEAD_LETTERS,
     INGRESS_QUEUE,
 )
-from perdure.platform.workers.app_manifest import read_manifest
-from perdure.platform.workers.artifacts import ArtifactStore, Deployment, deploy
-from perdure.platform.workers.sandbox import Sandbox
+from perdure.platform.sandboxing.app_manifest import read_manifest
+from perdure.platform.sandboxing.sandbox import Sandbox
+from perdure.platform.stores.artifacts import ArtifactStore, Deployment, deploy
+from perdure.platform.stores.control_store import Hosting, NamespaceRecord
+from perdure.platform.stores.databases import Databases
+from perdure.platform.tenancy.model import Quota
 
 namespace_app = typer.Typer(
     help="Namespaces: the unit of isolation, capacity and billing.", no_args_is_help=True

@@ -11,10 +11,10 @@ from typing import Annotated, Any
 import typer
 
 from perdure.infra.settings import get_settings
-from perdure.platform.cell.ops_client import OpsClient
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.control.rollout_workflow import Ring, Rollout, RolloutSpec, rollout_id
 from perdure.platform.core.definitions import workflow_name_of
+from perdure.platform.messaging.ops_client import OpsClient
 
 rollout_app = typer.Typer(
     help="Roll a platform version out over the cells, ring by ring.", no_args_is_help=True

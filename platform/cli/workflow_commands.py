@@ -9,9 +9,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from perdure.infra.settings import get_settings
-from perdure.platform.cell.ops_client import OpsClient
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.core import history as h
+from perdure.platform.messaging.ops_client import OpsClient
 
 workflow_app = typer.Typer(help="Start, inspect and steer workflows of a namespace.", no_args_is_help=True)
 T = TypeVar("T")

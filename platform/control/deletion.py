@@ -9,16 +9,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from perdure.infra.settings import get_settings
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import ControlError
-from perdure.platform.control.provisioning_activities import control_app, remove_infrastructure
+from perdure.platform.control.control_app import control_app
+from perdure.platform.control.provisioning_activities import remove_infrastructure
+from perdure.platform.control.twin_change import TwinChange
+from perdure.platform.control.twin_requests import signal_twin
+from perdure.platform.control.workflow_ids import DELETE_NAMESPACE
+from perdure.platform.stores.control_store import ControlError
+from perdure.platform.stores.databases import Databases
 from perdure.tenants import ActivityError, ApplicationError, RetryPolicy, workflow
 
 STEP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-
-
-def deletion_id(namespace: str) -> str:
-    return f"delete-namespace/{namespace}"
 
 
 @control_app.activity
@@ -61,9 +61,6 @@ async def close_namespace(name: str) -> dict[str, Any]:
 
 @control_app.activity
 async def end_namespace_twin(name: str) -> None:
-    from perdure.platform.control.twin_activities import TwinChange
-    from perdure.platform.control.twin_requests import signal_twin
-
     await signal_twin(get_settings(), "namespace", name, TwinChange(kind="retire"))
 
 
@@ -90,7 +87,7 @@ async def _step(activity: Any, *args: Any) -> Any:
     )
 
 
-@control_app.workflow
+@control_app.workflow(name=DELETE_NAMESPACE)
 class DeleteNamespace:
     @workflow.run
     async def run(self, name: str) -> dict[str, Any]:

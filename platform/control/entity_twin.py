@@ -11,14 +11,10 @@ import collections
 from datetime import timedelta
 from typing import Any
 
-from perdure.platform.control.provisioning_activities import control_app
-from perdure.platform.control.twin_activities import (
-    Entity,
-    TwinChange,
-    apply_change,
-    read_entity,
-    start_namespace_deletion,
-)
+from perdure.platform.control.control_app import control_app
+from perdure.platform.control.twin_activities import apply_change, read_entity, start_namespace_deletion
+from perdure.platform.control.twin_change import TwinChange
+from perdure.platform.control.workflow_ids import ENTITY_TWIN, Entity
 from perdure.tenants import ActivityError, RetryPolicy, workflow
 
 CHANGES_PER_RUN = 100
@@ -27,7 +23,7 @@ CHANGE_RETRY = RetryPolicy(
 )
 
 
-@control_app.workflow
+@control_app.workflow(name=ENTITY_TWIN)
 class EntityTwin:
     def __init__(self) -> None:
         self.state: dict[str, Any] = {}

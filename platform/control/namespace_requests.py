@@ -10,15 +10,16 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from perdure.infra.settings import Settings
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import ControlError, Hosting
-from perdure.platform.cell.engine import fresh_run_id
-from perdure.platform.cell.ops_client import OpsClient, WorkflowNotFound
-from perdure.platform.cell.provisioning import ProvisionedNamespace, connection_string
-from perdure.platform.control.deletion import DeleteNamespace, deletion_id
+from perdure.platform.control.deletion import DeleteNamespace
+from perdure.platform.control.provisioning import ProvisionedNamespace, connection_string
 from perdure.platform.control.provisioning_activities import NamespaceSpec
-from perdure.platform.control.provisioning_workflow import ProvisionNamespace, provisioning_id
+from perdure.platform.control.provisioning_workflow import ProvisionNamespace
+from perdure.platform.control.workflow_ids import deletion_id, provisioning_id
 from perdure.platform.core.definitions import workflow_name_of
+from perdure.platform.core.start_rules import fresh_run_id
+from perdure.platform.messaging.ops_client import OpsClient, WorkflowNotFound
+from perdure.platform.stores.control_store import ControlError, Hosting
+from perdure.platform.stores.databases import Databases
 from perdure.platform.tenancy.api_keys import broker_password_hash, issue_key
 from perdure.platform.tenancy.model import Quota
 

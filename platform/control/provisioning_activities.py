@@ -14,30 +14,27 @@ import aio_pika
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel
 
+from perdure.infra.rabbitmq_admin import rabbitmq_admin
 from perdure.infra.settings import Endpoints, get_settings
-from perdure.platform.admission.ingress_wire import IngressReply, StartRequest
-from perdure.platform.cell.connections import Databases, rabbitmq_admin
-from perdure.platform.cell.control_store import ControlError, Hosting, NamespaceRecord, check_name
-from perdure.platform.cell.provisioning import (
-    namespace_amqp_url,
-    place,
-    provision_tenant_user,
-    provision_vhost,
-    tenant_user,
-)
 from perdure.platform.control.canary import CANARY_WORKFLOW
+from perdure.platform.control.control_app import control_app
 from perdure.platform.control.placement import PlacementError
+from perdure.platform.control.provisioning import place, provision_tenant_user, provision_vhost
+from perdure.platform.control.twin_requests import start_twins
 from perdure.platform.core.outbox import RunClosed, close_routing_key
 from perdure.platform.core.payloads import default_converter
+from perdure.platform.protocol.ingress_wire import IngressReply, StartRequest
+from perdure.platform.protocol.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
+from perdure.platform.sandboxing.app_manifest import read_manifest
+from perdure.platform.sandboxing.sandbox import Sandbox
+from perdure.platform.stores.control_store import ControlError, Hosting, NamespaceRecord, check_name
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.tenancy_store import TenancyStore
 from perdure.platform.tenancy.model import Member, Quota
-from perdure.platform.tenancy.tenancy_store import TenancyStore
-from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
-from perdure.platform.workers.app_manifest import read_manifest
-from perdure.platform.workers.sandbox import Sandbox
-from perdure.tenants import App, ApplicationError
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url, tenant_user
+from perdure.tenants import ApplicationError
 from perdure.tenants.app_loader import AppLoadError
 
-control_app = App("control-plane")
 CANARY_TIMEOUT = 60.0
 
 
@@ -219,7 +216,6 @@ async def activate_namespace(name: str) -> None:
 
 @control_app.activity
 async def start_namespace_twin(name: str) -> None:
-    from perdure.platform.control.twin_requests import start_twins  # the twin module builds on this one
 
     await start_twins(get_settings(), [("namespace", name)])
 

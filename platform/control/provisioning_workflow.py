@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from perdure.platform.control.control_app import control_app
 from perdure.platform.control.provisioning_activities import (
     NamespaceSpec,
     activate_namespace,
-    control_app,
     place_namespace,
     provision_infrastructure,
     record_namespace,
@@ -21,6 +21,7 @@ from perdure.platform.control.provisioning_activities import (
     run_canary,
     start_namespace_twin,
 )
+from perdure.platform.control.workflow_ids import PROVISION_NAMESPACE
 from perdure.tenants import ActivityError, ApplicationError, RetryPolicy, workflow
 
 STEP_RETRY = RetryPolicy(
@@ -29,17 +30,13 @@ STEP_RETRY = RetryPolicy(
 STEPS = ("placing", "recording", "infrastructure", "canary", "activating")
 
 
-def provisioning_id(namespace: str) -> str:
-    return f"provision-namespace/{namespace}"
-
-
 async def _step(activity: Callable[..., Any], *args: Any) -> Any:
     return await workflow.execute_activity(
         activity, *args, start_to_close_timeout=timedelta(minutes=2), retry_policy=STEP_RETRY
     )
 
 
-@control_app.workflow
+@control_app.workflow(name=PROVISION_NAMESPACE)
 class ProvisionNamespace:
     def __init__(self) -> None:
         self.current = "starting"

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pydantic import BaseModel
 
 from perdure.infra.settings import get_settings
-from perdure.platform.cell.connections import Databases
-from perdure.platform.control.provisioning_activities import control_app
+from perdure.platform.control.control_app import control_app
+from perdure.platform.stores.databases import Databases
 
 # A process that has not reported for this long is taken for dead.
 REPORT_FRESHNESS = timedelta(seconds=10)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from perdure.platform.control.provisioning_activities import control_app
+from perdure.platform.control.control_app import control_app
 from perdure.platform.control.rollout_activities import (
     RingHealth,
     restore_desired_versions,

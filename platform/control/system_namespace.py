@@ -5,12 +5,12 @@ named when the control plane is bootstrapped (else the cell placement picks)."""
 from __future__ import annotations
 
 from perdure.infra.settings import Settings
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import ControlError, NamespaceRecord
-from perdure.platform.cell.provisioning import place, provision_namespace
+from perdure.platform.control.provisioning import place, provision_namespace
+from perdure.platform.stores.control_store import ControlError, NamespaceRecord
+from perdure.platform.stores.databases import Databases
 from perdure.platform.tenancy.model import Quota
 
-SYSTEM_APP = "perdure.platform.control.system_app:app"
+SYSTEM_APP = "perdure.platform.processes.system_app:app"
 
 
 async def ensure_system_namespace(settings: Settings, cell: str | None = None) -> NamespaceRecord:

@@ -4,30 +4,20 @@ leaves the same record."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from perdure.infra.settings import get_settings
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import ControlError
-from perdure.platform.control.provisioning_activities import control_app
+from perdure.platform.control.control_app import control_app
+from perdure.platform.control.twin_change import TwinChange
+from perdure.platform.control.workflow_ids import DELETE_NAMESPACE, Entity, deletion_id
+from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.stores.control_store import ControlError
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.tenancy_store import TenancyStore
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.tenancy_store import TenancyStore
 from perdure.tenants import ApplicationError
-
-Entity = Literal["cell", "namespace", "account", "user"]
-
-
-class TwinChange(BaseModel):
-    """A change signalled to a twin: ``kind`` says what, ``fields`` with what."""
-
-    kind: Literal["update", "suspend", "resume", "delete", "retire"]
-    fields: dict[str, Any] = {}
-
-
-def twin_id(entity: Entity, key: str) -> str:
-    return f"{entity}/{key}"
 
 
 async def _read(databases: Databases, entity: Entity, key: str) -> dict[str, Any]:
@@ -63,14 +53,10 @@ async def read_entity(entity: Entity, key: str) -> dict[str, Any]:
 @control_app.activity
 async def start_namespace_deletion(name: str) -> None:
     """Start ``DeleteNamespace`` (once: a deletion already under way is left to run)."""
-    from perdure.platform.cell.ops_client import OpsClient
-    from perdure.platform.control.deletion import DeleteNamespace, deletion_id
-    from perdure.platform.core.definitions import workflow_name_of
-
     settings = get_settings()
     async with await OpsClient.connect(settings, settings.system_namespace) as ops:
         await ops.start_workflow(
-            workflow_name_of(DeleteNamespace.run),
+            DELETE_NAMESPACE,
             name,
             id=deletion_id(name),
             id_reuse_policy="allow_duplicate_failed_only",

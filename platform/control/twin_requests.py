@@ -4,12 +4,11 @@ change to it. Both need the control plane to be bootstrapped."""
 from __future__ import annotations
 
 from perdure.infra.settings import Settings
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import ControlError
-from perdure.platform.cell.ops_client import OpsClient
-from perdure.platform.control.entity_twin import EntityTwin
-from perdure.platform.control.twin_activities import Entity, TwinChange, twin_id
-from perdure.platform.core.definitions import workflow_name_of
+from perdure.platform.control.twin_change import TwinChange
+from perdure.platform.control.workflow_ids import ENTITY_TWIN, Entity, twin_id
+from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.stores.control_store import ControlError
+from perdure.platform.stores.databases import Databases
 
 
 async def control_plane_ready(settings: Settings) -> bool:
@@ -33,9 +32,7 @@ async def start_twins(settings: Settings, entities: list[tuple[Entity, str]]) ->
 async def _start_twins(ops: OpsClient, entities: list[tuple[Entity, str]]) -> None:
     for entity, key in entities:
         workflow_id = twin_id(entity, key)
-        await ops.start_workflow(
-            workflow_name_of(EntityTwin.run), entity, key, id=workflow_id, request_id=f"twin:{workflow_id}"
-        )
+        await ops.start_workflow(ENTITY_TWIN, entity, key, id=workflow_id, request_id=f"twin:{workflow_id}")
 
 
 async def twin_if_bootstrapped(settings: Settings, entity: Entity, key: str) -> None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core.outbox import DispatchActivity, DispatchWorkflowTask
-from perdure.platform.tenancy.vhost_layout import (
+from perdure.platform.protocol.vhost_layout import (
     STICKY_QUEUE_PATTERN,
     WORKER_REPORTS_QUEUE,
     WORKFLOW_TASKS_QUEUE,
@@ -33,6 +33,9 @@ PROTOCOL_VERSION = 1
 # holds it a while and hands it to the run only if the result itself does not come (the worker died
 # meanwhile), so a worker that dies while running workflow code loses no completed activity.
 PROVISIONAL_HEADER = "perdure-provisional"
+# Commands carry payloads (activity inputs, results): bounded by what a record of the cell's topic may
+# carry (Kafka's default, about 1 MB); a larger report is dead-lettered, not retried.
+MAX_REPORT_BYTES = 1000 * 1000
 
 
 def result_key(run_id: str, scheduled_event_id: int, attempt: int) -> str:

@@ -21,19 +21,19 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 from perdure.infra.periodic import every
+from perdure.infra.rabbitmq_admin import rabbitmq_admin
 from perdure.infra.settings import Settings
-from perdure.platform.cell.amqp_channels import AmqpChannels
-from perdure.platform.cell.connections import rabbitmq_admin
-from perdure.platform.cell.control_store import NamespaceRecord
-from perdure.platform.cell.namespace_apps import NamespaceApps
-from perdure.platform.cell.provisioning import namespace_amqp_url
-from perdure.platform.tenancy.vhost_layout import (
+from perdure.platform.messaging.amqp_channels import AmqpChannels
+from perdure.platform.protocol.vhost_layout import (
     ACTIVITIES_QUEUE,
     WORKFLOW_TASKS_QUEUE,
     namespace_user_permissions,
 )
-from perdure.platform.workers.artifacts import ArtifactStore, unpack
-from perdure.platform.workers.sandbox import Sandbox, die_with, sweep_cgroups
+from perdure.platform.sandboxing.sandbox import Sandbox, die_with, sweep_cgroups
+from perdure.platform.stores.artifacts import ArtifactStore, unpack
+from perdure.platform.stores.control_store import NamespaceRecord
+from perdure.platform.stores.namespace_apps import NamespaceApps
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 
 log = logging.getLogger("perdure.workers")
 DRAIN_SECONDS = 300.0  # how long a previous version's worker may take to finish what it holds
@@ -172,7 +172,7 @@ class WorkerSupervisor:
             "PERDURE_WORKER_IDLE_SECONDS": str(self.settings.worker_idle_seconds),
             "PERDURE_WORKER_STOP_GRACE_SECONDS": str(self.stop_grace / 2),
         }
-        module = ["-m", "perdure.platform.workers.hosted_worker"]
+        module = ["-m", "perdure.platform.processes.hosted_worker"]
         if record.name == self.settings.system_namespace:
             # The control plane's own code: trusted with the platform's environment and interpreter.
             parent = os.getpid()

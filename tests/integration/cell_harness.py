@@ -19,20 +19,20 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from perdure.infra.settings import Endpoints, Settings, load_settings
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.ops_client import OpsClient
-from perdure.platform.cell.provisioning import (
+from perdure.platform.control.provisioning import (
     ProvisionedNamespace,
     create_cell,
     create_namespace,
-    namespace_amqp_url,
     provision_namespace,
 )
 from perdure.platform.core import history as h
 from perdure.platform.core.outbox import RunClosed
+from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.protocol.vhost_layout import RESULTS_EXCHANGE
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.tenancy_store import TenancyStore
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.tenancy_store import TenancyStore
-from perdure.platform.tenancy.vhost_layout import RESULTS_EXCHANGE
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 
 REPO = Path(__file__).resolve().parents[2]
 PERDURE = Path(sys.executable).parent / "perdure"

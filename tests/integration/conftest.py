@@ -20,7 +20,7 @@ from pymongo import AsyncMongoClient  # noqa: E402
 
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin  # noqa: E402
 from perdure.infra.settings import Endpoints  # noqa: E402
-from perdure.platform.cell.provisioning import tenant_user  # noqa: E402
+from perdure.platform.control.provisioning import tenant_user  # noqa: E402
 
 from .cell_harness import CellUnderTest, TenantCell, provision, provision_tenants  # noqa: E402
 

@@ -14,16 +14,16 @@ from typing import Any
 import aio_pika
 from aiokafka import AIOKafkaProducer
 
-from perdure.billing.billing_wire import BILLING_EXCHANGE, ExportAnnouncement
 from perdure.billing.export_schedule import GRACE, SCHEDULE_ID
 from perdure.infra.settings import Settings
-from perdure.platform.cell.ops_client import OpsClient
-from perdure.platform.cell.provisioning import namespace_amqp_url
-from perdure.platform.cell.usage_producer import ensure_metering_topic
 from perdure.platform.control.system_namespace import ensure_system_namespace
 from perdure.platform.core import history as h
 from perdure.platform.core.usage import UsageRecord
+from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.messaging.usage_producer import ensure_metering_topic
+from perdure.platform.protocol.billing_wire import BILLING_EXCHANGE, ExportAnnouncement
 from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 
 from .cell_harness import eventually, run_perdure
 from .conftest import TenantCellFactory

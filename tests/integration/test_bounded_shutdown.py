@@ -13,7 +13,7 @@ from pathlib import Path
 
 from perdure.infra.bounded_stop import EXIT_CODE_OVERRAN, WATCHDOG_GRACE_SECONDS
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
-from perdure.platform.cell.connections import Databases
+from perdure.platform.stores.databases import Databases
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants.client import Client
 

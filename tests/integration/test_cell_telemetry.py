@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 
 from perdure.infra.telemetry import configure_telemetry
-from perdure.platform.cell.cell_process import run_cell
-from perdure.platform.cell.provisioning import namespace_amqp_url
 from perdure.platform.control.canary import WithCanary
+from perdure.platform.processes.cell_process import run_cell
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 from perdure.tenants.worker import Worker
 
 from .cell_app import app

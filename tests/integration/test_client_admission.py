@@ -10,10 +10,10 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from perdure.platform.admission.ingress_wire import IngressReply
-from perdure.platform.cell.provisioning import namespace_amqp_url
+from perdure.platform.protocol.ingress_wire import IngressReply
+from perdure.platform.protocol.vhost_layout import CLIENT_QUEUE_PREFIX, INGRESS_DEAD_LETTERS, INGRESS_QUEUE
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.vhost_layout import CLIENT_QUEUE_PREFIX, INGRESS_DEAD_LETTERS, INGRESS_QUEUE
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 from perdure.tenants import ApplicationError, PayloadTooLargeError, UnknownWorkflowTypeError
 from perdure.tenants.client import Client
 from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError

@@ -13,11 +13,11 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from perdure.platform.cell.ops_client import OpsClient
-from perdure.platform.cell.provisioning import namespace_amqp_url
 from perdure.platform.core import history as h
+from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.protocol.vhost_layout import INGRESS_QUEUE
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 from perdure.tenants import ServiceUnavailableError
 from perdure.tenants.client import Client
 

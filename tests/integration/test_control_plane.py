@@ -17,12 +17,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import ControlError
-from perdure.platform.cell.ops_client import OpsClient
-from perdure.platform.cell.provisioning import create_cell, namespace_amqp_url, place, tenant_user
 from perdure.platform.control.placement import PlacementError
-from perdure.platform.tenancy.vhost_layout import ACTIVITIES_QUEUE, INGRESS_DEAD_LETTERS, INGRESS_QUEUE
+from perdure.platform.control.provisioning import create_cell, place
+from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.protocol.vhost_layout import ACTIVITIES_QUEUE, INGRESS_DEAD_LETTERS, INGRESS_QUEUE
+from perdure.platform.stores.control_store import ControlError
+from perdure.platform.stores.databases import Databases
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url, tenant_user
 from perdure.tenants import AuthenticationError, NamespaceSuspendedError
 from perdure.tenants.client import Client
 

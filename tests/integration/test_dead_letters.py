@@ -9,7 +9,7 @@ from textwrap import dedent
 from aiokafka import AIOKafkaProducer
 
 from perdure.platform.cell import dead_letters
-from perdure.platform.cell.connections import Databases
+from perdure.platform.stores.databases import Databases
 
 from .cell_harness import closed_runs, completed_activities, count_lines, eventually, payload_value
 from .conftest import CellFactory

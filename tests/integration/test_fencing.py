@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from perdure.platform.cell.run_store import FencedError, RunEntry, RunStore
 from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
 from perdure.platform.core.payloads import default_converter
 from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
 from perdure.platform.core.workflow_activations import WorkflowActivations
+from perdure.platform.stores.run_store import FencedError, RunEntry, RunStore
 
 from .cell_app import app
 

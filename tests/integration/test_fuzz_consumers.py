@@ -12,18 +12,18 @@ from aiokafka import AIOKafkaProducer
 
 from bench.hostile_messages import consumers, draw_refused
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
-from perdure.platform.cell.amqp_dead_letters import REASON_HEADER
 from perdure.platform.cell.dead_letters import read_letters
-from perdure.platform.cell.provisioning import namespace_amqp_url
-from perdure.platform.cell.usage_producer import metering_dlq_topic
-from perdure.platform.cell.wire import dlq_topic, execution_key, tasks_topic
-from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.vhost_layout import (
+from perdure.platform.messaging.amqp_dead_letters import REASON_HEADER
+from perdure.platform.messaging.usage_producer import metering_dlq_topic
+from perdure.platform.protocol.cell_wire import dlq_topic, execution_key, tasks_topic
+from perdure.platform.protocol.vhost_layout import (
     INGRESS_DEAD_LETTERS,
     INGRESS_QUEUE,
     WORKER_REPORTS_DEAD_LETTERS,
     WORKER_REPORTS_QUEUE,
 )
+from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 from perdure.tenants.client import Client
 
 from .cell_app import ThreeSteps

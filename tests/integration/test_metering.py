@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.reconcile import counted_from_histories, metered, mongo_client
 from perdure.billing.metering_service import metering_group, usage_store
-from perdure.platform.cell.usage_producer import ensure_metering_topic
 from perdure.platform.core.usage import ACTION_METRICS, UsageRecord, hour_of
+from perdure.platform.messaging.usage_producer import ensure_metering_topic
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants.client import Client
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from perdure.platform.cell.run_store import RunEntry, RunStore
 from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
 from perdure.platform.core.payloads import default_converter
+from perdure.platform.stores.run_store import RunEntry, RunStore
 
 from .test_fencing import _absorb, _completed, _machine
 from .test_fencing import _start as _start_run

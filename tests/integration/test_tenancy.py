@@ -17,19 +17,13 @@ from pymongo import AsyncMongoClient
 
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.infra.settings import Settings, load_settings
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import ControlError
-from perdure.platform.cell.provisioning import (
+from perdure.platform.control.provisioning import (
     ProvisionedNamespace,
     create_cell,
     provision_namespace,
     rotate_key,
-    tenant_user,
 )
-from perdure.platform.tenancy.api_keys import key_matches
-from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.tenancy_store import TenancyStore
-from perdure.platform.tenancy.vhost_layout import (
+from perdure.platform.protocol.vhost_layout import (
     ACTIVITIES_DEAD_LETTERS,
     ACTIVITIES_QUEUE,
     INGRESS_QUEUE,
@@ -37,6 +31,12 @@ from perdure.platform.tenancy.vhost_layout import (
     WORKER_REPORTS_QUEUE,
     WORKFLOW_TASKS_QUEUE,
 )
+from perdure.platform.stores.control_store import ControlError
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.tenancy_store import TenancyStore
+from perdure.platform.tenancy.api_keys import key_matches
+from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.namespace_urls import tenant_user
 from perdure.tenants import AuthenticationError, Client
 
 from ..service_endpoints import Endpoints

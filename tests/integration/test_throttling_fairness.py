@@ -12,13 +12,13 @@ from typing import Any
 import aio_pika
 import pytest
 
-from perdure.platform.admission.ingress_wire import StartRequest
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.provisioning import ProvisionedNamespace
+from perdure.platform.control.provisioning import ProvisionedNamespace
 from perdure.platform.core.outbox import RunClosed
 from perdure.platform.core.payloads import default_converter
+from perdure.platform.protocol.ingress_wire import StartRequest
+from perdure.platform.protocol.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
+from perdure.platform.stores.databases import Databases
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
 
 from .cell_harness import CellUnderTest
 from .conftest import TenantCellFactory

@@ -8,7 +8,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from perdure.platform.cell.run_store import RunStore
+from perdure.platform.stores.run_store import RunStore
 
 # How each server names a plan that reads an index, and one that reads the whole collection.
 INDEX_MARKERS = ("IXSCAN", "Index Scan", "Index Only Scan")

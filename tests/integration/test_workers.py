@@ -19,16 +19,16 @@ import aio_pika
 import pytest
 
 from perdure.platform.admission.worker_reports import PROVISIONAL_HOLD_SECONDS
-from perdure.platform.cell.ops_client import OpsClient
-from perdure.platform.cell.provisioning import namespace_amqp_url
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core.commands import CompleteWorkflow
 from perdure.platform.core.payloads import default_converter
+from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.protocol.vhost_layout import WORKER_REPORTS_DEAD_LETTERS, WORKER_REPORTS_QUEUE
 from perdure.platform.protocol.worker_wire import PROVISIONAL_HEADER, WorkerReport, result_key
+from perdure.platform.sandboxing.sandbox import Sandbox, SandboxLimits, sandbox_user
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.vhost_layout import WORKER_REPORTS_DEAD_LETTERS, WORKER_REPORTS_QUEUE
-from perdure.platform.workers.sandbox import Sandbox, SandboxLimits, sandbox_user
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 from perdure.tenants import WorkflowFailureError
 from perdure.tenants.client import Client, WorkflowHandle
 

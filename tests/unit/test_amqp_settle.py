@@ -11,7 +11,7 @@ from aio_pika.exceptions import MessageProcessError
 from aiormq.exceptions import ChannelInvalidStateError
 
 from perdure.infra.outages import OUTAGES
-from perdure.platform.cell.amqp_settle import ack, hand_back
+from perdure.platform.messaging.amqp_settle import ack, hand_back
 
 
 class _Delivered:

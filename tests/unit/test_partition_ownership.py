@@ -59,8 +59,12 @@ class _Sender:
 def _engine(store: _FlakyStore) -> CellEngine:
     sender = _Sender()
     return CellEngine(
-        cell=cast(Any, None), store=cast(Any, store), apps=cast(Any, None), tasks=cast(Any, None),
-        sender=cast(Any, sender), consumer=cast(Any, None),
+        cell=cast(Any, None),
+        store=cast(Any, store),
+        apps=cast(Any, None),
+        tasks=cast(Any, None),
+        sender=cast(Any, sender),
+        consumer=cast(Any, None),
     )
 
 

@@ -9,7 +9,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from perdure.platform.cell.control_store import ControlError, check_name
+from perdure.platform.stores.control_store import ControlError, check_name
 from perdure.platform.tenancy.model import AccountRecord, Role, UserRecord
 
 

@@ -11,21 +11,10 @@ import aio_pika
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from perdure.infra.rabbitmq_admin import rabbitmq_admin
 from perdure.infra.settings import Settings
-from perdure.platform.cell.connections import Databases, rabbitmq_admin
-from perdure.platform.cell.control_store import (
-    CellRecord,
-    ControlError,
-    ControlStore,
-    Hosting,
-    NamespaceRecord,
-    check_name,
-)
 from perdure.platform.control.placement import CellLoad, choose_cell
-from perdure.platform.tenancy.api_keys import issue_key
-from perdure.platform.tenancy.model import Quota
-from perdure.platform.tenancy.tenancy_store import TenancyStore
-from perdure.platform.tenancy.vhost_layout import (
+from perdure.platform.protocol.vhost_layout import (
     ACTIVITIES_DEAD_LETTERS,
     ACTIVITIES_QUEUE,
     DEAD_LETTER_EXCHANGE,
@@ -38,8 +27,21 @@ from perdure.platform.tenancy.vhost_layout import (
     WORKFLOW_TASKS_QUEUE,
     namespace_user_permissions,
 )
-from perdure.platform.workers.app_manifest import read_manifest
-from perdure.platform.workers.sandbox import Sandbox
+from perdure.platform.sandboxing.app_manifest import read_manifest
+from perdure.platform.sandboxing.sandbox import Sandbox
+from perdure.platform.stores.control_store import (
+    CellRecord,
+    ControlError,
+    ControlStore,
+    Hosting,
+    NamespaceRecord,
+    check_name,
+)
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.tenancy_store import TenancyStore
+from perdure.platform.tenancy.api_keys import issue_key
+from perdure.platform.tenancy.model import Quota
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url, tenant_user
 
 
 async def create_cell(
@@ -70,23 +72,12 @@ async def create_cell(
         await databases.close()
 
 
-def namespace_amqp_url(settings: Settings, cell: str, vhost: str) -> str:
-    """The platform's own AMQP URL, moved to a namespace's vhost."""
-    parts = urlsplit(settings.endpoints(cell).rabbitmq_url)
-    netloc = parts.netloc
-    return f"{parts.scheme}://{netloc}/{quote(vhost, safe='')}"
-
-
 @dataclass(frozen=True)
 class ProvisionedNamespace:
     record: NamespaceRecord
     # Only when this call created the namespace: the key is shown once and never stored.
     api_key: str | None
     connection_string: str | None
-
-
-def tenant_user(namespace: str) -> str:
-    return f"ns-{namespace}"
 
 
 def connection_string(settings: Settings, record: NamespaceRecord, api_key: str) -> str:

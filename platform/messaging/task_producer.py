@@ -10,7 +10,13 @@ from aiokafka import AIOKafkaProducer
 from perdure.infra.kafka_backoff import with_reconnect_backoff
 from perdure.infra.settings import Endpoints
 from perdure.infra.telemetry import inject_kafka_headers
-from perdure.platform.cell.wire import KIND_HEADER, VERSION_HEADER, WIRE_VERSION, TaskEnvelope, tasks_topic
+from perdure.platform.protocol.cell_wire import (
+    KIND_HEADER,
+    VERSION_HEADER,
+    WIRE_VERSION,
+    TaskEnvelope,
+    tasks_topic,
+)
 
 
 def new_producer(endpoints: Endpoints) -> AIOKafkaProducer:

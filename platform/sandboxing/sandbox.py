@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perdure.infra.settings import Settings
+from perdure.platform.sandboxing.code_environment import code_environment
 from perdure.platform.tenancy.model import Quota
-from perdure.platform.workers.app_manifest import code_environment
 
 log = logging.getLogger("perdure.workers")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perdure.platform.cell.control_store import ControlError, ControlStore, NamespaceRecord
+from perdure.platform.stores.control_store import ControlError, ControlStore, NamespaceRecord
 
 
 @dataclass

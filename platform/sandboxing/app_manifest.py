@@ -1,7 +1,7 @@
 """What an app registers (its workflow and activity types), read in a separate process: the platform
 learns it without importing tenant code into its own processes.
 
-``python -m perdure.platform.workers.app_manifest MOD:ATTR`` prints the manifest as JSON; the child
+``python -m perdure.platform.sandboxing.app_manifest MOD:ATTR`` prints the manifest as JSON; the child
 gets no environment beyond what finding the code needs.
 """
 
@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from perdure.platform.sandboxing.code_environment import code_environment
+from perdure.platform.sandboxing.sandbox import Sandbox
 from perdure.tenants.app_loader import AppLoadError, load_app
-
-if TYPE_CHECKING:
-    from perdure.platform.workers.sandbox import Sandbox
 
 MANIFEST_TIMEOUT_SECONDS = 30.0
 
@@ -27,32 +24,6 @@ MANIFEST_TIMEOUT_SECONDS = 30.0
 class AppManifest(BaseModel):
     workflow_types: list[str]
     activity_types: list[str]
-
-
-def code_paths() -> list[str]:
-    """Where this process finds code that is not its interpreter's own (apps, the project): the
-    folders a process importing a namespace's app needs on its path."""
-    installation = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
-    entries = [*os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path, os.getcwd()]
-    paths: list[str] = []
-    for entry in entries:
-        if not entry or not Path(entry).is_dir():
-            continue
-        path = Path(entry).resolve()
-        if any(path == root or root in path.parents for root in installation):
-            continue
-        if {"site-packages", "dist-packages"} & set(path.parts) or str(path) in paths:
-            continue
-        paths.append(str(path))
-    return paths
-
-
-def code_environment() -> dict[str, str]:
-    """All a process that imports tenant code is given of the platform's environment: where Python
-    finds code. No settings, no credentials."""
-    kept = {name: os.environ[name] for name in ("PATH", "LANG") if name in os.environ}
-    kept["PYTHONPATH"] = os.pathsep.join(code_paths())
-    return kept
 
 
 async def read_manifest(
@@ -74,7 +45,7 @@ async def read_manifest(
     process = await asyncio.create_subprocess_exec(
         python,
         "-m",
-        "perdure.platform.workers.app_manifest",
+        "perdure.platform.sandboxing.app_manifest",
         app,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -11,7 +11,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from perdure.infra.amqp_reconnect import connect_with_backoff
 from perdure.infra.settings import Settings
-from perdure.platform.cell.provisioning import namespace_amqp_url
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 
 log = logging.getLogger("perdure.cell")
 # How long a consumer's cancel or a connection's close may take when a process stops.

@@ -11,9 +11,9 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from perdure.platform.cell.wire import dlq_topic, tasks_topic
+from perdure.platform.protocol.cell_wire import dlq_topic, tasks_topic
+from perdure.platform.stores.artifacts import Deployment
 from perdure.platform.tenancy.model import Member, Quota
-from perdure.platform.workers.artifacts import Deployment
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 

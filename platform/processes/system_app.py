@@ -9,7 +9,7 @@ from perdure.platform.control import (  # noqa: F401  (they register their workf
     provisioning_workflow,
     rollout_workflow,
 )
-from perdure.platform.control.provisioning_activities import control_app
+from perdure.platform.control.control_app import control_app
 from perdure.tenants import App
 
 app = App("perdure-system").include(billing_app, control_app)

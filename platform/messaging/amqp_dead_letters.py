@@ -11,9 +11,9 @@ from __future__ import annotations
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from perdure.platform.cell.amqp_channels import AmqpChannels
-from perdure.platform.cell.amqp_settle import ack
-from perdure.platform.cell.wire import MAX_REASON_CHARS
+from perdure.platform.messaging.amqp_channels import AmqpChannels
+from perdure.platform.messaging.amqp_settle import ack
+from perdure.platform.protocol.cell_wire import MAX_REASON_CHARS
 
 REASON_HEADER = "perdure-dead-letter-reason"
 

@@ -1,4 +1,4 @@
-"""The clients a cell process holds: control and cell databases, Kafka, RabbitMQ management."""
+"""The database clients a platform process holds: the control database, and a cell's database."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.infra.settings import Settings
-from perdure.platform.cell.control_store import ControlStore
-from perdure.platform.cell.run_store import RunStore
+from perdure.platform.stores.control_store import ControlStore
+from perdure.platform.stores.run_store import RunStore
 
 
 @dataclass
@@ -40,7 +39,3 @@ class Databases:
 
     async def close(self) -> None:
         await self.client.close()
-
-
-def rabbitmq_admin(settings: Settings, cell: str | None = None) -> RabbitMQAdmin:
-    return RabbitMQAdmin(settings.endpoints(cell).rabbitmq_management_url)

@@ -7,13 +7,13 @@ from datetime import date
 
 from perdure.billing.export_schedule import SCHEDULE_ID, BillingExportSchedule
 from perdure.infra.settings import Settings
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.ops_client import OpsClient, WorkflowNotFound
 from perdure.platform.control.system_namespace import ensure_system_namespace
-from perdure.platform.control.twin_activities import Entity
 from perdure.platform.control.twin_requests import start_twins
+from perdure.platform.control.workflow_ids import Entity
 from perdure.platform.core.definitions import workflow_name_of
-from perdure.platform.tenancy.tenancy_store import TenancyStore
+from perdure.platform.messaging.ops_client import OpsClient, WorkflowNotFound
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.tenancy_store import TenancyStore
 
 
 async def bootstrap_control_plane(settings: Settings, cell: str | None, billing_from: date) -> list[str]:

@@ -12,8 +12,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import inject_kafka_headers
-from perdure.platform.cell.wire import KIND_HEADER, VERSION_HEADER
 from perdure.platform.core.usage import USAGE_VERSION, UsageRecord
+from perdure.platform.protocol.cell_wire import KIND_HEADER, VERSION_HEADER
 
 METERING_PARTITIONS = 4
 

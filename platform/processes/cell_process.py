@@ -16,17 +16,17 @@ from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry
 from perdure.platform.admission.admission_service import Admission
 from perdure.platform.admission.worker_reports import WorkerReportRelay
-from perdure.platform.cell.amqp_channels import AmqpChannels
 from perdure.platform.cell.armed_timers import ArmedTimers
-from perdure.platform.cell.connections import Databases
 from perdure.platform.cell.engine_runner import EngineRunner, engine_group
-from perdure.platform.cell.namespace_apps import NamespaceApps
 from perdure.platform.cell.outbox_sender import OutboxSender
 from perdure.platform.cell.process_reporter import ProcessReporter
 from perdure.platform.cell.storage_sampler import StorageSampler
-from perdure.platform.cell.task_producer import TaskProducer, new_producer
-from perdure.platform.cell.usage_producer import UsageProducer, ensure_metering_topic
-from perdure.platform.workers.artifacts import ArtifactStore
+from perdure.platform.messaging.amqp_channels import AmqpChannels
+from perdure.platform.messaging.task_producer import TaskProducer, new_producer
+from perdure.platform.messaging.usage_producer import UsageProducer, ensure_metering_topic
+from perdure.platform.stores.artifacts import ArtifactStore
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.namespace_apps import NamespaceApps
 from perdure.platform.workers.supervisor import WorkerSupervisor
 
 log = logging.getLogger("perdure.cell")

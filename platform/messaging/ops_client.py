@@ -13,18 +13,18 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiokafka import AIOKafkaProducer
 
 from perdure.infra.settings import Settings
-from perdure.platform.admission.ingress_wire import IngressReply
-from perdure.platform.cell.connections import Databases
-from perdure.platform.cell.control_store import NamespaceRecord
-from perdure.platform.cell.provisioning import namespace_amqp_url
-from perdure.platform.cell.run_store import RunStore
-from perdure.platform.cell.task_producer import TaskProducer, new_producer
-from perdure.platform.cell.visibility import describe_run
-from perdure.platform.cell.wire import TaskEnvelope
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core.failures import ApplicationError
 from perdure.platform.core.payloads import Payload, default_converter
+from perdure.platform.messaging.task_producer import TaskProducer, new_producer
+from perdure.platform.protocol.cell_wire import TaskEnvelope
+from perdure.platform.protocol.ingress_wire import IngressReply
+from perdure.platform.stores.control_store import NamespaceRecord
+from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.run_store import RunStore
+from perdure.platform.stores.visibility import describe_run
+from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 
 
 class WorkflowNotFound(LookupError):

@@ -1,0 +1,25 @@
+"""The control plane's workflow types and the ids their runs take: one run per entity, so that a
+request made twice finds the run the first one started. Activities that start or signal these runs
+name them from here, which keeps the activities apart from the workflows that call them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Entity = Literal["cell", "namespace", "account", "user"]
+
+PROVISION_NAMESPACE = "ProvisionNamespace"
+DELETE_NAMESPACE = "DeleteNamespace"
+ENTITY_TWIN = "EntityTwin"
+
+
+def provisioning_id(namespace: str) -> str:
+    return f"provision-namespace/{namespace}"
+
+
+def deletion_id(namespace: str) -> str:
+    return f"delete-namespace/{namespace}"
+
+
+def twin_id(entity: Entity, key: str) -> str:
+    return f"{entity}/{key}"
