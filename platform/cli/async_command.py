@@ -14,12 +14,19 @@ from pymongo.errors import ServerSelectionTimeoutError
 from perdure.infra.bounded_stop import EXIT_CODE_OVERRAN, StopOverranError, end_process
 from perdure.platform.core.failures import ApplicationError
 from perdure.platform.core.payloads import PayloadTooLargeError
-from perdure.platform.messaging.ops_client import WorkflowNotFound
 from perdure.platform.stores.control_store import ControlError
 from perdure.tenants.app_loader import AppLoadError
+from perdure.tenants.client_errors import WorkflowNotFoundError
 
 T = TypeVar("T")
-EXPECTED = (ControlError, AppLoadError, WorkflowNotFound, PayloadTooLargeError, ValueError, ApplicationError)
+EXPECTED = (
+    ControlError,
+    AppLoadError,
+    WorkflowNotFoundError,
+    PayloadTooLargeError,
+    ValueError,
+    ApplicationError,
+)
 # A service that cannot be reached: say which, not a traceback.
 UNREACHABLE = (KafkaConnectionError, ServerSelectionTimeoutError, AMQPConnectionError, ConnectionError)
 

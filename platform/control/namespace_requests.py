@@ -17,11 +17,12 @@ from perdure.platform.control.provisioning_workflow import ProvisionNamespace
 from perdure.platform.control.workflow_ids import deletion_id, provisioning_id
 from perdure.platform.core.definitions import workflow_name_of
 from perdure.platform.core.start_rules import fresh_run_id
-from perdure.platform.messaging.ops_client import OpsClient, WorkflowNotFound
+from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.stores.control_store import ControlError, Hosting
 from perdure.platform.stores.databases import Databases
 from perdure.platform.tenancy.api_keys import broker_password_hash, issue_key
 from perdure.platform.tenancy.model import Quota
+from perdure.tenants.client_errors import WorkflowNotFoundError
 
 FOLLOW_EVERY = 0.25
 T = TypeVar("T")
@@ -144,7 +145,7 @@ async def _run_and_follow(
             while True:
                 try:
                     described = await ops.describe(workflow_id)
-                except WorkflowNotFound:
+                except WorkflowNotFoundError:
                     described = None  # ours is on its way in
                 if described is not None:
                     is_open = described["status"] in ("running", "blocked")

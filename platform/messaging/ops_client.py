@@ -25,10 +25,7 @@ from perdure.platform.stores.databases import Databases
 from perdure.platform.stores.run_store import RunStore
 from perdure.platform.stores.visibility import describe_run
 from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
-
-
-class WorkflowNotFound(LookupError):
-    pass
+from perdure.tenants.client_errors import WorkflowNotFoundError
 
 
 class OpsClient:
@@ -117,7 +114,7 @@ class OpsClient:
     async def query(self, workflow_id: str, name: str, *args: Any, timeout: float = 30.0) -> Any:
         """Ask the workflow's partition owner, as a tenant's query does; the answer comes back on a
         queue of this client in the namespace's vhost. Raises ``ApplicationError`` if the run does not
-        answer, ``WorkflowNotFound`` if there is no run."""
+        answer, ``WorkflowNotFoundError`` if there is no run."""
         correlation = str(uuid.uuid4())
         connection = await aio_pika.connect(
             namespace_amqp_url(self.settings, self.namespace.cell, self.namespace.vhost)
@@ -147,7 +144,7 @@ class OpsClient:
             return default_converter.from_payload(reply.result)
         error = reply.error
         if error is not None and error.type == "not_found":
-            raise WorkflowNotFound(error.message)
+            raise WorkflowNotFoundError(error.message)
         raise ApplicationError(
             error.message if error else "no answer", type=error.failure_type if error else None
         )
@@ -164,7 +161,7 @@ class OpsClient:
     async def describe(self, workflow_id: str) -> dict[str, Any]:
         document = await self.store.latest_run(self.namespace.name, workflow_id)
         if document is None:
-            raise WorkflowNotFound(f"no workflow {workflow_id!r} in namespace {self.namespace.name!r}")
+            raise WorkflowNotFoundError(f"no workflow {workflow_id!r} in namespace {self.namespace.name!r}")
         description = describe_run(document)
         if description["result"]:
             description["result"] = default_converter.from_payload(
@@ -175,7 +172,7 @@ class OpsClient:
     async def history(self, workflow_id: str) -> list[h.HistoryEvent]:
         document = await self.store.latest_run(self.namespace.name, workflow_id)
         if document is None:
-            raise WorkflowNotFound(f"no workflow {workflow_id!r} in namespace {self.namespace.name!r}")
+            raise WorkflowNotFoundError(f"no workflow {workflow_id!r} in namespace {self.namespace.name!r}")
         return await self.store.read_history(document["_id"], document)
 
     async def list(

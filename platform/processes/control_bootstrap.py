@@ -11,9 +11,10 @@ from perdure.platform.control.system_namespace import ensure_system_namespace
 from perdure.platform.control.twin_requests import start_twins
 from perdure.platform.control.workflow_ids import Entity
 from perdure.platform.core.definitions import workflow_name_of
-from perdure.platform.messaging.ops_client import OpsClient, WorkflowNotFound
+from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.stores.databases import Databases
 from perdure.platform.stores.tenancy_store import TenancyStore
+from perdure.tenants.client_errors import WorkflowNotFoundError
 
 
 async def bootstrap_control_plane(settings: Settings, cell: str | None, billing_from: date) -> list[str]:
@@ -24,7 +25,7 @@ async def bootstrap_control_plane(settings: Settings, cell: str | None, billing_
     async with await OpsClient.connect(settings, record.name) as ops:
         try:
             running = (await ops.describe(SCHEDULE_ID))["status"] in ("running", "blocked")
-        except WorkflowNotFound:
+        except WorkflowNotFoundError:
             running = False
         if running:
             done.append(f"{SCHEDULE_ID}: already running")
