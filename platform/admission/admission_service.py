@@ -32,13 +32,13 @@ from perdure.platform.core import messages as m
 from perdure.platform.core.definitions import UnknownWorkflowTypeError
 from perdure.platform.core.payloads import Payload
 from perdure.platform.core.start_rules import fresh_run_id
-from perdure.platform.core.usage import UNBILLED_WORKFLOW_TYPES
 from perdure.platform.messaging.amqp_channels import AmqpChannels, cancel_consumers
 from perdure.platform.messaging.amqp_dead_letters import dead_letter
 from perdure.platform.messaging.amqp_settle import ack, hand_back
 from perdure.platform.messaging.task_producer import TaskProducer
 from perdure.platform.protocol.cell_wire import TaskEnvelope
 from perdure.platform.protocol.ingress_wire import (
+    CANARY_WORKFLOW,
     CancelRequest,
     DescribeRequest,
     IngressReply,
@@ -56,7 +56,6 @@ from perdure.platform.stores.namespace_apps import NamespaceApps, NamespaceUnava
 from perdure.platform.stores.run_store import RunStore
 from perdure.platform.stores.visibility import describe_run, list_entry
 
-(CANARY_WORKFLOW,) = UNBILLED_WORKFLOW_TYPES  # every namespace runs the platform's canary
 log = logging.getLogger("perdure.admission")
 tracer = trace.get_tracer("perdure.admission")
 meter = metrics.get_meter("perdure.admission")

@@ -141,6 +141,7 @@ class CellEngine:
         task_timeouts: TaskTimeouts | None = None,
         inline: InlineDecisions | None = None,
         inline_seconds: float = 0.05,
+        unbilled_workflow_types: frozenset[str] = frozenset(),
     ) -> None:
         self.inline = inline
         self.inline_seconds = inline_seconds
@@ -154,6 +155,7 @@ class CellEngine:
             new_id=lambda: str(uuid.uuid4()),
             task_timeouts=task_timeouts or TaskTimeouts(),
             limits_of=self._limits_of,
+            unbilled_workflow_types=unbilled_workflow_types,
         )
         self.cell = cell
         self.store = store

@@ -36,8 +36,11 @@ class EngineRunner:
         apps: NamespaceApps,
         tasks: TaskProducer,
         sender: OutboxSender,
+        *,
+        unbilled_workflow_types: frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
+        self.unbilled_workflow_types = unbilled_workflow_types
         self.cell = cell
         self.store = store
         self.apps = apps
@@ -77,6 +80,7 @@ class EngineRunner:
             self.consumer,
             inline=self.inline,
             inline_seconds=self.settings.inline_decision_ms / 1000,
+            unbilled_workflow_types=self.unbilled_workflow_types,
         )
         self.sender.timer_armed = self.engine.timer_armed
         self.sender.history_of = self.engine.history_of

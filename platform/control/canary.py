@@ -8,10 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 from perdure.platform.core.definitions import ActivityDefinition, WorkflowDefinition, WorkflowRegistry
-from perdure.platform.core.usage import UNBILLED_WORKFLOW_TYPES
+from perdure.platform.protocol.ingress_wire import CANARY_WORKFLOW as CANARY_WORKFLOW
 from perdure.tenants import App, workflow
 
-(CANARY_WORKFLOW,) = UNBILLED_WORKFLOW_TYPES
+# The billing policy: the platform's own runs in a tenant's namespace are not billed to it.
+UNBILLED_WORKFLOW_TYPES = frozenset({CANARY_WORKFLOW})
 canary_app = App("perdure-canary")
 
 

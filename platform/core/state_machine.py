@@ -46,7 +46,6 @@ from perdure.platform.core.run_state import (
     timer_key,
 )
 from perdure.platform.core.usage import (
-    UNBILLED_WORKFLOW_TYPES,
     UsageRecord,
     heartbeat_usage,
     usage_of_events,
@@ -168,7 +167,11 @@ class ExecutionStateMachine:
         new_id: Callable[[], str],
         task_timeouts: TaskTimeouts | None = None,
         limits_of: Callable[[str], RunLimits] = lambda namespace: DEFAULT_LIMITS,
+        unbilled_workflow_types: frozenset[str] = frozenset(),
     ) -> None:
+        # What the billing policy leaves out (the platform's own runs in tenants' namespaces): the control
+        # plane's to say, not the core's.
+        self.unbilled_workflow_types = unbilled_workflow_types
         self.limits_of = limits_of
         self.clock = clock
         self.new_id = new_id
@@ -916,7 +919,7 @@ class ExecutionStateMachine:
         ):
             self._dispatch_task(step)
         usage = [*usage_of_events(state.namespace, state.run_id, step.events), *step.usage]
-        if usage and state.workflow_type not in UNBILLED_WORKFLOW_TYPES:
+        if usage and state.workflow_type not in self.unbilled_workflow_types:
             step.outbox.append(o.RecordUsage(records=usage))
         return Transition(state, step.events, step.outbox, warnings=warnings)
 

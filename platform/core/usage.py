@@ -43,8 +43,6 @@ ACTION_METRICS: tuple[ActionMetric, ...] = (
 )
 STORAGE_METRICS: tuple[StorageMetric, ...] = ("active_storage", "retained_storage")
 METRICS: tuple[str, ...] = (*ACTION_METRICS, *STORAGE_METRICS)
-# The platform's own runs in a tenant's namespace (the canary that validates a new namespace).
-UNBILLED_WORKFLOW_TYPES = frozenset({"PerdureCanary"})
 
 
 class UsageRecord(BaseModel):

@@ -21,6 +21,7 @@ from perdure.platform.cell.engine_runner import EngineRunner, engine_group
 from perdure.platform.cell.outbox_sender import OutboxSender
 from perdure.platform.cell.process_reporter import ProcessReporter
 from perdure.platform.cell.storage_sampler import StorageSampler
+from perdure.platform.control.canary import UNBILLED_WORKFLOW_TYPES
 from perdure.platform.messaging.amqp_channels import AmqpChannels
 from perdure.platform.messaging.task_producer import TaskProducer, new_producer
 from perdure.platform.messaging.usage_producer import UsageProducer, ensure_metering_topic
@@ -64,7 +65,9 @@ async def run_cell(
     sender = OutboxSender(
         store, tasks, channels, cell.partitions, apps.vhost_of, ArmedTimers(), lambda: None, usage
     )
-    runner = EngineRunner(settings, cell, store, apps, tasks, sender)
+    runner = EngineRunner(
+        settings, cell, store, apps, tasks, sender, unbilled_workflow_types=UNBILLED_WORKFLOW_TYPES
+    )
     reporter = ProcessReporter(databases.control, cell_name, runner, settings.platform_version)
     relay = WorkerReportRelay(apps, tasks, channels)
     supervisor_of_workers = WorkerSupervisor(

@@ -28,10 +28,12 @@ class Clock:
 class Run:
     """One run driven by hand: what the engine keeps of it (state, history, everything sent)."""
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, unbilled: frozenset[str] = frozenset()) -> None:
         self.clock = clock or Clock()
         ids = iter(range(1000))
-        self.machine = ExecutionStateMachine(clock=self.clock, new_id=lambda: f"run-{next(ids)}")
+        self.machine = ExecutionStateMachine(
+            clock=self.clock, new_id=lambda: f"run-{next(ids)}", unbilled_workflow_types=unbilled
+        )
         self.history: list[h.HistoryEvent] = []
         self.sent: list[o.OutboxEntry] = []
         self.state: RunState | None = None
@@ -129,6 +131,18 @@ def test_a_start_sends_the_code_a_workflow_task_and_records_its_commands() -> No
     assert any(isinstance(e, o.CancelTimerEntry) for e in completed.outbox)  # the task's timeout
     assert run.state is not None and run.state.workflow_task is None
     assert run.state.sticky_queue == "worker-1" and run.state.next_event_id == 3
+
+
+def test_the_workflow_types_the_billing_policy_leaves_out_record_no_usage() -> None:
+    def usage_of(run: Run) -> list[str]:
+        run.start("ThreeSteps", "s")
+        run.run_to_close(_worker())
+        return [r.metric for e in run.sent if isinstance(e, o.RecordUsage) for r in e.records]
+
+    billed = usage_of(Run())
+    assert "workflow_started" in billed and "activity_started" in billed
+    assert usage_of(Run(unbilled=frozenset({"ThreeSteps"}))) == []
+    assert usage_of(Run(unbilled=frozenset({"SomethingElse"}))) == billed
 
 
 def test_a_redelivered_or_stale_message_changes_nothing() -> None:
