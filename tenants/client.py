@@ -13,6 +13,7 @@ import contextlib
 import random
 import typing
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,6 +70,8 @@ ATTEMPT_MAX_SECONDS = 60.0
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 2.0
 OPEN_STATUSES = ("running", "blocked")
+# How many workflow ids' last close a client keeps for a later ``result()``.
+CLOSES_REMEMBERED = 10_000
 
 
 class Client:
@@ -88,6 +91,9 @@ class Client:
         self._pending: dict[str, asyncio.Future[IngressReply]] = {}
         self._closed_runs: dict[str, list[asyncio.Future[RunClosed]]] = {}
         self._bound: set[str] = set()
+        # The last close heard of each workflow id, for a ``result()`` called after it was announced (a
+        # caller polling with short timeouts is not waiting at the moment the close goes by).
+        self._heard_closes: OrderedDict[str, RunClosed] = OrderedDict()
         # Set (and replaced) each time the connection comes back: what was sent or awaited across the
         # outage is sent again or looked up again.
         self._reconnected = asyncio.Event()
@@ -277,6 +283,10 @@ class Client:
             return
         if message.type == "run_closed":
             closed = RunClosed.model_validate_json(message.body)
+            self._heard_closes[closed.workflow_id] = closed
+            self._heard_closes.move_to_end(closed.workflow_id)
+            while len(self._heard_closes) > CLOSES_REMEMBERED:
+                self._heard_closes.popitem(last=False)
             for waiter in self._closed_runs.pop(closed.workflow_id, []):
                 if not waiter.done():
                     waiter.set_result(closed)
@@ -339,31 +349,56 @@ class WorkflowHandle:
 
     async def _next_close(self) -> RunClosed:
         client = self.client
-        waiter: asyncio.Future[RunClosed] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[RunClosed] = loop.create_future()
         client._closed_runs.setdefault(self.id, []).append(waiter)
-        # Listening before looking: a close between the two is not missed.
-        await client._watch_closes(self.id)
-        while True:
-            reconnected = client._reconnected
-            closed = await self._closed_now()
-            if closed is not None:
-                waiter.cancel()
-                return closed
+        try:
+            # Listening before looking: a close between the two is not missed.
+            await client._watch_closes(self.id)
             while True:
+                reconnected = client._reconnected
+                heard = client._heard_closes.get(self.id)
+                if heard is not None and self.run_id is not None and heard.run_id == self.run_id:
+                    return heard
+                # Looking while listening: on a busy ingress the close may be announced long before
+                # the answer comes.
+                looking = asyncio.ensure_future(self._closed_now())
                 # A close announced while the connection was lost is not heard: look again after it.
-                lost: asyncio.Future[Any] = asyncio.ensure_future(reconnected.wait())
-                first: set[asyncio.Future[Any]] = {waiter, lost}
+                lost = asyncio.ensure_future(reconnected.wait())
+                pending: set[asyncio.Future[Any]] = {waiter, looking, lost}
                 try:
-                    await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+                    while True:
+                        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                        if waiter in done:
+                            closed = waiter.result()
+                            if (
+                                self.run_id is None
+                                or closed.run_id == self.run_id
+                                or closed.status != "continued_as_new"
+                            ):
+                                return closed
+                            pending.discard(waiter)
+                            waiter = loop.create_future()
+                            client._closed_runs.setdefault(self.id, []).append(waiter)
+                            pending.add(waiter)
+                        if looking in done:
+                            pending.discard(looking)
+                            looked = looking.result()
+                            if looked is not None:
+                                return looked
+                        if lost in done:
+                            break
                 finally:
+                    looking.cancel()
                     lost.cancel()
-                if not waiter.done():
-                    break
-                closed = waiter.result()
-                if self.run_id is None or closed.run_id == self.run_id or closed.status != "continued_as_new":
-                    return closed
-                waiter = asyncio.get_running_loop().create_future()
-                client._closed_runs.setdefault(self.id, []).append(waiter)
+        finally:
+            # A call given up (its timeout) leaves no waiter behind to swallow a close meant for the next.
+            waiter.cancel()
+            waiting = client._closed_runs.get(self.id)
+            if waiting is not None and waiter in waiting:
+                waiting.remove(waiter)
+                if not waiting:
+                    del client._closed_runs[self.id]
 
     async def _closed_now(self) -> RunClosed | None:
         """This handle's run as a close, if it is closed already."""

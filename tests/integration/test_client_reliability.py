@@ -14,8 +14,10 @@ import aio_pika
 import pytest
 
 from perdure.platform.core import history as h
+from perdure.platform.core.outbox import RunClosed
+from perdure.platform.core.payloads import default_converter
 from perdure.platform.messaging.ops_client import OpsClient
-from perdure.platform.protocol.vhost_layout import INGRESS_QUEUE
+from perdure.platform.protocol.vhost_layout import INGRESS_QUEUE, RESULTS_EXCHANGE
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 from perdure.tenants import ServiceUnavailableError
@@ -143,5 +145,57 @@ async def test_a_silent_namespace_is_asked_again_less_and_less_often(
         ingress = await (await platform.channel()).declare_queue(INGRESS_QUEUE, passive=True)
         # At 0 s, after 10 s of silence, and after 20 more; a steady pace would have sent 4 by 35 s.
         assert ingress.declaration_result.message_count == 3
+    finally:
+        await platform.close()
+
+
+async def test_a_close_announced_between_two_short_waits_is_not_missed(
+    make_tenant_cell: TenantCellFactory,
+) -> None:
+    """``result(timeout=...)`` called again and again (a caller polling): a close announced while no call
+    waits is kept for the next one, and a close announced while a call waits for the ingress to answer
+    is taken at once. The ingress here answers nothing (no admission), as a namespace whose ingress is
+    buried under a backlog would not in time."""
+    tenants = await make_tenant_cell({"a": Quota()})
+    for process in tenants.cell.processes:
+        process.kill()
+        await process.wait()
+    platform = await aio_pika.connect(
+        namespace_amqp_url(tenants.cell.settings, tenants.cell.cell, tenants.a.record.vhost)
+    )
+    converter = default_converter
+
+    async def announce(workflow_id: str, run_id: str, value: str) -> None:
+        closed = RunClosed(
+            namespace="a",
+            workflow_id=workflow_id,
+            run_id=run_id,
+            status="completed",
+            result=converter.to_payload(value),
+        )
+        channel = await platform.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(RESULTS_EXCHANGE, ensure=False)
+        await exchange.publish(
+            aio_pika.Message(closed.model_dump_json().encode(), type=closed.kind),
+            routing_key=closed.routing_key,
+        )
+        await channel.close()
+
+    try:
+        async with await Client.connect(tenants.connection_string("a"), request_timeout=120) as client:
+            polled = client.get_workflow_handle("polled", run_id="run-1")
+            with pytest.raises(TimeoutError):
+                await polled.result(timeout=1)
+            await announce("polled", "run-1", "heard while nobody waited")
+            assert await polled.result(timeout=10) == "heard while nobody waited"
+
+            waiting = client.get_workflow_handle("waiting", run_id="run-2")
+            result = asyncio.create_task(waiting.result(timeout=30))
+            with pytest.raises(TimeoutError):  # the call is waiting (its ingress answers nothing)
+                await asyncio.wait_for(asyncio.shield(result), 1)
+            began = time.monotonic()
+            await announce("waiting", "run-2", "heard while waiting")
+            assert await result == "heard while waiting"
+            assert time.monotonic() - began < 5
     finally:
         await platform.close()
