@@ -1,7 +1,9 @@
-"""The three services of the local stack, each installed from a package registry and run as a process.
+"""The four services of the local stack, each installed from a package registry and run as a process.
 
 - Kafka: Apache Kafka's jars resolved by Maven (``kafka/pom.xml``), KRaft combined mode.
-- FerretDB v1: built by Go from ``ferretdb/`` (embeds FerretDB's library), SQLite backend.
+- PostgreSQL: Debian's ``postgresql`` server, FerretDB's storage.
+- FerretDB v1: built by Go from ``ferretdb/`` (embeds FerretDB's library), on PostgreSQL by default
+  (SQLite on request, ``PERDURE_STACK_MONGODB_BACKEND=sqlite``).
 - RabbitMQ: Debian's ``rabbitmq-server`` with the management plugin.
 """
 

@@ -28,8 +28,8 @@ class Databases:
             settings.endpoints(cell).mongodb_uri,
             serverSelectionTimeoutMS=10_000,
             tz_aware=True,
-            # A MongoDB-compatible server on SQLite serialises writes anyway; a small pool avoids a
-            # pile-up of concurrent requests that only wait for each other.
+            # FerretDB (the local stack's MongoDB) serves many concurrent requests no faster than a few,
+            # holding a backend connection for each; a small pool avoids a pile-up that only waits.
             maxPoolSize=16,
         )
         return cls(client, ControlStore(client[settings.control_database]))
