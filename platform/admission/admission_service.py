@@ -4,8 +4,9 @@ The vhost a request arrived on is its namespace (a namespace named in a body is 
 (describe, list) are answered at once. Actions (start, signal, cancel, query) are validated, then wait,
 unacknowledged, in a fair queue (token bucket per namespace, weighted deficit round robin across
 namespaces); when admitted they are produced to Kafka, and only after Kafka acknowledged them is the
-RabbitMQ message acknowledged and the client answered (DESIGN invariant 1); starts and queries are
-answered by the engine, once the start is written or the query evaluated by the partition's owner.
+RabbitMQ message acknowledged and the client answered (invariant 1 of docs/architecture.md); starts
+and queries are answered by the engine, once the start is written or the query evaluated by the
+partition's owner.
 A bounded prefetch per namespace is the backpressure: over-limit work stays in the tenant's own queue.
 A malformed, oversized or unknown request gets an error reply and goes to the namespace's dead-letter
 queue.

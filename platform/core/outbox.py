@@ -1,4 +1,5 @@
-"""Side effects a transition asks for; recorded with the history write and sent after it (invariant 4)."""
+"""Side effects a transition asks for; recorded with the history write and sent after it (invariant 4
+of docs/architecture.md)."""
 
 from __future__ import annotations
 

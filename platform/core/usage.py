@@ -1,4 +1,4 @@
-"""Billable usage as the engine records it (DESIGN, Metering and billing): one record per billable
+"""Billable usage as the engine records it (docs/billing.md): one record per billable
 action, and storage samples. Every record has a deterministic id, so a record sent again (a redelivery,
 an outbox re-sent after a crash, a sample taken twice) is recognisably the same one and counted once.
 

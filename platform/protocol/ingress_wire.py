@@ -2,7 +2,8 @@
 admission answers on the request's ``reply_to`` queue (matched by ``correlation_id``).
 
 The namespace is never part of a request: it is the vhost the message arrived on, which only the
-namespace's own credentials can reach (DESIGN invariant 7). A ``namespace`` field in a body is ignored.
+namespace's own credentials can reach (invariant 7 of docs/architecture.md). A ``namespace`` field in
+a body is ignored.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ and its latest outbox), history batches, the outbox journal and partition epochs
 
 Writes are conditional and need no transactions: a run document changes only if its
 ``next_event_id`` is the one the writer read and its ``epoch`` is not newer than the writer's, so a
-duplicate or a zombie writer fails instead of forking history (DESIGN invariants 2 and 3). The newest
+duplicate or a zombie writer fails instead of forking history (invariants 2 and 3 of
+docs/architecture.md). The newest
 batch of events rides in the run document itself (``tail``) and is copied to the history collection
 right after; readers take the tail when that copy is missing, so a crash between the two loses nothing.
 

@@ -1,4 +1,5 @@
-"""The outbox journal: which outboxes a new owner of a partition must send again (invariant 4)."""
+"""The outbox journal: which outboxes a new owner of a partition must send again (invariant 4 of
+docs/architecture.md)."""
 
 from __future__ import annotations
 

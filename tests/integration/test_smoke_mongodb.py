@@ -1,4 +1,5 @@
-"""The MongoDB API, for real: the two primitives history appends rely on (DESIGN invariant 2)."""
+"""The MongoDB API, for real: the two primitives history appends rely on (invariant 2 of
+docs/architecture.md)."""
 
 from __future__ import annotations
 

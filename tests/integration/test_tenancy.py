@@ -1,4 +1,5 @@
-"""Tenancy on the real broker: each namespace's key opens its own vhost and nothing else (invariant 7)."""
+"""Tenancy on the real broker: each namespace's key opens its own vhost and nothing else (invariant 7
+of docs/architecture.md)."""
 
 from __future__ import annotations
 

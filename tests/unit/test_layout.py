@@ -1,4 +1,4 @@
-"""The package layout keeps the standard library's ``platform`` reachable (DESIGN.md, Layout)."""
+"""The package layout keeps the standard library's ``platform`` reachable (setup.py maps the folders)."""
 
 from __future__ import annotations
 
