@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MethodType
 from typing import Any, Protocol
 
 RUN_MARK = "__perdure_run__"
@@ -24,9 +25,10 @@ class UnknownWorkflowTypeError(LookupError):
 
 
 class UnknownActivityTypeError(LookupError):
-    def __init__(self, name: str, known: list[str]) -> None:
+    def __init__(self, name: str, known: list[str], reason: str | None = None) -> None:
         super().__init__(
-            f"unknown activity type {name!r}; the app registers: {', '.join(sorted(known)) or 'none'}"
+            reason
+            or f"unknown activity type {name!r}; the app registers: {', '.join(sorted(known)) or 'none'}"
         )
         self.name = name
 
@@ -91,6 +93,13 @@ class WorkflowDefinition:
         return cls(name or workflow_cls.__name__, workflow_cls, run, signals, queries)
 
 
+def _defining_class(fn: Callable[..., Any]) -> str | None:
+    """The class whose body defines ``fn``, from its qualified name (``Activities.charge``); None for a
+    function defined at module level or inside another function (``outer.<locals>.charge``)."""
+    owner, dot, _ = getattr(fn, "__qualname__", "").rpartition(".")
+    return owner if dot and not owner.endswith("<locals>") else None
+
+
 @dataclass(frozen=True)
 class ActivityDefinition:
     name: str
@@ -98,11 +107,49 @@ class ActivityDefinition:
     is_async: bool
     param_types: list[Any]
     return_type: Any
+    # The class whose body defines the activity, when it is a method: it runs on an instance of that
+    # class bound to the app (``bound_to``), which holds what its activities share (clients, connections).
+    method_of: str | None = None
 
     @classmethod
     def from_function(cls, fn: Callable[..., Any], name: str | None = None) -> ActivityDefinition:
-        types, ret = _signature_types(fn, skip_self=False)
-        return cls(name or fn.__name__, fn, inspect.iscoroutinefunction(fn), types, ret)
+        owner = _defining_class(fn)
+        param_types, ret = _signature_types(fn, skip_self=owner is not None)
+        return cls(name or fn.__name__, fn, inspect.iscoroutinefunction(fn), param_types, ret, owner)
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        """The function as defined (a bound method's own function): what identifies the activity's code."""
+        function: Callable[..., Any] = getattr(self.fn, "__func__", self.fn)
+        return function
+
+    @property
+    def instance(self) -> object | None:
+        """The instance a method runs on, once bound."""
+        return getattr(self.fn, "__self__", None)
+
+    @property
+    def needs_instance(self) -> bool:
+        return self.method_of is not None and self.instance is None
+
+    def bound_to(self, instance: object) -> ActivityDefinition:
+        """This method's definition, run on ``instance``."""
+        if self.method_of is None:
+            raise TypeError(f"activity {self.name!r} is a function, not a method: it takes no instance")
+        return replace(self, fn=MethodType(self.function, instance))
+
+
+class UnboundActivityError(UnknownActivityTypeError):
+    """An activity defined as a method, with no instance of its class bound to run it on."""
+
+    def __init__(self, definition: ActivityDefinition, app: str) -> None:
+        owner = definition.method_of
+        super().__init__(
+            definition.name,
+            [],
+            f"activity {definition.name!r} is a method of {owner}, and app {app!r} has no instance of "
+            f"{owner} to run it on: bind one (app.bind_activities({owner}(...)))",
+        )
 
 
 class WorkflowRegistry(Protocol):
