@@ -1,27 +1,48 @@
 """What tenants import: the authoring API (``App``, ``workflow``, ``activity``, ``RetryPolicy``), the
-``Client`` that connects a tenant app to its namespace, errors, and (from ``perdure.tenants.testing``)
-local testing with time skipping and replay."""
+``Client`` that connects a tenant app to its namespace, (from ``perdure.tenants.testing``) local testing
+with time skipping and replay, and the errors, all ``PerdureError``s:
+
+- ``FailureError``, what fails an activity or a workflow, recorded in histories: ``ApplicationError``,
+  ``ActivityError``, ``ChildWorkflowError``, ``TimedOutError``, ``CancellationError``,
+  ``TerminationError``, and ``WorkflowFailureError`` (what ``result()`` raises for a run that did not
+  complete);
+- what a client's request meets: ``WorkflowAlreadyStartedError``, ``WorkflowNotFoundError``,
+  ``AuthenticationError``, ``QuotaExceededError``, ``NamespaceSuspendedError``,
+  ``MalformedRequestError``, ``ServiceUnavailableError``;
+- payloads and registrations: ``PayloadTooLargeError``, ``PayloadDecodeError``,
+  ``UnknownWorkflowTypeError``, ``UnknownActivityTypeError``, ``AppLoadError``;
+- replay: ``NonDeterminismError``, ``NondeterministicCallError``.
+"""
 
 from perdure.platform.core.definitions import UnknownActivityTypeError, UnknownWorkflowTypeError
+from perdure.platform.core.errors import PerdureError
 from perdure.platform.core.failures import (
     ActivityError,
     ApplicationError,
-    CancelledFailure,
+    CancellationError,
     ChildWorkflowError,
+    FailureError,
     NonDeterminismError,
     NondeterministicCallError,
-    PerdureError,
-    TerminatedFailure,
-    TimeoutFailure,
+    TerminationError,
+    TimedOutError,
     WorkflowFailureError,
 )
-from perdure.platform.core.payloads import DataConverter, Payload, PayloadCodec, PayloadTooLargeError
+from perdure.platform.core.payloads import (
+    DataConverter,
+    Payload,
+    PayloadCodec,
+    PayloadDecodeError,
+    PayloadTooLargeError,
+)
 from perdure.platform.core.retry import RetryPolicy
 from perdure.tenants import activity, workflow
 from perdure.tenants.app import App
+from perdure.tenants.app_loader import AppLoadError
 from perdure.tenants.client import Client, WorkflowHandle
 from perdure.tenants.client_errors import (
     AuthenticationError,
+    MalformedRequestError,
     NamespaceSuspendedError,
     QuotaExceededError,
     ServiceUnavailableError,
@@ -32,24 +53,28 @@ from perdure.tenants.client_errors import (
 __all__ = [
     "ActivityError",
     "App",
+    "AppLoadError",
     "ApplicationError",
     "AuthenticationError",
-    "CancelledFailure",
+    "CancellationError",
     "ChildWorkflowError",
     "Client",
     "DataConverter",
+    "FailureError",
+    "MalformedRequestError",
     "NamespaceSuspendedError",
     "NonDeterminismError",
     "NondeterministicCallError",
     "Payload",
     "PayloadCodec",
+    "PayloadDecodeError",
     "PayloadTooLargeError",
     "PerdureError",
     "QuotaExceededError",
     "RetryPolicy",
     "ServiceUnavailableError",
-    "TerminatedFailure",
-    "TimeoutFailure",
+    "TerminationError",
+    "TimedOutError",
     "UnknownActivityTypeError",
     "UnknownWorkflowTypeError",
     "WorkflowAlreadyStartedError",

@@ -7,9 +7,10 @@ from __future__ import annotations
 import importlib
 
 from perdure.platform.core.definitions import WorkflowRegistry
+from perdure.platform.core.errors import PerdureError
 
 
-class AppLoadError(RuntimeError):
+class AppLoadError(PerdureError, RuntimeError):
     pass
 
 

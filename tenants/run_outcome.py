@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from perdure.platform.core.failures import (
-    CancelledFailure,
+    CancellationError,
     Failure,
-    TerminatedFailure,
-    TimeoutFailure,
+    TerminationError,
+    TimedOutError,
     WorkflowFailureError,
     exception_from_failure,
 )
@@ -30,11 +30,11 @@ def run_outcome(
     if status == "failed" and failure is not None:
         cause = exception_from_failure(failure, converter)
     elif status == "canceled":
-        cause = CancelledFailure("workflow cancelled")
+        cause = CancellationError("workflow cancelled")
     elif status == "terminated":
-        cause = TerminatedFailure("workflow terminated")
+        cause = TerminationError("workflow terminated")
     else:
-        cause = TimeoutFailure("workflow timed out", timeout_type="execution")
+        cause = TimedOutError("workflow timed out", timeout_type="execution")
     error = WorkflowFailureError(f"workflow {workflow_id!r} {status}")
     error.__cause__ = cause
     raise error

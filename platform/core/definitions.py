@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from types import MethodType
 from typing import Any, Protocol
 
+from perdure.platform.core.errors import PerdureError
+
 RUN_MARK = "__perdure_run__"
 SIGNAL_MARK = "__perdure_signal__"
 QUERY_MARK = "__perdure_query__"
@@ -16,7 +18,7 @@ WORKFLOW_ATTR = "__perdure_workflow__"
 ACTIVITY_ATTR = "__perdure_activity__"
 
 
-class UnknownWorkflowTypeError(LookupError):
+class UnknownWorkflowTypeError(PerdureError, LookupError):
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(
             f"unknown workflow type {name!r}; the app registers: {', '.join(sorted(known)) or 'none'}"
@@ -24,7 +26,7 @@ class UnknownWorkflowTypeError(LookupError):
         self.name = name
 
 
-class UnknownActivityTypeError(LookupError):
+class UnknownActivityTypeError(PerdureError, LookupError):
     def __init__(self, name: str, known: list[str], reason: str | None = None) -> None:
         super().__init__(
             reason

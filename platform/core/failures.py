@@ -1,4 +1,5 @@
-"""Errors as tenants see them, and ``Failure``, their serialisable form in history and on the wire."""
+"""The errors that fail activities and workflows as tenants see them (``FailureError`` and its kinds), and
+``Failure``, their serialisable form in history and on the wire."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from perdure.platform.core.errors import PerdureError
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
 
 FailureKind = Literal[
@@ -34,20 +36,18 @@ class Failure(BaseModel):
     cause: Failure | None = None
 
 
-class PerdureError(Exception):
-    """Base of the errors a workflow, an activity or a client sees; ``failure`` is the recorded form."""
+class FailureError(PerdureError):
+    """Base of the errors that a run's history or a reply records as a ``Failure`` (what fails an activity
+    or a workflow); ``failure`` is the recorded form, when the error was rebuilt from one. Workflow code
+    that raises one fails its run; most other exceptions fail only the workflow task (a bug: retried
+    until corrected code is deployed)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
         self.failure: Failure | None = None
 
-    @property
-    def cause(self) -> BaseException | None:
-        return self.__cause__
 
-
-class ApplicationError(PerdureError):
+class ApplicationError(FailureError):
     """Raised by tenant code to fail an activity or a workflow; ``non_retryable`` stops retries."""
 
     def __init__(
@@ -59,7 +59,7 @@ class ApplicationError(PerdureError):
         self.non_retryable = non_retryable
 
 
-class ActivityError(PerdureError):
+class ActivityError(FailureError):
     """An activity failed for good (retries exhausted, non-retryable, timed out or cancelled)."""
 
     def __init__(
@@ -71,29 +71,32 @@ class ActivityError(PerdureError):
         self.attempt = attempt
 
 
-class ChildWorkflowError(PerdureError):
+class ChildWorkflowError(FailureError):
     def __init__(self, message: str, *, workflow_type: str, workflow_id: str) -> None:
         super().__init__(message)
         self.workflow_type = workflow_type
         self.workflow_id = workflow_id
 
 
-class WorkflowFailureError(PerdureError):
+class WorkflowFailureError(FailureError):
     """What ``result()`` raises when a run failed, was cancelled, terminated or timed out."""
 
 
-class TimeoutFailure(PerdureError):
+class TimedOutError(FailureError):
+    """An activity or a run ran out of time; ``timeout_type`` says which of its timeouts."""
+
     def __init__(self, message: str, *, timeout_type: TimeoutType) -> None:
         super().__init__(message)
         self.timeout_type = timeout_type
 
 
-class CancelledFailure(PerdureError):
-    pass
+class CancellationError(FailureError):
+    """A run or an activity was cancelled on request (workflow code sees ``asyncio.CancelledError`` at its
+    ``await``; this is how a cancellation is recorded and what a caller of ``result()`` finds as cause)."""
 
 
-class TerminatedFailure(PerdureError):
-    pass
+class TerminationError(FailureError):
+    """A run was terminated: ended at once, its code not told."""
 
 
 class NonDeterminismError(PerdureError):
@@ -107,7 +110,7 @@ class NonDeterminismError(PerdureError):
         self.actual = actual
 
 
-class NondeterministicCallError(RuntimeError):
+class NondeterministicCallError(PerdureError, RuntimeError):
     """Workflow code called something that differs between runs (clock, randomness, I/O, threads)."""
 
 
@@ -115,7 +118,7 @@ def failure_from_exception(exc: BaseException, converter: DataConverter = defaul
     cause = exc.__cause__
     cause_failure = failure_from_exception(cause, converter) if cause is not None else None
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, chain=False))[-8000:]
-    if isinstance(exc, PerdureError) and exc.failure is not None:
+    if isinstance(exc, FailureError) and exc.failure is not None:
         return exc.failure
     if isinstance(exc, ApplicationError):
         try:
@@ -150,13 +153,15 @@ def failure_from_exception(exc: BaseException, converter: DataConverter = defaul
             workflow_id=exc.workflow_id,
             cause=cause_failure,
         )
-    if isinstance(exc, TimeoutFailure):
+    # The recorded types keep the classes' former names: histories and replies written before the
+    # rename carry them, and tenants' code may match on them.
+    if isinstance(exc, TimedOutError):
         return Failure(
             kind="timeout", message=exc.message, type="TimeoutFailure", timeout_type=exc.timeout_type
         )
-    if isinstance(exc, CancelledFailure):
+    if isinstance(exc, CancellationError):
         return Failure(kind="cancelled", message=exc.message, type="CancelledFailure")
-    if isinstance(exc, TerminatedFailure):
+    if isinstance(exc, TerminationError):
         return Failure(kind="terminated", message=exc.message, type="TerminatedFailure")
     # Any other exception from tenant code: an application failure named by its class.
     return Failure(
@@ -168,8 +173,8 @@ def failure_from_exception(exc: BaseException, converter: DataConverter = defaul
     )
 
 
-def exception_from_failure(failure: Failure, converter: DataConverter = default_converter) -> PerdureError:
-    exc: PerdureError
+def exception_from_failure(failure: Failure, converter: DataConverter = default_converter) -> FailureError:
+    exc: FailureError
     if failure.kind == "application":
         try:
             details = converter.from_payloads(failure.details)
@@ -192,13 +197,13 @@ def exception_from_failure(failure: Failure, converter: DataConverter = default_
             workflow_id=failure.workflow_id or "?",
         )
     elif failure.kind == "timeout":
-        exc = TimeoutFailure(failure.message, timeout_type=failure.timeout_type or "execution")
+        exc = TimedOutError(failure.message, timeout_type=failure.timeout_type or "execution")
     elif failure.kind == "cancelled":
-        exc = CancelledFailure(failure.message)
+        exc = CancellationError(failure.message)
     elif failure.kind == "terminated":
-        exc = TerminatedFailure(failure.message)
+        exc = TerminationError(failure.message)
     else:
-        exc = PerdureError(failure.message)
+        exc = FailureError(failure.message)
     exc.failure = failure
     if failure.cause is not None:
         exc.__cause__ = exception_from_failure(failure.cause, converter)

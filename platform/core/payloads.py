@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
+from perdure.platform.core.errors import PerdureError
+
 DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 JSON_ENCODING = "json/plain"
 NULL_ENCODING = "binary/null"
@@ -31,7 +33,7 @@ class Payload(BaseModel):
         return len(self.data) + sum(len(k) + len(v) for k, v in self.metadata.items())
 
 
-class PayloadTooLargeError(ValueError):
+class PayloadTooLargeError(PerdureError, ValueError):
     """A payload exceeds the namespace's limit; nothing was sent or stored."""
 
     def __init__(self, size: int, limit: int, what: str = "payload") -> None:
@@ -40,7 +42,7 @@ class PayloadTooLargeError(ValueError):
         self.limit = limit
 
 
-class PayloadDecodeError(ValueError):
+class PayloadDecodeError(PerdureError, ValueError):
     pass
 
 

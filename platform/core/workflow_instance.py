@@ -45,12 +45,12 @@ from perdure.platform.core.deterministic_loop import DeterministicLoop
 from perdure.platform.core.failures import (
     ActivityError,
     ApplicationError,
-    CancelledFailure,
+    CancellationError,
     ChildWorkflowError,
+    FailureError,
     NonDeterminismError,
     NondeterministicCallError,
-    PerdureError,
-    TimeoutFailure,
+    TimedOutError,
     exception_from_failure,
     failure_from_exception,
 )
@@ -223,7 +223,7 @@ class WorkflowInstance:
             case h.ActivityTaskTimedOut():
                 pending = self._resolve(self._activities, event.scheduled_event_id)
                 if pending is not None:
-                    cause = TimeoutFailure(
+                    cause = TimedOutError(
                         f"activity timed out ({event.timeout_type})", timeout_type=event.timeout_type
                     )
                     if event.last_failure is not None:
@@ -250,7 +250,7 @@ class WorkflowInstance:
                         if event.failure is not None:
                             error.__cause__ = exception_from_failure(event.failure, self.converter)
                         elif event.outcome == "canceled":
-                            error.__cause__ = CancelledFailure("child workflow cancelled")
+                            error.__cause__ = CancellationError("child workflow cancelled")
                         pending.future.set_exception(error)
             case h.StartChildWorkflowExecutionFailed():
                 pending = self._resolve(self._children, event.initiated_event_id)
@@ -351,8 +351,8 @@ class WorkflowInstance:
                 ApplicationError(str(exc), type="PayloadTooLargeError", non_retryable=True), self.converter
             )
             self._emit(FailWorkflow(failure=failure))
-        except PerdureError as exc:
-            if self.cancel_requested and isinstance(exc.__cause__, CancelledFailure):
+        except FailureError as exc:
+            if self.cancel_requested and isinstance(exc.__cause__, CancellationError):
                 self._emit(CancelWorkflow())
             else:
                 self._emit(FailWorkflow(failure=failure_from_exception(exc, self.converter)))

@@ -39,7 +39,7 @@ async def test_start_to_close_timeout_retries_a_hung_attempt(env: LocalEnvironme
 async def test_schedule_to_close_timeout_is_final(env: LocalEnvironment) -> None:
     assert (
         await env.execute_workflow(w.ScheduleToClose.run, "s", id="sched")
-        == "TimeoutFailure:schedule_to_close"
+        == "TimedOutError:schedule_to_close"
     )
 
 
