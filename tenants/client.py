@@ -35,10 +35,10 @@ from perdure.platform.core.definitions import (
 from perdure.platform.core.failures import ApplicationError, Failure
 from perdure.platform.core.outbox import RunClosed, close_routing_key
 from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError, default_converter
+from perdure.platform.core.start_rules import IdReusePolicy
 from perdure.platform.protocol.ingress_wire import (
     CancelRequest,
     DescribeRequest,
-    IdReusePolicy,
     IngressReply,
     ListRequest,
     QueryRequest,
@@ -487,7 +487,7 @@ def _raise(reply: IngressReply, request: Any) -> typing.NoReturn:
     message = reply.error.message
     match reply.error.type:
         case "already_started":
-            raise WorkflowAlreadyStartedError(getattr(request, "workflow_id", ""), message=message)
+            raise WorkflowAlreadyStartedError(getattr(request, "workflow_id", ""), reply.run_id, message)
         case "payload_too_large":
             raise PayloadTooLargeError(reply.error.size or 0, reply.error.limit or 0, "request")
         case "unknown_workflow_type":

@@ -33,12 +33,18 @@ from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
 from perdure.platform.core.run_state import RunLimits
-from perdure.platform.core.start_rules import fresh_run_id
+from perdure.platform.core.start_rules import (
+    AnswerWithRun,
+    RefuseStart,
+    SignalRun,
+    decide_start,
+    fresh_run_id,
+)
 from perdure.platform.core.state_machine import ExecutionStateMachine, TaskTimeouts, Transition
 from perdure.platform.core.usage import UsageRecord, query_usage
 from perdure.platform.messaging.task_producer import TaskProducer
 from perdure.platform.protocol.cell_wire import DeadLetter, TaskEnvelope, UndecodableMessage, decode_envelope
-from perdure.platform.protocol.ingress_wire import IngressReply
+from perdure.platform.protocol.ingress_wire import IngressError, IngressReply
 from perdure.platform.stores.control_store import CellRecord
 from perdure.platform.stores.namespace_apps import LoadedNamespace, NamespaceApps, NamespaceUnavailable
 from perdure.platform.stores.run_store import FencedError, RunEntry, RunStore
@@ -633,35 +639,53 @@ class CellEngine:
         cache = self.caches[group.partition]
         namespace = group.key[0]
         run_id = envelope.run_id or fresh_run_id(namespace, message.workflow_id, message.request_id)
-        if run_id in cache.by_run:
-            replies.append(TenantReply.of(envelope, IngressReply(ok=True, run_id=run_id)))
-            return None  # the same start again: the run exists
         latest = cache.latest.get(group.key)
+        decision = decide_start(
+            latest.state if latest is not None else None,
+            message,
+            envelope.id_reuse_policy,
+            run_id=run_id,
+            applied_before=run_id in cache.by_run,
+        )
         is_child = message.parent is not None and message.continued_from_run_id is None
-        refusal = None
-        if latest is not None and message.continued_from_run_id is None:
-            if latest.state.is_open:
-                refusal = f"workflow {message.workflow_id!r} is already running (run {latest.state.run_id})"
-            elif envelope.id_reuse_policy == "reject_duplicate" or (
-                envelope.id_reuse_policy == "allow_duplicate_failed_only"
-                and latest.state.status == "completed"
-            ):
-                refusal = f"workflow id {message.workflow_id!r} was used and the reuse policy forbids it"
-        if refusal is not None:
-            log.info("start refused", extra={"execution": group.key, "reason": refusal})
-            replies.append(TenantReply.of(envelope, IngressReply.failed("already_started", refusal)))
-            if is_child and message.parent is not None:
+        match decision:
+            case AnswerWithRun():
+                replies.append(TenantReply.of(envelope, IngressReply(ok=True, run_id=decision.run_id)))
+                return None  # the same start again: the run exists
+            case SignalRun():
+                replies.append(TenantReply.of(envelope, IngressReply(ok=True, run_id=decision.run_id)))
+                if latest is not None and latest.state.run_id == decision.run_id:
+                    signalled = self._absorb(latest, self.machine.handle(latest.state, decision.signal))
+                    return latest if signalled else None
+                # The next run of a chain that continued as new: its start is in the partition already
+                # (the outbox that carries it was sent before this batch's extra records).
                 extra.append(
-                    self._to_parent(
-                        message,
-                        m.ChildStartFailed(
-                            run_id=message.parent.run_id,
-                            initiated_event_id=message.parent.initiated_event_id,
-                            cause=refusal,
-                        ),
+                    TaskEnvelope(
+                        namespace=namespace,
+                        workflow_id=message.workflow_id,
+                        run_id=decision.run_id,
+                        message=decision.signal,
                     )
                 )
-            return None
+                return None
+            case RefuseStart():
+                log.info("start refused", extra={"execution": group.key, "reason": decision.reason})
+                refusal = IngressError(type="already_started", message=decision.reason)
+                replies.append(
+                    TenantReply.of(envelope, IngressReply(ok=False, error=refusal, run_id=decision.run_id))
+                )
+                if is_child and message.parent is not None:
+                    extra.append(
+                        self._to_parent(
+                            message,
+                            m.ChildStartFailed(
+                                run_id=message.parent.run_id,
+                                initiated_event_id=message.parent.initiated_event_id,
+                                cause=decision.reason,
+                            ),
+                        )
+                    )
+                return None
         transition = self.machine.start(namespace, message, run_id=run_id)
         entry = RunEntry(state=transition.state, partition=group.partition, persisted_next_event_id=1)
         self._absorb(entry, transition)

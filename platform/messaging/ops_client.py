@@ -17,6 +17,7 @@ from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core.failures import ApplicationError
 from perdure.platform.core.payloads import Payload, default_converter
+from perdure.platform.core.start_rules import IdReusePolicy
 from perdure.platform.messaging.task_producer import TaskProducer, new_producer
 from perdure.platform.protocol.cell_wire import TaskEnvelope
 from perdure.platform.protocol.ingress_wire import IngressReply
@@ -69,7 +70,7 @@ class OpsClient:
         id: str,
         request_id: str | None = None,
         execution_timeout: timedelta | None = None,
-        id_reuse_policy: str = "allow_duplicate",
+        id_reuse_policy: IdReusePolicy = "allow_duplicate",
     ) -> str:
         """Enqueue a start; returns the request id (the run id follows from it)."""
         request_id = request_id or str(uuid.uuid4())

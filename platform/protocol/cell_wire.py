@@ -11,6 +11,7 @@ from aiokafka import ConsumerRecord
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from perdure.platform.core.messages import RunMessage
+from perdure.platform.core.start_rules import IdReusePolicy
 
 WIRE_VERSION = 1
 # A refusal's reason quotes what was refused at most this far: a hostile message's reason (a 300 kB
@@ -42,9 +43,7 @@ class TaskEnvelope(BaseModel):
     # The run a message is for, when it is bound to one (activity results, timers, child notices).
     run_id: str | None = None
     message: RunMessage
-    id_reuse_policy: Literal["allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate"] = (
-        "allow_duplicate"
-    )
+    id_reuse_policy: IdReusePolicy = "allow_duplicate"
     # Where the engine answers a tenant's start once it is written or refused (the client's reply
     # queue in the namespace's vhost, and the request's correlation id); None when nobody waits.
     reply_to: str | None = None

@@ -14,12 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from perdure.platform.core.payloads import Payload
+from perdure.platform.core.start_rules import IdReusePolicy
 
 PROTOCOL_VERSION = "1"
 # The platform's canary: a workflow type every namespace accepts besides its app's own (the hosted
 # worker runs it), started to show that a namespace's whole path works.
 CANARY_WORKFLOW = "PerdureCanary"
-IdReusePolicy = Literal["allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate"]
 
 
 class _Request(BaseModel):

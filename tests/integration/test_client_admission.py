@@ -14,11 +14,16 @@ from perdure.platform.protocol.ingress_wire import IngressReply
 from perdure.platform.protocol.vhost_layout import CLIENT_QUEUE_PREFIX, INGRESS_DEAD_LETTERS, INGRESS_QUEUE
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
-from perdure.tenants import ApplicationError, PayloadTooLargeError, UnknownWorkflowTypeError
+from perdure.tenants import (
+    ApplicationError,
+    PayloadTooLargeError,
+    UnknownWorkflowTypeError,
+    WorkflowAlreadyStartedError,
+    WorkflowNotFoundError,
+)
 from perdure.tenants.client import Client
-from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
 
-from .cell_app import Gated, Sleeper, ThreeSteps
+from .cell_app import Gated, Noop, Sleeper, ThreeSteps
 from .cell_harness import PERDURE, TenantCell
 from .conftest import TenantCellFactory
 
@@ -67,6 +72,27 @@ async def test_a_tenant_starts_signals_and_awaits_results(tenant_cell: TenantCel
             await client.get_workflow_handle("never-started").query(Gated.released, "x")
         listed = {w["workflow_id"] for w in await client.list_workflows(status="completed")}
         assert {"three", "gated", "sleepy"} <= listed
+
+
+async def test_id_reuse_policies_are_kept_by_the_cell(tenant_cell: TenantCell) -> None:
+    """The engine decides a start by the workflow id's latest run and the start's id-reuse policy; the
+    refusal names the run in the way, and a start sent again answers with the run it started."""
+    assert tenant_cell.a.connection_string is not None
+    async with await Client.connect(tenant_cell.a.connection_string) as client:
+        first_request = str(uuid.uuid4())
+        first = await client.start_workflow(Noop.run, "1", id="reused", request_id=first_request)
+        assert await first.result(timeout=30) == "1"
+        for policy in ("reject_duplicate", "allow_duplicate_failed_only"):
+            with pytest.raises(WorkflowAlreadyStartedError, match=policy) as refused:
+                await client.start_workflow(Noop.run, "2", id="reused", id_reuse_policy=policy)
+            assert refused.value.run_id == first.run_id
+        assert (await client.get_workflow_handle("reused").describe()).run_id == first.run_id
+        second = await client.start_workflow(Noop.run, "3", id="reused", id_reuse_policy="allow_duplicate")
+        assert second.run_id != first.run_id
+        assert await second.result(timeout=30) == "3"
+        resent = await client.start_workflow(Noop.run, "1", id="reused", request_id=first_request)
+        assert resent.run_id == first.run_id
+        assert (await client.get_workflow_handle("reused").describe()).run_id == second.run_id
 
 
 async def test_bad_starts_get_clear_errors_and_dead_letters(tenant_cell: TenantCell) -> None:
