@@ -60,7 +60,8 @@ from perdure.platform.stores.run_store import RunStore
 from perdure.platform.stores.tenancy_store import TenancyStore
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.namespace_urls import namespace_amqp_url, tenant_user
-from perdure.tenants.client import Client, WorkflowHandle
+from perdure.tenants import WorkflowHandle
+from perdure.tenants.client import Client
 
 REPO = Path(__file__).resolve().parents[1]
 PERDURE = Path(sys.executable).parent / "perdure"

@@ -1,6 +1,7 @@
 """What tenants import: the authoring API (``App``, ``workflow``, ``activity``, ``RetryPolicy``), the
-``Client`` that connects a tenant app to its namespace, (from ``perdure.tenants.testing``) local testing
-with time skipping and replay, and the errors, all ``PerdureError``s:
+``Client`` that connects a tenant app to its namespace (a ``WorkflowClient``, as
+``perdure.tenants.testing.LocalEnvironment`` is, for local testing with time skipping and replay), and
+the errors, all ``PerdureError``s:
 
 - ``FailureError``, what fails an activity or a workflow, recorded in histories: ``ApplicationError``,
   ``ActivityError``, ``ChildWorkflowError``, ``TimedOutError``, ``CancellationError``,
@@ -36,10 +37,11 @@ from perdure.platform.core.payloads import (
     PayloadTooLargeError,
 )
 from perdure.platform.core.retry import RetryPolicy
+from perdure.platform.core.start_rules import IdReusePolicy
 from perdure.tenants import activity, workflow
 from perdure.tenants.app import App
 from perdure.tenants.app_loader import AppLoadError
-from perdure.tenants.client import Client, WorkflowHandle
+from perdure.tenants.client import Client
 from perdure.tenants.client_errors import (
     AuthenticationError,
     MalformedRequestError,
@@ -49,6 +51,7 @@ from perdure.tenants.client_errors import (
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
+from perdure.tenants.workflow_client import WorkflowClient, WorkflowDescription, WorkflowHandle
 
 __all__ = [
     "ActivityError",
@@ -61,6 +64,7 @@ __all__ = [
     "Client",
     "DataConverter",
     "FailureError",
+    "IdReusePolicy",
     "MalformedRequestError",
     "NamespaceSuspendedError",
     "NonDeterminismError",
@@ -78,6 +82,8 @@ __all__ = [
     "UnknownActivityTypeError",
     "UnknownWorkflowTypeError",
     "WorkflowAlreadyStartedError",
+    "WorkflowClient",
+    "WorkflowDescription",
     "WorkflowFailureError",
     "WorkflowHandle",
     "WorkflowNotFoundError",

@@ -2,8 +2,9 @@
 
 ``await Client.connect(connection_string)`` opens the namespace's vhost with its API key. Requests go
 to the namespace's ``ingress`` queue (publisher-confirmed), and admission answers on this client's own
-reply queue; completions arrive on the same queue from the namespace's ``results`` exchange. Method
-names are those of ``LocalEnvironment``, so tenant code and tests switch between them by one line.
+reply queue; completions arrive on the same queue from the namespace's ``results`` exchange. ``Client``
+and ``LocalEnvironment`` both implement ``WorkflowClient``, so tenant code and tests switch between them
+by one line.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import random
 import typing
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
@@ -57,7 +58,7 @@ from perdure.tenants.client_errors import (
     WorkflowNotFoundError,
 )
 from perdure.tenants.run_outcome import run_outcome
-from perdure.tenants.testing import WorkflowDescription
+from perdure.tenants.workflow_client import QueryType, ReturnType, WorkflowDescription, WorkflowRef
 
 REQUEST_TIMEOUT = 30.0
 # A request not answered within this is sent again (same request id: admission and the engine take it
@@ -72,6 +73,7 @@ RETRY_MAX_SECONDS = 2.0
 OPEN_STATUSES = ("running", "blocked")
 # How many workflow ids' last close a client keeps for a later ``result()``.
 CLOSES_REMEMBERED = 10_000
+_Request = StartRequest | SignalRequest | CancelRequest | QueryRequest | DescribeRequest | ListRequest
 
 
 class Client:
@@ -140,13 +142,13 @@ class Client:
     # -- starting ------------------------------------------------------------------------------------
     async def start_workflow(
         self,
-        workflow: Any,
+        workflow: WorkflowRef[ReturnType],
         *args: Any,
         id: str,
         id_reuse_policy: IdReusePolicy = "allow_duplicate",
         execution_timeout: timedelta | None = None,
         request_id: str | None = None,
-    ) -> WorkflowHandle:
+    ) -> ClientWorkflowHandle[ReturnType]:
         """Returns once admission took the start into the cell; retrying with the same ``request_id``
         returns the same run."""
         request = StartRequest(
@@ -158,21 +160,36 @@ class Client:
             execution_timeout=execution_timeout,
         )
         reply = await self._call(request)
-        return WorkflowHandle(self, id, reply.run_id, _return_type(workflow))
+        return ClientWorkflowHandle(self, id, reply.run_id, _return_type(workflow))
 
-    async def execute_workflow(self, workflow: Any, *args: Any, id: str, **options: Any) -> Any:
-        handle = await self.start_workflow(workflow, *args, id=id, **options)
+    async def execute_workflow(
+        self,
+        workflow: WorkflowRef[ReturnType],
+        *args: Any,
+        id: str,
+        id_reuse_policy: IdReusePolicy = "allow_duplicate",
+        execution_timeout: timedelta | None = None,
+        request_id: str | None = None,
+    ) -> ReturnType:
+        handle = await self.start_workflow(
+            workflow,
+            *args,
+            id=id,
+            id_reuse_policy=id_reuse_policy,
+            execution_timeout=execution_timeout,
+            request_id=request_id,
+        )
         return await handle.result()
 
     async def signal_with_start(
         self,
-        workflow: Any,
+        workflow: WorkflowRef[ReturnType],
         *args: Any,
         id: str,
-        signal: Any,
+        signal: Callable[..., Any] | str,
         signal_args: Sequence[Any] = (),
         execution_timeout: timedelta | None = None,
-    ) -> WorkflowHandle:
+    ) -> ClientWorkflowHandle[ReturnType]:
         request = StartRequest(
             request_id=str(uuid.uuid4()),
             workflow_type=workflow_name_of(workflow),
@@ -185,10 +202,15 @@ class Client:
             ),
         )
         reply = await self._call(request)
-        return WorkflowHandle(self, id, reply.run_id, _return_type(workflow))
+        return ClientWorkflowHandle(self, id, reply.run_id, _return_type(workflow))
 
-    def get_workflow_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle:
-        return WorkflowHandle(self, workflow_id, run_id, Any)
+    def get_workflow_handle(self, workflow_id: str, run_id: str | None = None) -> ClientWorkflowHandle[Any]:
+        return ClientWorkflowHandle(self, workflow_id, run_id, Any)
+
+    def get_workflow_handle_for(
+        self, workflow: WorkflowRef[ReturnType], workflow_id: str, run_id: str | None = None
+    ) -> ClientWorkflowHandle[ReturnType]:
+        return ClientWorkflowHandle(self, workflow_id, run_id, _return_type(workflow))
 
     async def list_workflows(
         self, status: str | None = None, type: str | None = None
@@ -197,7 +219,7 @@ class Client:
         return reply.runs or []
 
     # -- the wire ------------------------------------------------------------------------------------
-    async def _call(self, request: Any, timeout: float | None = None) -> IngressReply:
+    async def _call(self, request: _Request, timeout: float | None = None) -> IngressReply:
         """Send ``request`` until it is answered (again after a lost connection or a silence: requests
         are idempotent by their request id) or ``timeout`` passes."""
         loop = asyncio.get_running_loop()
@@ -242,7 +264,7 @@ class Client:
 
     async def _attempt(
         self,
-        request: Any,
+        request: _Request,
         answered: asyncio.Future[IngressReply],
         correlations: list[str],
         reconnected: asyncio.Event,
@@ -313,7 +335,9 @@ class Client:
             return
 
 
-class WorkflowHandle:
+class ClientWorkflowHandle(Generic[ReturnType]):
+    """A ``WorkflowHandle`` of a ``Client``: requests go through the namespace's ingress."""
+
     def __init__(self, client: Client, workflow_id: str, run_id: str | None, return_type: Any) -> None:
         self.client = client
         self.id = workflow_id
@@ -337,7 +361,7 @@ class WorkflowHandle:
             search_attributes=d.get("search_attributes") or {},
         )
 
-    async def result(self, timeout: float | None = None) -> Any:
+    async def result(self, timeout: float | None = None) -> ReturnType:
         """The workflow's result, whether it closed before or after this call; follows continue-as-new.
         Raises ``WorkflowFailureError`` if it did not complete, ``TimeoutError`` after ``timeout``."""
         async with asyncio.timeout(timeout):
@@ -424,12 +448,13 @@ class WorkflowHandle:
             new_run_id=d.get("new_run_id"),
         )
 
-    def _outcome(self, closed: RunClosed) -> Any:
-        return run_outcome(
+    def _outcome(self, closed: RunClosed) -> ReturnType:
+        outcome = run_outcome(
             self.id, closed.status, closed.result, closed.failure, self.client.converter, self._return_type
         )
+        return typing.cast(ReturnType, outcome)  # decoded into the run method's return type
 
-    async def signal(self, signal: Any, *args: Any) -> None:
+    async def signal(self, signal: Callable[..., Any] | str, *args: Any) -> None:
         await self._require_open()
         await self.client._call(
             SignalRequest(
@@ -442,7 +467,7 @@ class WorkflowHandle:
             )
         )
 
-    async def query(self, query: Any, *args: Any) -> Any:
+    async def query(self, query: Callable[..., QueryType] | str, *args: Any) -> QueryType:
         """Ask the run (the latest of this id, or this handle's run) through one of its query handlers;
         answered by the cell after everything sent to the run before it. Raises ``ApplicationError`` if
         the run does not answer (unknown query, failing handler) and ``WorkflowNotFoundError``."""
@@ -456,7 +481,8 @@ class WorkflowHandle:
         )
         if reply.result is None:
             raise MalformedRequestError("the cell answered a query without a result")
-        return self.client.converter.from_payload(reply.result, _return_type(query))
+        answer = self.client.converter.from_payload(reply.result, _return_type(query))
+        return typing.cast(QueryType, answer)  # decoded into the query method's return type
 
     async def cancel(self) -> None:
         await self._require_open()
@@ -473,16 +499,17 @@ class WorkflowHandle:
             raise WorkflowNotFoundError(f"workflow {self.id!r} is not running")
 
 
-def _return_type(workflow: Any) -> Any:
-    if isinstance(workflow, str):
+def _return_type(target: object) -> Any:
+    """The type a run method's result (or a query method's answer) decodes into; ``Any`` for a name."""
+    if isinstance(target, str):
         return Any
     try:
-        return typing.get_type_hints(workflow).get("return", Any)
+        return typing.get_type_hints(target).get("return", Any)
     except Exception:  # an annotation that does not resolve here: decode as plain JSON
         return Any
 
 
-def _raise(reply: IngressReply, request: Any) -> typing.NoReturn:
+def _raise(reply: IngressReply, request: _Request) -> typing.NoReturn:
     assert reply.error is not None
     message = reply.error.message
     match reply.error.type:

@@ -1,8 +1,9 @@
 """Local testing for tenants: the whole platform in one process, with time skipping and replay.
 
-``LocalEnvironment(app)`` has the client's methods (``start_workflow``, ``execute_workflow``,
-``get_workflow_handle`` and the handle's ``result``, ``signal``, ``query``, ``cancel``, ``terminate``,
-``describe``), so a test switches between it and a real ``Client`` by one line. While something awaits a
+``LocalEnvironment(app)`` is a ``WorkflowClient``, as a real ``Client`` is (``start_workflow``,
+``execute_workflow``, ``signal_with_start``, ``get_workflow_handle`` and the handle's ``result``,
+``signal``, ``query``, ``cancel``, ``terminate``, ``describe``), so a test switches between them by one
+line. Starts follow the engine's rules (``decide_start``). While something awaits a
 result and nothing else is runnable, the clock jumps to the next timer: a one-hour sleep takes no time.
 """
 
@@ -14,10 +15,10 @@ import heapq
 import itertools
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Generic, cast
 
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
@@ -33,28 +34,21 @@ from perdure.platform.core.definitions import (
 from perdure.platform.core.failures import ApplicationError, NonDeterminismError
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
 from perdure.platform.core.run_state import RunLimits, RunState
+from perdure.platform.core.start_rules import (
+    AnswerWithRun,
+    IdReusePolicy,
+    RefuseStart,
+    SignalRun,
+    StartNewRun,
+    decide_start,
+    fresh_run_id,
+)
 from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
 from perdure.platform.core.usage import UsageRecord, query_usage
 from perdure.platform.core.workflow_activations import QueryAnswer, WorkflowActivations
 from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
 from perdure.tenants.run_outcome import run_outcome
-
-IdReusePolicy = Literal["allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate"]
-
-
-@dataclass(frozen=True)
-class WorkflowDescription:
-    workflow_id: str
-    run_id: str
-    workflow_type: str
-    status: str
-    start_time: datetime
-    close_time: datetime | None
-    history_length: int
-    pending_activities: int
-    pending_timers: int
-    blocked_reason: str | None
-    search_attributes: dict[str, Any] = field(default_factory=dict)
+from perdure.tenants.workflow_client import QueryType, ReturnType, WorkflowDescription, WorkflowRef
 
 
 @dataclass
@@ -141,13 +135,13 @@ class LocalEnvironment:
     # -- the client's methods ---------------------------------------------------------------------------
     async def start_workflow(
         self,
-        workflow: Any,
+        workflow: WorkflowRef[ReturnType],
         *args: Any,
         id: str,
         id_reuse_policy: IdReusePolicy = "allow_duplicate",
         execution_timeout: timedelta | None = None,
         request_id: str | None = None,
-    ) -> LocalWorkflowHandle:
+    ) -> LocalWorkflowHandle[ReturnType]:
         self._ensure_driver()
         name = workflow_name_of(workflow)
         self.app.get_workflow(name)  # an unknown type is refused here, as the client's admission does
@@ -158,28 +152,37 @@ class LocalEnvironment:
             input=self.converter.to_payloads(list(args), "workflow input"),
             execution_timeout=execution_timeout,
         )
-        run = self._start(start, id_reuse_policy=id_reuse_policy)
-        return LocalWorkflowHandle(self, id, run.state.run_id)
+        return LocalWorkflowHandle(self, id, self._start(start, id_reuse_policy).run_id)
 
-    async def execute_workflow(self, workflow: Any, *args: Any, id: str, **options: Any) -> Any:
-        handle = await self.start_workflow(workflow, *args, id=id, **options)
+    async def execute_workflow(
+        self,
+        workflow: WorkflowRef[ReturnType],
+        *args: Any,
+        id: str,
+        id_reuse_policy: IdReusePolicy = "allow_duplicate",
+        execution_timeout: timedelta | None = None,
+        request_id: str | None = None,
+    ) -> ReturnType:
+        handle = await self.start_workflow(
+            workflow,
+            *args,
+            id=id,
+            id_reuse_policy=id_reuse_policy,
+            execution_timeout=execution_timeout,
+            request_id=request_id,
+        )
         return await handle.result()
 
     async def signal_with_start(
         self,
-        workflow: Any,
+        workflow: WorkflowRef[ReturnType],
         *args: Any,
         id: str,
-        signal: Any,
+        signal: Callable[..., Any] | str,
         signal_args: Sequence[Any] = (),
         execution_timeout: timedelta | None = None,
-    ) -> LocalWorkflowHandle:
+    ) -> LocalWorkflowHandle[ReturnType]:
         self._ensure_driver()
-        latest = self._latest(id)
-        if latest is not None and latest.state.is_open:
-            handle = LocalWorkflowHandle(self, id, latest.state.run_id)
-            await handle.signal(signal, *signal_args)
-            return handle
         name = workflow_name_of(workflow)
         self.app.get_workflow(name)
         start = m.StartWorkflow(
@@ -191,8 +194,10 @@ class LocalEnvironment:
             signal_name=handler_name_of(signal, SIGNAL_MARK),
             signal_input=self.converter.to_payloads(list(signal_args), "signal input"),
         )
-        run = self._start(start, id_reuse_policy="allow_duplicate")
-        return LocalWorkflowHandle(self, id, run.state.run_id)
+        decision = self._start(start, "allow_duplicate")
+        if isinstance(decision, SignalRun):
+            await self.drained()  # the run takes the signal in before this returns, as a signal's does
+        return LocalWorkflowHandle(self, id, decision.run_id)
 
     async def drained(self) -> None:
         """Return once every queued message has been applied."""
@@ -212,11 +217,17 @@ class LocalEnvironment:
                 await asyncio.wait(list(self._activity_tasks))
             await asyncio.sleep(0)
 
-    def get_workflow_handle(self, workflow_id: str, run_id: str | None = None) -> LocalWorkflowHandle:
+    def get_workflow_handle(self, workflow_id: str, run_id: str | None = None) -> LocalWorkflowHandle[Any]:
         run = self._by_run_id.get(run_id) if run_id else self._latest(workflow_id)
         if run is None:
             raise WorkflowNotFoundError(f"no workflow {workflow_id!r}" + (f" run {run_id}" if run_id else ""))
         return LocalWorkflowHandle(self, workflow_id, run.state.run_id)
+
+    def get_workflow_handle_for(
+        self, workflow: WorkflowRef[ReturnType], workflow_id: str, run_id: str | None = None
+    ) -> LocalWorkflowHandle[ReturnType]:
+        # The result decodes by the run's registered type, whatever names it here.
+        return self.get_workflow_handle(workflow_id, run_id)
 
     def history(self, workflow_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
         """The run's history as JSON-serialisable data (the latest run unless ``run_id`` is given)."""
@@ -224,7 +235,7 @@ class LocalEnvironment:
 
     async def resume(
         self, history: Sequence[dict[str, Any]] | Sequence[h.HistoryEvent]
-    ) -> LocalWorkflowHandle:
+    ) -> LocalWorkflowHandle[Any]:
         """Continue a run from a recorded history prefix, as a cell does after a crash."""
         self._ensure_driver()
         events = _events(history)
@@ -254,23 +265,33 @@ class LocalEnvironment:
         self._by_run_id[run.state.run_id] = run
 
     def _start(
-        self, start: m.StartWorkflow, *, id_reuse_policy: IdReusePolicy, run_id: str | None = None
-    ) -> _Run:
+        self, start: m.StartWorkflow, policy: IdReusePolicy, run_id: str | None = None
+    ) -> StartNewRun | AnswerWithRun | SignalRun:
+        """Apply ``start`` as the engine does, and say what it did; raises ``WorkflowAlreadyStartedError``
+        if it is refused."""
+        run_id = run_id or fresh_run_id(self.namespace, start.workflow_id, start.request_id)
         latest = self._latest(start.workflow_id)
-        if latest is not None:
-            if latest.state.start_request_id == start.request_id:
-                return latest  # a retried start: the same run
-            if latest.state.is_open:
-                raise WorkflowAlreadyStartedError(start.workflow_id, latest.state.run_id)
-            if id_reuse_policy == "reject_duplicate" or (
-                id_reuse_policy == "allow_duplicate_failed_only" and latest.state.status == "completed"
-            ):
-                raise WorkflowAlreadyStartedError(start.workflow_id, latest.state.run_id)
+        decision = decide_start(
+            latest.state if latest is not None else None,
+            start,
+            policy,
+            run_id=run_id,
+            applied_before=run_id in self._by_run_id,
+        )
+        match decision:
+            case AnswerWithRun():
+                return decision
+            case SignalRun():
+                # By run id: the next run of a chain that continued as new starts before this is applied.
+                self._enqueue(None, decision.run_id, decision.signal)
+                return decision
+            case RefuseStart():
+                raise WorkflowAlreadyStartedError(start.workflow_id, decision.run_id, decision.reason)
         transition = self.machine.start(self.namespace, start, run_id=run_id)
         run = _Run(state=transition.state, history=[])
         self._register(run)
         self._commit(run, transition)
-        return run
+        return decision
 
     def _commit(self, run: _Run, transition: Transition) -> None:
         if transition.ignored is not None:
@@ -339,7 +360,7 @@ class LocalEnvironment:
         parent = start.parent if start.continued_from_run_id is None else None
         notice: m.ChildStarted | m.ChildStartFailed
         try:
-            run = self._start(start, id_reuse_policy="allow_duplicate", run_id=entry.run_id)
+            run_id = self._start(start, "allow_duplicate", entry.run_id).run_id
         except WorkflowAlreadyStartedError as exc:
             if parent is None:
                 return
@@ -352,7 +373,7 @@ class LocalEnvironment:
             notice = m.ChildStarted(
                 run_id=parent.run_id,
                 initiated_event_id=parent.initiated_event_id,
-                child_run_id=run.state.run_id,
+                child_run_id=run_id,
             )
         self._queue.append((None, parent.run_id, notice))
 
@@ -456,13 +477,15 @@ class LocalEnvironment:
             raise RuntimeError("the local environment's engine failed") from self._driver_error
 
 
-class LocalWorkflowHandle:
+class LocalWorkflowHandle(Generic[ReturnType]):
+    """A ``WorkflowHandle`` of a ``LocalEnvironment``."""
+
     def __init__(self, env: LocalEnvironment, workflow_id: str, run_id: str) -> None:
         self.env = env
         self.id = workflow_id
         self.run_id = run_id
 
-    async def result(self, timeout: float | None = None) -> Any:
+    async def result(self, timeout: float | None = None) -> ReturnType:
         """The workflow's result, following continue-as-new; raises ``WorkflowFailureError`` otherwise."""
         run = self.env._by_run_id[self.run_id]
         await self.env._wait_closed(run, timeout)
@@ -472,9 +495,12 @@ class LocalWorkflowHandle:
             await self.env._wait_closed(run, timeout)
         state = run.state
         type_hint = self.env.app.get_workflow(state.workflow_type).run.return_type
-        return run_outcome(self.id, state.status, state.result, state.failure, self.env.converter, type_hint)
+        outcome = run_outcome(
+            self.id, state.status, state.result, state.failure, self.env.converter, type_hint
+        )
+        return cast(ReturnType, outcome)  # decoded into the run method's return type
 
-    async def signal(self, signal: Any, *args: Any) -> None:
+    async def signal(self, signal: Callable[..., Any] | str, *args: Any) -> None:
         self.env._ensure_driver()
         message = m.SignalWorkflow(
             request_id=str(uuid.uuid4()),
@@ -485,7 +511,7 @@ class LocalWorkflowHandle:
         self.env._enqueue(self.id, None, message)
         await self._settle()
 
-    async def query(self, query: Any, *args: Any) -> Any:
+    async def query(self, query: Callable[..., QueryType] | str, *args: Any) -> QueryType:
         await self._settle()
         run = self.env._latest(self.id)
         assert run is not None
@@ -508,7 +534,7 @@ class LocalWorkflowHandle:
         payload = answer.result
         self.env.usage.append(query_usage(run.state.namespace, message.request_id, self.env.now()))
         hint = self.env.app.get_workflow(run.state.workflow_type).queries[name].return_type
-        return self.env.converter.from_payload(payload, hint)
+        return cast(QueryType, self.env.converter.from_payload(payload, hint))
 
     async def cancel(self) -> None:
         self._require_open()

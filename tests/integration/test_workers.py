@@ -29,8 +29,8 @@ from perdure.platform.protocol.worker_wire import PROVISIONAL_HEADER, WorkerRepo
 from perdure.platform.sandboxing.sandbox import Sandbox, SandboxLimits, sandbox_user
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
-from perdure.tenants import WorkflowFailureError
-from perdure.tenants.client import Client, WorkflowHandle
+from perdure.tenants import WorkflowFailureError, WorkflowHandle
+from perdure.tenants.client import Client
 
 from .cell_app import FanOut, MemoryHog, Runaway, SlowDecider, Spinners, ThreeSteps, WorkerCrash
 from .cell_harness import PERDURE, REPO, TenantCell, count_lines, eventually, run_perdure

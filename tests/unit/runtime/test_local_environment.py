@@ -9,8 +9,13 @@ from datetime import timedelta
 import pytest
 
 from perdure.platform.core import history as h
-from perdure.tenants import ChildWorkflowError, NondeterministicCallError, WorkflowFailureError
-from perdure.tenants.testing import LocalEnvironment, WorkflowAlreadyStartedError
+from perdure.tenants import (
+    ChildWorkflowError,
+    NondeterministicCallError,
+    WorkflowAlreadyStartedError,
+    WorkflowFailureError,
+)
+from perdure.tenants.testing import LocalEnvironment
 
 from . import workflows as w
 
@@ -139,6 +144,41 @@ async def test_same_request_id_yields_the_same_run(env: LocalEnvironment) -> Non
     assert again.run_id == first.run_id
     with pytest.raises(WorkflowAlreadyStartedError):
         await env.start_workflow(w.Cancellable.run, id="dup", request_id="req-2")
+
+
+async def test_reject_duplicate_refuses_an_id_used_before_and_names_its_run(env: LocalEnvironment) -> None:
+    first = await env.start_workflow(w.Child.run, 0, id="once")
+    assert await first.result() == 0
+    with pytest.raises(WorkflowAlreadyStartedError) as refused:
+        await env.start_workflow(w.Child.run, 1, id="once", id_reuse_policy="reject_duplicate")
+    assert refused.value.run_id == first.run_id and "reject_duplicate" in str(refused.value)
+    assert env.get_workflow_handle("once").run_id == first.run_id  # nothing was started
+    second = await env.start_workflow(w.Child.run, 2, id="once", id_reuse_policy="allow_duplicate")
+    assert second.run_id != first.run_id and await second.result() == 20
+
+
+async def test_allow_duplicate_failed_only_reuses_an_id_only_after_a_failure(env: LocalEnvironment) -> None:
+    assert await env.execute_workflow(w.Child.run, 0, id="done") == 0
+    with pytest.raises(WorkflowAlreadyStartedError):
+        await env.start_workflow(w.Child.run, 1, id="done", id_reuse_policy="allow_duplicate_failed_only")
+    with pytest.raises(WorkflowFailureError):
+        await env.execute_workflow(w.Child.run, -1, id="failed")
+    again = await env.start_workflow(
+        w.Child.run, 1, id="failed", id_reuse_policy="allow_duplicate_failed_only"
+    )
+    assert await again.result() == 10
+
+
+async def test_a_start_sent_again_after_later_runs_answers_with_its_own_run(env: LocalEnvironment) -> None:
+    """As the engine does with a redelivered start: the request's run is found by its run id, not only
+    when it is the latest run of the id."""
+    first = await env.start_workflow(w.Child.run, 0, id="again", request_id="req-1")
+    await first.result()
+    later = await env.start_workflow(w.Child.run, 1, id="again", request_id="req-2")
+    await later.result()
+    resent = await env.start_workflow(w.Child.run, 0, id="again", request_id="req-1")
+    assert resent.run_id == first.run_id
+    assert env.get_workflow_handle("again").run_id == later.run_id  # still the latest: nothing started
 
 
 async def test_randomness_and_side_effects_replay_identically(env: LocalEnvironment) -> None:

@@ -1,0 +1,120 @@
+"""What every workflow client offers, whichever it is: the ``WorkflowClient`` and ``WorkflowHandle``
+protocols, and the models they return.
+
+``Client`` (a namespace of the platform) and ``LocalEnvironment`` (the platform in one process, for
+tests) both implement ``WorkflowClient``: code typed against it runs on either, and the type checker
+says so. A handle is typed by its workflow's result: ``start_workflow(Orders.run, order, id=...)``
+returns a ``WorkflowHandle[Receipt]`` when ``Orders.run`` returns a ``Receipt``, and its ``result()`` is
+a ``Receipt``. A workflow named by its type (a string) or by its class gives a ``WorkflowHandle[Any]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from typing_extensions import TypeVar
+
+from perdure.platform.core.start_rules import IdReusePolicy
+
+# Defaulting to Any: a workflow named by a string or a class has no run method to take the type from.
+ReturnType = TypeVar("ReturnType", default=Any)
+ReturnType_co = TypeVar("ReturnType_co", covariant=True, default=Any)
+QueryType = TypeVar("QueryType", default=Any)
+
+# A workflow as the client methods take it: its run method (typed), its class, or its type's name.
+WorkflowRef = Callable[..., Awaitable[ReturnType]] | type[Any] | str
+
+
+@dataclass(frozen=True)
+class WorkflowDescription:
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    status: str
+    start_time: datetime
+    close_time: datetime | None
+    history_length: int
+    pending_activities: int
+    pending_timers: int
+    blocked_reason: str | None
+    search_attributes: dict[str, Any] = field(default_factory=dict)
+
+
+class WorkflowHandle(Protocol[ReturnType_co]):
+    """A workflow id (and, from a start, the run it started), and what can be done with it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def run_id(self) -> str | None: ...
+
+    async def result(self, timeout: float | None = None) -> ReturnType_co:
+        """The run's result once it closes, following continue-as-new; ``WorkflowFailureError`` if it
+        did not complete, ``TimeoutError`` after ``timeout`` seconds."""
+        ...
+
+    async def signal(self, signal: Callable[..., Any] | str, *args: Any) -> None: ...
+
+    async def query(self, query: Callable[..., QueryType] | str, *args: Any) -> QueryType: ...
+
+    async def cancel(self) -> None: ...
+
+    async def terminate(self, reason: str = "") -> None: ...
+
+    async def describe(self) -> WorkflowDescription: ...
+
+
+class WorkflowClient(Protocol):
+    """Starting workflows and reaching them by id: what ``Client`` and ``LocalEnvironment`` share."""
+
+    async def start_workflow(
+        self,
+        workflow: WorkflowRef[ReturnType],
+        *args: Any,
+        id: str,
+        id_reuse_policy: IdReusePolicy = "allow_duplicate",
+        execution_timeout: timedelta | None = None,
+        request_id: str | None = None,
+    ) -> WorkflowHandle[ReturnType]:
+        """Start a run of ``workflow`` with ``args`` under the workflow id ``id``; a start sent again with
+        the same ``request_id`` returns the same run. Raises ``WorkflowAlreadyStartedError`` if the id
+        has a running run, or a closed one that ``id_reuse_policy`` forbids to follow."""
+        ...
+
+    async def execute_workflow(
+        self,
+        workflow: WorkflowRef[ReturnType],
+        *args: Any,
+        id: str,
+        id_reuse_policy: IdReusePolicy = "allow_duplicate",
+        execution_timeout: timedelta | None = None,
+        request_id: str | None = None,
+    ) -> ReturnType:
+        """``start_workflow``, then its handle's ``result()``."""
+        ...
+
+    async def signal_with_start(
+        self,
+        workflow: WorkflowRef[ReturnType],
+        *args: Any,
+        id: str,
+        signal: Callable[..., Any] | str,
+        signal_args: Sequence[Any] = (),
+        execution_timeout: timedelta | None = None,
+    ) -> WorkflowHandle[ReturnType]:
+        """Signal the running run of ``id``, or start one that gets the signal first thing."""
+        ...
+
+    def get_workflow_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle[Any]:
+        """The latest run of ``workflow_id`` (or its run ``run_id``), its result untyped."""
+        ...
+
+    def get_workflow_handle_for(
+        self, workflow: WorkflowRef[ReturnType], workflow_id: str, run_id: str | None = None
+    ) -> WorkflowHandle[ReturnType]:
+        """As ``get_workflow_handle``, its result typed (and decoded) as ``workflow``'s."""
+        ...
