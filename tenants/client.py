@@ -58,7 +58,13 @@ from perdure.tenants.client_errors import (
     WorkflowNotFoundError,
 )
 from perdure.tenants.run_outcome import run_outcome
-from perdure.tenants.workflow_client import QueryType, ReturnType, WorkflowDescription, WorkflowRef
+from perdure.tenants.workflow_client import (
+    QueryType,
+    ReturnType,
+    WorkflowClient,
+    WorkflowDescription,
+    WorkflowRef,
+)
 
 REQUEST_TIMEOUT = 30.0
 # A request not answered within this is sent again (same request id: admission and the engine take it
@@ -76,7 +82,7 @@ CLOSES_REMEMBERED = 10_000
 _Request = StartRequest | SignalRequest | CancelRequest | QueryRequest | DescribeRequest | ListRequest
 
 
-class Client:
+class Client(WorkflowClient):
     def __init__(
         self,
         connection: AbstractRobustConnection,
@@ -161,25 +167,6 @@ class Client:
         )
         reply = await self._call(request)
         return ClientWorkflowHandle(self, id, reply.run_id, _return_type(workflow))
-
-    async def execute_workflow(
-        self,
-        workflow: WorkflowRef[ReturnType],
-        *args: Any,
-        id: str,
-        id_reuse_policy: IdReusePolicy = "allow_duplicate",
-        execution_timeout: timedelta | None = None,
-        request_id: str | None = None,
-    ) -> ReturnType:
-        handle = await self.start_workflow(
-            workflow,
-            *args,
-            id=id,
-            id_reuse_policy=id_reuse_policy,
-            execution_timeout=execution_timeout,
-            request_id=request_id,
-        )
-        return await handle.result()
 
     async def signal_with_start(
         self,

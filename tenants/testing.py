@@ -48,7 +48,13 @@ from perdure.platform.core.usage import UsageRecord, query_usage
 from perdure.platform.core.workflow_activations import QueryAnswer, WorkflowActivations
 from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
 from perdure.tenants.run_outcome import run_outcome
-from perdure.tenants.workflow_client import QueryType, ReturnType, WorkflowDescription, WorkflowRef
+from perdure.tenants.workflow_client import (
+    QueryType,
+    ReturnType,
+    WorkflowClient,
+    WorkflowDescription,
+    WorkflowRef,
+)
 
 
 @dataclass
@@ -58,7 +64,7 @@ class _Run:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class LocalEnvironment:
+class LocalEnvironment(WorkflowClient):
     def __init__(
         self,
         app: WorkflowRegistry,
@@ -153,25 +159,6 @@ class LocalEnvironment:
             execution_timeout=execution_timeout,
         )
         return LocalWorkflowHandle(self, id, self._start(start, id_reuse_policy).run_id)
-
-    async def execute_workflow(
-        self,
-        workflow: WorkflowRef[ReturnType],
-        *args: Any,
-        id: str,
-        id_reuse_policy: IdReusePolicy = "allow_duplicate",
-        execution_timeout: timedelta | None = None,
-        request_id: str | None = None,
-    ) -> ReturnType:
-        handle = await self.start_workflow(
-            workflow,
-            *args,
-            id=id,
-            id_reuse_policy=id_reuse_policy,
-            execution_timeout=execution_timeout,
-            request_id=request_id,
-        )
-        return await handle.result()
 
     async def signal_with_start(
         self,

@@ -69,7 +69,8 @@ class WorkflowHandle(Protocol[ReturnType_co]):
 
 
 class WorkflowClient(Protocol):
-    """Starting workflows and reaching them by id: what ``Client`` and ``LocalEnvironment`` share."""
+    """Starting workflows and reaching them by id: what ``Client`` and ``LocalEnvironment`` share (both
+    subclass it, so the type checker holds them to it)."""
 
     async def start_workflow(
         self,
@@ -94,8 +95,16 @@ class WorkflowClient(Protocol):
         execution_timeout: timedelta | None = None,
         request_id: str | None = None,
     ) -> ReturnType:
-        """``start_workflow``, then its handle's ``result()``."""
-        ...
+        """``start_workflow``, then its handle's ``result()`` (the clients inherit this one)."""
+        handle = await self.start_workflow(
+            workflow,
+            *args,
+            id=id,
+            id_reuse_policy=id_reuse_policy,
+            execution_timeout=execution_timeout,
+            request_id=request_id,
+        )
+        return await handle.result()
 
     async def signal_with_start(
         self,
