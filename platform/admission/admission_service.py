@@ -52,6 +52,7 @@ from perdure.platform.protocol.ingress_wire import (
 )
 from perdure.platform.protocol.vhost_layout import INGRESS_DEAD_LETTERS, INGRESS_QUEUE
 from perdure.platform.quotas.fair_queue import FairQueue
+from perdure.platform.quotas.running_counts import RunningCounts
 from perdure.platform.stores.control_store import NamespaceRecord
 from perdure.platform.stores.namespace_apps import NamespaceApps, NamespaceUnavailable
 from perdure.platform.stores.run_store import RunStore
@@ -109,8 +110,7 @@ class Admission:
         self._wakeup = asyncio.Event()
         self._consuming: dict[str, tuple[aio_pika.abc.AbstractQueue, str]] = {}
         self._records: dict[str, NamespaceRecord] = {}
-        # Running workflows per namespace, re-counted at most once a second (for the concurrency quota).
-        self._running: dict[str, tuple[int, float]] = {}
+        self._running = RunningCounts(store.count_running)
 
     # -- following the cell's namespaces -------------------------------------------------------------
     async def run(self) -> None:
@@ -246,7 +246,7 @@ class Admission:
             )
             self._enqueue(namespace, message, [_steering(namespace, signal, message)], latest["_id"])
             return
-        running = await self._running_now(namespace)
+        running = await self._running.running(namespace)
         if running >= record.quota.max_concurrent_workflows:
             await self._refuse(
                 namespace,
@@ -256,6 +256,7 @@ class Admission:
                 f"{record.quota.max_concurrent_workflows} at once",
             )
             return
+        self._running.started(namespace)
         start = m.StartWorkflow(
             request_id=request.request_id,
             workflow_type=request.workflow_type,
@@ -275,15 +276,6 @@ class Admission:
             correlation_id=message.correlation_id,
         )
         self._enqueue(namespace, message, [envelope], run_id)
-
-    async def _running_now(self, namespace: str) -> int:
-        counted = self._running.get(namespace)
-        now = time.monotonic()
-        if counted is None or now - counted[1] > 1.0:
-            counted = (await self.store.count_running(namespace), now)
-            self._running[namespace] = counted
-        self._running[namespace] = (counted[0] + 1, counted[1])  # this start, until the next count
-        return counted[0]
 
     def _enqueue(
         self,
