@@ -43,7 +43,8 @@ from perdure.infra.logs import configure_logging
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.infra.settings import Settings, load_settings
 from perdure.platform.cell.dead_letters import read_letters
-from perdure.platform.control.provisioning import create_cell, provision_namespace
+from perdure.platform.control.namespace_requests import provision_namespace
+from perdure.platform.control.provisioning import create_cell
 from perdure.platform.core import history as h
 from perdure.platform.core.usage import ACTION_METRICS
 from perdure.platform.messaging.amqp_dead_letters import REASON_HEADER

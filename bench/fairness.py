@@ -20,7 +20,8 @@ import aio_pika
 from bench.machine import describe_machine
 from bench.throughput import cleanup
 from perdure.infra.settings import load_settings
-from perdure.platform.control.provisioning import create_cell, provision_namespace
+from perdure.platform.control.namespace_requests import provision_namespace
+from perdure.platform.control.provisioning import create_cell
 from perdure.platform.core.outbox import RunClosed
 from perdure.platform.core.payloads import default_converter
 from perdure.platform.protocol.ingress_wire import StartRequest

@@ -27,7 +27,8 @@ from pymongo import AsyncMongoClient
 from bench.machine import describe_machine
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.infra.settings import Settings, load_settings
-from perdure.platform.control.provisioning import create_cell, create_namespace
+from perdure.platform.control.namespace_requests import create_namespace
+from perdure.platform.control.provisioning import create_cell
 from perdure.platform.core.outbox import RunClosed
 from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.protocol.vhost_layout import RESULTS_EXCHANGE

@@ -22,7 +22,8 @@ from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.infra.logs import configure_logging
 from perdure.infra.settings import Settings, load_settings
 from perdure.infra.telemetry import configure_telemetry
-from perdure.platform.control.provisioning import create_cell, provision_namespace, rotate_key
+from perdure.platform.control.namespace_requests import provision_namespace
+from perdure.platform.control.provisioning import create_cell, rotate_key
 from perdure.platform.control.system_namespace import ensure_system_namespace
 from perdure.platform.core.usage import ACTION_METRICS
 from perdure.platform.messaging.usage_producer import METERING_PARTITIONS

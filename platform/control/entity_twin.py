@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from perdure.platform.control.control_app import control_app
-from perdure.platform.control.twin_activities import apply_change, read_entity, start_namespace_deletion
+from perdure.platform.control.twin_activities import TwinActivities
 from perdure.platform.control.twin_change import TwinChange
 from perdure.platform.control.workflow_ids import ENTITY_TWIN, Entity
 from perdure.tenants import ActivityError, RetryPolicy, workflow
@@ -33,7 +33,7 @@ class EntityTwin:
     @workflow.run
     async def run(self, entity: Entity, key: str, state: dict[str, Any] | None = None) -> dict[str, Any]:
         self.state = state or await workflow.execute_activity(
-            read_entity, entity, key, start_to_close_timeout=30, retry_policy=CHANGE_RETRY
+            TwinActivities.read_entity, entity, key, start_to_close_timeout=30, retry_policy=CHANGE_RETRY
         )
         applied = 0
         while True:
@@ -45,12 +45,20 @@ class EntityTwin:
                 # A namespace is deleted by its own workflow, which retires this twin once the
                 # namespace is closed (a deletion refused leaves the twin as it was).
                 await workflow.execute_activity(
-                    start_namespace_deletion, key, start_to_close_timeout=30, retry_policy=CHANGE_RETRY
+                    TwinActivities.start_namespace_deletion,
+                    key,
+                    start_to_close_timeout=30,
+                    retry_policy=CHANGE_RETRY,
                 )
                 continue
             try:
                 self.state = await workflow.execute_activity(
-                    apply_change, entity, key, change, start_to_close_timeout=30, retry_policy=CHANGE_RETRY
+                    TwinActivities.apply_change,
+                    entity,
+                    key,
+                    change,
+                    start_to_close_timeout=30,
+                    retry_policy=CHANGE_RETRY,
                 )
                 self.error = ""
             except ActivityError as failure:

@@ -1,27 +1,36 @@
-"""Asking the control plane for a namespace: `perdure namespace create` starts ``ProvisionNamespace``
-in the system namespace and follows its steps. The key is made here and shown once; the workflow gets
-its hashes only."""
+"""Asking for a namespace, and for its deletion. `perdure namespace create` asks the control plane:
+``request_namespace`` starts ``ProvisionNamespace`` in the system namespace and follows its steps. Where
+no control plane can run that workflow (the system namespace itself, test harnesses, benchmarks, the
+demo), ``provision_namespace`` runs the same steps in this process. Either way the key is made here and
+shown once; the steps get its hashes only."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import Callable
+from types import MethodType
 from typing import Any, TypeVar
 
 from perdure.infra.settings import Settings
+from perdure.platform.control.control_resources import ControlResources
 from perdure.platform.control.deletion import DeleteNamespace
-from perdure.platform.control.provisioning import ProvisionedNamespace, connection_string
-from perdure.platform.control.provisioning_activities import NamespaceSpec
-from perdure.platform.control.provisioning_workflow import ProvisionNamespace
+from perdure.platform.control.provisioning import ProvisionedNamespace, connection_string, provision_vhost
+from perdure.platform.control.provisioning_activities import NamespaceSpec, ProvisioningActivities
+from perdure.platform.control.provisioning_workflow import (
+    ProvisionNamespace,
+    Step,
+    StepFailed,
+    provision_steps,
+)
 from perdure.platform.control.workflow_ids import deletion_id, provisioning_id
 from perdure.platform.core.definitions import workflow_name_of
 from perdure.platform.core.start_rules import fresh_run_id
 from perdure.platform.messaging.ops_client import OpsClient
-from perdure.platform.stores.control_store import ControlError, Hosting
-from perdure.platform.stores.databases import Databases
-from perdure.platform.tenancy.api_keys import broker_password_hash, issue_key
+from perdure.platform.stores.control_store import ControlError, Hosting, NamespaceRecord
+from perdure.platform.tenancy.api_keys import IssuedKey, broker_password_hash, issue_key
 from perdure.platform.tenancy.model import Quota
+from perdure.tenants import ApplicationError
 from perdure.tenants.client_errors import WorkflowNotFoundError
 
 FOLLOW_EVERY = 0.25
@@ -66,34 +75,29 @@ async def request_namespace(
 ) -> ProvisionedNamespace:
     """Provision ``name`` through the control plane (idempotent: an existing namespace is returned
     with no key)."""
-    databases = Databases.connect(settings)
-    try:
+    async with ControlResources(settings) as resources:
         try:
-            existing = await databases.control.get_namespace(name)
+            existing = await resources.control.get_namespace(name)
         except ControlError:
             existing = None
         try:
-            await databases.control.get_namespace(settings.system_namespace)
+            await resources.control.get_namespace(settings.system_namespace)
         except ControlError:
             raise ControlError(
                 "the control plane is not bootstrapped: run `perdure controlplane bootstrap --cell CELL`"
             ) from None
-    finally:
-        await databases.close()
     if existing is not None and existing.status == "active":
         return ProvisionedNamespace(existing, None, None)
     key = issue_key()
-    spec = NamespaceSpec(
-        name=name,
-        app=app,
-        account=account,
+    spec = _spec(
+        name,
+        app,
+        key,
         cell=cell,
-        quota=quota or Quota(),
+        account=account,
+        quota=quota,
         retention_days=retention_days,
         hosting=hosting,
-        api_key_id=key.key_id,
-        api_key_hash=key.hash,
-        broker_password_hash=broker_password_hash(key.secret),
     )
     shown: list[str] = []
 
@@ -112,12 +116,104 @@ async def request_namespace(
         busy=f"namespace {name!r} is being provisioned by another request",
         until=active,
     )
-    databases = Databases.connect(settings)
-    try:
-        record = await databases.control.get_namespace(name)
-    finally:
-        await databases.close()
+    async with ControlResources(settings) as resources:
+        record = await resources.control.get_namespace(name)
     return ProvisionedNamespace(record, key.secret, connection_string(settings, record, key.secret))
+
+
+async def provision_namespace(
+    settings: Settings,
+    name: str,
+    app: str,
+    *,
+    cell: str | None = None,
+    account: str | None = None,
+    quota: Quota | None = None,
+    retention_days: int = 30,
+    hosting: Hosting = "platform",
+) -> ProvisionedNamespace:
+    """Provision ``name`` in this process, by ``ProvisionNamespace``'s steps without the canary and the
+    twin, which need the namespace's cell and the control plane running (bootstrapping starts the twins
+    of what exists). Idempotent: an existing namespace of the same owner and app is returned with no
+    key (its vhost made again if it went); one of another is refused."""
+    async with ControlResources(settings) as resources:
+        try:
+            existing: NamespaceRecord | None = await resources.control.get_namespace(name)
+        except ControlError:
+            existing = None
+        if existing is not None:
+            if (existing.app, existing.account) != (app, account) or (cell and cell != existing.cell):
+                raise ControlError(
+                    f"namespace {name!r} exists (account {existing.account!r}, cell {existing.cell!r}, "
+                    f"app {existing.app!r})"
+                )
+            await provision_vhost(resources, existing.cell, existing.vhost)
+            return ProvisionedNamespace(existing, None, None)
+        key = issue_key()
+        spec = _spec(
+            name,
+            app,
+            key,
+            cell=cell,
+            account=account,
+            quota=quota,
+            retention_days=retention_days,
+            hosting=hosting,
+        )
+        try:
+            await provision_steps(spec, _InThisProcess(ProvisioningActivities(resources)), validate=False)
+        except ApplicationError as failed:  # as `perdure namespace create` tells a failure
+            raise ControlError(str(failed)) from None
+        record = await resources.control.get_namespace(name)
+    return ProvisionedNamespace(record, key.secret, connection_string(settings, record, key.secret))
+
+
+async def create_namespace(
+    settings: Settings, name: str, app: str, cell: str, quota: Quota | None = None
+) -> NamespaceRecord:
+    """A namespace for ops (no account), in this process; see ``provision_namespace``."""
+    return (await provision_namespace(settings, name, app, cell=cell, quota=quota)).record
+
+
+class _InThisProcess:
+    """Runs each step as a call of its method on ``activities``: at once, no retries."""
+
+    def __init__(self, activities: ProvisioningActivities) -> None:
+        self.activities = activities
+
+    def enter(self, step: str) -> None:
+        pass
+
+    async def call(self, step: Step, *args: Any) -> Any:
+        try:
+            return await MethodType(step, self.activities)(*args)
+        except Exception as exc:
+            raise StepFailed(exc, exc) from exc
+
+
+def _spec(
+    name: str,
+    app: str,
+    key: IssuedKey,
+    *,
+    cell: str | None,
+    account: str | None,
+    quota: Quota | None,
+    retention_days: int,
+    hosting: Hosting,
+) -> NamespaceSpec:
+    return NamespaceSpec(
+        name=name,
+        app=app,
+        account=account,
+        cell=cell,
+        quota=quota or Quota(),
+        retention_days=retention_days,
+        hosting=hosting,
+        api_key_id=key.key_id,
+        api_key_hash=key.hash,
+        broker_password_hash=broker_password_hash(key.secret),
+    )
 
 
 async def _run_and_follow(

@@ -1,18 +1,19 @@
-"""Creating a cell (topics, indexes, record) and a namespace on it (record, vhost, queues, the
-namespace's RabbitMQ user and API key), in idempotent steps."""
+"""Cells, and what a namespace is made of on its cell's broker: creating a cell (topics, indexes,
+record); placing a namespace; its vhost (queues, dead letters, results) and its broker user, in
+idempotent steps; its connection string; rotating its key. The steps of provisioning a namespace that
+use these are ``provisioning_activities``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 import aio_pika
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from perdure.infra.rabbitmq_admin import rabbitmq_admin
 from perdure.infra.settings import Settings
+from perdure.platform.control.control_resources import ControlResources
 from perdure.platform.control.placement import CellLoad, choose_cell
 from perdure.platform.protocol.vhost_layout import (
     ACTIVITIES_DEAD_LETTERS,
@@ -27,20 +28,8 @@ from perdure.platform.protocol.vhost_layout import (
     WORKFLOW_TASKS_QUEUE,
     namespace_user_permissions,
 )
-from perdure.platform.sandboxing.app_manifest import read_manifest
-from perdure.platform.sandboxing.sandbox import Sandbox
-from perdure.platform.stores.control_store import (
-    CellRecord,
-    ControlError,
-    ControlStore,
-    Hosting,
-    NamespaceRecord,
-    check_name,
-)
-from perdure.platform.stores.databases import Databases
-from perdure.platform.stores.tenancy_store import TenancyStore
-from perdure.platform.tenancy.api_keys import issue_key
-from perdure.platform.tenancy.model import Quota
+from perdure.platform.stores.control_store import CellRecord, ControlError, ControlStore, NamespaceRecord
+from perdure.platform.tenancy.api_keys import broker_password_hash, issue_key
 from perdure.platform.tenancy.namespace_urls import namespace_amqp_url, tenant_user
 
 
@@ -48,9 +37,8 @@ async def create_cell(
     settings: Settings, name: str, partitions: int, capacity: float = 1_000.0
 ) -> CellRecord:
     record = CellRecord.new(name, partitions, settings.cell_database(name), capacity)
-    admin = AIOKafkaAdminClient(**settings.endpoints(name).kafka())
-    await admin.start()
-    try:
+    async with ControlResources(settings) as resources:
+        admin = await resources.kafka_admin(name)
         for topic, count in ((record.topic, partitions), (record.dlq_topic, 1)):
             try:
                 await admin.create_topics([NewTopic(topic, num_partitions=count, replication_factor=1)])
@@ -61,15 +49,9 @@ async def create_cell(
                     raise ControlError(
                         f"topic {topic} exists with {existing} partitions, not {count}"
                     ) from None
-    finally:
-        await admin.close()
-    databases = Databases.connect(settings, name)
-    try:
-        await databases.control.ensure_indexes()
-        await databases.runs(settings, name).ensure_indexes()
-        return await databases.control.add_cell(record)
-    finally:
-        await databases.close()
+        await resources.control.ensure_indexes()
+        await resources.runs(name).ensure_indexes()
+        return await resources.control.add_cell(record)
 
 
 @dataclass(frozen=True)
@@ -89,89 +71,17 @@ def connection_string(settings: Settings, record: NamespaceRecord, api_key: str)
     return f"{parts.scheme}://{user}:{quote(api_key, safe='')}@{host}{port}/{quote(record.vhost, safe='')}"
 
 
-async def create_namespace(
-    settings: Settings, name: str, app: str, cell: str, quota: Quota | None = None
-) -> NamespaceRecord:
-    """A namespace for ops (no account); see ``provision_namespace`` for tenants."""
-    return (await provision_namespace(settings, name, app, cell=cell, quota=quota)).record
-
-
-async def provision_namespace(
-    settings: Settings,
-    name: str,
-    app: str,
-    *,
-    cell: str | None = None,
-    account: str | None = None,
-    quota: Quota | None = None,
-    retention_days: int = 30,
-    hosting: Hosting = "platform",
-) -> ProvisionedNamespace:
-    """Create a namespace (idempotent: a second call changes nothing and shows no key)."""
-    check_name("namespace", name)
-    # Refuse an app that does not load before anything is made (its code runs in its sandbox).
-    sandbox = Sandbox.for_namespace(settings, name, quota or Quota(), "provisioning")
-    manifest = await read_manifest(app, isolated_as=sandbox)
-    databases = Databases.connect(settings, cell)
-    try:
-        control = databases.control
-        try:
-            existing: NamespaceRecord | None = await control.get_namespace(name)
-        except ControlError:
-            existing = None
-        if existing is not None:
-            if (existing.app, existing.account) != (app, account) or (cell and cell != existing.cell):
-                raise ControlError(
-                    f"namespace {name!r} exists (account {existing.account!r}, cell {existing.cell!r}, "
-                    f"app {existing.app!r})"
-                )
-            await provision_vhost(settings, existing.cell, existing.vhost)
-            return ProvisionedNamespace(existing, None, None)
-        if account is not None:
-            await TenancyStore(databases.control_db).get_account(account)
-        placed = cell or await place(
-            control, (quota or Quota()).actions_per_second, settings.system_namespace
-        )
-        await control.get_cell(placed)
-        key = issue_key()
-        record = NamespaceRecord(
-            name=name,
-            app=app,
-            workflow_types=manifest.workflow_types,
-            hosting=hosting,
-            cell=placed,
-            vhost=name,
-            created_at=datetime.now(UTC),
-            account=account,
-            quota=quota or Quota(),
-            retention_days=retention_days,
-            rabbitmq_user=tenant_user(name),
-            api_key_id=key.key_id,
-            api_key_hash=key.hash,
-        )
-        await provision_vhost(settings, placed, record.vhost)
-        await provision_tenant_user(settings, record, key.secret)
-        record = await control.add_namespace(record)
-        return ProvisionedNamespace(record, key.secret, connection_string(settings, record, key.secret))
-    finally:
-        await databases.close()
-
-
 async def rotate_key(settings: Settings, name: str) -> ProvisionedNamespace:
     """Issue a new API key; the old one stops working at once (its broker connections are refused)."""
-    databases = Databases.connect(settings)
-    try:
-        record = await databases.control.get_namespace(name)
+    async with ControlResources(settings) as resources:
+        record = await resources.control.get_namespace(name)
         key = issue_key()
         # Deleting the user makes the broker close every connection it has open, at once; a password
         # change alone would leave them running.
-        async with rabbitmq_admin(settings, record.cell) as admin:
-            await admin.delete_user(record.rabbitmq_user or tenant_user(name))
-        await provision_tenant_user(settings, record, key.secret)
-        record = await databases.control.update_namespace(name, api_key_id=key.key_id, api_key_hash=key.hash)
+        await resources.broker(record.cell).delete_user(record.rabbitmq_user or tenant_user(name))
+        await provision_tenant_user(resources, record, broker_password_hash(key.secret))
+        record = await resources.control.update_namespace(name, api_key_id=key.key_id, api_key_hash=key.hash)
         return ProvisionedNamespace(record, key.secret, connection_string(settings, record, key.secret))
-    finally:
-        await databases.close()
 
 
 async def place(control: ControlStore, demand: float, system_namespace: str) -> str:
@@ -194,36 +104,33 @@ async def place(control: ControlStore, demand: float, system_namespace: str) -> 
 
 
 async def provision_tenant_user(
-    settings: Settings,
-    record: NamespaceRecord,
-    api_key: str | None = None,
-    *,
-    password_hash: str | None = None,
+    resources: ControlResources, record: NamespaceRecord, password_hash: str
 ) -> None:
-    """The namespace's own broker user, whose password is the API key (given, or as its broker hash):
-    it may publish to ingress and worker reports, use the reply and sticky queues it declares, consume
-    the namespace's work queues (as its workers do), and reach nothing else, in no other vhost."""
+    """The namespace's own broker user, whose password is the API key (given as its broker hash, so the
+    key passes through nothing that records it): it may publish to ingress and worker reports, use the
+    reply and sticky queues it declares, consume the namespace's work queues (as its workers do), and
+    reach nothing else, in no other vhost."""
     user = record.rabbitmq_user or tenant_user(record.name)
-    async with rabbitmq_admin(settings, record.cell) as admin:
-        if password_hash is not None:
-            await admin.create_user_from_hash(user, password_hash)
-        else:
-            assert api_key is not None, "the key or its hash"
-            await admin.create_user(user, api_key)
-        await admin.set_permissions(record.vhost, user, **namespace_user_permissions())
+    broker = resources.broker(record.cell)
+    await broker.create_user_from_hash(user, password_hash)
+    await broker.set_permissions(record.vhost, user, **namespace_user_permissions())
 
 
-async def provision_vhost(settings: Settings, cell: str, vhost: str) -> None:
+async def provision_vhost(resources: ControlResources, cell: str, vhost: str) -> None:
+    """The namespace's vhost: the platform's user on it, its queues with their dead letters (by
+    policy), and its results exchange."""
+    settings = resources.settings
     platform_user = urlsplit(settings.endpoints(cell).rabbitmq_url).username or "guest"
-    async with rabbitmq_admin(settings, cell) as admin:
-        await admin.create_vhost(vhost)
-        await admin.set_permissions(vhost, platform_user)
-        await admin.set_policy(
-            vhost,
-            "dead-letters",
-            f"^({ACTIVITIES_QUEUE}|{INGRESS_QUEUE}|{WORKFLOW_TASKS_QUEUE}|{WORKER_REPORTS_QUEUE})$",
-            {"dead-letter-exchange": DEAD_LETTER_EXCHANGE},
-        )
+    broker = resources.broker(cell)
+    await broker.create_vhost(vhost)
+    await broker.set_permissions(vhost, platform_user)
+    await broker.set_policy(
+        vhost,
+        "dead-letters",
+        f"^({ACTIVITIES_QUEUE}|{INGRESS_QUEUE}|{WORKFLOW_TASKS_QUEUE}|{WORKER_REPORTS_QUEUE})$",
+        {"dead-letter-exchange": DEAD_LETTER_EXCHANGE},
+    )
+    # A connection of its own: the vhost is new, and what is declared on it is declared once.
     connection = await aio_pika.connect(namespace_amqp_url(settings, cell, vhost))
     try:
         channel = await connection.channel()

@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 
-from perdure.infra.settings import get_settings
 from perdure.platform.control.control_app import control_app
-from perdure.platform.stores.databases import Databases
+from perdure.platform.control.control_resources import ControlResources
 
 # A process that has not reported for this long is taken for dead.
 REPORT_FRESHNESS = timedelta(seconds=10)
@@ -21,38 +20,35 @@ class RingHealth(BaseModel):
     detail: str
 
 
-@control_app.activity
-async def set_desired_versions(cells: list[str], version: str | None) -> dict[str, str | None]:
-    """Set ``version`` as the cells' desired version; returns what it was, to roll back to."""
-    databases = Databases.connect(get_settings())
-    try:
+class RolloutActivities:
+    """What a rollout does, on the process's control-plane connections."""
+
+    def __init__(self, resources: ControlResources) -> None:
+        self.resources = resources
+
+    @control_app.activity
+    async def set_desired_versions(self, cells: list[str], version: str | None) -> dict[str, str | None]:
+        """Set ``version`` as the cells' desired version; returns what it was, to roll back to."""
+        control = self.resources.control
         previous: dict[str, str | None] = {}
         for cell in cells:
-            previous[cell] = (await databases.control.get_cell(cell)).desired_version
-            await databases.control.update_cell(cell, desired_version=version)
+            previous[cell] = (await control.get_cell(cell)).desired_version
+            await control.update_cell(cell, desired_version=version)
         return previous
-    finally:
-        await databases.close()
 
-
-@control_app.activity
-async def restore_desired_versions(previous: dict[str, str | None]) -> None:
-    databases = Databases.connect(get_settings())
-    try:
+    @control_app.activity
+    async def restore_desired_versions(self, previous: dict[str, str | None]) -> None:
         for cell, version in previous.items():
-            await databases.control.update_cell(cell, desired_version=version)
-    finally:
-        await databases.close()
+            await self.resources.control.update_cell(cell, desired_version=version)
 
-
-@control_app.activity
-async def ring_health(cells: list[str], version: str, max_error_rate: float, max_lag: int) -> RingHealth:
-    databases = Databases.connect(get_settings())
-    try:
+    @control_app.activity
+    async def ring_health(
+        self, cells: list[str], version: str, max_error_rate: float, max_lag: int
+    ) -> RingHealth:
         fresh = datetime.now(UTC) - REPORT_FRESHNESS
         converged, healthy, notes = True, True, []
         for cell in cells:
-            reports = await databases.control.processes_of(cell, fresh)
+            reports = await self.resources.control.processes_of(cell, fresh)
             if not reports:
                 converged = healthy = False
                 notes.append(f"{cell}: no live process")
@@ -69,5 +65,3 @@ async def ring_health(cells: list[str], version: str, max_error_rate: float, max
                         f"lag {report.lag}"
                     )
         return RingHealth(converged=converged, healthy=healthy, detail="; ".join(notes) or "all well")
-    finally:
-        await databases.close()

@@ -12,12 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from perdure.platform.control.control_app import control_app
-from perdure.platform.control.rollout_activities import (
-    RingHealth,
-    restore_desired_versions,
-    ring_health,
-    set_desired_versions,
-)
+from perdure.platform.control.rollout_activities import RingHealth, RolloutActivities
 from perdure.tenants import RetryPolicy, workflow
 
 POLL = timedelta(seconds=2)
@@ -63,7 +58,9 @@ class Rollout:
         for ring in spec.rings:
             self.ring = ring.name
             self._enter("deploying", f"{', '.join(ring.cells)} to {spec.version}")
-            previous: dict[str, str | None] = await _act(set_desired_versions, ring.cells, spec.version)
+            previous: dict[str, str | None] = await _act(
+                RolloutActivities.set_desired_versions, ring.cells, spec.version
+            )
             verdict = await self._converge(spec, ring)
             if verdict is None:
                 await self._hold()
@@ -76,13 +73,13 @@ class Rollout:
                     pass
                 await self._hold()
                 health: RingHealth = await _act(
-                    ring_health, ring.cells, spec.version, spec.max_error_rate, spec.max_lag
+                    RolloutActivities.ring_health, ring.cells, spec.version, spec.max_error_rate, spec.max_lag
                 )
                 verdict = None if health.healthy and health.converged else f"gate failed: {health.detail}"
             if self.aborted:
                 verdict = "aborted"
             if verdict is not None:
-                await _act(restore_desired_versions, previous)
+                await _act(RolloutActivities.restore_desired_versions, previous)
                 self._enter(
                     "aborted" if self.aborted else "halted", f"ring {ring.name} rolled back: {verdict}"
                 )
@@ -97,7 +94,7 @@ class Rollout:
         self._enter("waiting", "for the ring's processes to run the version")
         while not self.aborted:
             health: RingHealth = await _act(
-                ring_health, ring.cells, spec.version, spec.max_error_rate, spec.max_lag
+                RolloutActivities.ring_health, ring.cells, spec.version, spec.max_error_rate, spec.max_lag
             )
             if health.converged and health.healthy:
                 return None

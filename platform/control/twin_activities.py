@@ -8,101 +8,89 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from perdure.infra.settings import get_settings
 from perdure.platform.control.control_app import control_app
+from perdure.platform.control.control_resources import ControlResources
 from perdure.platform.control.twin_change import TwinChange
 from perdure.platform.control.workflow_ids import DELETE_NAMESPACE, Entity, deletion_id
-from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.stores.control_store import ControlError
-from perdure.platform.stores.databases import Databases
-from perdure.platform.stores.tenancy_store import TenancyStore
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants import ApplicationError
 
 
-async def _read(databases: Databases, entity: Entity, key: str) -> dict[str, Any]:
-    match entity:
-        case "cell":
-            return (await databases.control.get_cell(key)).model_dump(mode="json")
-        case "namespace":
-            return (await databases.control.get_namespace(key)).model_dump(
-                mode="json", exclude={"api_key_hash"}
-            )
-        case "account":
-            return (await TenancyStore(databases.control_db).get_account(key)).model_dump(mode="json")
-        case "user":
-            account, _, email = key.partition("/")
-            for user in await TenancyStore(databases.control_db).users_of(account):
-                if user.email.lower() == email.lower():
-                    return user.model_dump(mode="json")
-            raise ControlError(f"no user {email!r} in account {account!r}")
+class TwinActivities:
+    """What the twins do, on the process's control-plane connections."""
 
+    def __init__(self, resources: ControlResources) -> None:
+        self.resources = resources
 
-@control_app.activity
-async def read_entity(entity: Entity, key: str) -> dict[str, Any]:
-    databases = Databases.connect(get_settings())
-    try:
+    @control_app.activity
+    async def read_entity(self, entity: Entity, key: str) -> dict[str, Any]:
         try:
-            return await _read(databases, entity, key)
+            return await self._read(entity, key)
         except ControlError as exc:
             raise ApplicationError(str(exc), type="UnknownEntity", non_retryable=True) from None
-    finally:
-        await databases.close()
 
-
-@control_app.activity
-async def start_namespace_deletion(name: str) -> None:
-    """Start ``DeleteNamespace`` (once: a deletion already under way is left to run)."""
-    settings = get_settings()
-    async with await OpsClient.connect(settings, settings.system_namespace) as ops:
+    @control_app.activity
+    async def start_namespace_deletion(self, name: str) -> None:
+        """Start ``DeleteNamespace`` (once: a deletion already under way is left to run)."""
+        ops = await self.resources.system_ops()
         await ops.start_workflow(
-            DELETE_NAMESPACE,
-            name,
-            id=deletion_id(name),
-            id_reuse_policy="allow_duplicate_failed_only",
+            DELETE_NAMESPACE, name, id=deletion_id(name), id_reuse_policy="allow_duplicate_failed_only"
         )
 
-
-@control_app.activity
-async def apply_change(entity: Entity, key: str, change: TwinChange) -> dict[str, Any]:
-    """Apply ``change``; returns the entity as it is now. A change that cannot apply (a bad value, an
-    unknown entity) fails for good with the reason."""
-    databases = Databases.connect(get_settings())
-    try:
+    @control_app.activity
+    async def apply_change(self, entity: Entity, key: str, change: TwinChange) -> dict[str, Any]:
+        """Apply ``change``; returns the entity as it is now. A change that cannot apply (a bad value, an
+        unknown entity) fails for good with the reason."""
         try:
-            await _apply(databases, entity, key, change)
-            return await _read(databases, entity, key)
+            await self._apply(entity, key, change)
+            return await self._read(entity, key)
         except (ControlError, ValidationError, ValueError) as exc:
             raise ApplicationError(str(exc), type="ChangeRefused", non_retryable=True) from None
-    finally:
-        await databases.close()
 
+    async def _read(self, entity: Entity, key: str) -> dict[str, Any]:
+        control, tenancy = self.resources.control, self.resources.tenancy
+        match entity:
+            case "cell":
+                return (await control.get_cell(key)).model_dump(mode="json")
+            case "namespace":
+                return (await control.get_namespace(key)).model_dump(mode="json", exclude={"api_key_hash"})
+            case "account":
+                return (await tenancy.get_account(key)).model_dump(mode="json")
+            case "user":
+                account, _, email = key.partition("/")
+                for user in await tenancy.users_of(account):
+                    if user.email.lower() == email.lower():
+                        return user.model_dump(mode="json")
+                raise ControlError(f"no user {email!r} in account {account!r}")
 
-async def _apply(databases: Databases, entity: Entity, key: str, change: TwinChange) -> None:
-    control = databases.control
-    match entity, change.kind:
-        case "namespace", "update":
-            current = await control.get_namespace(key)
-            fields = dict(change.fields)
-            quota = Quota.model_validate({**current.quota.model_dump(), **fields.pop("quota", {})})
-            allowed = {"retention_days"}
-            if set(fields) - allowed:
-                raise ValueError(
-                    f"a namespace's twin changes quota and {sorted(allowed)}, not {sorted(fields)}"
-                )
-            await control.update_namespace(key, quota=quota, **fields)
-        case "namespace", "suspend":
-            await control.update_namespace(key, status="suspended")
-        case "namespace", "resume":
-            current = await control.get_namespace(key)
-            if current.status == "suspended":
-                await control.update_namespace(key, status="active")
-        case "cell", "update":
-            if set(change.fields) - {"capacity", "healthy"}:
-                raise ValueError(f"a cell's twin changes capacity and health, not {sorted(change.fields)}")
-            await control.update_cell(key, **change.fields)
-        case "user", "update":
-            account, _, email = key.partition("/")
-            await TenancyStore(databases.control_db).add_user(email, account, change.fields["role"])
-        case _:
-            raise ValueError(f"a {entity} twin does not take {change.kind!r}")
+    async def _apply(self, entity: Entity, key: str, change: TwinChange) -> None:
+        control = self.resources.control
+        match entity, change.kind:
+            case "namespace", "update":
+                current = await control.get_namespace(key)
+                fields = dict(change.fields)
+                quota = Quota.model_validate({**current.quota.model_dump(), **fields.pop("quota", {})})
+                allowed = {"retention_days"}
+                if set(fields) - allowed:
+                    raise ValueError(
+                        f"a namespace's twin changes quota and {sorted(allowed)}, not {sorted(fields)}"
+                    )
+                await control.update_namespace(key, quota=quota, **fields)
+            case "namespace", "suspend":
+                await control.update_namespace(key, status="suspended")
+            case "namespace", "resume":
+                current = await control.get_namespace(key)
+                if current.status == "suspended":
+                    await control.update_namespace(key, status="active")
+            case "cell", "update":
+                if set(change.fields) - {"capacity", "healthy"}:
+                    raise ValueError(
+                        f"a cell's twin changes capacity and health, not {sorted(change.fields)}"
+                    )
+                await control.update_cell(key, **change.fields)
+            case "user", "update":
+                account, _, email = key.partition("/")
+                await self.resources.tenancy.add_user(email, account, change.fields["role"])
+            case _:
+                raise ValueError(f"a {entity} twin does not take {change.kind!r}")

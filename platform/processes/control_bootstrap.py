@@ -7,13 +7,12 @@ from datetime import date
 
 from perdure.billing.export_schedule import SCHEDULE_ID, BillingExportSchedule
 from perdure.infra.settings import Settings
+from perdure.platform.control.control_resources import ControlResources
 from perdure.platform.control.system_namespace import ensure_system_namespace
 from perdure.platform.control.twin_requests import start_twins
 from perdure.platform.control.workflow_ids import Entity
 from perdure.platform.core.definitions import workflow_name_of
 from perdure.platform.messaging.ops_client import OpsClient
-from perdure.platform.stores.databases import Databases
-from perdure.platform.stores.tenancy_store import TenancyStore
 from perdure.tenants.client_errors import WorkflowNotFoundError
 
 
@@ -41,9 +40,8 @@ async def bootstrap_control_plane(settings: Settings, cell: str | None, billing_
 
 
 async def _entities(settings: Settings) -> list[tuple[Entity, str]]:
-    databases = Databases.connect(settings)
-    try:
-        control, tenancy = databases.control, TenancyStore(databases.control_db)
+    async with ControlResources(settings) as resources:
+        control, tenancy = resources.control, resources.tenancy
         entities: list[tuple[Entity, str]] = [("cell", c.name) for c in await control.list_cells()]
         entities += [
             ("namespace", n.name)
@@ -54,5 +52,3 @@ async def _entities(settings: Settings) -> list[tuple[Entity, str]]:
             entities.append(("account", account.name))
             entities += [("user", f"{account.name}/{u.email}") for u in await tenancy.users_of(account.name)]
         return entities
-    finally:
-        await databases.close()

@@ -1,15 +1,31 @@
-"""The app of the system namespace: the control plane's workflows, from the modules that define them."""
+"""The app of the system namespace: the control plane's workflows, from the modules that define them,
+and its activities, bound to one set of connections for the worker process that loads this app
+(opened on first use: importing it, as reading its manifest does, connects nothing)."""
 
 from __future__ import annotations
 
 from perdure.billing.export_schedule import app as billing_app
 from perdure.platform.control import (  # noqa: F401  (they register their workflows)
-    deletion,
     entity_twin,
     provisioning_workflow,
     rollout_workflow,
 )
 from perdure.platform.control.control_app import control_app
+from perdure.platform.control.control_resources import ControlResources
+from perdure.platform.control.deletion import DeletionActivities
+from perdure.platform.control.provisioning_activities import ProvisioningActivities
+from perdure.platform.control.rollout_activities import RolloutActivities
+from perdure.platform.control.twin_activities import TwinActivities
 from perdure.tenants import App
 
-app = App("perdure-system").include(billing_app, control_app)
+resources = ControlResources()
+app = (
+    App("perdure-system")
+    .include(billing_app, control_app)
+    .bind_activities(
+        ProvisioningActivities(resources),
+        TwinActivities(resources),
+        RolloutActivities(resources),
+        DeletionActivities(resources),
+    )
+)

@@ -19,12 +19,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from perdure.infra.settings import Endpoints, Settings, load_settings
-from perdure.platform.control.provisioning import (
-    ProvisionedNamespace,
-    create_cell,
-    create_namespace,
-    provision_namespace,
-)
+from perdure.platform.control.namespace_requests import create_namespace, provision_namespace
+from perdure.platform.control.provisioning import ProvisionedNamespace, create_cell
 from perdure.platform.core import history as h
 from perdure.platform.core.outbox import RunClosed
 from perdure.platform.messaging.ops_client import OpsClient

@@ -18,12 +18,8 @@ from pymongo import AsyncMongoClient
 
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.infra.settings import Settings, load_settings
-from perdure.platform.control.provisioning import (
-    ProvisionedNamespace,
-    create_cell,
-    provision_namespace,
-    rotate_key,
-)
+from perdure.platform.control.namespace_requests import provision_namespace
+from perdure.platform.control.provisioning import ProvisionedNamespace, create_cell, rotate_key
 from perdure.platform.protocol.vhost_layout import (
     ACTIVITIES_DEAD_LETTERS,
     ACTIVITIES_QUEUE,
