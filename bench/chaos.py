@@ -65,6 +65,7 @@ from perdure.tenants import WorkflowHandle
 from perdure.tenants.client import Client
 
 REPO = Path(__file__).resolve().parents[1]
+PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 PERDURE = Path(sys.executable).parent / "perdure"
 SERVICES = ("kafka", "mongodb", "postgres", "rabbitmq")
 APP = "bench.chaos_app:app"
@@ -317,11 +318,12 @@ class Fuzzer:
         try:
             channel = await tenant.channel(publisher_confirms=True)
             targets = {
+                # Persistent, as a client's and a worker's are: a broker restart keeps them queued.
                 "ingress": lambda body: channel.default_exchange.publish(
-                    aio_pika.Message(body), routing_key=INGRESS_QUEUE
+                    aio_pika.Message(body, delivery_mode=PERSISTENT), routing_key=INGRESS_QUEUE
                 ),
                 "worker reports": lambda body: channel.default_exchange.publish(
-                    aio_pika.Message(body), routing_key=WORKER_REPORTS_QUEUE
+                    aio_pika.Message(body, delivery_mode=PERSISTENT), routing_key=WORKER_REPORTS_QUEUE
                 ),
                 "cell topic": lambda body: producer.send_and_wait(
                     tasks_topic(self.cell), body, key=execution_key(self.namespace, "fuzzed")
@@ -383,10 +385,14 @@ async def run_chaos(plan: Plan, settings: Settings | None = None) -> Report:
         update={"database_prefix": prefix, "system_namespace": f"chaos-{suffix}-system"}
     )
     cell, namespace = f"chaos-{suffix}", f"chaos-{suffix}"
+    # The hostile messages come from a tenant of their own on the same cell, through the same consumers:
+    # what it sends must cost the well-behaved tenant nothing (its own backlog is its own).
+    hostile_namespace = f"chaos-{suffix}-hostile"
     work, ledger = _workdir()
     report = Report()
     hostile = {
-        name: draw_refused(c, plan.fuzz, plan.seed) for name, c in consumers(namespace, "fuzzed").items()
+        name: draw_refused(c, plan.fuzz, plan.seed)
+        for name, c in consumers(hostile_namespace, "fuzzed").items()
     }
 
     await create_cell(settings, cell, plan.partitions)
@@ -403,6 +409,10 @@ async def run_chaos(plan: Plan, settings: Settings | None = None) -> Report:
         hosting="platform",
     )
     assert provisioned.connection_string is not None
+    attacker = await provision_namespace(
+        settings, hostile_namespace, APP, cell=cell, account=f"acct-{suffix}", quota=Quota(), hosting="tenant"
+    )
+    assert attacker.connection_string is not None
     env = {
         **os.environ,
         "PERDURE_DATABASE_PREFIX": prefix,
@@ -421,7 +431,7 @@ async def run_chaos(plan: Plan, settings: Settings | None = None) -> Report:
             await _until_answered(client, str(ledger), "probe-warm", 180, platform)
             load = Load(client, str(ledger), plan.rate)
             fuzzer = Fuzzer(
-                settings, cell, namespace, provisioned.record.vhost, provisioned.connection_string, hostile
+                settings, cell, hostile_namespace, attacker.record.vhost, attacker.connection_string, hostile
             )
             loading = asyncio.create_task(load.run())
             fuzzing = asyncio.create_task(fuzzer.run())
@@ -461,7 +471,7 @@ async def run_chaos(plan: Plan, settings: Settings | None = None) -> Report:
         report.crashed = platform.crashed()
         await _check_histories(settings, cell, namespace, report)
         _count_activity_runs(ledger, load.handles, report)
-        await _check_dead_letters(settings, cell, provisioned.record.vhost, fuzzer.sent, hostile, report)
+        await _check_dead_letters(settings, cell, attacker.record.vhost, fuzzer.sent, hostile, report)
         await _check_metering(settings, cell, namespace, report)
     except BaseException:
         report.aborted = True
@@ -472,7 +482,7 @@ async def run_chaos(plan: Plan, settings: Settings | None = None) -> Report:
         if report.aborted or report.failures():  # kept for a look: databases, topics, the processes' logs
             print(f"kept for inspection: database prefix {prefix}, cell {cell}, logs in {work}")
         else:
-            await cleanup(settings, cell, [namespace])
+            await cleanup(settings, cell, [namespace, hostile_namespace])
     return report
 
 
