@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import aio_pika
 
 from perdure.infra.local import probes
-from perdure.infra.local.processes import ManagedProcess
+from perdure.infra.local.processes import ManagedProcess, tail
 from perdure.infra.settings import PLATFORM_USER, Settings
 
 SOURCES = Path(__file__).resolve().parent
@@ -86,8 +86,6 @@ def _run_install_step(
             check=False,
         )
     if result.returncode != 0:
-        from perdure.infra.local.processes import tail
-
         raise StackError(f"{what} failed (exit {result.returncode}); last lines of {log}:\n{tail(log, 25)}")
 
 
