@@ -88,17 +88,7 @@ async def request_namespace(
             ) from None
     if existing is not None and existing.status == "active":
         return ProvisionedNamespace(existing, None, None)
-    key = issue_key()
-    spec = _spec(
-        name,
-        app,
-        key,
-        cell=cell,
-        account=account,
-        quota=quota,
-        retention_days=retention_days,
-        hosting=hosting,
-    )
+    key, spec = _new_spec(name, app, cell, account, quota, retention_days, hosting)
     shown: list[str] = []
 
     def active(described: dict[str, Any]) -> bool | None:
@@ -149,17 +139,7 @@ async def provision_namespace(
                 )
             await provision_vhost(resources, existing.cell, existing.vhost)
             return ProvisionedNamespace(existing, None, None)
-        key = issue_key()
-        spec = _spec(
-            name,
-            app,
-            key,
-            cell=cell,
-            account=account,
-            quota=quota,
-            retention_days=retention_days,
-            hosting=hosting,
-        )
+        key, spec = _new_spec(name, app, cell, account, quota, retention_days, hosting)
         try:
             await provision_steps(spec, _InThisProcess(ProvisioningActivities(resources)), validate=False)
         except ApplicationError as failed:  # as `perdure namespace create` tells a failure
@@ -191,18 +171,18 @@ class _InThisProcess:
             raise StepFailed(exc, exc) from exc
 
 
-def _spec(
+def _new_spec(
     name: str,
     app: str,
-    key: IssuedKey,
-    *,
     cell: str | None,
     account: str | None,
     quota: Quota | None,
     retention_days: int,
     hosting: Hosting,
-) -> NamespaceSpec:
-    return NamespaceSpec(
+) -> tuple[IssuedKey, NamespaceSpec]:
+    """A new key, and the request for the namespace with the key's hashes only."""
+    key = issue_key()
+    return key, NamespaceSpec(
         name=name,
         app=app,
         account=account,
