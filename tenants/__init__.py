@@ -11,11 +11,15 @@ the errors, all ``PerdureError``s:
   ``AuthenticationError``, ``QuotaExceededError``, ``NamespaceSuspendedError``,
   ``MalformedRequestError``, ``ServiceUnavailableError``;
 - payloads and registrations: ``PayloadTooLargeError``, ``PayloadDecodeError``,
-  ``UnknownWorkflowTypeError``, ``UnknownActivityTypeError``, ``AppLoadError``;
+  ``UnknownWorkflowTypeError``, ``UnknownActivityTypeError`` (``UnboundActivityError``), ``AppLoadError``;
 - replay: ``NonDeterminismError``, ``NondeterministicCallError``.
 """
 
-from perdure.platform.core.definitions import UnknownActivityTypeError, UnknownWorkflowTypeError
+from perdure.platform.core.definitions import (
+    UnboundActivityError,
+    UnknownActivityTypeError,
+    UnknownWorkflowTypeError,
+)
 from perdure.platform.core.errors import PerdureError
 from perdure.platform.core.failures import (
     ActivityError,
@@ -79,6 +83,7 @@ __all__ = [
     "ServiceUnavailableError",
     "TerminationError",
     "TimedOutError",
+    "UnboundActivityError",
     "UnknownActivityTypeError",
     "UnknownWorkflowTypeError",
     "WorkflowAlreadyStartedError",
