@@ -63,7 +63,9 @@ _CONNECTION_TROUBLE = re.compile(
 # callback's name or the error's text.
 _OUR_CALLBACK_FAILED = re.compile(r"user provided (subscription )?listener", re.IGNORECASE)
 _COORDINATOR_ROUTINE = re.compile(
-    r"coordinator|rebalanc|NotLeader|leader not available|got error produce response.*retrying",
+    # A member the group forgot (its session ended while the broker was away) joins again by itself.
+    r"coordinator|rebalanc|re-?joining group|NotLeader|leader not available|"
+    r"got error produce response.*retrying",
     re.IGNORECASE,
 )
 

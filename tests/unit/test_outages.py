@@ -65,6 +65,10 @@ def test_a_clients_reconnect_lines_become_the_outage_and_coordinator_moves_are_d
             line("aiokafka.consumer.group_coordinator", "Marking the coordinator dead (node 1) for group g")
         )
         assert client_outage_noise(line("aiokafka.cluster", "Topic t is not authorized for this client"))
+        OUTAGES.succeeded("a test", ("kafka",))
+        rejoining = "Heartbeat failed: local member_id was not recognized; resetting and re-joining group"
+        assert not client_outage_noise(line("aiokafka.consumer.group_coordinator", rejoining))
+        assert "kafka" not in OUTAGES.unreachable()
         reopening = (
             "Callback <OneShotCallback: cb=<bound method RobustChannel._on_close of <aio_pika.robust_channel."
             "RobustChannel object at 0x7f>>> error: ChannelInvalidStateError: No active transport in channel"
