@@ -67,11 +67,17 @@ class LocalStack:
         except Exception:
             return None
 
-    async def _wait_ready(self, service: LocalService, deadline: float) -> str:
+    async def _wait_ready(self, service: LocalService, deadline: float, *, launched: bool) -> str:
         while True:
             version = await self._probe(service)
             if version is not None:
                 return version
+            if service.process.exited_early() and not launched:
+                # What was running was not one we started but one on its way out (a service killed
+                # just before, its process not yet gone): start ours now.
+                service.launch()
+                launched = True
+                continue
             if service.process.exited_early():
                 raise StackError(
                     f"{service.name} exited during start-up; last lines of its log:\n"
@@ -100,10 +106,14 @@ class LocalStack:
             # Storage first: FerretDB needs its PostgreSQL serving before it starts.
             first = [s for s in pending if isinstance(s, PostgresService)]
             for group in (first, [s for s in pending if s not in first]):
+                launched = set()
                 for service in group:
                     if not service.process.running():
                         service.launch()
-                await asyncio.gather(*(self._wait_ready(s, deadline) for s in group))
+                        launched.add(service.name)
+                await asyncio.gather(
+                    *(self._wait_ready(s, deadline, launched=s.name in launched) for s in group)
+                )
         return await self.status()
 
     async def status(self) -> list[ServiceStatus]:

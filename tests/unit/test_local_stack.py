@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -132,3 +133,66 @@ def test_kafka_cluster_id_never_starts_with_a_dash() -> None:
     cluster_id = services.kafka_cluster_id(lambda: next(draws))
     assert cluster_id == "AAAAAAAAAAAAAAAAAAAAAA"
     assert all(not services.kafka_cluster_id().startswith("-") for _ in range(2000))
+
+
+class _EchoService(services.LocalService):
+    """A service that serves a TCP port once launched: the stack's start-up logic without a real one."""
+
+    name = "echo"
+    cmdline_marker = "perdure-echo-service"
+
+    def __init__(self, settings: Settings, port: int) -> None:
+        super().__init__(settings)
+        self.port = port
+        self.launches = 0
+
+    @property
+    def addresses(self) -> list[services.Address]:
+        return [services.Address("127.0.0.1", self.port)]
+
+    def missing_tools(self) -> list[str]:
+        return []
+
+    def installed(self) -> bool:
+        return True
+
+    def install(self) -> None:
+        raise AssertionError("installed already")
+
+    def launch(self) -> None:
+        self.launches += 1
+        serve = (
+            "import socket, time; s = socket.socket(); "
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            f"s.bind(('127.0.0.1', {self.port})); s.listen(); time.sleep(60)"
+        )
+        self.process.start([sys.executable, "-c", serve, self.cmdline_marker], cwd=self.home)
+
+    async def probe(self) -> str:
+        _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.close()
+        return "1"
+
+
+async def test_a_service_still_dying_from_a_kill_is_started_again_not_reported_as_crashed(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = _settings(tmp_path)
+    service = _EchoService(settings, port)
+    service.home.mkdir(parents=True)
+    # The previous process, killed a moment ago, is still on its way out when ``stack up`` looks.
+    dying = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(0.5)", service.cmdline_marker], start_new_session=True
+    )
+    service.process.pid_file.write_text(f"{dying.pid}\n")
+    reaping = asyncio.get_running_loop().run_in_executor(None, dying.wait)
+    stack = LocalStack(settings, [service])
+    try:
+        [status] = await stack.up()
+        assert status.up and service.launches == 1
+    finally:
+        stack.down()
+        await reaping
