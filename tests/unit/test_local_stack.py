@@ -184,15 +184,14 @@ async def test_a_service_still_dying_from_a_kill_is_started_again_not_reported_a
     service = _EchoService(settings, port)
     service.home.mkdir(parents=True)
     # The previous process, killed a moment ago, is still on its way out when ``stack up`` looks.
-    dying = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(0.5)", service.cmdline_marker], start_new_session=True
+    dying = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(0.5)", service.cmdline_marker, start_new_session=True
     )
     service.process.pid_file.write_text(f"{dying.pid}\n")
-    reaping = asyncio.get_running_loop().run_in_executor(None, dying.wait)
     stack = LocalStack(settings, [service])
     try:
         [status] = await stack.up()
         assert status.up and service.launches == 1
     finally:
         stack.down()
-        await reaping
+        await dying.wait()
