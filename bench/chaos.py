@@ -419,6 +419,7 @@ async def run_chaos(plan: Plan, settings: Settings | None = None) -> Report:
         "PERDURE_SYSTEM_NAMESPACE": settings.system_namespace,
         "PERDURE_ENGINE_SESSION_TIMEOUT_MS": str(plan.session_timeout_ms),
         "PERDURE_LOG_LEVEL": "INFO",
+        "PERDURE_LOG_FORMAT": "json",
         "PYTHONPATH": str(REPO),
     }
     platform = Platform(settings, env, cell, work)

@@ -1,4 +1,5 @@
-"""Structured logs for the long-running processes: one JSON object per line, ``extra`` fields included."""
+"""Structured logs for the long-running processes, ``extra`` fields included: a readable line each by
+default, one JSON object per line when asked (``PERDURE_LOG_FORMAT=json``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import structlog
 from perdure.infra.outages import OUTAGES
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     shared: list[structlog.types.Processor] = [
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -23,8 +24,7 @@ def configure_logging(level: str = "INFO") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _bounded_fields,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(default=str),
+            *_renderers(log_format),
         ],
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -39,6 +39,16 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("aiokafka.conn").addFilter(
         lambda record: "username and password in the clear" not in record.getMessage()
     )
+
+
+def _renderers(log_format: str) -> list[structlog.types.Processor]:
+    if log_format == "json":
+        return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(default=str)]
+    return [
+        structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback, pad_level=False
+        )
+    ]
 
 
 # The clients' own lines about a lost connection, one per attempt and per node: the outage they mean is

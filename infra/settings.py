@@ -237,6 +237,8 @@ class Settings(BaseSettings):
     stack_mongodb_password: str | None = Field(default=None, repr=False)
     stack_rabbitmq_password: str | None = Field(default=None, repr=False)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Lines for a person by default; one JSON object per line for a log pipeline (or a test reading them).
+    log_format: Literal["text", "json"] = "text"
     # How long a process (cell, metering, worker) may take to stop after SIGTERM: work in flight
     # finishes or goes back to its queue within it; past it the process ends anyway, saying what it
     # abandoned.

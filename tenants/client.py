@@ -25,6 +25,7 @@ from aio_pika.exceptions import AMQPError, ProbableAuthenticationError
 from pydantic import ValidationError
 
 from perdure.infra.amqp_reconnect import connect_with_backoff
+from perdure.infra.close_at_loop_end import CloseAtLoopEnd
 from perdure.infra.telemetry import inject_amqp_headers
 from perdure.platform.core.definitions import (
     QUERY_MARK,
@@ -106,6 +107,7 @@ class Client(WorkflowClient):
         # outage is sent again or looked up again.
         self._reconnected = asyncio.Event()
         connection.reconnect_callbacks.add(self._on_reconnect)
+        self._loop_end = CloseAtLoopEnd(self._connection.close)  # for a script that never closes it
 
     @classmethod
     async def connect(
@@ -137,6 +139,7 @@ class Client(WorkflowClient):
         reconnected.set()
 
     async def close(self) -> None:
+        self._loop_end.release()
         await self._connection.close()
 
     async def __aenter__(self) -> Client:

@@ -125,5 +125,5 @@ def run(
 ) -> None:
     """Run the cell's engine, timers, admission and workers in the foreground (SIGTERM stops)."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     run_command("cell run", run_cell(settings, name, workers=not no_workers))

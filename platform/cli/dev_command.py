@@ -30,5 +30,5 @@ def dev(
     for line in run_command("dev", bootstrap_control_plane(settings, cell, yesterday())):
         typer.echo(line)
     typer.echo(f"cell {record.name} ({record.partitions} partitions) running here; Ctrl-C stops it")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     run_command("dev", run_cell(settings, cell))

@@ -23,7 +23,7 @@ metering_app = typer.Typer(help="Metering: count usage records into hourly aggre
 def run() -> None:
     """Consume the metering topic and aggregate usage per namespace and hour (SIGTERM stops)."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     run_command("metering run", run_metering(settings))
 
 

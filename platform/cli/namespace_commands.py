@@ -12,6 +12,7 @@ import typer
 from perdure.infra.rabbitmq_admin import rabbitmq_admin
 from perdure.infra.settings import get_settings
 from perdure.platform.cli.async_command import run_command
+from perdure.platform.cli.document_output import JsonOption, document_lines, echo_document
 from perdure.platform.control.namespace_requests import request_deletion, request_namespace
 from perdure.platform.control.provisioning import ProvisionedNamespace, rotate_key
 from perdure.platform.control.twin_change import TwinChange
@@ -33,8 +34,6 @@ from perdure.platform.tenancy.model import Quota
 namespace_app = typer.Typer(
     help="Namespaces: the unit of isolation, capacity and billing.", no_args_is_help=True
 )
-
-JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
 def _public(record: NamespaceRecord) -> dict[str, Any]:
@@ -142,7 +141,7 @@ def list_namespaces(
 
 
 @namespace_app.command("describe")
-def describe(name: str) -> None:
+def describe(name: str, as_json: JsonOption = False) -> None:
     """One namespace: owner, cell, quotas, retention, key id (never the key)."""
 
     async def get() -> NamespaceRecord:
@@ -152,7 +151,7 @@ def describe(name: str) -> None:
         finally:
             await databases.close()
 
-    typer.echo(json.dumps(_public(run_command("namespace describe", get())), indent=2))
+    echo_document(_public(run_command("namespace describe", get())), as_json)
 
 
 @namespace_app.command("update")
@@ -189,7 +188,7 @@ def update(
                 fields["retention_days"] = retention_days
             if not await control_plane_ready(settings):
                 record = await databases.control.update_namespace(name, **fields)
-                return json.dumps(_public(record), indent=2)
+                return "\n".join(document_lines(_public(record)))
         finally:
             await databases.close()
         change = TwinChange(kind="update", fields={**fields, "quota": given})

@@ -3,7 +3,6 @@ ring by ring, by the ``Rollout`` workflow of the control plane."""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from typing import Annotated, Any
@@ -12,6 +11,7 @@ import typer
 
 from perdure.infra.settings import get_settings
 from perdure.platform.cli.async_command import run_command
+from perdure.platform.cli.document_output import JsonOption, echo_document
 from perdure.platform.control.rollout_workflow import Ring, Rollout, RolloutSpec, rollout_id
 from perdure.platform.core.definitions import workflow_name_of
 from perdure.platform.messaging.ops_client import OpsClient
@@ -68,7 +68,7 @@ def start(
 
 
 @rollout_app.command("status")
-def status(name: str) -> None:
+def status(name: str, as_json: JsonOption = False) -> None:
     """Where the rollout is: phase (deploying, waiting, baking, paused, completed, halted, aborted), ring,
     and why."""
 
@@ -86,7 +86,7 @@ def status(name: str) -> None:
             "result": described.get("result"),
         }
 
-    typer.echo(json.dumps(run_command("rollout status", read()), indent=2, default=str))
+    echo_document(run_command("rollout status", read()), as_json)
 
 
 def _signal(command: str, name: str) -> None:

@@ -10,6 +10,7 @@ import typer
 
 from perdure.infra.settings import get_settings
 from perdure.platform.cli.async_command import run_command
+from perdure.platform.cli.document_output import JsonOption, echo_document
 from perdure.platform.core import history as h
 from perdure.platform.messaging.ops_client import OpsClient
 
@@ -67,10 +68,10 @@ def list_runs(
 
 
 @workflow_app.command("describe")
-def describe(namespace: str, workflow_id: str) -> None:
+def describe(namespace: str, workflow_id: str, as_json: JsonOption = False) -> None:
     """The latest run of WORKFLOW_ID: status, pending work, result or failure, why it is parked."""
     description = _with_client("describe", namespace, lambda c: c.describe(workflow_id))
-    typer.echo(json.dumps(description, indent=2, default=str))
+    echo_document(description, as_json)
 
 
 @workflow_app.command("history")

@@ -52,7 +52,7 @@ async def serve(connection: str, app_path: str, environment: dict[str, str]) -> 
 def main() -> None:
     # One JSON line per record (a traceback inside it): the supervisor adds each line to the cell's log.
     # The broker clients' lines of an outage are told once, as the platform's own processes tell them.
-    configure_logging("WARNING")
+    configure_logging("WARNING", "json")
     logging.getLogger("perdure").setLevel(os.environ.get("PERDURE_LOG_LEVEL", "INFO"))
     connection = os.environ.pop("PERDURE_CONNECTION")
     asyncio.run(serve(connection, os.environ["PERDURE_APP"], dict(os.environ)))

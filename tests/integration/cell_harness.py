@@ -278,6 +278,7 @@ def settings_env(endpoints: Endpoints, prefix: str) -> dict[str, str]:
         "PERDURE_SYSTEM_NAMESPACE": f"{prefix.lower().replace('_', '-')}-system",
         "PERDURE_ENGINE_SESSION_TIMEOUT_MS": "6000",
         "PERDURE_LOG_LEVEL": "INFO",
+        "PERDURE_LOG_FORMAT": "json",  # the tests read the processes' lines
     }
 
 

@@ -194,7 +194,7 @@ async def test_a_quota_changed_through_the_twin_reaches_admission_within_5_secon
             started = asyncio.get_running_loop().time()
             await asyncio.gather(*(client.start_workflow(Noop.run, str(i), id=f"n-{i}") for i in range(12)))
             assert asyncio.get_running_loop().time() - started >= 2.5
-        code, out, _ = await run_perdure(control_cell, "namespace", "describe", name)
+        code, out, _ = await run_perdure(control_cell, "namespace", "describe", name, "--json")
         assert code == 0 and json.loads(out)["quota"]["actions_per_second"] == 4
         # The twin holds the state and answers for it.
         system = control_cell.cell.settings.system_namespace
@@ -291,7 +291,7 @@ async def test_a_rollout_halts_and_rolls_back_where_a_cell_fails_and_outlives_it
         rollout = out.strip()
 
         async def status() -> dict[str, Any]:
-            code, out, err = await run_perdure(tenants, "rollout", "status", rollout)
+            code, out, err = await run_perdure(tenants, "rollout", "status", rollout, "--json")
             assert code == 0, err
             shown: dict[str, Any] = json.loads(out)
             return shown
