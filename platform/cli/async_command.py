@@ -14,12 +14,14 @@ from pymongo.errors import ServerSelectionTimeoutError
 from perdure.infra.bounded_stop import EXIT_CODE_OVERRAN, StopOverranError, end_process
 from perdure.platform.core.failures import ApplicationError
 from perdure.platform.core.payloads import PayloadTooLargeError
+from perdure.platform.stores.backups import BackupError
 from perdure.platform.stores.control_store import ControlError
 from perdure.tenants.app_loader import AppLoadError
 from perdure.tenants.client_errors import WorkflowNotFoundError
 
 T = TypeVar("T")
 EXPECTED = (
+    BackupError,
     ControlError,
     AppLoadError,
     WorkflowNotFoundError,

@@ -8,6 +8,7 @@ import typer
 
 from perdure.infra.settings import SettingsError, get_settings
 from perdure.platform.cli.account_commands import account_app, user_app
+from perdure.platform.cli.backup_commands import backup_app
 from perdure.platform.cli.billing_commands import billing_app
 from perdure.platform.cli.cell_commands import cell_app
 from perdure.platform.cli.controlplane_commands import controlplane_app
@@ -38,6 +39,7 @@ app.add_typer(billing_app, name="billing")
 app.add_typer(controlplane_app, name="controlplane")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(worker_app, name="worker")
+app.add_typer(backup_app, name="backup")
 namespace_app.command("usage")(usage)
 app.command("dev")(dev)
 
