@@ -65,6 +65,9 @@ class EngineRunner:
             session_timeout_ms=timeout,
             heartbeat_interval_ms=min(1_000, timeout // 3),
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # A group formed while a broker's metadata lacked the topic's partitions gets them at the
+            # next refresh: within half a minute rather than aiokafka's default five.
+            metadata_max_age_ms=30_000,
         )
         return with_reconnect_backoff(consumer)
 

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 import aio_pika
-from aiokafka.admin import NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
+from perdure.infra.kafka_topics import ensure_topic
 from perdure.infra.settings import Settings
 from perdure.platform.control.control_resources import ControlResources
 from perdure.platform.control.placement import CellLoad, choose_cell
@@ -40,15 +39,9 @@ async def create_cell(
     async with ControlResources(settings) as resources:
         admin = await resources.kafka_admin(name)
         for topic, count in ((record.topic, partitions), (record.dlq_topic, 1)):
-            try:
-                await admin.create_topics([NewTopic(topic, num_partitions=count, replication_factor=1)])
-            except TopicAlreadyExistsError:
-                described = await admin.describe_topics([topic])
-                existing = len(described[0]["partitions"])
-                if existing != count:
-                    raise ControlError(
-                        f"topic {topic} exists with {existing} partitions, not {count}"
-                    ) from None
+            existing = await ensure_topic(admin, topic, count)
+            if existing != count:
+                raise ControlError(f"topic {topic} exists with {existing} partitions, not {count}")
         await resources.control.ensure_indexes()
         await resources.runs(name).ensure_indexes()
         return await resources.control.add_cell(record)

@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
 
+from perdure.infra.kafka_topics import ensure_topic
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import inject_kafka_headers
 from perdure.platform.core.usage import USAGE_VERSION, UsageRecord
@@ -26,10 +26,7 @@ async def ensure_metering_topic(settings: Settings) -> None:
             (settings.metering_topic, METERING_PARTITIONS),
             (metering_dlq_topic(settings), 1),
         ):
-            try:
-                await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-            except TopicAlreadyExistsError:
-                pass
+            await ensure_topic(admin, topic, partitions)
     finally:
         await admin.close()
 

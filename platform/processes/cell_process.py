@@ -13,6 +13,7 @@ from perdure.infra.bounded_stop import BoundedStop, stop_on_signals
 from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.infra.outages import OUTAGES
 from perdure.infra.settings import Settings
+from perdure.infra.task_dump import dump_tasks_on_sigusr1
 from perdure.infra.telemetry import Telemetry, configure_telemetry
 from perdure.platform.admission.admission_service import Admission
 from perdure.platform.admission.worker_reports import WorkerReportRelay
@@ -84,6 +85,7 @@ async def run_cell(
     if stop is None:
         stop = asyncio.Event()
         stop_on_signals(stop, settings.shutdown_seconds, f"cell {cell_name}")
+        dump_tasks_on_sigusr1()
 
     await runner.start()
     log.info("cell running", extra={"cell": cell_name, "partitions": cell.partitions})
