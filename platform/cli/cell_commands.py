@@ -1,7 +1,9 @@
-"""``perdure cell create | update | list | processes | run``."""
+"""``perdure cell create | update | list | processes | probe | run``."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -116,6 +118,56 @@ def processes(name: Annotated[str, typer.Argument(help="the cell")]) -> None:
             f"{report.process}\t{report.version}\t{health}\t{unreachable}\t"
             f"error rate {report.error_rate:.0%}\tlag {report.lag}\treported {age:.0f} s ago"
         )
+
+
+def process_host(process: str) -> str:
+    """The host of a process id ``"<cell>/<host>:<pid>"`` (process_reporter.py)."""
+    return process.rpartition("/")[2].rpartition(":")[0]
+
+
+def probe_verdict(
+    reports: Iterable[ProcessReport], host: str, now: datetime, within: timedelta
+) -> tuple[bool, str]:
+    """Whether the latest report of a process on ``host`` is healthy and fresh, and why not. Only the
+    latest counts: a process that restarted on the same host must not pass on its predecessor's word."""
+    mine = [r for r in reports if process_host(r.process) == host]
+    if not mine:
+        return False, f"no process on {host} reported in the last {within.total_seconds():g} s"
+    latest = max(mine, key=lambda r: r.reported_at)
+    age = (now - latest.reported_at).total_seconds()
+    if age > within.total_seconds():
+        return False, f"{latest.process} last reported {age:.0f} s ago"
+    if not latest.healthy:
+        causes = [f"cannot reach {', '.join(latest.unreachable)}"] if latest.unreachable else []
+        causes.append(f"error rate {latest.error_rate:.0%}")
+        return False, f"{latest.process} unhealthy ({'; '.join(causes)})"
+    return True, f"{latest.process} healthy, reported {age:.0f} s ago"
+
+
+@cell_app.command("probe")
+def probe(
+    name: Annotated[str, typer.Argument(help="the cell")],
+    within: Annotated[float, typer.Option("--within", min=1, help="seconds a report stays fresh")] = 30.0,
+) -> None:
+    """Exit 0 only when a process of the cell on this host reported itself healthy within the last
+    WITHIN seconds: a container's health check, which the process's own reports answer (engine alive,
+    dependencies reachable, few failed batches)."""
+    window = timedelta(seconds=within)
+
+    async def reports() -> list[ProcessReport]:
+        databases = Databases.connect(get_settings())
+        try:
+            await databases.control.get_cell(name)
+            return await databases.control.processes_of(name, datetime.now(UTC) - window)
+        finally:
+            await databases.close()
+
+    healthy, reason = probe_verdict(
+        run_command("cell probe", reports()), socket.gethostname(), datetime.now(UTC), window
+    )
+    typer.echo(reason, err=not healthy)
+    if not healthy:
+        raise typer.Exit(1)
 
 
 @cell_app.command("run")
