@@ -65,6 +65,19 @@ class ConsumerBacklog:
                 self._measured_at = time.monotonic()
             return self._records + self._admitted_since
 
+    async def end_offsets(self) -> dict[int, int]:
+        """The next offset of each partition, as of now."""
+        ends = await self._offsets.end_offsets(self.partitions)
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def committed_offsets(self) -> dict[int, int]:
+        """The group's committed offset of each partition (0 where it committed none)."""
+        committed = await self._admin.list_consumer_group_offsets(self.group, partitions=self.partitions)
+        return {
+            tp.partition: committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
+            for tp in self.partitions
+        }
+
     async def _measure(self) -> int:
         topic_partitions = self.partitions
         ends = await self._offsets.end_offsets(topic_partitions)

@@ -128,10 +128,14 @@ class Admission:
             await asyncio.gather(scheduler, return_exceptions=True)
 
     async def _refresh(self) -> None:
-        records = await self.apps.all()
-        for gone in self._consuming.keys() - {record.name for record in records}:
-            del self._consuming[gone]  # deleted: its vhost's connection is closed by the executors' refresh
-            log.info("no longer admitting", extra={"namespace": gone})
+        records = await self.apps.serving()
+        gone = {
+            name: self._consuming.pop(name) for name in self._consuming.keys() - {r.name for r in records}
+        }
+        if gone:
+            # Deleted, or being moved: what waits in its ingress is taken by the cell that serves it next.
+            await cancel_consumers(gone.values(), "ingress")
+            log.info("no longer admitting", extra={"namespaces": sorted(gone)})
         for record in records:
             self._records[record.name] = record
             quota = record.quota

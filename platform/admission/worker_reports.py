@@ -130,9 +130,11 @@ class WorkerReportRelay:
             await hand_back(message)
 
     async def _refresh(self) -> None:
-        records = await self.apps.all()
-        for gone in self._consuming.keys() - {record.name for record in records}:
-            del self._consuming[gone]
+        records = await self.apps.serving()
+        gone = [self._consuming.pop(name) for name in self._consuming.keys() - {r.name for r in records}]
+        if gone:
+            # Deleted, or being moved: its reports wait in its queue for the cell that serves it next.
+            await cancel_consumers(gone, "worker reports")
         for record in records:
             if record.name not in self._consuming:
                 await self._consume(record)

@@ -40,6 +40,10 @@ class ArmedTimers:
     def cancel(self, key: str) -> None:
         self._documents.pop(key, None)
 
+    def drop_namespaces(self, namespaces: frozenset[str]) -> None:
+        for key in [k for k, d in self._documents.items() if d["namespace"] in namespaces]:
+            del self._documents[key]
+
     def drop_partitions(self, partitions: set[int]) -> None:
         for key in [k for k, d in self._documents.items() if d["partition"] in partitions]:
             del self._documents[key]

@@ -16,7 +16,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,7 +46,13 @@ from perdure.platform.messaging.task_producer import TaskProducer
 from perdure.platform.protocol.cell_wire import DeadLetter, TaskEnvelope, UndecodableMessage, decode_envelope
 from perdure.platform.protocol.ingress_wire import IngressError, IngressReply
 from perdure.platform.stores.control_store import CellRecord
-from perdure.platform.stores.namespace_apps import LoadedNamespace, NamespaceApps, NamespaceUnavailable
+from perdure.platform.stores.namespace_apps import (
+    LoadedNamespace,
+    NamespaceApps,
+    NamespaceChanges,
+    NamespaceMoved,
+    NamespaceUnavailable,
+)
 from perdure.platform.stores.run_store import FencedError, RunEntry, RunStore
 
 # The engine waits at most this long between attempts once a dependency fails: it must resume soon
@@ -90,6 +96,12 @@ class PartitionCache:
     latest: collections.OrderedDict[ExecutionKey, RunEntry] = field(default_factory=collections.OrderedDict)
     by_run: dict[str, RunEntry] = field(default_factory=dict)
 
+    def forget_namespaces(self, namespaces: frozenset[str]) -> None:
+        for key in [k for k in self.latest if k[0] in namespaces]:
+            del self.latest[key]
+        for run_id in [r for r, e in self.by_run.items() if e.state.namespace in namespaces]:
+            del self.by_run[run_id]
+
     def put(self, key: ExecutionKey, entry: RunEntry, *, latest: bool) -> None:
         self.by_run[entry.state.run_id] = entry
         if latest:
@@ -118,6 +130,10 @@ class Group:
     partition: int
     items: list[tuple[ConsumerRecord[bytes, bytes], TaskEnvelope]] = field(default_factory=list)
     namespace: LoadedNamespace | None = None
+    # Its namespace is being moved away: the records are kept for the move to hand over.
+    hold: bool = False
+    # Its namespace lives on this cell no longer: the records go to the cell it moved to.
+    forward_to: str | None = None
 
 
 class _PartitionOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -356,7 +372,7 @@ class CellEngine:
             replies: list[TenantReply | None] = []
             metered: list[UsageRecord] = []  # what is billed without being written (queries)
             for group in groups.values():
-                if group.namespace is None:
+                if group.namespace is None or group.hold:
                     continue
                 with tracer.start_as_current_span(
                     "perdure.workflow_task",
@@ -394,6 +410,7 @@ class CellEngine:
                     return
                 journal = written
             entries = [e for e in touched.values() if e.dirty]
+            await self._hold_and_forward(groups.values())
             await self.sender.usage.send_all(metered)
             await self.tasks.send_all(extra)
             await self.sender.reply(replies)
@@ -415,6 +432,45 @@ class CellEngine:
                     entry.history = None  # a query of a closed run reads it again
             tasks_processed.add(count - len(rejected))
             step_latency.record(time.perf_counter() - started)
+
+    async def _hold_and_forward(self, groups: Iterable[Group]) -> None:
+        """Keep the records of namespaces being moved away (in the batch's partitions, before its
+        commit); send those of namespaces that moved to their cell's topic."""
+        held: list[dict[str, Any]] = []
+        forwarded: dict[str, list[TaskEnvelope]] = collections.defaultdict(list)
+        for group in groups:
+            if group.hold:
+                held.extend(
+                    {
+                        "_id": f"{record.partition}:{record.offset}",
+                        "namespace": envelope.namespace,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "envelope": envelope.encode(),
+                    }
+                    for record, envelope in group.items
+                )
+            elif group.forward_to is not None:
+                forwarded[group.forward_to].extend(envelope for _, envelope in group.items)
+        await self.store.hold(held)
+        for cell, envelopes in forwarded.items():
+            log.info("records forwarded to the cell their namespace moved to", extra={"cell": cell})
+            await TaskProducer(self.tasks.producer, cell).send_all(envelopes)
+
+    async def namespaces_changed(self, changes: NamespaceChanges) -> None:
+        """A namespace left (moved away, or being moved): its runs leave the caches and its timers are
+        disarmed (a move holds what fires). One arrived (moved here): its runs' timers are armed."""
+        if not changes.arrived and not changes.departed:
+            return
+        async with self.lock:
+            for cache in self.caches.values():
+                cache.forget_namespaces(changes.departed)
+            self.timers.drop_namespaces(changes.departed)
+            for partition in sorted(self.epochs):
+                for namespace in sorted(changes.arrived):
+                    for document in await self.store.armed_timers_of(partition, namespace):
+                        self.timers.arm(document)
+        self.timer_wakeup.set()
 
     async def _write_and_send(
         self,
@@ -525,8 +581,14 @@ class CellEngine:
         namespace = group.key[0]
         try:
             group.namespace = await self.apps.get(namespace)
+        except NamespaceMoved as moved:
+            group.forward_to = moved.cell
+            return
         except NamespaceUnavailable as exc:
             rejected.extend(self._dead_letter(record, str(exc)) for record, _ in group.items)
+            return
+        if group.namespace.record.status == "moving":
+            group.hold = True
             return
         cache = self.caches[group.partition]
         latest = cache.latest.get(group.key)

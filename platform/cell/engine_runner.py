@@ -16,15 +16,12 @@ from perdure.platform.cell.engine import CellEngine
 from perdure.platform.cell.inline_decisions import InlineDecisions
 from perdure.platform.cell.outbox_sender import OutboxSender
 from perdure.platform.messaging.task_producer import TaskProducer
+from perdure.platform.protocol.cell_wire import engine_group
 from perdure.platform.stores.control_store import CellRecord
 from perdure.platform.stores.namespace_apps import NamespaceApps
 from perdure.platform.stores.run_store import RunStore
 
 log = logging.getLogger("perdure.cell")
-
-
-def engine_group(cell: str) -> str:
-    return f"perdure.cell.{cell}.engine"
 
 
 class EngineRunner:
@@ -91,6 +88,13 @@ class EngineRunner:
         await self.consumer.start()
         self.task = asyncio.create_task(self.engine.run(), name="engine")
         self.task.add_done_callback(self._ended)
+
+    async def follow_namespaces(self) -> None:
+        """Take the namespaces' records as they are now, and tell the engine which arrived and which
+        left (a move); run every few seconds."""
+        changes = await self.apps.refresh()
+        if self.engine is not None:
+            await self.engine.namespaces_changed(changes)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

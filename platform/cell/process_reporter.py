@@ -14,6 +14,7 @@ from perdure.infra.outages import OUTAGES
 from perdure.platform.cell.engine import total_lag
 from perdure.platform.cell.engine_runner import EngineRunner
 from perdure.platform.stores.control_store import ControlStore, ProcessReport
+from perdure.platform.stores.namespace_apps import NamespaceApps
 
 log = logging.getLogger("perdure.cell")
 REPORT_EVERY = 2.0
@@ -21,7 +22,10 @@ UNHEALTHY_ERROR_RATE = 0.5
 
 
 class ProcessReporter:
-    def __init__(self, control: ControlStore, cell: str, runner: EngineRunner, version: str) -> None:
+    def __init__(
+        self, control: ControlStore, cell: str, runner: EngineRunner, version: str, apps: NamespaceApps
+    ) -> None:
+        self.apps = apps
         self.control = control
         self.cell = cell
         self.runner = runner
@@ -60,5 +64,6 @@ class ProcessReporter:
                 lag=total_lag(),
                 reported_at=datetime.now(UTC),
                 unreachable=unreachable,
+                holding=self.apps.holding(),
             )
         )

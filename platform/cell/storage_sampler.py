@@ -66,6 +66,10 @@ class StorageSampler:
             totals: collections.Counter[tuple[str, StorageMetric]] = collections.Counter()
             async for run in self.store.storage_of(partition):
                 namespace = run["namespace"]
+                if namespace not in retention:
+                    # Not served here (moved away, its copies not yet removed; or moving in, not yet
+                    # handed over): the cell that serves it counts its storage, once.
+                    continue
                 if run["status"] in OPEN_STATUSES:
                     totals[namespace, "active_storage"] += run.get("history_bytes", 0)
                     continue

@@ -13,7 +13,7 @@ from perdure.infra.rabbitmq_admin import rabbitmq_admin
 from perdure.infra.settings import get_settings
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.cli.document_output import JsonOption, document_lines, echo_document
-from perdure.platform.control.namespace_requests import request_deletion, request_namespace
+from perdure.platform.control.namespace_requests import request_deletion, request_move, request_namespace
 from perdure.platform.control.provisioning import ProvisionedNamespace, rotate_key
 from perdure.platform.control.twin_change import TwinChange
 from perdure.platform.control.twin_requests import control_plane_ready, signal_twin
@@ -204,6 +204,29 @@ def delete(name: str) -> None:
     its data kept for its retention days, then purged. Refused while it has open runs."""
     outcome = run_command("namespace delete", request_deletion(get_settings(), name))
     typer.echo(outcome)
+
+
+@namespace_app.command("move")
+def move(
+    name: str,
+    to: Annotated[str, typer.Option("--to", help="the cell to move it to")],
+    as_json: JsonOption = False,
+) -> None:
+    """Move a namespace to another cell through the control plane: its open runs are handed over with
+    their histories (their requests wait meanwhile), its clients keep their connection string."""
+
+    def step(name_of_step: str) -> None:
+        typer.echo(f"moving {name}: {name_of_step}", err=True)
+
+    result = run_command("namespace move", request_move(get_settings(), name, to, on_step=step))
+    if as_json:
+        echo_document(result, as_json=True)
+        return
+    typer.echo(
+        f"namespace {name} moved from cell {result['from']} to {result['to']}: {result['runs_copied']} runs "
+        f"handed over with their histories, {result['records_handed_over']} held records sent on; its "
+        "connection string is unchanged"
+    )
 
 
 @namespace_app.command("suspend")

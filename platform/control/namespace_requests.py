@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from perdure.infra.settings import Settings
 from perdure.platform.control.control_resources import ControlResources
 from perdure.platform.control.deletion import DeleteNamespace
+from perdure.platform.control.namespace_move import MoveNamespace
 from perdure.platform.control.provisioning import ProvisionedNamespace, connection_string, provision_vhost
 from perdure.platform.control.provisioning_activities import NamespaceSpec, ProvisioningActivities
 from perdure.platform.control.provisioning_workflow import (
@@ -23,9 +24,9 @@ from perdure.platform.control.provisioning_workflow import (
     StepFailed,
     provision_steps,
 )
-from perdure.platform.control.workflow_ids import deletion_id, provisioning_id
+from perdure.platform.control.workflow_ids import deletion_id, move_id, provisioning_id
 from perdure.platform.core.definitions import workflow_name_of
-from perdure.platform.core.start_rules import fresh_run_id
+from perdure.platform.core.start_rules import IdReusePolicy, fresh_run_id
 from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.stores.control_store import ControlError, Hosting, NamespaceRecord
 from perdure.platform.tenancy.api_keys import IssuedKey, broker_password_hash, issue_key
@@ -58,6 +59,31 @@ async def request_deletion(settings: Settings, name: str) -> str:
         workflow_id=workflow_id,
         busy=f"namespace {name!r} is being deleted already ({workflow_id})",
         until=closed,
+    )
+
+
+async def request_move(
+    settings: Settings, name: str, target: str, on_step: Callable[[str], None] = lambda step: None
+) -> dict[str, Any]:
+    """Start ``MoveNamespace`` and follow it until the namespace is on ``target``; what it did."""
+    shown: list[str] = []
+
+    def moved(described: dict[str, Any]) -> dict[str, Any] | None:
+        step = described["search_attributes"].get("Step", "")
+        if step and step not in shown[-1:]:
+            shown.append(step)
+            on_step(step)
+        result: dict[str, Any] | None = described["result"] if described["status"] == "completed" else None
+        return result
+
+    return await _run_and_follow(
+        settings,
+        workflow_name_of(MoveNamespace.run),
+        {"name": name, "to": target},
+        workflow_id=move_id(name),
+        busy=f"namespace {name!r} is being moved by another request",
+        until=moved,
+        reuse="allow_duplicate",
     )
 
 
@@ -204,6 +230,7 @@ async def _run_and_follow(
     workflow_id: str,
     busy: str,
     until: Callable[[dict[str, Any]], T | None],
+    reuse: IdReusePolicy = "allow_duplicate_failed_only",
 ) -> T:
     """Start a control-plane workflow and follow its run until ``until`` says what it waited for.
     A run that ends without that raises its failure; another open run of the id raises ``busy``."""
@@ -215,7 +242,7 @@ async def _run_and_follow(
             argument,
             id=workflow_id,
             request_id=request_id,
-            id_reuse_policy="allow_duplicate_failed_only",
+            id_reuse_policy=reuse,
         )
         async with asyncio.timeout(FOLLOW_TIMEOUT):
             while True:

@@ -77,12 +77,21 @@ class TwinActivities:
                         f"a namespace's twin changes quota and {sorted(allowed)}, not {sorted(fields)}"
                     )
                 await control.update_namespace(key, quota=quota, **fields)
-            case "namespace", "suspend":
-                await control.update_namespace(key, status="suspended")
-            case "namespace", "resume":
+            case "namespace", "suspend" | "resume":
+                # A namespace being moved keeps its status for the move's end: the status it goes back
+                # to changes instead (so that a suspension during a move does not undo the move's hold).
+                wanted = "suspended" if change.kind == "suspend" else "active"
                 current = await control.get_namespace(key)
-                if current.status == "suspended":
-                    await control.update_namespace(key, status="active")
+                if current.status == "moving":
+                    if (
+                        await control.update_namespace_if(
+                            key, {"status": "moving"}, status_before_move=wanted
+                        )
+                        is None
+                    ):
+                        raise ControlError(f"namespace {key!r} changed during its move; try again")
+                elif change.kind == "suspend" or current.status == "suspended":
+                    await control.update_namespace(key, status=wanted)
             case "cell", "update":
                 if set(change.fields) - {"capacity", "healthy"}:
                     raise ValueError(

@@ -10,6 +10,7 @@ Entity = Literal["cell", "namespace", "account", "user"]
 
 PROVISION_NAMESPACE = "ProvisionNamespace"
 DELETE_NAMESPACE = "DeleteNamespace"
+MOVE_NAMESPACE = "MoveNamespace"
 ENTITY_TWIN = "EntityTwin"
 
 
@@ -19,6 +20,10 @@ def provisioning_id(namespace: str) -> str:
 
 def deletion_id(namespace: str) -> str:
     return f"delete-namespace/{namespace}"
+
+
+def move_id(namespace: str) -> str:
+    return f"move-namespace/{namespace}"
 
 
 def twin_id(entity: Entity, key: str) -> str:

@@ -12,13 +12,14 @@ from datetime import timedelta
 from perdure.infra.bounded_stop import BoundedStop, stop_on_signals
 from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.infra.outages import OUTAGES
+from perdure.infra.periodic import every
 from perdure.infra.settings import Settings
 from perdure.infra.task_dump import dump_tasks_on_sigusr1
 from perdure.infra.telemetry import Telemetry, configure_telemetry
 from perdure.platform.admission.admission_service import Admission
 from perdure.platform.admission.worker_reports import WorkerReportRelay
 from perdure.platform.cell.armed_timers import ArmedTimers
-from perdure.platform.cell.engine_runner import EngineRunner, engine_group
+from perdure.platform.cell.engine_runner import EngineRunner
 from perdure.platform.cell.outbox_sender import OutboxSender
 from perdure.platform.cell.process_reporter import ProcessReporter
 from perdure.platform.cell.storage_sampler import StorageSampler
@@ -26,12 +27,15 @@ from perdure.platform.control.canary import UNBILLED_WORKFLOW_TYPES
 from perdure.platform.messaging.amqp_channels import AmqpChannels
 from perdure.platform.messaging.task_producer import TaskProducer, new_producer
 from perdure.platform.messaging.usage_producer import UsageProducer, ensure_metering_topic
+from perdure.platform.protocol.cell_wire import engine_group
 from perdure.platform.stores.artifacts import ArtifactStore
 from perdure.platform.stores.databases import Databases
 from perdure.platform.stores.namespace_apps import NamespaceApps
 from perdure.platform.workers.supervisor import WorkerSupervisor
 
 log = logging.getLogger("perdure.cell")
+# How soon a change of a namespace (a move, a status) reaches the engine and the reports.
+NAMESPACES_REFRESH_SECONDS = 1.0
 
 
 async def run_cell(
@@ -69,7 +73,7 @@ async def run_cell(
     runner = EngineRunner(
         settings, cell, store, apps, tasks, sender, unbilled_workflow_types=UNBILLED_WORKFLOW_TYPES
     )
-    reporter = ProcessReporter(databases.control, cell_name, runner, settings.platform_version)
+    reporter = ProcessReporter(databases.control, cell_name, runner, settings.platform_version, apps)
     relay = WorkerReportRelay(apps, tasks, channels)
     supervisor_of_workers = WorkerSupervisor(
         settings, cell_name, apps, ArtifactStore(databases.control_db), channels
@@ -93,7 +97,11 @@ async def run_cell(
     sampler = StorageSampler(
         cell_name, store, apps, usage, runner.owned, timedelta(seconds=settings.storage_sample_seconds)
     )
+    following = every(
+        NAMESPACES_REFRESH_SECONDS, stopping, runner.follow_namespaces, log, "following the cell's namespaces"
+    )
     running = [
+        asyncio.create_task(following, name="namespaces"),
         asyncio.create_task(sampler.run(stopping), name="storage"),
         asyncio.create_task(reporter.run(stopping), name="reporter"),
     ]

@@ -7,12 +7,14 @@ from __future__ import annotations
 from perdure.billing.export_schedule import app as billing_app
 from perdure.platform.control import (  # noqa: F401  (they register their workflows)
     entity_twin,
+    namespace_move,
     provisioning_workflow,
     rollout_workflow,
 )
 from perdure.platform.control.control_app import control_app
 from perdure.platform.control.control_resources import ControlResources
 from perdure.platform.control.deletion import DeletionActivities
+from perdure.platform.control.namespace_move import MoveActivities
 from perdure.platform.control.provisioning_activities import ProvisioningActivities
 from perdure.platform.control.rollout_activities import RolloutActivities
 from perdure.platform.control.twin_activities import TwinActivities
@@ -27,5 +29,6 @@ app = (
         TwinActivities(resources),
         RolloutActivities(resources),
         DeletionActivities(resources),
+        MoveActivities(resources),
     )
 )

@@ -21,6 +21,11 @@ KIND_HEADER = "perdure-kind"
 VERSION_HEADER = "perdure-version"
 
 
+def engine_group(cell: str) -> str:
+    """The consumer group of a cell's engines: its processes share its partitions."""
+    return f"perdure.cell.{cell}.engine"
+
+
 def tasks_topic(cell: str) -> str:
     return f"perdure.cell.{cell}.tasks"
 

@@ -72,6 +72,8 @@ class ProcessReport(BaseModel):
     lag: int  # records behind in its partitions
     reported_at: datetime
     unreachable: list[str] = []  # dependencies in an outage as the process sees it (perdure.infra.outages)
+    # Namespaces being moved away whose records its engine holds (a move waits for every process).
+    holding: list[str] = []
 
 
 # Who runs a namespace's workers: the cell's supervisor (platform), or the tenant on its own machines.
@@ -94,8 +96,12 @@ class NamespaceRecord(BaseModel):
     api_key_id: str | None = None
     api_key_hash: str | None = None
     # provisioning: its infrastructure is being made; validating: made, and served for the canary;
-    # active; suspended: new work refused; deleted: unreachable, its data kept for its retention.
-    status: Literal["provisioning", "validating", "active", "suspended", "deleted"] = "active"
+    # active; suspended: new work refused; moving: being handed to another cell (``moving_to``), its
+    # requests and records held meanwhile; deleted: unreachable, its data kept for its retention.
+    status: Literal["provisioning", "validating", "active", "suspended", "moving", "deleted"] = "active"
+    moving_to: str | None = None
+    # The status to go back to once a move is over (active or suspended).
+    status_before_move: Literal["active", "suspended"] | None = None
     deleted_at: datetime | None = None
     # The account's people and what they may do in this namespace, as of its creation.
     members: list[Member] = Field(default_factory=list)
@@ -188,8 +194,21 @@ class ControlStore:
     async def update_namespace(self, name: str, **changes: Any) -> NamespaceRecord:
         current = await self.get_namespace(name)
         updated = NamespaceRecord.model_validate({**current.model_dump(), **changes})
-        await self.namespaces.replace_one({"_id": name}, {"_id": name, **updated.model_dump(mode="python")})
+        # Only the fields changed: a concurrent change of others (a move, a quota) is not undone.
+        fields = updated.model_dump(mode="python", include=set(changes))
+        await self.namespaces.update_one({"_id": name}, {"$set": fields})
         return updated
+
+    async def update_namespace_if(
+        self, name: str, expected: dict[str, Any], **changes: Any
+    ) -> NamespaceRecord | None:
+        """Change ``name`` only while its fields still hold ``expected`` (a move's steps: each goes
+        from the state the previous one left); the record after, or None if it was not as expected."""
+        current = await self.get_namespace(name)
+        updated = NamespaceRecord.model_validate({**current.model_dump(), **changes})
+        fields = updated.model_dump(mode="python", include=set(changes))
+        result = await self.namespaces.update_one({"_id": name, **expected}, {"$set": fields})
+        return updated if result.matched_count else None
 
     async def namespaces_of(self, cell: str) -> list[NamespaceRecord]:
         cursor = self.namespaces.find({"cell": cell}).sort("_id", ASCENDING)

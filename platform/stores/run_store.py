@@ -34,7 +34,7 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 from pydantic import TypeAdapter
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -124,6 +124,8 @@ class RunStore:
         self.history = database["history"]
         self.journal = database["outbox_journal"]
         self.epochs = database["partition_epochs"]
+        # Records of a namespace being moved away, held by the engine until the move hands them over.
+        self.held = database["held_records"]
         # The copy of the last write's tails into the history collection, in flight, and its batches.
         self._copying: asyncio.Task[list[Document]] | None = None
         self._uncopied: list[Document] = []
@@ -154,6 +156,9 @@ class RunStore:
         await self.runs.create_index([("status", ASCENDING)])
         await self.history.create_index([("run_id", ASCENDING), ("first_event_id", ASCENDING)], unique=True)
         await self.journal.create_index([("partition", ASCENDING)])
+        await self.held.create_index(
+            [("namespace", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)]
+        )
 
     # -- epochs ---------------------------------------------------------------------------------------
     async def take_partition(self, partition: int) -> int:
@@ -366,11 +371,15 @@ class RunStore:
             "notice": timer.notice.model_dump(mode="json"),
         }
 
-    async def armed_timers_of(self, partition: int) -> list[Document]:
-        """Every timer armed by the runs of a partition, as of their last write."""
+    async def armed_timers_of(self, partition: int, namespace: str | None = None) -> list[Document]:
+        """Every timer armed by the runs of a partition (of one namespace, if given), as of their last
+        write."""
         projection = {"namespace": 1, "workflow_id": 1, "state.armed_timers": 1}
+        query: Document = {"partition": partition, "has_timers": True}
+        if namespace is not None:
+            query["namespace"] = namespace
         timers = []
-        async for document in self.runs.find({"partition": partition, "has_timers": True}, projection):
+        async for document in self.runs.find(query, projection):
             armed = _armed_adapter.validate_python(document["state"].get("armed_timers") or {})
             for key, timer in armed.items():
                 created = o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice)
@@ -378,6 +387,20 @@ class RunStore:
                     self.timer_document(created, partition, document["namespace"], document["workflow_id"])
                 )
         return timers
+
+    # -- a namespace moving away ------------------------------------------------------------------------
+    async def hold(self, records: Sequence[Document]) -> None:
+        """Keep records of namespaces being moved (``_id`` "<partition>:<offset>", so a batch read again
+        holds each once)."""
+        if records:
+            await self.held.bulk_write(
+                [ReplaceOne({"_id": r["_id"]}, r, upsert=True) for r in records], ordered=False
+            )
+
+    def held_of(self, namespace: str) -> AsyncCursor[Document]:
+        return self.held.find({"namespace": namespace}).sort(
+            [("partition", ASCENDING), ("offset", ASCENDING)]
+        )
 
     # -- visibility -----------------------------------------------------------------------------------
     def list_cursor(

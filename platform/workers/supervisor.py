@@ -31,7 +31,7 @@ from perdure.platform.protocol.vhost_layout import (
 )
 from perdure.platform.sandboxing.sandbox import Sandbox, die_with, sweep_cgroups
 from perdure.platform.stores.artifacts import ArtifactStore, unpack
-from perdure.platform.stores.control_store import NamespaceRecord
+from perdure.platform.stores.control_store import ControlError, NamespaceRecord
 from perdure.platform.stores.namespace_apps import NamespaceApps
 from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 
@@ -98,11 +98,17 @@ class WorkerSupervisor:
     async def _refresh(self) -> None:
         records = {r.name: r for r in await self.apps.all() if r.hosting == "platform"}
         for gone in self.workers.keys() - records.keys():
+            # A namespace moved to another cell keeps its OS user: that cell's workers (maybe on this
+            # machine) run as it; only a deleted one's goes.
+            deleted = await self._deleted(gone)
             # In the background: a draining worker must not hold up the other namespaces' workers.
-            stopping = asyncio.create_task(self._stop(self.workers.pop(gone), forget=True))
+            stopping = asyncio.create_task(self._stop(self.workers.pop(gone), forget=deleted))
             self._stopping_namespaces.add(stopping)
             stopping.add_done_callback(self._stopping_namespaces.discard)
-            log.info("worker stopped: its namespace is gone", extra={"namespace": gone})
+            log.info(
+                "worker stopped: its namespace is gone" if deleted else "worker stopped: its namespace moved",
+                extra={"namespace": gone},
+            )
         now = time.monotonic()
         for name, record in records.items():
             hosted = self.workers.setdefault(name, _Hosted(record))
@@ -123,6 +129,13 @@ class WorkerSupervisor:
                 continue
             if not running and now >= hosted.next_start_at:
                 await self._start(hosted)
+
+    async def _deleted(self, namespace: str) -> bool:
+        try:
+            record = await self.apps.control.get_namespace(namespace)
+        except ControlError:
+            return True
+        return record.status == "deleted"
 
     async def _tasks_wait(self, record: NamespaceRecord) -> bool:
         """Whether work waits for a worker of the namespace (a passive declare counts at once)."""

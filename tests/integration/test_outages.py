@@ -13,9 +13,9 @@ from pathlib import Path
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from perdure.platform.cell.engine_runner import engine_group
 from perdure.platform.core import history as h
 from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.protocol.cell_wire import engine_group
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants.client import Client
 
