@@ -466,10 +466,9 @@ class CellEngine:
             for cache in self.caches.values():
                 cache.forget_namespaces(changes.departed)
             self.timers.drop_namespaces(changes.departed)
-            for partition in sorted(self.epochs):
-                for namespace in sorted(changes.arrived):
-                    for document in await self.store.armed_timers_of(partition, namespace):
-                        self.timers.arm(document)
+            for namespace in sorted(changes.arrived):
+                for document in await self.store.armed_timers_of(sorted(self.epochs), namespace):
+                    self.timers.arm(document)
         self.timer_wakeup.set()
 
     async def _write_and_send(

@@ -104,5 +104,6 @@ class NamespaceApps:
         self._moving = sorted(records.keys() - served)
         before, self._served = self._served, served
         if before is None:
-            return NamespaceChanges(arrived=frozenset(served))
+            # The first look: nothing moved here yet (taking a partition arms all its runs' timers).
+            return NamespaceChanges()
         return NamespaceChanges(arrived=frozenset(served - before), departed=frozenset(before - served))

@@ -371,11 +371,16 @@ class RunStore:
             "notice": timer.notice.model_dump(mode="json"),
         }
 
-    async def armed_timers_of(self, partition: int, namespace: str | None = None) -> list[Document]:
-        """Every timer armed by the runs of a partition (of one namespace, if given), as of their last
-        write."""
-        projection = {"namespace": 1, "workflow_id": 1, "state.armed_timers": 1}
-        query: Document = {"partition": partition, "has_timers": True}
+    async def armed_timers_of(
+        self, partitions: int | list[int], namespace: str | None = None
+    ) -> list[Document]:
+        """Every timer armed by the runs of a partition, or of several (of one namespace, if given), as
+        of their last write."""
+        projection = {"namespace": 1, "workflow_id": 1, "partition": 1, "state.armed_timers": 1}
+        query: Document = {
+            "partition": partitions if isinstance(partitions, int) else {"$in": partitions},
+            "has_timers": True,
+        }
         if namespace is not None:
             query["namespace"] = namespace
         timers = []
@@ -384,7 +389,9 @@ class RunStore:
             for key, timer in armed.items():
                 created = o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice)
                 timers.append(
-                    self.timer_document(created, partition, document["namespace"], document["workflow_id"])
+                    self.timer_document(
+                        created, document["partition"], document["namespace"], document["workflow_id"]
+                    )
                 )
         return timers
 
