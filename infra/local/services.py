@@ -13,10 +13,12 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -29,6 +31,9 @@ import aio_pika
 from perdure.infra.local import probes
 from perdure.infra.local.processes import ManagedProcess, tail
 from perdure.infra.settings import PLATFORM_USER, Settings
+
+# What `perdure stack up` tells as it goes (installs take minutes the first time).
+progress = logging.getLogger("perdure.stack")
 
 SOURCES = Path(__file__).resolve().parent
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -75,6 +80,8 @@ def _require_tool(tool: str, hint: str) -> str:
 def _run_install_step(
     argv: list[str], *, cwd: Path, log: Path, what: str, env: dict[str, str] | None = None
 ) -> None:
+    progress.info("%s (output in %s)", what, log)
+    began = time.monotonic()
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         result = subprocess.run(
@@ -87,6 +94,7 @@ def _run_install_step(
         )
     if result.returncode != 0:
         raise StackError(f"{what} failed (exit {result.returncode}); last lines of {log}:\n{tail(log, 25)}")
+    progress.info("%s: done in %.0f s", what, time.monotonic() - began)
 
 
 _PUSHDOWN = "perdure_pushdown.go"

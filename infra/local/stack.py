@@ -15,6 +15,7 @@ from perdure.infra.local.services import (
     RabbitMQService,
     StackError,
     all_services,
+    progress,
 )
 from perdure.infra.settings import Settings
 
@@ -109,6 +110,7 @@ class LocalStack:
                 launched = set()
                 for service in group:
                     if not service.process.running():
+                        progress.info("starting %s", service.name)
                         service.launch()
                         launched.add(service.name)
                 await asyncio.gather(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 import time
 from typing import Annotated
 
 import typer
 
-from perdure.infra.local.services import StackError
+from perdure.infra.local.services import StackError, progress
 from perdure.infra.local.stack import LocalStack, ServiceStatus
 from perdure.infra.settings import get_settings
 
@@ -34,11 +36,21 @@ def _stack() -> LocalStack:
     return LocalStack(get_settings())
 
 
+def _tell_progress() -> None:
+    """The stack's steps as they go, one plain line each on stderr (the table comes at the end)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("perdure stack: %(message)s"))
+    progress.handlers[:] = [handler]
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+
+
 @stack_app.command()
 def up() -> None:
     """Install what is missing, start what is not running, and return once every service serves."""
     started = time.monotonic()
     stack = _stack()
+    _tell_progress()
     try:
         statuses = asyncio.run(stack.up())
     except StackError as exc:
