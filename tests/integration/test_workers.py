@@ -262,7 +262,8 @@ async def test_an_idle_worker_scales_to_zero_and_wakes_when_tasks_wait(
     tenants = await make_tenant_cell({"a": Quota()}, PERDURE_WORKER_IDLE_SECONDS="2")
     process = tenants.cell.processes[0]
     ledger = str(tmp_path / "ledger")
-    async with await Client.connect(tenants.connection_string("a")) as client:
+    # Bounded: a worker that never wakes fails here, in a minute, rather than at the suite's timeout.
+    async with asyncio.timeout(90), await Client.connect(tenants.connection_string("a")) as client:
         assert await client.execute_workflow(ThreeSteps.run, ledger, "x", id="first") == [
             "x-1-done",
             "x-2-done",
