@@ -38,6 +38,12 @@ class DeletionActivities:
             raise ApplicationError(str(exc), type="UnknownNamespace", non_retryable=True) from None
         if name == self.resources.settings.system_namespace:
             raise ApplicationError("the system namespace is not deleted", type="Refused", non_retryable=True)
+        if record.status == "moving":
+            raise ApplicationError(
+                f"namespace {name!r} is being moved to {record.moving_to!r}: delete it once it has moved",
+                type="Moving",
+                non_retryable=True,
+            )
         if record.status != "deleted":
             still_open = await self.resources.runs(record.cell).count_open(name)
             if still_open:
