@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
 
@@ -88,5 +89,10 @@ def resolve_services(settings: Settings) -> Iterator[Endpoints]:
             yield started
     else:
         stack = LocalStack(settings)
-        asyncio.run(stack.up())
+        # Test sessions side by side (pytest-xdist's workers) start the stack once: one holds the lock
+        # while it starts it, the others then find it up.
+        settings.stack_dir.mkdir(parents=True, exist_ok=True)
+        with (settings.stack_dir / ".starting.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            asyncio.run(stack.up())
         yield stack.settings.endpoints()  # with the logins the stack made on its first start

@@ -11,6 +11,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from perdure.infra.bounded_stop import EXIT_CODE_OVERRAN, WATCHDOG_GRACE_SECONDS
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.platform.stores.databases import Databases
@@ -20,6 +22,8 @@ from perdure.tenants.client import Client
 from .cell_app import HangsOnce, LeavesAProcess, ThreeSteps
 from .cell_harness import PERDURE, REPO, count_lines, eventually
 from .conftest import TenantCellFactory
+
+pytestmark = pytest.mark.exclusive  # it freezes RabbitMQ (SIGSTOP), and bounds times
 
 
 def _alive(pid: int) -> bool:

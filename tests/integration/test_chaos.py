@@ -8,6 +8,8 @@ import pytest
 
 from bench.chaos import Plan, run_chaos
 
+pytestmark = pytest.mark.exclusive  # it kills every service
+
 
 @pytest.mark.timeout(900)
 async def test_a_short_chaos_run_loses_and_repeats_nothing() -> None:

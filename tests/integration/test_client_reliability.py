@@ -27,6 +27,8 @@ from .cell_app import Gated, GatedActivity, ThreeSteps
 from .cell_harness import TenantCell, count_lines, eventually, run_perdure
 from .conftest import TenantCellFactory
 
+pytestmark = pytest.mark.exclusive  # it kills RabbitMQ, and bounds times
+
 
 def _kill_rabbitmq(tenants: TenantCell) -> None:
     pid = int((tenants.cell.settings.stack_dir / "rabbitmq" / "rabbitmq.pid").read_text().strip())

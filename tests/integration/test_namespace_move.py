@@ -147,3 +147,15 @@ async def _move_with_open_runs(
         assert actions == expected
 
     await eventually(billed_equals_counted, timeout=60)
+
+    # And back again, a run open across the return: the source's engine kept nothing stale of it.
+    async with await Client.connect(tenants.connection_string("a"), request_timeout=180) as client:
+        returning = await client.start_workflow(Gated.run, ledger, "r", id="gated-0")  # the id again
+        assert await returning.query(Gated.released, "q") == "q:no"
+        code, out, err = await run_perdure(tenants, "namespace", "move", namespace, "--to", cell.cell)
+        assert code == 0 and f"moved from cell {target} to {cell.cell}" in out, out + err
+        await returning.signal(Gated.proceed)
+        assert await returning.result(timeout=90) == ["r-1-done", "r-2-done", "r-3-done"]
+        assert (await client.get_workflow_handle("mixed").describe()).status == "completed"
+    assert count_lines(Path(ledger)).get("r-3") == 1
+    assert await target_db["runs"].count_documents({"namespace": namespace}) == 0

@@ -10,6 +10,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -22,6 +23,8 @@ from perdure.tenants.client import Client
 from .cell_app import FanOut, ThreeSteps
 from .cell_harness import TenantCell, eventually, run_perdure
 from .conftest import TenantCellFactory
+
+pytestmark = pytest.mark.exclusive  # it kills Kafka, MongoDB and RabbitMQ
 
 
 async def _committed(kafka_admin: AIOKafkaAdminClient, tenants: TenantCell) -> dict[TopicPartition, int]:

@@ -8,7 +8,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from perdure.infra.settings import Endpoints
+
+pytestmark = pytest.mark.exclusive  # it bounds the time of `stack up`
 
 
 def _perdure(endpoints: Endpoints, *args: str) -> subprocess.CompletedProcess[str]:

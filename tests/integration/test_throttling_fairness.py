@@ -23,6 +23,8 @@ from perdure.platform.tenancy.model import Quota
 from .cell_harness import CellUnderTest
 from .conftest import TenantCellFactory
 
+pytestmark = pytest.mark.exclusive  # it measures rates and latencies
+
 Factory = Callable[..., Any]
 
 

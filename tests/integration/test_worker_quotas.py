@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants.client import Client
 
 from .cell_app import FanOut
 from .conftest import TenantCellFactory
+
+pytestmark = pytest.mark.exclusive  # it bounds times
 
 BURST = 5
 

@@ -150,6 +150,7 @@ async def _latencies(client: Client, ledger: str, tag: str, count: int) -> list[
     return sorted(taken)
 
 
+@pytest.mark.exclusive  # it measures latencies
 async def test_a_noisy_neighbour_spinning_the_cpu_does_not_slow_another_namespace(
     make_tenant_cell: TenantCellFactory, tmp_path: Path
 ) -> None:
@@ -302,6 +303,7 @@ async def test_a_worker_killed_mid_workflow_task_is_replaced_and_the_run_goes_on
     assert process.lines("worker exited; restarting")
 
 
+@pytest.mark.exclusive  # it takes the machine's memory
 async def test_a_worker_past_its_memory_limit_fails_the_attempt_and_the_run_goes_on(
     make_tenant_cell: TenantCellFactory, tmp_path: Path
 ) -> None:

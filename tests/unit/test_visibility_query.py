@@ -114,3 +114,9 @@ def test_any_text_is_a_query_or_a_query_error(text: str) -> None:
         parse_query(text, ATTRIBUTES)
     except QueryError:
         pass
+
+
+def test_deeply_nested_parentheses_parse_without_exhausting_the_stack() -> None:
+    depth = 1500  # as deep as the length limit allows
+    query = parse_query("(" * depth + "WorkflowId = 'x'" + ")" * depth)
+    assert query.condition == Comparison("WorkflowId", "=", "x")
