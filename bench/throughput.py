@@ -19,6 +19,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 from aiokafka.admin import AIOKafkaAdminClient
@@ -46,6 +47,33 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def main(workflows: int, light: int) -> None:
+    figures = await measure(workflows, light)
+    gaps = figures.pop("gaps")
+    print(f"machine: {describe_machine()}")
+    print(f"cell: 8 partitions, one `perdure cell run` process, FerretDB backend: {figures['backend']}")
+    print(
+        f"saturation: {workflows} workflows enqueued in {figures['enqueue_seconds']:.2f} s, "
+        f"all done in {figures['saturation_seconds']:.2f} s -> "
+        f"{figures['workflows_per_second']:.1f} workflows/s, "
+        f"{figures['workflows_per_second'] * EVENTS_PER_WORKFLOW:.0f} events/s"
+    )
+    print(
+        f"saturation start-to-result latency: p50 {figures['saturation_p50_ms']:.0f} ms, "
+        f"p99 {figures['saturation_p99_ms']:.0f} ms (all enqueued at once)"
+    )
+    print(
+        f"light load ({light} workflows one at a time): p50 {figures['light_p50_ms']:.1f} ms, "
+        f"p99 {figures['light_p99_ms']:.1f} ms"
+    )
+    print("where a light-load workflow's time goes (median ms per step, summed over its occurrences):")
+    runs = max(1, light)
+    for step, values in gaps.items():
+        print(f"  {step:<60} {statistics.median(values):6.1f} x{len(values) / runs:.0f}")
+
+
+async def measure(workflows: int, light: int) -> dict[str, Any]:
+    """The ops path's figures: light-load and saturation latencies, workflows/s, and the light-load
+    timeline (``gaps``)."""
     suffix = uuid.uuid4().hex[:8]
     prefix = f"bench{suffix}"
     settings = load_settings(database_prefix=prefix)
@@ -118,29 +146,17 @@ async def main(workflows: int, light: int) -> None:
         await process.wait()
         await connection.close()
         await cleanup(settings, cell, [namespace])
-
-    print(f"machine: {describe_machine()}")
-    print(
-        "cell: 8 partitions, one `perdure cell run` process, "
-        f"FerretDB backend: {settings.stack_mongodb_backend}"
-    )
-    print(
-        f"saturation: {workflows} workflows enqueued in {enqueued - begin:.2f} s, "
-        f"all done in {duration:.2f} s -> "
-        f"{workflows / duration:.1f} workflows/s, {workflows * EVENTS_PER_WORKFLOW / duration:.0f} events/s"
-    )
-    print(
-        f"saturation start-to-result latency: p50 {percentile(load_latency, 0.5):.0f} ms, "
-        f"p99 {percentile(load_latency, 0.99):.0f} ms (all enqueued at once)"
-    )
-    print(
-        f"light load ({light} workflows one at a time): p50 {statistics.median(light_latency):.1f} ms, "
-        f"p99 {percentile(light_latency, 0.99):.1f} ms"
-    )
-    print("where a light-load workflow's time goes (median ms per step, summed over its occurrences):")
-    runs = max(1, light)
-    for step, values in gaps.items():
-        print(f"  {step:<60} {statistics.median(values):6.1f} x{len(values) / runs:.0f}")
+    return {
+        "backend": settings.stack_mongodb_backend,
+        "enqueue_seconds": enqueued - begin,
+        "saturation_seconds": duration,
+        "workflows_per_second": workflows / duration,
+        "saturation_p50_ms": percentile(load_latency, 0.5),
+        "saturation_p99_ms": percentile(load_latency, 0.99),
+        "light_p50_ms": statistics.median(light_latency),
+        "light_p99_ms": percentile(light_latency, 0.99),
+        "gaps": gaps,
+    }
 
 
 async def light_timeline(

@@ -718,8 +718,6 @@ class PostgresService(LocalService):
     async def _ensure_platform_role(self) -> None:
         """The platform's role with the stack's password, owning FerretDB's database (as the superuser,
         through the socket folder)."""
-        psql = _postgres_bin("psql")
-        assert psql is not None
         password = self.settings.stack_mongodb_password or ""
         role = (
             f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PLATFORM_USER}') "
@@ -735,6 +733,26 @@ class PostgresService(LocalService):
                 "",
             ]
         )
+        await self._run_sql(script)
+
+    async def ensure_database(self, name: str) -> None:
+        """A database of the platform's role (for a peer in a side-by-side benchmark)."""
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name):
+            raise StackError(f"not a plain database name: {name!r}")
+        await self._run_sql(
+            f"SELECT 'CREATE DATABASE {name} OWNER {PLATFORM_USER}' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_database WHERE datname = '{name}')\\gexec\n"
+        )
+
+    async def drop_database(self, name: str) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name):
+            raise StackError(f"not a plain database name: {name!r}")
+        await self._run_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);\n")
+
+    async def _run_sql(self, script: str) -> None:
+        """Run ``script`` as the superuser, through the socket folder."""
+        psql = _postgres_bin("psql")
+        assert psql is not None
         process = await asyncio.create_subprocess_exec(
             *self._as_owner(
                 [
