@@ -73,13 +73,14 @@ class LocalStack:
             version = await self._probe(service)
             if version is not None:
                 return version
-            if service.process.exited_early() and not launched:
+            exited = service.process.exited_early()  # asked once: the process may go between two looks
+            if exited and not launched:
                 # What was running was not one we started but one on its way out (a service killed
                 # just before, its process not yet gone): start ours now.
                 service.launch()
                 launched = True
                 continue
-            if service.process.exited_early():
+            if exited:
                 raise StackError(
                     f"{service.name} exited during start-up; last lines of its log:\n"
                     + "\n".join(tail(path, 30) for path in service.log_files())
