@@ -79,23 +79,30 @@ async def test_partitions_of_a_killed_process_move_to_the_other(
 
 async def test_timers_due_during_an_outage_fire_after_restart(make_cell: CellFactory) -> None:
     import asyncio
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
     cell = await make_cell(partitions=2)
     process = await cell.start_process().start()
     ids = ["s1", "s2", "s3"]
+    # Long enough that no timer falls due before the process has stopped, even on a loaded machine.
+    seconds = 5.0
     async with closed_runs(cell) as closed, await cell.client() as client:
-        await client.start_workflows("Sleeper", [(i, [1.0]) for i in ids])
+        await client.start_workflows("Sleeper", [(i, [seconds]) for i in ids])
+        started: dict[str, datetime] = {}
 
         async def all_timers_started() -> None:
             for workflow_id in ids:
-                assert any(isinstance(e, h.TimerStarted) for e in await client.history(workflow_id))
+                events = [e for e in await client.history(workflow_id) if isinstance(e, h.TimerStarted)]
+                assert events
+                started[workflow_id] = events[0].timestamp
 
         await eventually(all_timers_started)
         process.kill(15)
         assert await process.wait() == 0
         down_since = datetime.now(UTC)
-        await asyncio.sleep(1.5)  # the outage itself: the timers fall due while no process runs
+        # The outage itself: it lasts until every timer has fallen due while no process runs.
+        due = max(started.values()) + timedelta(seconds=seconds)
+        await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds() + 0.5))
         await cell.start_process().start()
         results = await closed.wait(ids)
         for workflow_id in ids:
