@@ -178,6 +178,7 @@ async def tenant_namespace(tenants: TenantCell, suffix: str, *options: str) -> t
     return name, json.loads(out)["connection_string"]
 
 
+@pytest.mark.exclusive  # it bounds how soon a change takes effect
 async def test_a_quota_changed_through_the_twin_reaches_admission_within_5_seconds(
     control_cell: TenantCell, rabbitmq_admin: RabbitMQAdmin
 ) -> None:
