@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import describe_machine
-from bench.throughput import cleanup, percentile
+from bench.throughput import cleanup, percentile, start_cell_process
 from perdure.infra.logs import configure_logging
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,21 +101,7 @@ async def perdure_client(light: int, workflows: int) -> Figures:
         quota=Quota.unthrottled(),
     )
     assert provisioned.connection_string is not None
-    env = {
-        **os.environ,
-        "PERDURE_DATABASE_PREFIX": settings.database_prefix,
-        "PYTHONPATH": str(REPO),
-        "PERDURE_LOG_LEVEL": "WARNING",
-    }
-    process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "perdure"),
-        "cell",
-        "run",
-        cell,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    process = await start_cell_process(cell, settings.database_prefix)
     try:
         async with await Client.connect(provisioned.connection_string, request_timeout=600) as client:
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from pathlib import Path
 import aio_pika
 
 from bench.machine import describe_machine
-from bench.throughput import cleanup
+from bench.throughput import cleanup, start_cell_process
 from perdure.infra.settings import load_settings
 from perdure.platform.control.namespace_requests import provision_namespace
 from perdure.platform.control.provisioning import create_cell
@@ -117,22 +115,7 @@ async def scenario(fair: bool, flood: int, small: int) -> Outcome:
         for label in ("a", "b")
     ]
     assert a.connection_string and b.connection_string
-    env = {
-        **os.environ,
-        "PERDURE_DATABASE_PREFIX": prefix,
-        "PYTHONPATH": str(REPO),
-        "PERDURE_LOG_LEVEL": "WARNING",
-        "PERDURE_ADMISSION_FAIR": str(fair).lower(),
-    }
-    process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "perdure"),
-        "cell",
-        "run",
-        cell,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    process = await start_cell_process(cell, prefix, PERDURE_ADMISSION_FAIR=str(fair).lower())
     tenant_a, tenant_b = Tenant(a.connection_string), Tenant(b.connection_string)
     try:
         await tenant_a.open()

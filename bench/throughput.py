@@ -80,22 +80,7 @@ async def measure(workflows: int, light: int) -> dict[str, Any]:
     cell, namespace = f"bench-{suffix}", f"bench-{suffix}"
     await create_cell(settings, cell, 8)
     await create_namespace(settings, namespace, "bench.throughput_app:app", cell, quota=Quota.unthrottled())
-    env = {
-        **os.environ,
-        "PERDURE_DATABASE_PREFIX": prefix,
-        "PYTHONPATH": str(REPO),
-        "PERDURE_LOG_LEVEL": "WARNING",
-    }
-    perdure = Path(sys.executable).parent / "perdure"
-    process = await asyncio.create_subprocess_exec(
-        str(perdure),
-        "cell",
-        "run",
-        cell,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    process = await start_cell_process(cell, prefix)
     closed: dict[str, float] = {}
     arrived = asyncio.Event()
     connection = await aio_pika.connect(namespace_amqp_url(settings, cell, namespace))
@@ -181,6 +166,25 @@ async def light_timeline(
             gaps[f"{before} -> {after}"].append((then - at).total_seconds() * 1000)
     await store.db.client.close()
     return gaps
+
+
+async def start_cell_process(cell: str, prefix: str, **env: str) -> asyncio.subprocess.Process:
+    """``perdure cell run CELL`` under the database prefix of a benchmark, quiet, with ``env`` added."""
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "perdure"),
+        "cell",
+        "run",
+        cell,
+        env={
+            **os.environ,
+            "PERDURE_DATABASE_PREFIX": prefix,
+            "PYTHONPATH": str(REPO),
+            "PERDURE_LOG_LEVEL": "WARNING",
+            **env,
+        },
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
 
 
 async def cleanup(settings: Settings, cell: str, namespaces: list[str]) -> None:

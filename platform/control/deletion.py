@@ -10,6 +10,7 @@ from typing import Any
 
 from perdure.platform.control.control_app import control_app
 from perdure.platform.control.control_resources import ControlResources
+from perdure.platform.control.control_steps import run_step
 from perdure.platform.control.provisioning_activities import ProvisioningActivities
 from perdure.platform.control.twin_change import TwinChange
 from perdure.platform.control.twin_requests import send_change
@@ -73,9 +74,7 @@ class DeletionActivities:
 
 
 async def _step(activity: Any, *args: Any) -> Any:
-    return await workflow.execute_activity(
-        activity, *args, start_to_close_timeout=timedelta(minutes=5), retry_policy=STEP_RETRY
-    )
+    return await run_step(activity, *args, retry_policy=STEP_RETRY)
 
 
 @control_app.workflow(name=DELETE_NAMESPACE)

@@ -33,6 +33,7 @@ from typing import Any
 from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.platform.control.control_app import control_app
 from perdure.platform.control.control_resources import ControlResources
+from perdure.platform.control.control_steps import run_step
 from perdure.platform.control.workflow_ids import MOVE_NAMESPACE
 from perdure.platform.messaging.task_producer import TaskProducer, new_producer
 from perdure.platform.protocol.cell_wire import TaskEnvelope, engine_group, execution_key
@@ -211,9 +212,7 @@ class MoveActivities:
 
 
 async def _step(activity: Any, *args: Any) -> Any:
-    return await workflow.execute_activity(
-        activity, *args, start_to_close_timeout=timedelta(minutes=5), retry_policy=STEP_RETRY
-    )
+    return await run_step(activity, *args, retry_policy=STEP_RETRY)
 
 
 @control_app.workflow(name=MOVE_NAMESPACE)
