@@ -23,5 +23,6 @@ setup(
     package_data={
         "perdure.infra": ["local/kafka/pom.xml", "local/ferretdb/*.go", "local/ferretdb/go.*"],
         "perdure.billing": ["price_tables/*.toml"],
+        "perdure.platform.console": ["templates/*.html", "static/*"],
     },
 )

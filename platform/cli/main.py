@@ -11,6 +11,7 @@ from perdure.platform.cli.account_commands import account_app, user_app
 from perdure.platform.cli.backup_commands import backup_app
 from perdure.platform.cli.billing_commands import billing_app
 from perdure.platform.cli.cell_commands import cell_app
+from perdure.platform.cli.console_commands import console, operator_app
 from perdure.platform.cli.controlplane_commands import controlplane_app
 from perdure.platform.cli.dev_command import dev
 from perdure.platform.cli.dlq_commands import dlq_app
@@ -41,7 +42,9 @@ app.add_typer(rollout_app, name="rollout")
 app.add_typer(worker_app, name="worker")
 app.add_typer(backup_app, name="backup")
 namespace_app.command("usage")(usage)
+app.add_typer(operator_app, name="operator")
 app.command("dev")(dev)
+app.command("console")(console)
 
 
 @app.callback()
