@@ -4,9 +4,9 @@ headers every page carries."""
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -73,7 +73,9 @@ async def _home(request: Request) -> Response:
 
 async def _sign_in_needed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInNeeded)
-    return signin_form(request, 401, notice=exc.message, next=request.url.path if request.method == "GET" else "")
+    return signin_form(
+        request, 401, notice=exc.message, next=request.url.path if request.method == "GET" else ""
+    )
 
 
 async def _csrf_refused(request: Request, exc: Exception) -> Response:

@@ -162,7 +162,9 @@ def guarded(permission: Permission, action: str | None = None) -> Callable[[Page
                 page.form = await _form(request)
                 token = page.field(CSRF_FIELD) or request.headers.get(CSRF_HEADER, "")
                 if not token or not hmac.compare_digest(token, session.csrf_token):
-                    await page.audit(action or request.url.path, "refused", detail="missing or stale CSRF token")
+                    await page.audit(
+                        action or request.url.path, "refused", detail="missing or stale CSRF token"
+                    )
                     raise CsrfRefused()
             try:
                 require(identity, permission)
@@ -193,4 +195,3 @@ async def _form(request: Request) -> FormData:
         return await request.form(max_files=0, max_fields=100, max_part_size=MAX_FORM_BYTES)
     except Exception as exc:  # python-multipart's and Starlette's parse errors have no common base
         raise ConsoleInputError(f"the form could not be read: {exc}") from None
-

@@ -57,7 +57,12 @@ def signin_form(request: Request, status: int = 200, **context: object) -> Respo
     token = secrets.token_urlsafe(32)
     response = render(request, "signin.html", status=status, signin_token=token, **context)
     response.set_cookie(
-        SIGNIN_COOKIE, token, max_age=3600, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+        SIGNIN_COOKIE,
+        token,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
     )
     return response
 
@@ -85,7 +90,11 @@ async def signin(request: Request) -> Response:
     if not matched:
         lock = await resources.sessions.record_failure(email)
         await resources.audit.record(
-            actor=f"?/{email.lower()}", account=None, action="signin", outcome="refused", detail="wrong password"
+            actor=f"?/{email.lower()}",
+            account=None,
+            action="signin",
+            outcome="refused",
+            detail="wrong password",
         )
         if lock is not None:
             return _too_many(again, lock.total_seconds())
@@ -96,8 +105,12 @@ async def signin(request: Request) -> Response:
     identity = matched[0]
     await resources.sessions.clear_failures(email)
     session = await resources.sessions.open(identity)
-    await resources.audit.record(actor=identity.key, account=identity.account, action="signin", outcome="done")
-    response = RedirectResponse(target if not identity.is_operator or target != HOME else "/operators/cells", 303)
+    await resources.audit.record(
+        actor=identity.key, account=identity.account, action="signin", outcome="done"
+    )
+    response = RedirectResponse(
+        target if not identity.is_operator or target != HOME else "/operators/cells", 303
+    )
     response.delete_cookie(SIGNIN_COOKIE)
     response.set_cookie(
         SESSION_COOKIE,

@@ -100,7 +100,9 @@ class ConsoleCredentials:
             found.append((identity, user["password_hash"]))
         operator = await self.operators.find_one({"_id": email.lower()})
         if operator is not None:
-            found.append((Identity(email=operator["email"], account=None, role=OPERATOR), operator["password_hash"]))
+            found.append(
+                (Identity(email=operator["email"], account=None, role=OPERATOR), operator["password_hash"])
+            )
         return found
 
     async def verify(self, email: str, password: str, account: str | None = None) -> list[Identity]:
