@@ -28,6 +28,7 @@ from perdure.platform.control.system_namespace import ensure_system_namespace
 from perdure.platform.core.usage import ACTION_METRICS
 from perdure.platform.messaging.usage_producer import METERING_PARTITIONS
 from perdure.platform.processes.cell_process import run_cell
+from perdure.platform.stores.console_credentials import ConsoleCredentials
 from perdure.platform.stores.control_store import ControlError
 from perdure.platform.stores.databases import Databases
 from perdure.platform.stores.tenancy_store import TenancyStore
@@ -35,6 +36,7 @@ from perdure.platform.tenancy.model import Quota
 from perdure.tenants import Client
 
 CELL = "demo"
+DEMO_OWNER = "owner@acme.example.com"
 APP = "examples.orders:app"
 TENANTS = {  # account: (namespace, quota)
     "acme": ("acme-orders", Quota(actions_per_second=50, burst=20, weight=1)),
@@ -123,11 +125,25 @@ async def main(orders: int) -> None:
     for file in announcement.files:
         if file.account in TENANTS:
             print(f"  {exported.directory / file.name}: {file.total} {announcement.currency}")
+    password = await console_owner(settings, "acme", DEMO_OWNER)
+    print(f"console user: {DEMO_OWNER} / {password} (owner of account acme; a new password each demo run)")
     print(
         "next: `.venv/bin/perdure namespace stats acme-orders`, "
         "`.venv/bin/perdure workflow list acme-orders`, "
         f"`.venv/bin/perdure namespace usage acme-orders --from {datetime.now(UTC):%Y-%m-%d}`"
     )
+
+
+async def console_owner(settings: Settings, account: str, email: str) -> str:
+    """The account's owner, who signs in to the console with the password returned."""
+    databases = Databases.connect(settings)
+    try:
+        await TenancyStore(databases.control_db).add_user(email, account, "owner")
+        credentials = ConsoleCredentials(databases.control_db)
+        await credentials.ensure_indexes()
+        return await credentials.issue_password(account, email)
+    finally:
+        await databases.close()
 
 
 async def metering_caught_up(settings: Settings, timeout: float = 60) -> None:

@@ -7,6 +7,7 @@ operator belongs to no account.
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,6 +76,12 @@ class ConsoleCredentials:
         )
         if result.matched_count != 1:
             raise ControlError(f"no user {email} in account {account!r}")
+
+    async def issue_password(self, account: str, email: str) -> str:
+        """Give an existing user a new random password and return it (for a demo or a first sign-in)."""
+        password = secrets.token_urlsafe(12)
+        await self.set_user_password(account, email, password)
+        return password
 
     async def add_operator(self, email: str, password: str) -> Identity:
         identity = Identity(email=email, account=None, role=OPERATOR)
