@@ -10,6 +10,7 @@ import uvicorn
 
 from perdure.infra.logs import configure_logging
 from perdure.infra.settings import get_settings
+from perdure.infra.telemetry import configure_telemetry
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.console.console_app import build_console
 from perdure.platform.stores.console_credentials import ConsoleCredentials, Identity
@@ -28,8 +29,12 @@ def console(
     """Serve the web console (sign in with an account user's or an operator's e-mail and password)."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    telemetry = configure_telemetry(settings, "perdure-console")
     typer.echo(f"console: http://{host}:{port}/ (Ctrl-C stops it)", err=True)
-    uvicorn.run(build_console(settings), host=host, port=port, log_config=None, access_log=False)
+    try:
+        uvicorn.run(build_console(settings), host=host, port=port, log_config=None, access_log=False)
+    finally:
+        telemetry.shutdown()
 
 
 def read_password(from_stdin: bool) -> str:

@@ -29,6 +29,7 @@ from perdure.platform.console.access import AccessDenied, NotVisible
 from perdure.platform.console.console_errors import ConsoleInputError
 from perdure.platform.console.console_page import CsrfRefused, SignInNeeded, render
 from perdure.platform.console.console_resources import STATIC, ConsoleResources
+from perdure.platform.console.request_telemetry import RequestTelemetry
 from perdure.platform.console.signin_routes import signin_form
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def build_console(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(RequestTelemetry), Middleware(SecurityHeaders)],
         exception_handlers={
             SignInNeeded: _sign_in_needed,
             CsrfRefused: _csrf_refused,

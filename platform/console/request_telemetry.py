@@ -1,0 +1,54 @@
+"""A span and a duration for every console request (named by its route, not its URL: a URL holds
+workflow ids, which would make one series per run), with the caller's trace context when it sent one.
+The Kafka and AMQP hops the request makes carry the span on (the producers inject it)."""
+
+from __future__ import annotations
+
+import time
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class RequestTelemetry:
+    def __init__(
+        self, app: ASGIApp, tracer: trace.Tracer | None = None, meter: metrics.Meter | None = None
+    ) -> None:
+        self.app = app
+        self.tracer = tracer or trace.get_tracer("perdure.console")
+        self.duration = (meter or metrics.get_meter("perdure.console")).create_histogram(
+            "perdure.console.request.duration", unit="s", description="console requests, by route and status"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        status = 500
+        started = time.monotonic()
+
+        async def noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        with self.tracer.start_as_current_span(
+            "console request", context=propagate.extract(headers), kind=SpanKind.SERVER
+        ) as span:
+            try:
+                await self.app(scope, receive, noting_status)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or "unrouted"
+                span.update_name(f"console {scope['method']} {route}")
+                span.set_attribute("http.request.method", scope["method"])
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                self.duration.record(
+                    time.monotonic() - started,
+                    {"http.route": route, "http.request.method": scope["method"], "status": status},
+                )
