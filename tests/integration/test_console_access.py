@@ -10,7 +10,6 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from perdure.platform.core.run_state import RunStatus
 from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.tenancy.model import Quota
 
@@ -31,7 +30,7 @@ async def gated_run(tenants: TenantCell, label: str, tmp_path: Path) -> str:
 
         async def waiting() -> None:
             described = await ops.describe(workflow_id)
-            assert described["status"] == RunStatus.RUNNING.value
+            assert described["status"] == "running"
             assert described["history_length"] > 8  # both steps done: it waits on the signal
 
         await eventually(waiting, timeout=60)
@@ -74,7 +73,7 @@ async def test_roles_accounts_and_refusals(make_tenant_cell: TenantCellFactory, 
         assert [e["action"] for e in refused] == ["workflow.terminate"]
         assert refused[0]["namespace"] == a and refused[0]["target"] == workflow_a
         async with await OpsClient.connect(tenants.cell.settings, a) as ops:
-            assert (await ops.describe(workflow_a))["status"] == RunStatus.RUNNING.value
+            assert (await ops.describe(workflow_a))["status"] == "running"
 
         # Account b's namespace and run are not there for a's developer: answered as a made-up name is.
         made_up = await developer.get("/namespaces/no-such-namespace")
@@ -95,7 +94,7 @@ async def test_roles_accounts_and_refusals(make_tenant_cell: TenantCellFactory, 
         )
         assert posted.status_code == 404
         async with await OpsClient.connect(tenants.cell.settings, b) as ops:
-            assert (await ops.describe(workflow_b))["status"] == RunStatus.RUNNING.value
+            assert (await ops.describe(workflow_b))["status"] == "running"
 
         # A post without the CSRF token is refused, audited, and does nothing.
         tokenless = await developer.http.post(f"{run_page}/terminate", data={"reason": "no token"})
@@ -105,7 +104,7 @@ async def test_roles_accounts_and_refusals(make_tenant_cell: TenantCellFactory, 
             console, actor="acct-a/dev@a.example.com", outcome="refused", action="workflow.terminate"
         )
         async with await OpsClient.connect(tenants.cell.settings, a) as ops:
-            assert (await ops.describe(workflow_a))["status"] == RunStatus.RUNNING.value
+            assert (await ops.describe(workflow_a))["status"] == "running"
 
         # Operators are not account users: the account's pages are not theirs, the platform's are.
         await console.add_operator("ops@platform.example.com")
