@@ -133,15 +133,7 @@ def probe_verdict(
     mine = [r for r in reports if process_host(r.process) == host]
     if not mine:
         return False, f"no process on {host} reported in the last {within.total_seconds():g} s"
-    latest = max(mine, key=lambda r: r.reported_at)
-    age = (now - latest.reported_at).total_seconds()
-    if age > within.total_seconds():
-        return False, f"{latest.process} last reported {age:.0f} s ago"
-    if not latest.healthy:
-        causes = [f"cannot reach {', '.join(latest.unreachable)}"] if latest.unreachable else []
-        causes.append(f"error rate {latest.error_rate:.0%}")
-        return False, f"{latest.process} unhealthy ({'; '.join(causes)})"
-    return True, f"{latest.process} healthy, reported {age:.0f} s ago"
+    return max(mine, key=lambda r: r.reported_at).verdict(now, within)
 
 
 @cell_app.command("probe")

@@ -13,10 +13,15 @@ from perdure.infra.rabbitmq_admin import rabbitmq_admin
 from perdure.infra.settings import get_settings
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.cli.document_output import JsonOption, document_lines, echo_document
-from perdure.platform.control.namespace_requests import request_deletion, request_move, request_namespace
+from perdure.platform.control.namespace_requests import (
+    request_deletion,
+    request_move,
+    request_namespace,
+    request_quota_change,
+)
 from perdure.platform.control.provisioning import ProvisionedNamespace, rotate_key
 from perdure.platform.control.twin_change import TwinChange
-from perdure.platform.control.twin_requests import control_plane_ready, signal_twin
+from perdure.platform.control.twin_requests import signal_twin
 from perdure.platform.core.run_state import RunStatus
 from perdure.platform.protocol.vhost_layout import (
     ACTIVITIES_DEAD_LETTERS,
@@ -178,22 +183,16 @@ def update(
 
     async def apply() -> str:
         settings = get_settings()
+        given = {k: v for k, v in changes.items() if v is not None}
         databases = Databases.connect(settings)
         try:
-            current = await databases.control.get_namespace(name)
-            given = {k: v for k, v in changes.items() if v is not None}
-            quota = Quota.model_validate({**current.quota.model_dump(), **given})  # refused here if invalid
-            fields: dict[str, Any] = {"quota": quota}
-            if retention_days is not None:
-                fields["retention_days"] = retention_days
-            if not await control_plane_ready(settings):
-                record = await databases.control.update_namespace(name, **fields)
-                return "\n".join(document_lines(_public(record)))
+            record = await request_quota_change(settings, databases.control, name, given, retention_days)
         finally:
             await databases.close()
-        change = TwinChange(kind="update", fields={**fields, "quota": given})
-        await signal_twin(settings, "namespace", name, change)
-        return f"sent to the twin namespace/{name}: {json.dumps(change.fields)}"
+        if record is not None:
+            return "\n".join(document_lines(_public(record)))
+        shown = {"quota": given, **({"retention_days": retention_days} if retention_days is not None else {})}
+        return f"sent to the twin namespace/{name}: {json.dumps(shown)}"
 
     typer.echo(run_command("namespace update", apply()))
 

@@ -5,7 +5,8 @@ namespace's recent activity in the audit log.
 The quota form changes a namespace the way ``perdure namespace update`` does (through its twin once the
 control plane is bootstrapped, else directly in the control database), and rotation is
 ``perdure namespace rotate-key``'s own function. Everything a form sends is checked before anything is
-changed.
+changed. The fair-share weight is not on the form: how a shared cell is divided between tenants is the
+platform's call (`perdure namespace update --weight`), not one tenant's.
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from perdure.billing.metering_service import usage_store
-from perdure.infra.settings import Settings
 from perdure.platform.console.access import Permission
 from perdure.platform.console.console_errors import ConsoleInputError
 from perdure.platform.console.console_page import ConsolePage, guarded
 from perdure.platform.console.usage_charts import decimal_text, usage_charts, window
+from perdure.platform.control.namespace_requests import request_quota_change
 from perdure.platform.control.provisioning import rotate_key
-from perdure.platform.control.twin_change import TwinChange
-from perdure.platform.control.twin_requests import control_plane_ready, signal_twin
-from perdure.platform.stores.control_store import ControlStore, NamespaceRecord
+from perdure.platform.stores.control_store import NamespaceRecord
 from perdure.platform.tenancy.model import Quota
 
 DEFAULT_HOURS = 24
@@ -54,7 +53,6 @@ class QuotaField:
 QUOTA_FIELDS = (
     QuotaField("actions_per_second", "Actions per second", whole=False, note="admitted at most, on average"),
     QuotaField("burst", "Burst", whole=True, note="actions admitted at once above the rate"),
-    QuotaField("weight", "Weight", whole=True, note="fair share against other namespaces (1 to 1000)"),
     QuotaField("max_concurrent_workflows", "Max concurrent workflows", whole=True),
     QuotaField("max_concurrent_activities", "Max concurrent activities", whole=True, note="per executor"),
     QuotaField("max_payload_bytes", "Max payload bytes", whole=True),
@@ -78,19 +76,20 @@ async def namespace_page(page: ConsolePage) -> Response:
 async def update_quota(page: ConsolePage) -> Response:
     record = await page.namespace(page.request.path_params["namespace"])
     given, retention_days = changed_fields(record, {f.name: page.field(f.name) for f in QUOTA_FIELDS})
-    quota = validated_quota(record.quota, given)
+    validated_quota(record.quota, given)  # a bad value is named before anything is sent
     if not given and retention_days is None:
         return await _show(page, record, notice="Nothing changed: the form held the current values.")
     changes = _describe_changes(record, given, retention_days)
     try:
-        sent = await apply_quota_change(
-            page.resources.settings, page.resources.databases.control, record, quota, given, retention_days
+        changed = await request_quota_change(
+            page.resources.settings, page.resources.databases.control, record.name, given, retention_days
         )
     except Exception as exc:
         await page.audit(
             "namespace.update-quota", "failed", namespace=record.name, detail=f"{changes}: {exc}"
         )
         raise
+    sent = changed is None
     how = "sent to the control plane" if sent else "applied"
     await page.audit("namespace.update-quota", "done", namespace=record.name, detail=f"{changes} ({how})")
     notice = (
@@ -172,28 +171,6 @@ def validated_quota(current: Quota, given: dict[str, Any]) -> Quota:
         error = exc.errors()[0]
         name = str(error["loc"][0]) if error["loc"] else ""
         raise ConsoleInputError(f"{_LABELS.get(name, name)}: {error['msg']}") from None
-
-
-async def apply_quota_change(
-    settings: Settings,
-    control: ControlStore,
-    record: NamespaceRecord,
-    quota: Quota,
-    given: dict[str, Any],
-    retention_days: int | None,
-) -> bool:
-    """Apply a checked change as ``perdure namespace update`` does: through the namespace's twin once the
-    control plane is bootstrapped (True: sent, applied within seconds), else directly (False)."""
-    fields: dict[str, Any] = {"quota": quota}
-    if retention_days is not None:
-        fields["retention_days"] = retention_days
-    if not await control_plane_ready(settings):
-        await control.update_namespace(record.name, **fields)
-        return False
-    await signal_twin(
-        settings, "namespace", record.name, TwinChange(kind="update", fields={**fields, "quota": given})
-    )
-    return True
 
 
 def _describe_changes(record: NamespaceRecord, given: dict[str, Any], retention_days: int | None) -> str:

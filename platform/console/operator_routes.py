@@ -91,20 +91,6 @@ class CellLetters:
         return sum(letter.id not in self.redriven for letter in self.letters) + len(self.runs)
 
 
-def process_verdict(
-    report: ProcessReport, now: datetime, within: timedelta = PROBE_WITHIN
-) -> tuple[bool, str]:
-    """``perdure cell probe``'s verdict on one process: a fresh report of a healthy process passes."""
-    age = (now - report.reported_at).total_seconds()
-    if age > within.total_seconds():
-        return False, f"last reported {age:.0f} s ago"
-    if not report.healthy:
-        causes = [f"cannot reach {', '.join(report.unreachable)}"] if report.unreachable else []
-        causes.append(f"error rate {report.error_rate:.0%}")
-        return False, f"unhealthy ({'; '.join(causes)})"
-    return True, f"healthy, reported {age:.0f} s ago"
-
-
 def cell_verdict(processes: list[ProcessView]) -> tuple[bool, str]:
     """A cell is healthy when it has a live process and every live process passes the probe."""
     if not processes:
@@ -144,7 +130,7 @@ async def _cell_view(page: ConsolePage, record: CellRecord, now: datetime) -> Ce
     reports = await control.processes_of(record.name, now - LIVE_WITHIN)
     processes = []
     for report in sorted(reports, key=lambda r: r.process):
-        ok, verdict = process_verdict(report, now)
+        ok, verdict = report.verdict(now, PROBE_WITHIN)
         processes.append(ProcessView(report, (now - report.reported_at).total_seconds(), ok, verdict))
     namespaces = len([n for n in await control.namespaces_of(record.name) if n.status != "deleted"])
     try:

@@ -24,11 +24,13 @@ from perdure.platform.control.provisioning_workflow import (
     StepFailed,
     provision_steps,
 )
+from perdure.platform.control.twin_change import TwinChange
+from perdure.platform.control.twin_requests import control_plane_ready, signal_twin
 from perdure.platform.control.workflow_ids import deletion_id, move_id, provisioning_id
 from perdure.platform.core.definitions import workflow_name_of
 from perdure.platform.core.start_rules import IdReusePolicy, fresh_run_id
 from perdure.platform.messaging.ops_client import OpsClient
-from perdure.platform.stores.control_store import ControlError, Hosting, NamespaceRecord
+from perdure.platform.stores.control_store import ControlError, ControlStore, Hosting, NamespaceRecord
 from perdure.platform.tenancy.api_keys import IssuedKey, broker_password_hash, issue_key
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants import ApplicationError
@@ -264,3 +266,22 @@ async def _run_and_follow(
                     elif is_open:
                         raise ControlError(busy)
                 await asyncio.sleep(FOLLOW_EVERY)
+
+
+async def request_quota_change(
+    settings: Settings, control: ControlStore, name: str, given: dict[str, Any], retention_days: int | None
+) -> NamespaceRecord | None:
+    """Change the quota fields ``given`` of a namespace (and its retention): through its twin once the
+    control plane is bootstrapped (None: sent, applied within seconds; admission and executors pick it
+    up), else directly (the changed record). An invalid value is refused before anything is sent."""
+    current = await control.get_namespace(name)
+    quota = Quota.model_validate({**current.quota.model_dump(), **given})
+    fields: dict[str, Any] = {"quota": quota}
+    if retention_days is not None:
+        fields["retention_days"] = retention_days
+    if not await control_plane_ready(settings):
+        return await control.update_namespace(name, **fields)
+    await signal_twin(
+        settings, "namespace", name, TwinChange(kind="update", fields={**fields, "quota": given})
+    )
+    return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,6 +74,18 @@ class ProcessReport(BaseModel):
     unreachable: list[str] = []  # dependencies in an outage as the process sees it (perdure.infra.outages)
     # Namespaces being moved away whose records its engine holds (a move waits for every process).
     holding: list[str] = []
+
+    def verdict(self, now: datetime, within: timedelta) -> tuple[bool, str]:
+        """Whether this report says its process is healthy now (fresh, and healthy when it was made),
+        and why not: what `perdure cell probe` and the console's cells page answer."""
+        age = (now - self.reported_at).total_seconds()
+        if age > within.total_seconds():
+            return False, f"{self.process} last reported {age:.0f} s ago"
+        if not self.healthy:
+            causes = [f"cannot reach {', '.join(self.unreachable)}"] if self.unreachable else []
+            causes.append(f"error rate {self.error_rate:.0%}")
+            return False, f"{self.process} unhealthy ({'; '.join(causes)})"
+        return True, f"{self.process} healthy, reported {age:.0f} s ago"
 
 
 # Who runs a namespace's workers: the cell's supervisor (platform), or the tenant on its own machines.

@@ -29,6 +29,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -48,6 +49,8 @@ Document = dict[str, Any]
 log = logging.getLogger("perdure.store")
 _outbox_adapter: TypeAdapter[list[o.OutboxEntry]] = TypeAdapter(list[o.OutboxEntry])
 _armed_adapter: TypeAdapter[dict[str, ArmedTimer]] = TypeAdapter(dict[str, ArmedTimer])
+# What a search attribute may be called (a field path in the run document: no '$', no '.').
+SEARCH_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -151,6 +154,10 @@ class RunStore:
         )
         await self.runs.create_index(
             [("namespace", ASCENDING), ("workflow_type", ASCENDING), ("start_time", DESCENDING)]
+        )
+        # The console's list of a namespace's runs unfiltered, page after page (``list_page``).
+        await self.runs.create_index(
+            [("namespace", ASCENDING), ("start_time", DESCENDING), ("_id", DESCENDING)]
         )
         await self.runs.create_index([("partition", ASCENDING), ("has_timers", ASCENDING)])
         await self.runs.create_index([("status", ASCENDING)])
@@ -422,6 +429,80 @@ class RunStore:
             query["workflow_type"] = workflow_type
         projection = {"state": 0, "tail": 0, "outbox": 0}
         return self.runs.find(query, projection).sort("start_time", DESCENDING).limit(limit)
+
+    async def list_page(
+        self,
+        namespace: str,
+        *,
+        status: str | None = None,
+        workflow_type: str | None = None,
+        workflow_id_prefix: str | None = None,
+        started_from: datetime | None = None,
+        started_to: datetime | None = None,
+        search_attribute: tuple[str, Sequence[Any]] | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[Document]:
+        """A page of the visibility query, newest first in the order (start_time, run id) descending:
+        the ``limit`` runs that follow ``after`` (the start time and run id of the previous page's last
+        run; keyset pagination, no skip). Ask for one more than a page holds to learn if another follows.
+
+        ``search_attribute`` is a name and the values it may hold (any of them matches). Every query is
+        served by a (namespace, ..., start_time) index in its order; only runs that started at the same
+        moment (a batch of starts takes the engine's one clock) are sorted by run id after reading."""
+        query: Document = {"namespace": namespace}
+        if status:
+            query["status"] = status
+        if workflow_type:
+            query["workflow_type"] = workflow_type
+        if workflow_id_prefix:
+            query["workflow_id"] = {"$regex": f"^{re.escape(workflow_id_prefix)}"}
+        if search_attribute is not None:
+            name, values = search_attribute
+            if not SEARCH_ATTRIBUTE_NAME.match(name):
+                raise ValueError(f"{name!r} is no search attribute name")
+            query[f"state.search_attributes.{name}"] = {"$in": list(values)}
+        projection = {"state": 0, "tail": 0, "outbox": 0}
+
+        def within(moment: datetime) -> bool:
+            return (started_from is None or moment >= started_from) and (
+                started_to is None or moment <= started_to
+            )
+
+        async def tie_group(moment: datetime, below: str | None, count: int) -> list[Document]:
+            """Runs that started at ``moment`` (run ids below ``below``), by run id descending."""
+            condition: Document = {**query, "start_time": moment}
+            if below is not None:
+                condition["_id"] = {"$lt": below}
+            cursor = self.runs.find(condition, projection).sort("_id", DESCENDING).limit(count)
+            return [d async for d in cursor]
+
+        page: list[Document] = []
+        time_range: Document = {}
+        if started_to is not None:
+            time_range["$lte"] = started_to
+        if after is not None:
+            moment, run_id = after
+            if within(moment):
+                page = await tie_group(moment, run_id, limit)
+            if started_to is None or moment <= started_to:
+                time_range = {"$lt": moment}
+        if started_from is not None:
+            time_range["$gte"] = started_from
+        wanted = limit - len(page)
+        if wanted <= 0:
+            return page
+        condition = {**query, "start_time": time_range} if time_range else query
+        cursor = self.runs.find(condition, projection).sort("start_time", DESCENDING).limit(wanted)
+        older = [d async for d in cursor]
+        if len(older) == wanted and older:
+            # The page may end inside a group of runs that started together: read in the index's order,
+            # which of them it holds is arbitrary, so it takes the first of the group by run id instead.
+            last = older[-1]["start_time"]
+            older = [d for d in older if d["start_time"] != last]
+            older += await tie_group(last, None, wanted - len(older))
+        older.sort(key=lambda d: (d["start_time"], d["_id"]), reverse=True)
+        return page + older
 
     async def list_runs(
         self, namespace: str, *, status: str | None = None, workflow_type: str | None = None, limit: int = 100

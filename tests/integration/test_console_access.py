@@ -13,7 +13,7 @@ from pymongo import AsyncMongoClient
 from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.tenancy.model import Quota
 
-from .cell_harness import TenantCell, eventually
+from .cell_harness import TenantCell, completed_activities, eventually
 from .conftest import TenantCellFactory
 from .console_harness import PASSWORD, ConsoleUnderTest, running_console, token_of
 
@@ -31,7 +31,7 @@ async def gated_run(tenants: TenantCell, label: str, tmp_path: Path) -> str:
         async def waiting() -> None:
             described = await ops.describe(workflow_id)
             assert described["status"] == "running"
-            assert described["history_length"] > 8  # both steps done: it waits on the signal
+            assert await completed_activities(ops, workflow_id) == 2  # it waits on the signal now
 
         await eventually(waiting, timeout=60)
     return workflow_id
