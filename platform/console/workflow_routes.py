@@ -359,7 +359,10 @@ def _run_context(
     run = describe_run(document)
     items, hidden = timeline.latest(MAX_TIMELINE_ITEMS)
     end = run["close_time"] or now
+    raw_events = events[-MAX_RAW_EVENTS:]
     return {
+        "raw_events": [(e, e.model_dump_json(indent=2)) for e in raw_events],
+        "hidden_events": len(events) - len(raw_events),
         "record": record,
         "run": run,
         "timeline": timeline,
@@ -388,7 +391,6 @@ async def _show_run(
     is_latest = latest is not None and latest["_id"] == document["_id"]
     is_open = document["status"] in OPEN_STATUSES
     links: Links = context["links"]
-    raw_events = events[-MAX_RAW_EVENTS:]
     return page.render(
         "run.html",
         status=status,
@@ -404,8 +406,6 @@ async def _show_run(
             else None
         ),
         query=query,
-        raw_events=[(e, e.model_dump_json(indent=2)) for e in raw_events],
-        hidden_events=len(events) - len(raw_events),
     )
 
 

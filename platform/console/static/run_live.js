@@ -22,7 +22,19 @@
       say("Live: this page follows the run as it advances.");
     });
     source.addEventListener("update", function (event) {
+      // What the reader opened (the history, an event's JSON) stays open across the update.
+      var open = {};
+      var opened = container.querySelectorAll("details[data-key][open]");
+      for (var i = 0; i < opened.length; i += 1) {
+        open[opened[i].getAttribute("data-key")] = true;
+      }
       container.innerHTML = event.data;
+      var fresh = container.querySelectorAll("details[data-key]");
+      for (var j = 0; j < fresh.length; j += 1) {
+        if (open[fresh[j].getAttribute("data-key")]) {
+          fresh[j].open = true;
+        }
+      }
     });
     source.addEventListener("end", function (event) {
       // The run closed: without this the browser would connect again.
