@@ -13,7 +13,8 @@ from perdure.infra.settings import get_settings
 from perdure.infra.telemetry import configure_telemetry
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.console.console_app import build_console
-from perdure.platform.stores.console_credentials import ConsoleCredentials, Identity
+from perdure.platform.stores.console_credentials import ConsoleCredentials
+from perdure.platform.stores.console_identity import Identity
 from perdure.platform.stores.databases import Databases
 
 DEFAULT_PORT = 8470

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from perdure.platform.stores.console_credentials import OPERATOR, Identity
+from perdure.platform.stores.console_identity import OPERATOR, Identity
 from perdure.platform.stores.control_store import NamespaceRecord
 
 

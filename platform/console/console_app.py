@@ -27,9 +27,16 @@ from perdure.platform.console import (
 )
 from perdure.platform.console.access import AccessDenied, NotVisible
 from perdure.platform.console.console_errors import ConsoleInputError
-from perdure.platform.console.console_page import CsrfRefused, SignInNeeded, render
+from perdure.platform.console.console_page import (
+    MAX_FORM_BYTES,
+    BodyTooLarge,
+    CsrfRefused,
+    SignInNeeded,
+    render,
+)
 from perdure.platform.console.console_resources import STATIC, ConsoleResources
 from perdure.platform.console.request_telemetry import RequestTelemetry
+from perdure.platform.console.signin_limits import SigninLimits
 from perdure.platform.console.signin_routes import signin_form
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,38 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+SIGNIN_BODY_BYTES = 16 * 1024
+
+
+class BodyLimit:
+    """Bounds a request's body as it arrives, counted (a chunked body declares no length): past the
+    limit the request fails with 413 before the rest is read or parsed. The sign-in form, open to anyone,
+    gets a small limit of its own."""
+
+    def __init__(self, app: ASGIApp, default: int = MAX_FORM_BYTES, signin: int = SIGNIN_BODY_BYTES) -> None:
+        self.app = app
+        self.default = default
+        self.signin = signin
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.signin if scope["path"] == "/signin" else self.default
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 async def _home(request: Request) -> Response:
@@ -128,6 +167,7 @@ def build_console(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.resources = await ConsoleResources.open(settings)
+        app.state.signin_limits = SigninLimits()
         try:
             yield
         finally:
@@ -145,7 +185,7 @@ def build_console(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestTelemetry), Middleware(SecurityHeaders)],
+        middleware=[Middleware(RequestTelemetry), Middleware(SecurityHeaders), Middleware(BodyLimit)],
         exception_handlers={
             SignInNeeded: _sign_in_needed,
             CsrfRefused: _csrf_refused,

@@ -24,7 +24,7 @@ from perdure.platform.console.access import allowed as role_allows
 from perdure.platform.console.console_errors import ConsoleInputError
 from perdure.platform.console.console_resources import ConsoleResources
 from perdure.platform.stores.audit_log import Outcome
-from perdure.platform.stores.console_credentials import Identity
+from perdure.platform.stores.console_identity import Identity
 from perdure.platform.stores.console_sessions import ConsoleSession
 from perdure.platform.stores.control_store import ControlError, NamespaceRecord
 
@@ -187,11 +187,16 @@ def guarded(permission: Permission, action: str | None = None) -> Callable[[Page
     return wrap
 
 
-async def _form(request: Request) -> FormData:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_FORM_BYTES:
-        raise ConsoleInputError(f"the form is {int(length)} bytes, over the console's {MAX_FORM_BYTES}", 413)
+class BodyTooLarge(ConsoleInputError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request's body is over the console's limit of {limit} bytes", 413)
+
+
+async def _form(request: Request, max_fields: int = 100) -> FormData:
+    """The posted form (its size bounded by ``BodyLimit`` as it arrives, whatever the headers say)."""
     try:
-        return await request.form(max_files=0, max_fields=100, max_part_size=MAX_FORM_BYTES)
+        return await request.form(max_files=0, max_fields=max_fields, max_part_size=MAX_FORM_BYTES)
+    except BodyTooLarge:
+        raise
     except Exception as exc:  # python-multipart's and Starlette's parse errors have no common base
         raise ConsoleInputError(f"the form could not be read: {exc}") from None

@@ -59,6 +59,9 @@ QUOTA_FIELDS = (
     QuotaField("retention_days", "Retention days", whole=True, note="closed runs kept for"),
 )
 _LABELS = {field.name: field.label for field in QUOTA_FIELDS}
+# What the console lets a tenant raise its limits to: the platform's defaults (retention: Temporal Cloud's
+# longest, 90 days).
+_CEILINGS: dict[str, int | float] = {**Quota().model_dump(), "retention_days": 90}
 
 
 @guarded(Permission.READ)
@@ -146,7 +149,22 @@ def changed_fields(record: NamespaceRecord, form: dict[str, str]) -> tuple[dict[
     retention_days = given.pop("retention_days", None)
     if retention_days is not None and retention_days < 1:
         raise ConsoleInputError(f"{_LABELS['retention_days']}: at least 1 day, not {retention_days}")
+    within_ceilings(current, {**given, **({"retention_days": retention_days} if retention_days else {})})
     return given, retention_days
+
+
+def within_ceilings(current: dict[str, Any], given: dict[str, Any]) -> None:
+    """A tenant may lower its limits freely and raise them up to the platform's defaults (or to what
+    the platform granted, if more); beyond is the platform's call (`perdure namespace update`): these
+    limits protect the other tenants of the cell, not only the tenant."""
+    for name, value in given.items():
+        ceiling = max(current[name], _CEILINGS[name])
+        if value > ceiling:
+            raise ConsoleInputError(
+                f"{_LABELS[name]}: at most {_text(ceiling)} here; raising it further is the platform's call "
+                "(ask its operators)",
+                403,
+            )
 
 
 def _number(field: QuotaField, text: str) -> int | float:

@@ -1,12 +1,14 @@
 """A span and a duration for every console request (named by its route, not its URL: a URL holds
-workflow ids, which would make one series per run), with the caller's trace context when it sent one.
-The Kafka and AMQP hops the request makes carry the span on (the producers inject it)."""
+workflow ids, which would make one series per run). The Kafka and AMQP hops the request makes carry the
+span on (the producers inject it). A browser's ``traceparent`` is not followed: anyone may send one, and
+the console's traces (and the records they reach) must not take ids an outsider chose."""
 
 from __future__ import annotations
 
 import time
 
-from opentelemetry import metrics, propagate, trace
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,7 +27,6 @@ class RequestTelemetry:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
         status = 500
         started = time.monotonic()
 
@@ -36,7 +37,7 @@ class RequestTelemetry:
             await send(message)
 
         with self.tracer.start_as_current_span(
-            "console request", context=propagate.extract(headers), kind=SpanKind.SERVER
+            "console request", context=Context(), kind=SpanKind.SERVER
         ) as span:
             try:
                 await self.app(scope, receive, noting_status)

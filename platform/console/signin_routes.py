@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import re
 import secrets
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -27,10 +28,14 @@ from perdure.platform.console.console_page import (
     resources_of,
     session_of,
 )
-from perdure.platform.stores.console_credentials import OPERATOR, Identity
+from perdure.platform.console.signin_limits import SigninLimits
+from perdure.platform.stores.console_identity import OPERATOR, Identity
 from perdure.platform.stores.console_sessions import SESSION_LIFETIME
 
 HOME = "/namespaces"
+# An address as RFC 5321 bounds it (254 characters), without spaces or controls: anything else is refused
+# before it reaches the database (the failure counter is keyed by it).
+_EMAIL = re.compile(r"[^\s@\x00-\x1f]{1,64}@[^\s@\x00-\x1f]{1,189}")
 # Before a session exists, the sign-in form's CSRF token is matched against a cookie of its own (so that
 # another site cannot sign a browser in to an account of its choosing).
 SIGNIN_COOKIE = "perdure_signin"
@@ -69,7 +74,12 @@ def signin_form(request: Request, status: int = 200, **context: object) -> Respo
 
 async def signin(request: Request) -> Response:
     resources = resources_of(request)
-    form = await _form(request)
+    address = request.client.host if request.client else "unknown"
+    limits: SigninLimits = request.app.state.signin_limits
+    wait = limits.wait_for(address)
+    if wait is not None:
+        return _too_many(lambda message, status: signin_form(request, status, error=message), wait)
+    form = await _form(request, max_fields=8)
     email = str(form.get("email", "")).strip()
     password = str(form.get("password", ""))
     account = str(form.get("account", "")).strip() or None
@@ -83,12 +93,14 @@ async def signin(request: Request) -> Response:
         return again("The sign-in form was stale or incomplete: try again.", 403)
     if not email or not password:
         return again("Enter your e-mail and password.", 400)
-    locked = await resources.sessions.locked_for(email)
-    if locked is not None:
-        return _too_many(again, locked.total_seconds())
+    if not _EMAIL.fullmatch(email):
+        return again("Enter a valid e-mail address.", 400)
+    attempt = await resources.sessions.reserve_attempt(email)
+    if attempt.wait is not None:
+        return _too_many(again, attempt.wait.total_seconds())
     matched = await resources.credentials.verify(email, password, account)
     if not matched:
-        lock = await resources.sessions.record_failure(email)
+        lock = attempt.lock_if_failed
         await resources.audit.record(
             actor=f"?/{email.lower()}",
             account=None,

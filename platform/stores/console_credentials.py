@@ -2,48 +2,35 @@
 
 Passwords are kept only as argon2id hashes (argon2-cffi's defaults, re-hashed when those change).
 Operators are kept apart from account users: no account user holds the operator role, and an
-operator belongs to no account.
+operator belongs to no account. Setting a password ends every session of its identity (a reset after a
+suspected compromise must evict whoever held one). Verifying runs in a worker thread, a few at a time:
+argon2 costs ~0.2 s of CPU by design, which on the event loop would stall every page of the console.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from pydantic import BaseModel, ConfigDict, EmailStr
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
+from perdure.platform.stores.console_identity import OPERATOR, Identity
+from perdure.platform.stores.console_sessions import ConsoleSessions
 from perdure.platform.stores.control_store import ControlError
 
-OPERATOR = "operator"
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024  # argon2 takes any length; a megabyte "password" is an attack on the CPU
 
 _hasher = PasswordHasher()
 # Verified when the e-mail is unknown, so that a missing user costs as long as a wrong password.
 _DECOY_HASH = _hasher.hash("not a password of anyone")
-
-
-class Identity(BaseModel):
-    """Who signed in: an account user (account set) or a platform operator (account None)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    email: EmailStr
-    account: str | None
-    role: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.account or OPERATOR}/{self.email.lower()}"
-
-    @property
-    def is_operator(self) -> bool:
-        return self.account is None and self.role == OPERATOR
+# Verifications at once (each holds a core for ~0.2 s); more wait their turn.
+_verifying = asyncio.Semaphore(2)
 
 
 def check_password(password: str) -> str:
@@ -58,6 +45,7 @@ class ConsoleCredentials:
     def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
         self.users = database["users"]
         self.operators = database["operators"]
+        self._sessions = ConsoleSessions(database)
 
     async def ensure_indexes(self) -> None:
         await self.users.create_index([("email_lower", ASCENDING)])
@@ -76,6 +64,9 @@ class ConsoleCredentials:
         )
         if result.matched_count != 1:
             raise ControlError(f"no user {email} in account {account!r}")
+        user = await self.users.find_one({"_id": user_id})
+        assert user is not None
+        await self._sessions.close_all_of(Identity(email=user["email"], account=account, role=user["role"]))
 
     async def issue_password(self, account: str, email: str) -> str:
         """Give an existing user a new random password and return it (for a demo or a first sign-in)."""
@@ -97,6 +88,7 @@ class ConsoleCredentials:
             },
             upsert=True,
         )
+        await self._sessions.close_all_of(identity)
         return identity
 
     async def identities_of(self, email: str) -> list[tuple[Identity, str]]:
@@ -121,9 +113,9 @@ class ConsoleCredentials:
         if account:
             candidates = [(i, h) for i, h in candidates if (i.account or OPERATOR) == account]
         if not candidates:
-            _verified(_DECOY_HASH, password)
+            await _verified(_DECOY_HASH, password)
             return []
-        return [identity for identity, hashed in candidates if _verified(hashed, password)]
+        return [identity for identity, hashed in candidates if await _verified(hashed, password)]
 
     async def current(self, identity: Identity) -> Identity | None:
         """The identity as it stands now (its role may have changed, or it may be gone)."""
@@ -136,7 +128,12 @@ class ConsoleCredentials:
         return Identity(email=user["email"], account=user["account"], role=user["role"])
 
 
-def _verified(hashed: str, password: str) -> bool:
+async def _verified(hashed: str, password: str) -> bool:
+    async with _verifying:
+        return await asyncio.to_thread(_verify, hashed, password)
+
+
+def _verify(hashed: str, password: str) -> bool:
     try:
         return _hasher.verify(hashed, password)
     except (VerificationError, InvalidHashError):

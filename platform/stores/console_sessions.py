@@ -12,7 +12,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from perdure.platform.stores.console_credentials import Identity
+from perdure.platform.stores.console_identity import Identity
 
 SESSION_LIFETIME = timedelta(hours=8)
 # Sign-in: this many failures inside the window, then each further attempt waits out a lock that
@@ -21,6 +21,17 @@ FREE_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=15)
 FIRST_LOCK = timedelta(seconds=30)
 LONGEST_LOCK = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class SigninAttempt:
+    number: int  # of the attempts in the window, this one (counting those reserved before it only)
+    wait: timedelta | None  # set: refused, to try again after this long
+
+    @property
+    def lock_if_failed(self) -> timedelta | None:
+        """The lock this attempt earns if its password is wrong (None while within the free failures)."""
+        return _lock(self.number) if self.number >= FREE_FAILURES else None
 
 
 @dataclass(frozen=True)
@@ -96,31 +107,36 @@ class ConsoleSessions:
         return result.deleted_count
 
     # -- sign-in throttling --------------------------------------------------------------------------
-    async def locked_for(self, email: str, now: datetime | None = None) -> timedelta | None:
-        """How long sign-in of ``email`` must still wait, or None when it may try now."""
-        now = now or datetime.now(UTC)
-        document = await self.failures.find_one({"_id": email.lower()})
-        if document is None or document.get("locked_until") is None:
-            return None
-        left: timedelta = document["locked_until"] - now
-        return left if left > timedelta(0) else None
-
-    async def record_failure(self, email: str, now: datetime | None = None) -> timedelta | None:
-        """Count a failed sign-in; returns the lock it earned (None while still inside the free ones)."""
-        now = now or datetime.now(UTC)
+    async def reserve_attempt(self, email: str, now: datetime | None = None) -> SigninAttempt:
+        """Count a sign-in attempt of ``email`` before its password is checked, atomically (so parallel
+        guesses cannot all pass one check): the attempt says how long it must wait instead (it is then
+        not counted), or that it may go on, and which attempt of the window it is. Attempts are
+        forgotten on success (``clear_failures``), so what counts are the failures of the window."""
+        now = _to_millisecond(now or datetime.now(UTC))  # as the database keeps it
         key = email.lower()
-        document = await self.failures.find_one({"_id": key})
-        recent = [t for t in (document or {}).get("times", []) if t > now - FAILURE_WINDOW]
-        recent.append(now)
-        lock: timedelta | None = None
-        if len(recent) >= FREE_FAILURES:
-            lock = min(FIRST_LOCK * 2 ** (len(recent) - FREE_FAILURES), LONGEST_LOCK)
-        await self.failures.update_one(
-            {"_id": key},
-            {"$set": {"times": recent[-4 * FREE_FAILURES :], "locked_until": now + lock if lock else None}},
-            upsert=True,
+        document = await self.failures.find_one_and_update(
+            {"_id": key}, {"$push": {"times": now}}, upsert=True, return_document=ReturnDocument.AFTER
         )
-        return lock
+        assert document is not None
+        # $push appends: what is before this attempt in the list reserved before it.
+        before = [t for t in document["times"][:-1] if t > now - FAILURE_WINDOW]
+        if len(before) >= FREE_FAILURES:
+            unlocked_at = max(before) + _lock(len(before))
+            if unlocked_at > now:
+                await self.failures.update_one({"_id": key}, {"$pull": {"times": now}})  # not a failure
+                return SigninAttempt(len(before) + 1, unlocked_at - now)
+        if len(document["times"]) > 8 * FREE_FAILURES:  # keep the list short: old attempts do not count
+            await self.failures.update_one({"_id": key}, {"$set": {"times": [*before, now]}})
+        return SigninAttempt(len(before) + 1, None)
 
     async def clear_failures(self, email: str) -> None:
         await self.failures.delete_one({"_id": email.lower()})
+
+
+def _to_millisecond(at: datetime) -> datetime:
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+def _lock(failures: int) -> timedelta:
+    """The lock after ``failures`` failures in the window (at least FREE_FAILURES)."""
+    return min(FIRST_LOCK * 2 ** (failures - FREE_FAILURES), LONGEST_LOCK)

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import httpx
 import uvicorn
+from starlette.applications import Starlette
 
 from perdure.infra.settings import Settings
 from perdure.platform.console.console_app import build_console
+from perdure.platform.console.signin_limits import SigninLimits
 from perdure.platform.stores.console_credentials import ConsoleCredentials
 from perdure.platform.stores.databases import Databases
 from perdure.platform.stores.tenancy_store import TenancyStore
@@ -35,6 +37,12 @@ def free_port() -> int:
 class ConsoleUnderTest:
     settings: Settings
     url: str
+    app: Starlette | None = None  # None when the console runs in another process
+
+    def forget_signin_limits(self) -> None:
+        """A fresh start for the process's per-address sign-in limits (every test client is 127.0.0.1)."""
+        assert self.app is not None
+        self.app.state.signin_limits = SigninLimits()
 
     async def add_user(self, account: str, email: str, role: Role, password: str = PASSWORD) -> None:
         databases = Databases.connect(self.settings)
@@ -95,10 +103,9 @@ class SignedIn:
 @asynccontextmanager
 async def running_console(settings: Settings) -> AsyncIterator[ConsoleUnderTest]:
     port = free_port()
+    app = build_console(settings)
     server = uvicorn.Server(
-        uvicorn.Config(
-            build_console(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
-        )
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
     )
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -106,7 +113,7 @@ async def running_console(settings: Settings) -> AsyncIterator[ConsoleUnderTest]
             serving.result()  # raises why it could not start
         await asyncio.sleep(0.02)
     try:
-        yield ConsoleUnderTest(settings, f"http://127.0.0.1:{port}")
+        yield ConsoleUnderTest(settings, f"http://127.0.0.1:{port}", app)
     finally:
         server.should_exit = True
         await serving

@@ -3,7 +3,9 @@ apart, sign-in throttled, sessions that end when their user signs out."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.stores.console_credentials import ConsoleCredentials
+from perdure.platform.stores.databases import Databases
 from perdure.platform.tenancy.model import Quota
 
 from .cell_harness import TenantCell, completed_activities, eventually
@@ -206,3 +210,66 @@ async def test_sign_in_is_throttled_and_sessions_end(make_tenant_cell: TenantCel
         assert expired.status_code == 401
         assert "expired" in expired.text
         await expiring.aclose()
+
+
+async def test_sign_in_holds_against_parallel_guesses_big_bodies_and_bad_addresses(
+    make_tenant_cell: TenantCellFactory,
+) -> None:
+    tenants = await make_tenant_cell({"a": Quota()}, start=False)
+    async with running_console(tenants.cell.settings) as console:
+        await console.add_user("acct-a", "target@a.example.com", "owner")
+
+        # Forty wrong guesses at once: five are checked, the others wait out the lock; then even the
+        # right password waits.
+        async with console.client() as attacker:
+            token = token_of((await attacker.get("/signin")).text)
+
+            async def guess(password: str) -> int:
+                answer = await attacker.post(
+                    "/signin",
+                    data={"email": "target@a.example.com", "password": password, "csrf_token": token},
+                )
+                return answer.status_code
+
+            statuses = await asyncio.gather(*(guess(WRONG) for _ in range(40)))
+            assert sorted(statuses) == [401] * 4 + [429] * 36, statuses
+            assert await guess(PASSWORD) == 429
+        checked = await audit_entries(console, actor="?/target@a.example.com", action="signin")
+        assert len(checked) == 5, f"{len(checked)} wrong passwords were checked"
+        console.forget_signin_limits()
+
+        async with console.client() as stranger:
+            token = token_of((await stranger.get("/signin")).text)
+
+            # A body past the sign-in limit is refused as it arrives, chunked (no declared length) or not.
+            async def chunks() -> AsyncIterator[bytes]:
+                yield f"csrf_token={token}&email=x%40a.example.com&password=".encode()
+                for _ in range(64):
+                    yield b"p" * 65_536
+
+            chunked = await stranger.post(
+                "/signin", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"}
+            )
+            assert chunked.status_code == 413
+            # Not an address: refused before it reaches the database.
+            for email in ("no-at-sign", "a" * 300 + "@a.example.com", "two@@a.example.com"):
+                token = token_of((await stranger.get("/signin")).text)
+                bad = await stranger.post(
+                    "/signin", data={"email": email, "password": WRONG, "csrf_token": token}
+                )
+                assert bad.status_code == 400 and "valid e-mail" in bad.text, email
+
+        # A password reset ends every session of its user.
+        await console.add_user("acct-a", "other@a.example.com", "owner")
+        signed_in = await console.signed_in("other@a.example.com")
+        email = "other@a.example.com"
+        assert (await signed_in.get("/namespaces")).status_code == 200
+        databases = Databases.connect(console.settings)
+        try:
+            await ConsoleCredentials(databases.control_db).set_user_password(
+                "acct-a", email, "a-brand-new-password"
+            )
+        finally:
+            await databases.close()
+        assert (await signed_in.get("/namespaces")).status_code == 401
+        await signed_in.aclose()

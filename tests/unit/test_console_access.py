@@ -8,7 +8,7 @@ import pytest
 
 from perdure.platform.console.access import AccessDenied, Permission, allowed, can_see, require
 from perdure.platform.console.signin_routes import safe_next
-from perdure.platform.stores.console_credentials import OPERATOR, Identity
+from perdure.platform.stores.console_identity import OPERATOR, Identity
 from perdure.platform.stores.control_store import NamespaceRecord
 
 
