@@ -19,6 +19,7 @@ from perdure.platform.stores.run_store import RunStore
 BILLED_EVENTS = {
     "workflow_execution_started": "workflow_started",
     "workflow_execution_signaled": "signal",
+    "workflow_execution_update_accepted": "update",
     "activity_task_started": "activity_started",
     "timer_started": "timer_started",
     "upsert_workflow_search_attributes": "search_attribute_update",

@@ -101,11 +101,13 @@ def price_usage(
     metered: Mapping[tuple[str, str], int],
     table: PriceTable,
 ) -> Invoice:
-    """``metered`` is what metering counted per (namespace, metric) in the period."""
+    """``metered`` is what metering counted per (namespace, metric) in the period; metrics that are
+    counted but not billed (throttled requests) are left out."""
     order = {metric: i for i, metric in enumerate(METRICS)}
+    billed = {key: count for key, count in metered.items() if key[1] in order}
     lines: list[InvoiceLine] = []
     used: dict[str, Decimal] = {}
-    for (namespace, metric), count in sorted(metered.items(), key=lambda k: (k[0][0], order[k[0][1]])):
+    for (namespace, metric), count in sorted(billed.items(), key=lambda k: (k[0][0], order[k[0][1]])):
         if count <= 0:
             continue
         price = table.price(metric)

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-from perdure.platform.core.usage import STORAGE_METRICS
+from perdure.platform.core.usage import OPERATIONAL_METRICS, STORAGE_METRICS
 
 STORAGE_QUANTUM = Decimal("0.000001")
 _BYTE_SECONDS_PER_GB_HOUR = Decimal(10**9 * 3600)
 
 
 def unit_of(metric: str) -> str:
+    if metric in OPERATIONAL_METRICS:
+        return "request"
     return "GB-hour" if metric in STORAGE_METRICS else "action"
 
 

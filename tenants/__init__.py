@@ -9,7 +9,8 @@ the errors, all ``PerdureError``s:
   complete);
 - what a client's request meets: ``WorkflowAlreadyStartedError``, ``WorkflowNotFoundError``,
   ``AuthenticationError``, ``QuotaExceededError``, ``NamespaceSuspendedError``,
-  ``MalformedRequestError``, ``ServiceUnavailableError``;
+  ``MalformedRequestError``, ``ServiceUnavailableError``, and ``WorkflowUpdateFailedError`` (an update
+  refused, or whose handler failed);
 - payloads and registrations: ``PayloadTooLargeError``, ``PayloadDecodeError``,
   ``UnknownWorkflowTypeError``, ``UnknownActivityTypeError`` (``UnboundActivityError``), ``AppLoadError``;
 - replay: ``NonDeterminismError``, ``NondeterministicCallError``.
@@ -54,8 +55,14 @@ from perdure.tenants.client_errors import (
     ServiceUnavailableError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
+    WorkflowUpdateFailedError,
 )
-from perdure.tenants.workflow_client import WorkflowClient, WorkflowDescription, WorkflowHandle
+from perdure.tenants.workflow_client import (
+    WorkflowClient,
+    WorkflowDescription,
+    WorkflowHandle,
+    WorkflowUpdateHandle,
+)
 
 __all__ = [
     "ActivityError",
@@ -92,6 +99,8 @@ __all__ = [
     "WorkflowFailureError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
+    "WorkflowUpdateFailedError",
+    "WorkflowUpdateHandle",
     "activity",
     "workflow",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import typing
 import uuid
@@ -32,10 +33,11 @@ from perdure.platform.core.definitions import (
     SIGNAL_MARK,
     UnknownWorkflowTypeError,
     handler_name_of,
+    update_name_of,
     workflow_name_of,
 )
 from perdure.platform.core.failures import ApplicationError, Failure
-from perdure.platform.core.outbox import RunClosed, close_routing_key
+from perdure.platform.core.outbox import RunClosed, UpdateOutcome, close_routing_key
 from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError, default_converter
 from perdure.platform.core.start_rules import IdReusePolicy
 from perdure.platform.protocol.ingress_wire import (
@@ -47,6 +49,7 @@ from perdure.platform.protocol.ingress_wire import (
     SignalRequest,
     SignalSpec,
     StartRequest,
+    UpdateRequest,
 )
 from perdure.platform.protocol.vhost_layout import CLIENT_QUEUE_PREFIX, INGRESS_QUEUE, RESULTS_EXCHANGE
 from perdure.tenants.client_errors import (
@@ -59,9 +62,12 @@ from perdure.tenants.client_errors import (
     WorkflowNotFoundError,
 )
 from perdure.tenants.run_outcome import run_outcome
+from perdure.tenants.update_outcome import update_outcome
 from perdure.tenants.workflow_client import (
     QueryType,
     ReturnType,
+    UpdateRef,
+    UpdateType,
     WorkflowClient,
     WorkflowDescription,
     WorkflowRef,
@@ -80,7 +86,17 @@ RETRY_MAX_SECONDS = 2.0
 OPEN_STATUSES = ("running", "blocked")
 # How many workflow ids' last close a client keeps for a later ``result()``.
 CLOSES_REMEMBERED = 10_000
-_Request = StartRequest | SignalRequest | CancelRequest | QueryRequest | DescribeRequest | ListRequest
+# How many times an update is sent on to the next run of a chain that continued as new before taking it.
+CONTINUED_RUNS_FOLLOWED = 10
+_Request = (
+    StartRequest
+    | SignalRequest
+    | CancelRequest
+    | QueryRequest
+    | UpdateRequest
+    | DescribeRequest
+    | ListRequest
+)
 
 
 class Client(WorkflowClient):
@@ -209,9 +225,12 @@ class Client(WorkflowClient):
         return reply.runs or []
 
     # -- the wire ------------------------------------------------------------------------------------
-    async def _call(self, request: _Request, timeout: float | None = None) -> IngressReply:
+    async def _call(
+        self, request: _Request, timeout: float | None = None, *, check: bool = True
+    ) -> IngressReply:
         """Send ``request`` until it is answered (again after a lost connection or a silence: requests
-        are idempotent by their request id) or ``timeout`` passes."""
+        are idempotent by their request id) or ``timeout`` passes; an error answered raises unless
+        ``check`` is off."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.request_timeout if timeout is None else timeout)
         pause, problem, silence = RETRY_FIRST_SECONDS, "no answer", ATTEMPT_SECONDS
@@ -240,7 +259,7 @@ class Client(WorkflowClient):
             for correlation in correlations:
                 self._pending.pop(correlation, None)
         reply = answered.result()
-        if not reply.ok:
+        if check and not reply.ok:
             _raise(reply, request)
         return reply
 
@@ -474,6 +493,78 @@ class ClientWorkflowHandle(Generic[ReturnType]):
         answer = self.client.converter.from_payload(reply.result, _return_type(query))
         return typing.cast(QueryType, answer)  # decoded into the query method's return type
 
+    async def execute_update(
+        self, update: UpdateRef[UpdateType], *args: Any, id: str | None = None, timeout: float | None = None
+    ) -> UpdateType:
+        """Run the update and return its handler's result (see ``WorkflowHandle.execute_update``). The
+        request is sent again under the same update id after a silence or a lost connection, and the
+        run takes it once: each copy only waits for the one outcome."""
+        name = update_name_of(update)
+        input = self.client.converter.to_payloads(list(args), "update input")
+        update_id = id or str(uuid.uuid4())
+        request = UpdateRequest(request_id=update_id, workflow_id=self.id, update_name=name, input=input)
+        reply = await self._update(request, timeout)
+        return typing.cast(UpdateType, self._update_outcome(request, reply, _return_type(update)))
+
+    async def start_update(
+        self, update: UpdateRef[UpdateType], *args: Any, id: str | None = None, timeout: float | None = None
+    ) -> ClientWorkflowUpdateHandle[UpdateType]:
+        """Returns once the run took the update, with a handle on its outcome."""
+        name = update_name_of(update)
+        input = self.client.converter.to_payloads(list(args), "update input")
+        request = UpdateRequest(
+            request_id=id or str(uuid.uuid4()),
+            workflow_id=self.id,
+            update_name=name,
+            input=input,
+            wait_for="accepted",
+        )
+        reply = await self._update(request, timeout)
+        handle = ClientWorkflowUpdateHandle[UpdateType](self, request, _return_type(update))
+        if reply.update_stage != "accepted":
+            # Finished already (an id sent again): its handle holds the outcome, a failure too; a refusal
+            # (or no run to take it) is raised here.
+            handle._finished = reply
+            if reply.error is None or reply.error.type != "update_failed":
+                self._update_outcome(request, reply, handle._return_type)
+        return handle
+
+    async def _update(self, request: UpdateRequest, timeout: float | None) -> IngressReply:
+        """The run's answer to the update, however long its handler takes (or ``timeout``). An update
+        the run left to the next run of its chain (it continued as new before taking it) is sent on."""
+        async with asyncio.timeout(timeout):
+            for _ in range(CONTINUED_RUNS_FOLLOWED):
+                reply = await self.client._call(request, timeout=math.inf, check=False)
+                error = reply.error
+                if error is None or error.type != "not_found" or error.run_status != "continued_as_new":
+                    return reply
+        raise WorkflowNotFoundError(f"workflow {self.id!r} kept continuing as new without taking the update")
+
+    def _update_outcome(self, request: UpdateRequest, reply: IngressReply, return_type: Any) -> Any:
+        outcome: UpdateOutcome
+        error = reply.error
+        if reply.ok:
+            outcome = reply.update_stage or "completed"
+        elif error is not None and error.type == "update_rejected":
+            outcome = "rejected"
+        elif error is not None and error.type == "update_failed":
+            outcome = "failed"
+        elif error is not None and error.type == "not_found":
+            outcome = "run_closed"
+        else:
+            _raise(reply, request)
+        return update_outcome(
+            self.id,
+            request.request_id,
+            request.update_name,
+            outcome,
+            reply.result,
+            error.failure if error is not None else None,
+            error.message if error is not None else "",
+            self.client.converter,
+            return_type,
+        )
+
     async def cancel(self) -> None:
         await self._require_open()
         await self.client._call(CancelRequest(request_id=str(uuid.uuid4()), workflow_id=self.id))
@@ -489,8 +580,27 @@ class ClientWorkflowHandle(Generic[ReturnType]):
             raise WorkflowNotFoundError(f"workflow {self.id!r} is not running")
 
 
+class ClientWorkflowUpdateHandle(Generic[UpdateType]):
+    """A ``WorkflowUpdateHandle`` of a ``Client``: asking for the result sends the update again under its
+    id, which the run answers with its outcome once it has one."""
+
+    def __init__(self, handle: ClientWorkflowHandle[Any], request: UpdateRequest, return_type: Any) -> None:
+        self._handle = handle
+        self._request = request.model_copy(update={"wait_for": "completed"})
+        self._return_type = return_type
+        self._finished: IngressReply | None = None
+        self.id = request.request_id
+        self.workflow_id = handle.id
+
+    async def result(self, timeout: float | None = None) -> UpdateType:
+        reply = self._finished or await self._handle._update(self._request, timeout)
+        self._finished = reply
+        return typing.cast(UpdateType, self._handle._update_outcome(self._request, reply, self._return_type))
+
+
 def _return_type(target: object) -> Any:
-    """The type a run method's result (or a query method's answer) decodes into; ``Any`` for a name."""
+    """The type a run method's result (or a query or update method's answer) decodes into; ``Any`` for a
+    name."""
     if isinstance(target, str):
         return Any
     try:

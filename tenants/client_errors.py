@@ -5,6 +5,7 @@ same). All are ``PerdureError``s; those a caller may know by a builtin kind keep
 from __future__ import annotations
 
 from perdure.platform.core.errors import PerdureError
+from perdure.platform.core.failures import FailureError
 
 
 class WorkflowAlreadyStartedError(PerdureError):
@@ -41,3 +42,18 @@ class MalformedRequestError(PerdureError, ValueError):
 class ServiceUnavailableError(PerdureError, ConnectionError):
     """The namespace's ingress did not answer within the client's request timeout (the broker is down
     or unreachable for longer than that); the request may be sent again with the same request id."""
+
+
+class WorkflowUpdateFailedError(FailureError):
+    """An update answered no result: the run refused it (``rejected``: its validator raised, the
+    workflow has no update of that name, or the run holds as many updates as it may at once), its
+    handler raised, or the run closed before its handler finished. ``cause`` says which, as the
+    failure the run recorded or answered."""
+
+    def __init__(self, workflow_id: str, update_id: str, update_name: str, *, rejected: bool) -> None:
+        what = "refused" if rejected else "failed"
+        super().__init__(f"update {update_name!r} (id {update_id!r}) of workflow {workflow_id!r} {what}")
+        self.workflow_id = workflow_id
+        self.update_id = update_id
+        self.update_name = update_name
+        self.rejected = rejected

@@ -2,9 +2,10 @@
 
 ``LocalEnvironment(app)`` is a ``WorkflowClient``, as a real ``Client`` is (``start_workflow``,
 ``execute_workflow``, ``signal_with_start``, ``get_workflow_handle`` and the handle's ``result``,
-``signal``, ``query``, ``cancel``, ``terminate``, ``describe``), so a test switches between them by one
-line. Starts follow the engine's rules (``decide_start``). While something awaits a
-result and nothing else is runnable, the clock jumps to the next timer: a one-hour sleep takes no time.
+``signal``, ``query``, ``execute_update``, ``start_update``, ``cancel``, ``terminate``, ``describe``),
+so a test switches between them by one line. Starts follow the engine's rules (``decide_start``), and
+updates the state machine's. While something awaits a result (or an update's answer) and nothing else
+is runnable, the clock jumps to the next timer: a one-hour sleep takes no time.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from perdure.platform.core.definitions import (
     SIGNAL_MARK,
     WorkflowRegistry,
     handler_name_of,
+    update_name_of,
     workflow_name_of,
 )
 from perdure.platform.core.failures import ApplicationError, NonDeterminismError
@@ -48,13 +50,21 @@ from perdure.platform.core.usage import UsageRecord, query_usage
 from perdure.platform.core.workflow_activations import QueryAnswer, WorkflowActivations
 from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
 from perdure.tenants.run_outcome import run_outcome
+from perdure.tenants.update_outcome import update_outcome
 from perdure.tenants.workflow_client import (
     QueryType,
     ReturnType,
+    UpdateRef,
+    UpdateType,
     WorkflowClient,
     WorkflowDescription,
     WorkflowRef,
 )
+
+# Where the environment's own update callers wait (the engine's answers name it as their reply queue).
+_LOCAL_REPLIES = "local"
+# How many times an update is sent on to the next run of a chain that continued as new before taking it.
+_CONTINUED_RUNS_FOLLOWED = 10
 
 
 @dataclass
@@ -87,6 +97,7 @@ class LocalEnvironment(WorkflowClient):
         # The environment's own worker: workflow tasks are run in this process, as soon as they are sent.
         self.activations = WorkflowActivations(app, converter, sticky_queue="local", identity="local")
         self._queries: dict[str, asyncio.Future[QueryAnswer]] = {}
+        self._update_replies: dict[str, asyncio.Future[o.UpdateReply]] = {}
         self._runs: dict[str, list[_Run]] = {}
         self._by_run_id: dict[str, _Run] = {}
         self._queue: collections.deque[tuple[str | None, str | None, Any]] = collections.deque()
@@ -317,6 +328,11 @@ class LocalEnvironment(WorkflowClient):
                 self.usage.extend(entry.records)
             case o.DispatchWorkflowTask():
                 self._run_workflow_task(entry)
+            case o.UpdateReply():
+                for waiter in entry.waiters:
+                    waiting = self._update_replies.get(waiter.correlation_id or "")
+                    if waiter.reply_to == _LOCAL_REPLIES and waiting is not None and not waiting.done():
+                        waiting.set_result(entry)
             case o.CancelActivityTask() | o.RunClosed():
                 pass
 
@@ -437,7 +453,7 @@ class LocalEnvironment(WorkflowClient):
                 if self._fire_due_timers():
                     continue
                 next_fire = self._next_timer()
-                if self._waiters and not self._activity_tasks and next_fire is not None:
+                if self._awaited() and not self._activity_tasks and next_fire is not None:
                     self._skipped += next_fire - self.now()  # time skipping: nothing else can happen first
                     continue
                 self._wakeup.clear()
@@ -452,6 +468,26 @@ class LocalEnvironment(WorkflowClient):
                 for run in runs:
                     run.closed.set()
             raise
+
+    def _awaited(self) -> bool:
+        """Whether a caller waits for something only the runs' progress brings: a result, or an update's
+        answer (counted until the answer is there, not until its caller resumes: time must not jump
+        in between)."""
+        return bool(self._waiters) or any(not f.done() for f in self._update_replies.values())
+
+    async def _await_reply(
+        self, reply: asyncio.Future[o.UpdateReply], timeout: float | None
+    ) -> o.UpdateReply:
+        """Wait for an update's answer (time skips meanwhile, as for ``result()``)."""
+        self._wake()
+        assert self._driver is not None
+        either: list[asyncio.Future[Any]] = [reply, self._driver]
+        await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if reply.done():
+            return reply.result()
+        if self._driver.done():
+            raise RuntimeError("the local environment's engine failed") from self._driver_error
+        raise TimeoutError(f"no answer to the update within {timeout} s")
 
     async def _wait_closed(self, run: _Run, timeout: float | None) -> None:
         self._waiters += 1
@@ -523,6 +559,80 @@ class LocalWorkflowHandle(Generic[ReturnType]):
         hint = self.env.app.get_workflow(run.state.workflow_type).queries[name].return_type
         return cast(QueryType, self.env.converter.from_payload(payload, hint))
 
+    async def execute_update(
+        self, update: UpdateRef[UpdateType], *args: Any, id: str | None = None, timeout: float | None = None
+    ) -> UpdateType:
+        name = update_name_of(update)
+        input = self.env.converter.to_payloads(list(args), "update input")
+        update_id = id or str(uuid.uuid4())
+        reply = await self._send_update(update_id, name, input, "completed", timeout)
+        return cast(UpdateType, self._outcome(update_id, name, reply))
+
+    async def start_update(
+        self, update: UpdateRef[UpdateType], *args: Any, id: str | None = None, timeout: float | None = None
+    ) -> LocalWorkflowUpdateHandle[UpdateType]:
+        name = update_name_of(update)
+        input = self.env.converter.to_payloads(list(args), "update input")
+        update_id = id or str(uuid.uuid4())
+        reply = await self._send_update(update_id, name, input, "accepted", timeout)
+        if reply.outcome in ("rejected", "run_closed"):
+            self._outcome(update_id, name, reply)  # raises: the run did not take it
+        return LocalWorkflowUpdateHandle(self, update_id, name, input, reply)
+
+    async def _send_update(
+        self,
+        update_id: str,
+        name: str,
+        input: list[Payload],
+        wait_for: m.UpdateStage,
+        timeout: float | None,
+    ) -> o.UpdateReply:
+        """Send the update to the latest run, as the engine takes it, and wait for the answer it waits
+        for; an update the run left to its next run (it continued as new first) is sent on to it."""
+        env = self.env
+        env._ensure_driver()
+        async with asyncio.timeout(timeout):
+            for _ in range(_CONTINUED_RUNS_FOLLOWED):
+                await self._settle()
+                run = env._latest(self.id)
+                if run is None:
+                    raise WorkflowNotFoundError(f"no workflow {self.id!r}")
+                correlation = str(uuid.uuid4())
+                answered: asyncio.Future[o.UpdateReply] = asyncio.get_running_loop().create_future()
+                env._update_replies[correlation] = answered
+                try:
+                    waiter = m.UpdateWaiter(
+                        reply_to=_LOCAL_REPLIES, correlation_id=correlation, wait_for=wait_for
+                    )
+                    message = m.UpdateWorkflow(
+                        update_id=update_id, update_name=name, input=input, wait_for=wait_for
+                    )
+                    env._commit(run, env.machine.update(run.state, message, waiter, run.history))
+                    reply = await env._await_reply(answered, None)
+                finally:
+                    env._update_replies.pop(correlation, None)
+                if reply.outcome == "run_closed" and reply.run_status == "continued_as_new":
+                    continue
+                return reply
+        raise WorkflowNotFoundError(f"workflow {self.id!r} kept continuing as new without taking the update")
+
+    def _outcome(self, update_id: str, name: str, reply: o.UpdateReply) -> Any:
+        run = self.env._by_run_id.get(reply.run_id)
+        definition = self.env.app.get_workflow(run.state.workflow_type) if run else None
+        update = definition.updates.get(name) if definition else None
+        hint = update.handler.return_type if update is not None else Any
+        return update_outcome(
+            self.id,
+            update_id,
+            name,
+            reply.outcome,
+            reply.result,
+            reply.failure,
+            reply.message,
+            self.env.converter,
+            hint,
+        )
+
     async def cancel(self) -> None:
         self._require_open()
         self.env._enqueue(self.id, None, m.CancelWorkflowRequest(request_id=str(uuid.uuid4())))
@@ -560,6 +670,33 @@ class LocalWorkflowHandle(Generic[ReturnType]):
     async def _settle(self) -> None:
         # Let the engine take in what is queued, so callers observe the effect of what they sent.
         await self.env.drained()
+
+
+class LocalWorkflowUpdateHandle(Generic[UpdateType]):
+    """A ``WorkflowUpdateHandle`` of a ``LocalEnvironment``: asking for the result sends the update again
+    under its id, which the run answers with its outcome (or once it has one)."""
+
+    def __init__(
+        self,
+        handle: LocalWorkflowHandle[Any],
+        update_id: str,
+        name: str,
+        input: list[Payload],
+        reply: o.UpdateReply,
+    ) -> None:
+        self._handle = handle
+        self.id = update_id
+        self.workflow_id = handle.id
+        self._name = name
+        self._input = input
+        self._finished = reply if reply.outcome != "accepted" else None
+
+    async def result(self, timeout: float | None = None) -> UpdateType:
+        reply = self._finished or await self._handle._send_update(
+            self.id, self._name, self._input, "completed", timeout
+        )
+        self._finished = reply
+        return cast(UpdateType, self._handle._outcome(self.id, self._name, reply))
 
 
 def _events(history: Sequence[dict[str, Any]] | Sequence[h.HistoryEvent]) -> list[h.HistoryEvent]:

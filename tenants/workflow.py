@@ -9,15 +9,18 @@ from __future__ import annotations
 import asyncio
 import random as _random
 import uuid as _uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, Self, TypeVar, overload
 
 from perdure.platform.core.definitions import (
     QUERY_MARK,
     RUN_MARK,
     SIGNAL_MARK,
+    UPDATE_MARK,
     WORKFLOW_ATTR,
+    UnfinishedPolicy,
+    UpdateMark,
     WorkflowDefinition,
     activity_definition_of,
 )
@@ -31,9 +34,17 @@ from perdure.platform.core.workflow_instance import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+S = TypeVar("S")
+T = TypeVar("T")
+R_co = TypeVar("R_co", covariant=True)
+T_co = TypeVar("T_co", covariant=True)
 
 __all__ = [
+    "UnfinishedPolicy",
+    "UpdateMethod",
     "WorkflowInfo",
+    "all_handlers_finished",
     "continue_as_new",
     "execute_activity",
     "execute_child_workflow",
@@ -47,6 +58,7 @@ __all__ = [
     "side_effect",
     "signal",
     "sleep",
+    "update",
     "upsert_search_attributes",
     "uuid4",
     "wait_condition",
@@ -77,6 +89,87 @@ def query(fn: F | None = None, *, name: str | None = None) -> Any:
         return f
 
     return mark(fn) if fn is not None else mark
+
+
+class UpdateMethod(Protocol, Generic[S, P, R_co, T_co]):
+    """A method marked ``@workflow.update``, as the type checker sees it: called on an instance as the
+    method it is; ``T_co`` is what the update answers (the method's result, awaited), which the clients'
+    ``execute_update`` returns; ``.validator`` marks the method that may refuse the update."""
+
+    def __call__(self, instance: S, /, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any], /) -> Self: ...
+
+    @overload
+    def __get__(self, instance: S, owner: type[Any], /) -> Callable[P, R_co]: ...
+
+    def validator(self, fn: Callable[Concatenate[S, P], None]) -> Callable[Concatenate[S, P], None]: ...
+
+    def __perdure_update_result__(self) -> T_co: ...
+
+
+class _UpdateMarker(Protocol):
+    """``@workflow.update(...)`` with options: marks the method it is given."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, P], Coroutine[Any, Any, T]], /
+    ) -> UpdateMethod[S, P, Coroutine[Any, Any, T], T]: ...
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[S, P], T], /) -> UpdateMethod[S, P, T, T]: ...
+
+
+@overload
+def update(
+    fn: Callable[Concatenate[S, P], Coroutine[Any, Any, T]],
+) -> UpdateMethod[S, P, Coroutine[Any, Any, T], T]: ...
+
+
+@overload
+def update(fn: Callable[Concatenate[S, P], T]) -> UpdateMethod[S, P, T, T]: ...
+
+
+@overload
+def update(*, name: str | None = None, unfinished_policy: UnfinishedPolicy = "wait") -> _UpdateMarker: ...
+
+
+def update(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    unfinished_policy: UnfinishedPolicy = "wait",
+) -> Any:
+    """Marks an update handler: a method (``async def`` or plain) that may change the workflow's state,
+    issue activities, timers and conditions, and answer its caller. ``@workflow.update`` or
+    ``@workflow.update(name="...", unfinished_policy="abandon")``; ``@method.validator`` marks a plain
+    method with the same arguments that refuses the update by raising (a refused update leaves no
+    trace in the history; the validator must not change anything).
+
+    ``unfinished_policy``: with ``"wait"`` (the default) the run does not complete or continue as new
+    while this handler runs; ``"abandon"`` lets it close, and the update's callers are told it did not
+    finish."""
+
+    def mark(f: Callable[..., Any]) -> Any:
+        marker = UpdateMark(name or f.__name__, unfinished_policy)
+        setattr(f, UPDATE_MARK, marker)
+
+        def validator(v: Callable[..., Any]) -> Callable[..., Any]:
+            marker.validator = v
+            return v
+
+        # An attribute of the function, seen by the type checker through ``UpdateMethod``.
+        setattr(f, "validator", validator)  # noqa: B010
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+def all_handlers_finished() -> bool:
+    """Whether no update handler of the run is still running (for ``wait_condition`` before the run
+    returns, when handlers are ``unfinished_policy="abandon"``)."""
+    return current_instance().all_handlers_finished()
 
 
 def now() -> datetime:

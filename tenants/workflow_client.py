@@ -6,6 +6,8 @@ tests) both implement ``WorkflowClient``: code typed against it runs on either, 
 says so. A handle is typed by its workflow's result: ``start_workflow(Orders.run, order, id=...)``
 returns a ``WorkflowHandle[Receipt]`` when ``Orders.run`` returns a ``Receipt``, and its ``result()`` is
 a ``Receipt``. A workflow named by its type (a string) or by its class gives a ``WorkflowHandle[Any]``.
+Updates are typed the same way: ``execute_update(Cart.add_item, "pen")`` returns what ``add_item``
+returns.
 """
 
 from __future__ import annotations
@@ -18,14 +20,19 @@ from typing import Any, Protocol
 from typing_extensions import TypeVar
 
 from perdure.platform.core.start_rules import IdReusePolicy
+from perdure.tenants.workflow import UpdateMethod
 
 # Defaulting to Any: a workflow named by a string or a class has no run method to take the type from.
 ReturnType = TypeVar("ReturnType", default=Any)
 ReturnType_co = TypeVar("ReturnType_co", covariant=True, default=Any)
 QueryType = TypeVar("QueryType", default=Any)
+UpdateType = TypeVar("UpdateType", default=Any)
+UpdateType_co = TypeVar("UpdateType_co", covariant=True, default=Any)
 
 # A workflow as the client methods take it: its run method (typed), its class, or its type's name.
 WorkflowRef = Callable[..., Awaitable[ReturnType]] | type[Any] | str
+# An update as the handles take it: its ``@workflow.update`` method (typed by what it answers), or its name.
+UpdateRef = UpdateMethod[Any, ..., Any, UpdateType] | str
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,21 @@ class WorkflowDescription:
     pending_timers: int
     blocked_reason: str | None
     search_attributes: dict[str, Any] = field(default_factory=dict)
+
+
+class WorkflowUpdateHandle(Protocol[UpdateType_co]):
+    """An update the run took (``start_update``): its id, and its outcome once its handler finishes."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def workflow_id(self) -> str: ...
+
+    async def result(self, timeout: float | None = None) -> UpdateType_co:
+        """The handler's result; ``WorkflowUpdateFailedError`` if it raised (or the run closed before it
+        finished), ``TimeoutError`` after ``timeout`` seconds."""
+        ...
 
 
 class WorkflowHandle(Protocol[ReturnType_co]):
@@ -60,6 +82,24 @@ class WorkflowHandle(Protocol[ReturnType_co]):
     async def signal(self, signal: Callable[..., Any] | str, *args: Any) -> None: ...
 
     async def query(self, query: Callable[..., QueryType] | str, *args: Any) -> QueryType: ...
+
+    async def execute_update(
+        self, update: UpdateRef[UpdateType], *args: Any, id: str | None = None, timeout: float | None = None
+    ) -> UpdateType:
+        """Run one of the workflow's update handlers and return what it returns, however long it takes
+        (``timeout``: at most that many seconds, then ``TimeoutError``). ``id`` names the update (a new
+        uuid by default): the same id sent again, by a retry or another caller, is the same update,
+        run once. Raises ``WorkflowUpdateFailedError`` if the run refused the update (its validator,
+        an unknown name, too many updates in progress) or its handler raised, and
+        ``WorkflowNotFoundError`` if there is no running run to take it."""
+        ...
+
+    async def start_update(
+        self, update: UpdateRef[UpdateType], *args: Any, id: str | None = None, timeout: float | None = None
+    ) -> WorkflowUpdateHandle[UpdateType]:
+        """As ``execute_update``, but returns once the run took the update (its validator let it in),
+        with a handle on its outcome."""
+        ...
 
     async def cancel(self) -> None: ...
 

@@ -1,12 +1,12 @@
 """Admission: takes tenant requests from each namespace's ``ingress`` queue into the cell's partitions.
 
 The vhost a request arrived on is its namespace (a namespace named in a body is ignored). Reads
-(describe, list) are answered at once. Actions (start, signal, cancel, query) are validated, then wait,
-unacknowledged, in a fair queue (token bucket per namespace, weighted deficit round robin across
+(describe, list) are answered at once. Actions (start, signal, cancel, query, update) are validated,
+then wait, unacknowledged, in a fair queue (token bucket per namespace, weighted deficit round robin across
 namespaces); when admitted they are produced to Kafka, and only after Kafka acknowledged them is the
-RabbitMQ message acknowledged and the client answered (invariant 1 of docs/architecture.md); starts
-and queries are answered by the engine, once the start is written or the query evaluated by the
-partition's owner.
+RabbitMQ message acknowledged and the client answered (invariant 1 of docs/architecture.md); starts,
+queries and updates are answered by the engine, once the start is written, the query evaluated or the
+update taken, finished or refused by the partition's owner.
 A bounded prefetch per namespace is the backpressure: over-limit work stays in the tenant's own queue.
 A malformed, oversized or unknown request gets an error reply and goes to the namespace's dead-letter
 queue.
@@ -29,6 +29,7 @@ from perdure.infra.consumer_backlog import ConsumerBacklog
 from perdure.infra.outages import OUTAGES, pause
 from perdure.infra.periodic import every
 from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
+from perdure.platform.admission.throttle_meter import ThrottleMeter
 from perdure.platform.core import messages as m
 from perdure.platform.core.definitions import UnknownWorkflowTypeError
 from perdure.platform.core.payloads import Payload
@@ -48,6 +49,7 @@ from perdure.platform.protocol.ingress_wire import (
     QueryRequest,
     SignalRequest,
     StartRequest,
+    UpdateRequest,
     request_adapter,
 )
 from perdure.platform.protocol.vhost_layout import INGRESS_DEAD_LETTERS, INGRESS_QUEUE
@@ -84,6 +86,7 @@ class _Pending:
     envelopes: list[TaskEnvelope]  # a start and its signal (signal-with-start) go in together
     run_id: str | None
     arrived: float
+    reserved: bool = False  # a start holding a place of the namespace's concurrency quota
 
 
 class Admission:
@@ -97,6 +100,7 @@ class Admission:
         backlog: ConsumerBacklog | None = None,
         fair: bool = True,
         refresh_seconds: float = 2.0,
+        throttle_meter: ThrottleMeter | None = None,
     ) -> None:
         self.apps = apps
         self.store = store
@@ -111,10 +115,16 @@ class Admission:
         self._consuming: dict[str, tuple[aio_pika.abc.AbstractQueue, str]] = {}
         self._records: dict[str, NamespaceRecord] = {}
         self._running = RunningCounts(store.count_running)
+        self.throttle_meter = throttle_meter
 
     # -- following the cell's namespaces -------------------------------------------------------------
     async def run(self) -> None:
         scheduler = asyncio.create_task(self._admit_loop(), name="admission")
+        metering = (
+            asyncio.create_task(self.throttle_meter.run(self.stopping), name="throttle-meter")
+            if self.throttle_meter is not None
+            else None
+        )
         try:
             await every(
                 self.refresh_seconds,
@@ -126,6 +136,10 @@ class Admission:
         finally:
             scheduler.cancel()
             await asyncio.gather(scheduler, return_exceptions=True)
+            if metering is not None:
+                if not self.stopping.is_set():
+                    metering.cancel()
+                await asyncio.gather(metering, return_exceptions=True)  # its last send, on a stop
 
     async def _refresh(self) -> None:
         records = await self.apps.serving()
@@ -218,7 +232,7 @@ class Admission:
                         await self._answer_list(namespace, message, request)
                     case StartRequest():
                         await self._accept_start(record, message, request)
-                    case SignalRequest() | CancelRequest() | QueryRequest():
+                    case SignalRequest() | CancelRequest() | QueryRequest() | UpdateRequest():
                         self._enqueue(namespace, message, [_steering(namespace, request, message)], None)
             except NamespaceUnavailable as exc:
                 log.error("namespace unavailable", extra={"namespace": namespace, "error": str(exc)})
@@ -250,8 +264,8 @@ class Admission:
             )
             self._enqueue(namespace, message, [_steering(namespace, signal, message)], latest["_id"])
             return
-        running = await self._running.running(namespace)
-        if running >= record.quota.max_concurrent_workflows:
+        running = await self._running.reserve(namespace, record.quota.max_concurrent_workflows)
+        if running is not None:
             await self._refuse(
                 namespace,
                 message,
@@ -260,7 +274,6 @@ class Admission:
                 f"{record.quota.max_concurrent_workflows} at once",
             )
             return
-        self._running.started(namespace)
         start = m.StartWorkflow(
             request_id=request.request_id,
             workflow_type=request.workflow_type,
@@ -279,7 +292,7 @@ class Admission:
             reply_to=message.reply_to,
             correlation_id=message.correlation_id,
         )
-        self._enqueue(namespace, message, [envelope], run_id)
+        self._enqueue(namespace, message, [envelope], run_id, reserved=True)
 
     def _enqueue(
         self,
@@ -287,8 +300,13 @@ class Admission:
         message: AbstractIncomingMessage,
         envelopes: list[TaskEnvelope],
         run_id: str | None,
+        *,
+        reserved: bool = False,
     ) -> None:
-        self.queue.put(namespace, _Pending(message, envelopes, run_id, time.monotonic()))
+        now = time.monotonic()
+        if self.throttle_meter is not None and self.queue.throttled(namespace, now):
+            self.throttle_meter.note(namespace, _request_id(message, envelopes[0]))
+        self.queue.put(namespace, _Pending(message, envelopes, run_id, now, reserved))
         self._wakeup.set()
 
     # -- admitting ---------------------------------------------------------------------------------------
@@ -320,10 +338,14 @@ class Admission:
         try:
             await self.tasks.send_all(envelopes)
         except Exception:
-            for _, pending in taken:  # not admitted: back to RabbitMQ, to be delivered again
+            for namespace, pending in taken:  # not admitted: back to RabbitMQ, to be delivered again
+                if pending.reserved:
+                    self._running.released(namespace)
                 await hand_back(pending.message)
             raise
         for namespace, pending in taken:
+            if pending.reserved:
+                self._running.sent(namespace)
             await ack(pending.message)
             admitted_counter.add(1, {"namespace": namespace})
             if self.backlog is not None:
@@ -378,9 +400,25 @@ class Admission:
 
 
 def _steering(
-    namespace: str, request: SignalRequest | CancelRequest | QueryRequest, incoming: AbstractIncomingMessage
+    namespace: str,
+    request: SignalRequest | CancelRequest | QueryRequest | UpdateRequest,
+    incoming: AbstractIncomingMessage,
 ) -> TaskEnvelope:
     message: m.RunMessage
+    if isinstance(request, UpdateRequest):
+        return TaskEnvelope(
+            namespace=namespace,
+            workflow_id=request.workflow_id,
+            run_id=request.run_id,
+            message=m.UpdateWorkflow(
+                update_id=request.request_id,
+                update_name=request.update_name,
+                input=request.input,
+                wait_for=request.wait_for,
+            ),
+            reply_to=incoming.reply_to,
+            correlation_id=incoming.correlation_id,
+        )
     if isinstance(request, QueryRequest):
         return TaskEnvelope(
             namespace=namespace,
@@ -405,15 +443,27 @@ def _steering(
     )
 
 
+def _request_id(message: AbstractIncomingMessage, envelope: TaskEnvelope) -> str:
+    """The id a request is metered under: its own (the same on every redelivery)."""
+    request = envelope.message
+    return str(
+        getattr(request, "request_id", None)
+        or getattr(request, "update_id", None)
+        or message.correlation_id
+        or message.delivery_tag
+    )
+
+
 def _payload_bytes(request: IngressRequest) -> int:
-    """The tenant data a request carries (inputs of the start, signal or query), as its quota counts."""
+    """The tenant data a request carries (inputs of the start, signal, query or update), as its quota
+    counts."""
     payloads: list[Payload] = []
     match request:
         case StartRequest():
             payloads = [*request.input, *(request.signal.input if request.signal else [])]
         case SignalRequest():
             payloads = request.signal.input
-        case QueryRequest():
+        case QueryRequest() | UpdateRequest():
             payloads = request.input
     return sum(len(p.data) for p in payloads)
 

@@ -610,9 +610,10 @@ class CellEngine:
             # a hostile client or worker, whose namespace is its vhost) is no run at all here.
             if document is not None and (document["namespace"], document["workflow_id"]) == group.key:
                 cache.put(group.key, await self._entry(document), latest=False)
-        # A query of a closed run goes to a worker with the whole history.
+        # A query of a closed run goes to a worker with the whole history; an update sent again to a
+        # closed run is answered from it.
         for _, envelope in group.items:
-            if isinstance(envelope.message, m.QueryWorkflow):
+            if isinstance(envelope.message, m.QueryWorkflow | m.UpdateWorkflow):
                 entry = self._run_of(cache, group.key, envelope.run_id)
                 if entry is not None and entry.history is None:
                     entry.history = await self.store.read_history(entry.state.run_id)
@@ -670,6 +671,18 @@ class CellEngine:
                 self._absorb(entry, machine.query(entry.state, pending))
                 touched[entry.state.run_id] = entry
                 metered.append(query_usage(group.key[0], message.request_id, datetime.now(UTC)))
+                continue
+            if isinstance(message, m.UpdateWorkflow):
+                waiter = _update_waiter(envelope, message)
+                if entry is None:
+                    which = envelope.run_id or repr(envelope.workflow_id)
+                    replies.append(
+                        TenantReply.of(envelope, IngressReply.failed("not_found", f"no {which} to update"))
+                    )
+                    continue
+                # Its answers leave through the run's outbox, after the write that records what they say.
+                if self._absorb(entry, machine.update(entry.state, message, waiter, entry.history or [])):
+                    touched[entry.state.run_id] = entry
                 continue
             if entry is None:
                 log.warning(
@@ -862,3 +875,16 @@ class CellEngine:
             await asyncio.wait_for(self.timer_wakeup.wait(), delay)
         except TimeoutError:
             pass
+
+
+def _update_waiter(envelope: TaskEnvelope, update: m.UpdateWorkflow) -> m.UpdateWaiter | None:
+    """Who waits for the update's answer: the sender's reply queue, if it gave one a broker can route to
+    (a name longer than a routing key may be has nobody behind it)."""
+    if not envelope.reply_to or len(envelope.reply_to) > 255:
+        return None
+    correlation = envelope.correlation_id
+    return m.UpdateWaiter(
+        reply_to=envelope.reply_to,
+        correlation_id=correlation if correlation is None or len(correlation) <= 255 else None,
+        wait_for=update.wait_for,
+    )

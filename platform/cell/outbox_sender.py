@@ -1,7 +1,7 @@
 """Sending what transitions put in their outbox, after the history write (invariant 4 of
 docs/architecture.md): timers to the owner's memory (their durable copy is the run state just written),
-runs to start or cancel and parent notices to Kafka, workflow and activity tasks and close
-notifications to the namespace's RabbitMQ vhost."""
+runs to start or cancel and parent notices to Kafka, workflow and activity tasks, close notifications
+and the answers to updates' waiters to the namespace's RabbitMQ vhost."""
 
 from __future__ import annotations
 
@@ -137,6 +137,8 @@ class OutboxSender:
                     publishes.append(
                         self._publish(entry.namespace, RESULTS_EXCHANGE, entry.routing_key, entry)
                     )
+                case o.UpdateReply():
+                    publishes.append(self._answer_update(entry))
                 case o.RecordUsage():
                     metered.extend(entry.records)
                 case o.CancelActivityTask():
@@ -169,6 +171,27 @@ class OutboxSender:
                 )
             except Exception:
                 log.warning("answering a tenant failed", exc_info=True)
+
+    async def _answer_update(self, answer: o.UpdateReply) -> None:
+        """To each waiter's reply queue. Best effort, as the answers to starts: a waiter that misses its
+        answer (a lost connection, a reply queue gone) asks again under the update's id, and the run
+        answers from what it recorded."""
+        body = IngressReply.of_update(answer).model_dump_json().encode()
+        for waiter in answer.waiters:
+            try:
+                channel = await self.channels.channel(self.vhost_of(answer.namespace))
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        body,
+                        content_type="application/json",
+                        correlation_id=waiter.correlation_id,
+                        headers=inject_amqp_headers({}),
+                    ),
+                    routing_key=waiter.reply_to,
+                    timeout=PUBLISH_TIMEOUT_SECONDS,
+                )
+            except Exception:
+                log.warning("answering an update's waiter failed", exc_info=True)
 
     async def send_workflow_task(self, task: o.DispatchWorkflowTask, reply_to: str | None = None) -> None:
         """To the worker holding the run's instance (sticky), else to any of the namespace's workers;

@@ -17,7 +17,7 @@ from perdure.platform.core.payloads import PayloadTooLargeError
 from perdure.platform.stores.backups import BackupError
 from perdure.platform.stores.control_store import ControlError
 from perdure.tenants.app_loader import AppLoadError
-from perdure.tenants.client_errors import WorkflowNotFoundError
+from perdure.tenants.client_errors import WorkflowNotFoundError, WorkflowUpdateFailedError
 
 T = TypeVar("T")
 EXPECTED = (
@@ -28,6 +28,7 @@ EXPECTED = (
     PayloadTooLargeError,
     ValueError,
     ApplicationError,
+    WorkflowUpdateFailedError,
 )
 # A service that cannot be reached: say which, not a traceback.
 UNREACHABLE = (KafkaConnectionError, ServerSelectionTimeoutError, AMQPConnectionError, ConnectionError)
@@ -37,7 +38,9 @@ def run_command(name: str, coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(_ending_on_overrun(coroutine))
     except EXPECTED as exc:
-        typer.echo(f"perdure {name}: {exc}", err=True)
+        # An update's failure says why in its cause (the validator's or the handler's error).
+        why = f": {exc.__cause__}" if isinstance(exc, WorkflowUpdateFailedError) and exc.__cause__ else ""
+        typer.echo(f"perdure {name}: {exc}{why}", err=True)
         raise typer.Exit(1) from None
     except UNREACHABLE as exc:
         typer.echo(

@@ -1,4 +1,5 @@
-"""``perdure workflow start | list | describe | history | query | signal | cancel | terminate | redrive``."""
+"""``perdure workflow start | list | describe | history | query | signal | update | cancel | terminate |
+redrive``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from perdure.infra.settings import get_settings
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.cli.document_output import JsonOption, echo_document
 from perdure.platform.core import history as h
+from perdure.platform.core.failures import ApplicationError
 from perdure.platform.messaging.ops_client import OpsClient
 
 workflow_app = typer.Typer(help="Start, inspect and steer workflows of a namespace.", no_args_is_help=True)
@@ -113,6 +115,31 @@ def signal(
     args = _arguments(input)
     _with_client("signal", namespace, lambda c: c.signal(workflow_id, name, *args))
     typer.echo(f"signalled {workflow_id}: {name}")
+
+
+@workflow_app.command("update")
+def update(
+    namespace: str,
+    workflow_id: str,
+    name: str,
+    input: Annotated[str | None, typer.Option("--input", help="JSON: an argument, or a list of them")] = None,
+    update_id: Annotated[str | None, typer.Option("--id", help="the update's id (default: new)")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="seconds to wait")] = 60.0,
+) -> None:
+    """Run one of a workflow's update handlers and print its result as JSON. Sent again with the same
+    --id, an update runs once and answers the same; a refused or failed update prints why."""
+    args = _arguments(input)
+
+    async def run_update(client: OpsClient) -> Any:
+        try:
+            return await client.update(workflow_id, name, *args, id=update_id, timeout=timeout)
+        except TimeoutError:
+            raise ApplicationError(
+                f"no answer within {timeout:g} s (does a worker serve the namespace?)", type="Timeout"
+            ) from None
+
+    answer = _with_client("update", namespace, run_update)
+    typer.echo(json.dumps(answer, indent=2, default=str))
 
 
 @workflow_app.command("cancel")

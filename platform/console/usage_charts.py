@@ -19,7 +19,7 @@ from typing import Protocol
 from markupsafe import Markup
 
 from perdure.billing.metric_units import billed_quantity
-from perdure.platform.core.usage import ACTION_METRICS, STORAGE_METRICS, hour_of
+from perdure.platform.core.usage import ACTION_METRICS, OPERATIONAL_METRICS, STORAGE_METRICS, hour_of
 
 WIDTH, HEIGHT = 760.0, 250.0
 LEFT, RIGHT, TOP, BOTTOM = 70.0, 12.0, 12.0, 48.0
@@ -111,12 +111,22 @@ class UsageCharts:
     hours: tuple[datetime, ...]
     actions: BarChart
     storage: BarChart
+    throttled: BarChart
 
-    def table(self) -> list[tuple[datetime, tuple[Decimal, ...], Decimal, tuple[Decimal, ...]]]:
-        """Per hour: the actions of each action series, their total, the storage of each storage series."""
+    @property
+    def charts(self) -> tuple[BarChart, ...]:
+        return (self.actions, self.storage, self.throttled)
+
+    def table(
+        self,
+    ) -> list[tuple[datetime, tuple[Decimal, ...], Decimal, tuple[Decimal, ...], Decimal]]:
+        """Per hour: the actions of each action series, their total, the storage of each storage series,
+        the throttled requests."""
         return [
-            (hour, actions.values, actions.total, storage.values)
-            for hour, actions, storage in zip(self.hours, self.actions.bars, self.storage.bars, strict=True)
+            (hour, actions.values, actions.total, storage.values, throttled.total)
+            for hour, actions, storage, throttled in zip(
+                self.hours, self.actions.bars, self.storage.bars, self.throttled.bars, strict=True
+            )
         ]
 
 
@@ -145,16 +155,23 @@ def nice_top(maximum: Decimal) -> Decimal:
 
 
 def usage_charts(rows: Iterable[UsageRow], hours: Sequence[datetime]) -> UsageCharts:
-    """The actions chart (one series per action metric used in the window, stacked) and the storage
-    chart (GB-hours, active and retained) of ``hours``; rows outside them are left out."""
+    """The actions chart (one series per action metric used in the window, stacked), the storage chart
+    (GB-hours, active and retained) and the throttled requests of ``hours``; rows outside them are left
+    out."""
     wanted = set(hours)
     actions: dict[datetime, dict[str, Decimal]] = {}
     storage: dict[datetime, dict[str, Decimal]] = {}
+    throttled: dict[datetime, dict[str, Decimal]] = {}
     for row in rows:
         hour = hour_of(row.hour)
         if hour not in wanted:
             continue
-        into = storage if row.metric in STORAGE_METRICS else actions
+        if row.metric in STORAGE_METRICS:
+            into = storage
+        elif row.metric in OPERATIONAL_METRICS:
+            into = throttled
+        else:
+            into = actions
         per_metric = into.setdefault(hour, {})
         per_metric[row.metric] = per_metric.get(row.metric, ZERO) + billed_quantity(row.metric, row.quantity)
     return UsageCharts(
@@ -169,6 +186,14 @@ def usage_charts(rows: Iterable[UsageRow], hours: Sequence[datetime]) -> UsageCh
             hours,
             storage,
             _series(storage, STORAGE_METRICS, always=True),
+        ),
+        throttled=bar_chart(
+            "throttled",
+            "Throttled requests per hour",
+            "requests",
+            hours,
+            throttled,
+            _series(throttled, OPERATIONAL_METRICS, always=True),
         ),
     )
 

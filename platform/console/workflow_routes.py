@@ -2,8 +2,15 @@
 timeline, pending work, history), its live updates, and the actions on runs (start, signal, query,
 cancel, terminate).
 
-Everything goes the CLI's ways: runs are read through the cell's ``RunStore`` and steered through an
-``OpsClient``. Bad input is refused before anything is sent; every action is audited, done or failed.
+Runs are read through the cell's ``RunStore``; actions go through the namespace's tenant client
+(``ConsoleResources.client``), so admission decides on them as on a tenant's: the namespace's rate (each
+action waits its turn in the fair queue), its concurrency quota, payload limit and status, the workflow
+types its app registers, and whether a workflow id is running already. What the console can tell from
+the form alone (bad JSON, a payload over the limit, an unknown type, a closed run) is refused before
+anything is sent, with a message naming it; every action is audited, done or failed.
+
+Live streams re-check their session every few seconds and before each update, and are capped per
+session and per process.
 
 A workflow id may hold any character, '/' included: links send each path segment percent-encoded
 (``Links``) and these routes match the raw path segment by segment (``SegmentRoute``), so that a
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -28,13 +36,18 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Match, Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
-from perdure.platform.console.access import NotVisible, Permission
+from perdure.platform.console.access import NotVisible, Permission, allowed, can_see
 from perdure.platform.console.console_errors import ConsoleInputError
 from perdure.platform.console.console_page import ConsolePage, guarded
+from perdure.platform.console.console_resources import (
+    ADMISSION_WAIT_SECONDS,
+    LiveStreamRefused,
+    LiveStreamSlot,
+)
 from perdure.platform.console.payload_view import show_payload, show_payloads, show_value
 from perdure.platform.console.run_timeline import (
     KIND_LABELS,
@@ -45,16 +58,27 @@ from perdure.platform.console.run_timeline import (
     waits_on,
 )
 from perdure.platform.core import history as h
+from perdure.platform.core.definitions import UnknownWorkflowTypeError
+from perdure.platform.core.errors import PerdureError
 from perdure.platform.core.failures import ApplicationError
 from perdure.platform.core.payloads import DataConverter, PayloadDecodeError, PayloadTooLargeError
 from perdure.platform.core.run_state import OPEN_STATUSES, RunStatus
 from perdure.platform.core.start_rules import fresh_run_id
-from perdure.platform.protocol.ingress_wire import CANARY_WORKFLOW
+from perdure.platform.protocol.ingress_wire import CANARY_WORKFLOW, CancelRequest
 from perdure.platform.stores.audit_log import Outcome
-from perdure.platform.stores.control_store import NamespaceRecord
+from perdure.platform.stores.control_store import ControlError, NamespaceRecord
 from perdure.platform.stores.run_store import SEARCH_ATTRIBUTE_NAME, RunStore
 from perdure.platform.stores.visibility import describe_run, list_entry
-from perdure.tenants.client_errors import WorkflowNotFoundError
+from perdure.tenants.client import Client
+from perdure.tenants.client_errors import (
+    AuthenticationError,
+    MalformedRequestError,
+    NamespaceSuspendedError,
+    QuotaExceededError,
+    ServiceUnavailableError,
+    WorkflowAlreadyStartedError,
+    WorkflowNotFoundError,
+)
 
 Document = dict[str, Any]
 
@@ -66,14 +90,21 @@ MAX_FILTER = 400
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 STATUSES: tuple[str, ...] = get_args(RunStatus)
-QUERY_TIMEOUT = 10.0
-# How long a start waits for its run to be written before answering (then its page can be shown).
+# A number of a query string: digits only (``str.isdigit`` takes '²' too, which ``int`` refuses), and
+# few of them (``int`` refuses more than 4,300).
+_NUMBER = re.compile(r"[0-9]{1,9}")
+# A start is answered once its run is written; should the run store lag behind, how long the start
+# waits for the run to show before answering (then its page can be shown).
 START_WAIT = 5.0
 # Live updates: how often the run is read, and how long one stream lasts before the browser reconnects
 # (each connection is a new request, its session checked again).
 POLL_SECONDS = 0.5
 MAX_STREAM_SECONDS = 600.0
 PING_SECONDS = 15
+# While a stream is open its session and identity are checked again every this many polls (and before
+# each update is sent): signing out, or losing access, ends the streams already open.
+RECHECK_POLLS = 5
+SIGNED_OUT = "signed-out"
 # A run may have 51,200 events: the page shows the newest of them.
 MAX_TIMELINE_ITEMS = 500
 MAX_RAW_EVENTS = 1000
@@ -280,7 +311,7 @@ class RunFilters:
                 )
             query["search_attribute"] = (name, _attribute_values(value.strip()))
         size_text = params.get("size", "")
-        if size_text and not (size_text.isdigit() and 1 <= int(size_text) <= MAX_PAGE_SIZE):
+        if size_text and not (_NUMBER.fullmatch(size_text) and 1 <= int(size_text) <= MAX_PAGE_SIZE):
             raise ConsoleInputError(f"the page size is a number from 1 to {MAX_PAGE_SIZE}")
         return cls(
             status=status,
@@ -462,38 +493,97 @@ async def run(page: ConsolePage) -> Response:
 @guarded(Permission.READ)
 async def live(page: ConsolePage) -> Response:
     """Server-sent events: the run's summary, timeline and pending work again (``update``) whenever its
-    history grows or its status changes, until it closes (``end``) or the browser goes."""
+    history grows or its status changes, until it closes (``end``), the browser goes, or the session
+    ends or loses sight of the namespace (``end`` with ``signed-out``)."""
     record = await _namespace(page)
     store = _store(page, record)
     path = page.request.path_params
     document = await _run_of(store, record, path["workflow_id"], path["run_id"])
     seen_text = page.request.query_params.get("seen", "")
-    seen = (int(seen_text) if seen_text.isdigit() else 0), page.request.query_params.get("status", "")
+    # A damaged count is no reason to refuse: the stream then sends the run as it is at once.
+    seen = (
+        (int(seen_text) if _NUMBER.fullmatch(seen_text) else 0),
+        page.request.query_params.get("status", ""),
+    )
     template = page.resources.templates.get_template("run_live.html")
+    try:
+        slot = page.resources.live_streams.open(page.session.id)
+    except LiveStreamRefused as exc:
+        # Plain text: EventSource shows no body, and does not reconnect after a status other than 200.
+        return PlainTextResponse(exc.message, status_code=429, headers={"Retry-After": "30"})
 
     async def updates() -> AsyncIterator[ServerSentEvent]:
-        current, shown = document, seen
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + MAX_STREAM_SECONDS
-        while True:
-            state = (current["next_event_id"], current["status"])
-            if state != shown:
-                events = await store.read_history(current["_id"], current)
-                context = _run_context(record, current, events, datetime.now(UTC))
-                yield ServerSentEvent(data=template.render(context), event="update")
-                shown = state
-            if current["status"] not in OPEN_STATUSES:
-                yield ServerSentEvent(data=current["status"], event="end")
-                return
-            if loop.time() >= deadline:
-                return  # the browser connects again, as a new request
-            await asyncio.sleep(POLL_SECONDS)
-            latest = await store.run(current["_id"])
-            if latest is None:
-                return  # purged (its namespace deleted): nothing more to follow
-            current = latest
+        try:
+            current, shown = document, seen
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + MAX_STREAM_SECONDS
+            polls, checked = 0, True  # ``guarded`` has just checked the session
+            while True:
+                state = (current["next_event_id"], current["status"])
+                if state != shown:
+                    # Nothing new is shown to a session that ended meanwhile, however recently checked.
+                    if not checked and not await _still_allowed(page, record.name):
+                        yield ServerSentEvent(data=SIGNED_OUT, event="end")
+                        return
+                    events = await store.read_history(current["_id"], current)
+                    context = _run_context(record, current, events, datetime.now(UTC))
+                    yield ServerSentEvent(data=template.render(context), event="update")
+                    shown = state
+                if current["status"] not in OPEN_STATUSES:
+                    yield ServerSentEvent(data=current["status"], event="end")
+                    return
+                if loop.time() >= deadline:
+                    return  # the browser connects again, as a new request
+                await asyncio.sleep(POLL_SECONDS)
+                polls, checked = polls + 1, False
+                if polls >= RECHECK_POLLS:
+                    if not await _still_allowed(page, record.name):
+                        yield ServerSentEvent(data=SIGNED_OUT, event="end")
+                        return
+                    polls, checked = 0, True
+                latest = await store.run(current["_id"])
+                if latest is None:
+                    return  # purged (its namespace deleted): nothing more to follow
+                current = latest
+        finally:
+            slot.release()
 
-    return EventSourceResponse(updates(), ping=PING_SECONDS)
+    return _LiveResponse(slot, updates(), ping=PING_SECONDS)
+
+
+class _LiveResponse(EventSourceResponse):
+    """A live stream that gives its slot back however it ends: its generator releases it when it
+    finishes or is closed, and this when the response ends without the generator having run."""
+
+    def __init__(self, slot: LiveStreamSlot, content: AsyncIterator[ServerSentEvent], *, ping: int) -> None:
+        super().__init__(content, ping=ping)
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
+
+
+async def _still_allowed(page: ConsolePage, namespace: str) -> bool:
+    """Whether the stream's session is still open, its identity still there (its password set) and
+    still one that may see the namespace: what ``guarded`` and ``_namespace`` checked when it opened."""
+    resources = page.resources
+    session = await resources.sessions.find(page.session.id)
+    if session is None:
+        return False
+    identity = await resources.credentials.current(session.identity)
+    if identity is None:
+        await resources.sessions.close(session.id)  # as ``guarded`` does at the next request
+        return False
+    if not allowed(identity, Permission.READ):
+        return False
+    try:
+        record = await resources.databases.control.get_namespace(namespace)
+    except ControlError:
+        return False
+    return can_see(identity, record)
 
 
 # -- actions ----------------------------------------------------------------------------------------
@@ -527,7 +617,10 @@ async def _audited(
 async def _open_run(
     page: ConsolePage, store: RunStore, record: NamespaceRecord, workflow_id: str
 ) -> Document:
-    """The workflow's latest run, open and the one the form was shown for."""
+    """The workflow's latest run, open and the one the form was shown for. The tenant client's handle
+    steers the latest run of a workflow id (its requests carry no run id), so this is what keeps a form
+    of an earlier run from acting on a later one; a run that changes between this check and admission
+    is the one window left."""
     document = await store.latest_run(record.name, workflow_id)
     if document is None:
         raise ConsoleInputError(f"no workflow {workflow_id!r} in namespace {record.name}", 404)
@@ -544,6 +637,51 @@ async def _open_run(
     return document
 
 
+def _refusal(
+    exc: BaseException, record: NamespaceRecord, what: str, unanswered: str
+) -> ConsoleInputError | None:
+    """How the page tells a client error of ``what`` (e.g. "the start"): what admission or the engine
+    said, with the status that fits; None for an error that is no answer of theirs (a 500, audited)."""
+    if isinstance(exc, UnknownWorkflowTypeError):
+        return ConsoleInputError(f"{exc} (namespace {record.name}): nothing was started")
+    if isinstance(exc, PayloadTooLargeError):
+        return ConsoleInputError(f"{exc} (the namespace's payload limit): nothing was sent", 413)
+    if isinstance(exc, QuotaExceededError):
+        return ConsoleInputError(f"{exc} (the namespace's concurrency quota): nothing was started", 429)
+    if isinstance(exc, WorkflowAlreadyStartedError):
+        return ConsoleInputError(f"{exc}: nothing was started", 409)
+    if isinstance(exc, NamespaceSuspendedError):
+        return ConsoleInputError(f"{exc}: nothing was sent", 409)
+    if isinstance(exc, WorkflowNotFoundError):
+        return ConsoleInputError(f"{exc}: nothing was sent", 404)
+    if isinstance(exc, AuthenticationError):
+        return ConsoleInputError(f"the console may not use namespace {record.name}'s vhost: {exc}", 503)
+    if isinstance(exc, ServiceUnavailableError | TimeoutError):
+        # The request stays in the namespace's ingress queue, durable: admission takes it in its turn.
+        return ConsoleInputError(
+            f"admission did not take {what} within {ADMISSION_WAIT_SECONDS:g} s: namespace {record.name} "
+            f"is at its action rate (actions wait their turn) or its broker is unreachable. {unanswered}",
+            503,
+        )
+    if isinstance(exc, MalformedRequestError):
+        return ConsoleInputError(f"admission could not read {what}: {exc}", 502)
+    return None
+
+
+@asynccontextmanager
+async def _through_admission(record: NamespaceRecord, what: str, unanswered: str) -> AsyncIterator[None]:
+    """Bounds an action sent through the namespace's client by ``ADMISSION_WAIT_SECONDS`` (a browser
+    waits on it), and turns the client's errors into the page's answers."""
+    try:
+        async with asyncio.timeout(ADMISSION_WAIT_SECONDS):
+            yield
+    except (PerdureError, TimeoutError) as exc:
+        refusal = _refusal(exc, record, what, unanswered)
+        if refusal is None:
+            raise
+        raise refusal from None
+
+
 @guarded(Permission.OPERATE_RUNS, action="workflow.start")
 async def start(page: ConsolePage) -> Response:
     record = await _namespace(page, "workflow.start")
@@ -552,6 +690,9 @@ async def start(page: ConsolePage) -> Response:
         workflow_id = _name(page.field("workflow_id"), "workflow id", MAX_WORKFLOW_ID)
         entry.target = workflow_id
         workflow_type = _name(page.field("workflow_type"), "workflow type")
+        # Checked here too (admission checks again, on its own copy of the namespace, refreshed every few
+        # seconds): the page names the namespace's types, and a refusal that cannot be mistaken for a
+        # race is not sent to the tenant's dead-letter queue.
         known = record.workflow_types
         if known and workflow_type not in known and workflow_type != CANARY_WORKFLOW:
             raise ConsoleInputError(
@@ -559,28 +700,19 @@ async def start(page: ConsolePage) -> Response:
                 f"{', '.join(sorted(known))}"
             )
         arguments = _arguments(page.field("args"), "workflow input", record)
-        # What admission would refuse, refused here too: this path reaches the cell's topic directly.
         if record.status == "suspended":
             raise ConsoleInputError(f"namespace {record.name} is suspended: it takes no new work", 409)
-        latest = await store.latest_run(record.name, workflow_id)
-        if latest is not None and latest["status"] in OPEN_STATUSES:
-            raise ConsoleInputError(
-                f"workflow {workflow_id!r} is already running (run {latest['_id']}): nothing was started", 409
-            )
-        running = await store.count_running(record.name)
-        if running >= record.quota.max_concurrent_workflows:
-            raise ConsoleInputError(
-                f"{running} workflows are running; the namespace allows "
-                f"{record.quota.max_concurrent_workflows} at once",
-                429,
-            )
+        # Whether the id is running already and whether the namespace may run one more are left to the
+        # engine and admission: they decide atomically, a count or a look here would race other starts.
         request_id = str(uuid.uuid4())
-        ops = await page.resources.ops(record)
-        try:
-            await ops.start_workflow(workflow_type, *arguments, id=workflow_id, request_id=request_id)
-        except PayloadTooLargeError as exc:
-            raise ConsoleInputError(str(exc), 413) from None
         run_id = fresh_run_id(record.name, workflow_id, request_id)
+        unanswered = f"The start may still be taken later (request {request_id}, run {run_id})."
+        async with _through_admission(record, "the start", unanswered):
+            client = await page.resources.client(record)
+            handle = await client.start_workflow(
+                workflow_type, *arguments, id=workflow_id, request_id=request_id
+            )
+        run_id = handle.run_id or run_id
         entry.detail = f"started {workflow_type} (request {request_id}, run {run_id})"
     links = Links(record.name)
     if await _appears(store, run_id):
@@ -599,6 +731,10 @@ async def _appears(store: RunStore, run_id: str) -> bool:
     return False
 
 
+# What the page says of a signal, cancel or terminate admission did not take in time.
+_STILL_QUEUED = "It stays in the namespace's queue and may still reach the run."
+
+
 @guarded(Permission.OPERATE_RUNS, action="workflow.signal")
 async def signal(page: ConsolePage) -> Response:
     record = await _namespace(page, "workflow.signal")
@@ -608,7 +744,9 @@ async def signal(page: ConsolePage) -> Response:
         name = _name(page.field("name"), "signal name")
         arguments = _arguments(page.field("args"), "signal input", record)
         document = await _open_run(page, store, record, workflow_id)
-        await (await page.resources.ops(record)).signal(workflow_id, name, *arguments)
+        async with _through_admission(record, "the signal", _STILL_QUEUED):
+            handle = (await page.resources.client(record)).get_workflow_handle(workflow_id)
+            await handle.signal(name, *arguments)
         entry.detail = f"signal {name} to run {document['_id']}"
     return RedirectResponse(Links(record.name).run(workflow_id, document["_id"]), status_code=303)
 
@@ -621,9 +759,16 @@ async def cancel(page: ConsolePage) -> Response:
     async with _audited(page, "workflow.cancel", record, workflow_id) as entry:
         reason = _reason(page.field("reason"), required=False)
         document = await _open_run(page, store, record, workflow_id)
-        await (await page.resources.ops(record)).cancel(workflow_id, reason)
+        async with _through_admission(record, "the cancel", _STILL_QUEUED):
+            await _cancel_with_reason(await page.resources.client(record), workflow_id, reason)
         entry.detail = f"cancel run {document['_id']}" + (f": {reason}" if reason else "")
     return RedirectResponse(Links(record.name).run(workflow_id, document["_id"]), status_code=303)
+
+
+async def _cancel_with_reason(client: Client, workflow_id: str, reason: str) -> None:
+    """A cancel request through the client's ingress, with the reason the run records (the handle's
+    ``cancel()`` takes none, and the console has always recorded the one typed in its form)."""
+    await client._call(CancelRequest(request_id=str(uuid.uuid4()), workflow_id=workflow_id, reason=reason))
 
 
 @guarded(Permission.OPERATE_RUNS, action="workflow.terminate")
@@ -634,7 +779,9 @@ async def terminate(page: ConsolePage) -> Response:
     async with _audited(page, "workflow.terminate", record, workflow_id) as entry:
         reason = _reason(page.field("reason"), required=True)
         document = await _open_run(page, store, record, workflow_id)
-        await (await page.resources.ops(record)).terminate(workflow_id, reason)
+        async with _through_admission(record, "the terminate", _STILL_QUEUED):
+            handle = (await page.resources.client(record)).get_workflow_handle(workflow_id)
+            await handle.terminate(reason)
         entry.detail = f"terminate run {document['_id']}: {reason}"
     return RedirectResponse(Links(record.name).run(workflow_id, document["_id"]), status_code=303)
 
@@ -655,19 +802,27 @@ async def query(page: ConsolePage) -> Response:
             raise ConsoleInputError(f"no workflow {workflow_id!r} in namespace {record.name}", 404)
         shown: dict[str, Any] = {"name": name, "args": raw_arguments, "answer": None, "error": None}
         status = 200
+        async with _through_admission(record, "the query", ""):
+            handle = (await page.resources.client(record)).get_workflow_handle(workflow_id)
         try:
-            answer = await (await page.resources.ops(record)).query(
-                workflow_id, name, *arguments, timeout=QUERY_TIMEOUT
-            )
-        except WorkflowNotFoundError as exc:
-            raise ConsoleInputError(str(exc), 404) from None
+            # A query is an action as a tenant's is: it waits its turn at the namespace's rate.
+            async with asyncio.timeout(ADMISSION_WAIT_SECONDS):
+                answer = await handle.query(name, *arguments)
         except ApplicationError as exc:
             shown["error"], status = f"the query failed: {exc}", 422
-        except TimeoutError:
-            shown["error"] = f"no answer within {QUERY_TIMEOUT:g} s: is a worker of the namespace running?"
+        except (TimeoutError, ServiceUnavailableError):
+            shown["error"] = (
+                f"no answer within {ADMISSION_WAIT_SECONDS:g} s: is a worker of the namespace running? "
+                "(A query also waits its turn while the namespace is at its action rate.)"
+            )
             status = 504
         except PayloadDecodeError as exc:
             shown["error"], status = f"the answer came but cannot be shown: {exc}", 502
+        except PerdureError as exc:
+            refusal = _refusal(exc, record, "the query", "")
+            if refusal is None:
+                raise
+            raise refusal from None
         else:
             shown["answer"] = show_value(answer)
         entry.outcome = "done" if shown["error"] is None else "failed"

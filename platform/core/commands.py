@@ -134,6 +134,41 @@ class RequestCancelChild(_Command):
         return isinstance(event, h.RequestCancelChildWorkflowExecution) and event.seq == self.child_seq
 
 
+class AcceptUpdate(_Command):
+    """The code takes an update it was given with its workflow task (its validator let it in): recorded
+    as the update's accepted event (with the input the engine kept), after which its handler runs. A
+    refused update is no command: it is reported beside the commands (``UpdateRejection``)."""
+
+    kind: Literal["accept_update"] = "accept_update"
+    update_id: str = Field(min_length=1, max_length=200)
+    update_name: str = Field(min_length=1, max_length=200)
+
+    def describe(self) -> str:
+        return f"accept update {self.update_name!r} id {self.update_id!r}"
+
+    def matches(self, event: Any) -> bool:
+        return (
+            isinstance(event, h.WorkflowExecutionUpdateAccepted)
+            and event.update_id == self.update_id
+            and event.update_name == self.update_name
+        )
+
+
+class CompleteUpdate(_Command):
+    """An accepted update's handler returned (``result``) or raised a failure (``failure``)."""
+
+    kind: Literal["complete_update"] = "complete_update"
+    update_id: str = Field(min_length=1, max_length=200)
+    result: Payload | None = None
+    failure: Failure | None = None
+
+    def describe(self) -> str:
+        return f"complete update id {self.update_id!r}"
+
+    def matches(self, event: Any) -> bool:
+        return isinstance(event, h.WorkflowExecutionUpdateCompleted) and event.update_id == self.update_id
+
+
 class CompleteWorkflow(_Command):
     kind: Literal["complete_workflow"] = "complete_workflow"
     result: Payload | None
@@ -188,6 +223,8 @@ Command = (
     | UpsertSearchAttributes
     | StartChildWorkflow
     | RequestCancelChild
+    | AcceptUpdate
+    | CompleteUpdate
     | CompleteWorkflow
     | FailWorkflow
     | CancelWorkflow
@@ -212,5 +249,10 @@ def describe_event(event: Any) -> str:
         case h.StartChildWorkflowExecutionInitiated():
             child = f"{event.workflow_type!r} id {event.workflow_id!r}"
             return f"start child workflow {child} (event {event.event_id})"
+        case h.WorkflowExecutionUpdateAccepted():
+            update = f"{event.update_name!r} id {event.update_id!r}"
+            return f"accept update {update} (event {event.event_id})"
+        case h.WorkflowExecutionUpdateCompleted():
+            return f"complete update id {event.update_id!r} (event {event.event_id})"
         case _:
             return f"{event.type} (event {event.event_id})"

@@ -7,13 +7,14 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import MethodType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from perdure.platform.core.errors import PerdureError
 
 RUN_MARK = "__perdure_run__"
 SIGNAL_MARK = "__perdure_signal__"
 QUERY_MARK = "__perdure_query__"
+UPDATE_MARK = "__perdure_update__"
 WORKFLOW_ATTR = "__perdure_workflow__"
 ACTIVITY_ATTR = "__perdure_activity__"
 
@@ -60,6 +61,30 @@ class HandlerDefinition:
     is_async: bool
 
 
+# What becomes of an update whose handler is still running when the run's method returns (Temporal's
+# HandlerUnfinishedPolicy): "wait" holds the run's completion (or continue-as-new) until the handler
+# finishes; "abandon" lets the run close, and the update's waiters are told it did not finish.
+UnfinishedPolicy = Literal["wait", "abandon"]
+
+
+@dataclass
+class UpdateMark:
+    """What ``@workflow.update`` puts on a method (and its ``.validator`` completes)."""
+
+    name: str
+    unfinished_policy: UnfinishedPolicy = "wait"
+    validator: Callable[..., Any] | None = None
+
+
+@dataclass(frozen=True)
+class UpdateDefinition:
+    handler: HandlerDefinition
+    unfinished_policy: UnfinishedPolicy = "wait"
+    # Called with the workflow object and the update's arguments before the update is taken; what it
+    # raises refuses the update (which then leaves no trace in the history).
+    validator: Callable[..., Any] | None = None
+
+
 @dataclass(frozen=True)
 class WorkflowDefinition:
     name: str
@@ -67,12 +92,14 @@ class WorkflowDefinition:
     run: HandlerDefinition
     signals: dict[str, HandlerDefinition] = field(default_factory=dict)
     queries: dict[str, HandlerDefinition] = field(default_factory=dict)
+    updates: dict[str, UpdateDefinition] = field(default_factory=dict)
 
     @classmethod
     def from_class(cls, workflow_cls: type, name: str | None = None) -> WorkflowDefinition:
         run: HandlerDefinition | None = None
         signals: dict[str, HandlerDefinition] = {}
         queries: dict[str, HandlerDefinition] = {}
+        updates: dict[str, UpdateDefinition] = {}
         for attr, member in inspect.getmembers(workflow_cls, predicate=inspect.isfunction):
             types, ret = _signature_types(member, skip_self=True)
             is_async = inspect.iscoroutinefunction(member)
@@ -90,9 +117,20 @@ class WorkflowDefinition:
                 if is_async:
                     raise TypeError(f"{workflow_cls.__name__}.{attr}: a query must be a plain `def`")
                 queries[query_name] = HandlerDefinition(query_name, attr, types, ret, False)
+            update = getattr(member, UPDATE_MARK, None)
+            if isinstance(update, UpdateMark):
+                where = f"{workflow_cls.__name__}.{attr}"
+                if signal_name is not None or query_name is not None:
+                    raise TypeError(f"{where}: an update cannot also be a signal or a query")
+                if update.name in updates:
+                    raise TypeError(f"{workflow_cls.__name__} has two updates named {update.name!r}")
+                if update.validator is not None and inspect.iscoroutinefunction(update.validator):
+                    raise TypeError(f"{where}: an update's validator must be a plain `def`")
+                handler = HandlerDefinition(update.name, attr, types, ret, is_async)
+                updates[update.name] = UpdateDefinition(handler, update.unfinished_policy, update.validator)
         if run is None:
             raise TypeError(f"{workflow_cls.__name__} has no @workflow.run method")
-        return cls(name or workflow_cls.__name__, workflow_cls, run, signals, queries)
+        return cls(name or workflow_cls.__name__, workflow_cls, run, signals, queries, updates)
 
 
 def _defining_class(fn: Callable[..., Any]) -> str | None:
@@ -173,6 +211,16 @@ def workflow_name_of(target: Any) -> str:
 def activity_definition_of(target: Any) -> ActivityDefinition | None:
     definition = getattr(target, ACTIVITY_ATTR, None)
     return definition if isinstance(definition, ActivityDefinition) else None
+
+
+def update_name_of(target: Any) -> str:
+    """An update's name from its name or its ``@workflow.update`` method."""
+    if isinstance(target, str):
+        return target
+    mark = getattr(target, UPDATE_MARK, None)
+    if isinstance(mark, UpdateMark):
+        return mark.name
+    raise TypeError(f"{target!r} is not a @workflow.update method")
 
 
 def handler_name_of(target: Any, mark: str) -> str:

@@ -7,6 +7,9 @@ Event ids are contiguous from 1. Three roles:
   replay feeds them to the code one at a time, exactly as the live run saw them;
 - *informational events* (an activity attempt started, a retry scheduled, a child started) explain the
   run to people and to the state rebuild; the code never sees them.
+
+An update's accepted event is a command event with one more role: the worker's code issued it, and
+a replay that reaches it (with nothing left to match) starts the update's handler there.
 """
 
 from __future__ import annotations
@@ -220,6 +223,27 @@ class WorkflowTaskFailed(_Event):
     stack_trace: str = ""
 
 
+class WorkflowExecutionUpdateAccepted(_Event):
+    """The run's code took an update (its validator, if any, let it in) and its handler started here:
+    a replay runs the handler again at this point, without the validator. Refused updates leave no
+    event."""
+
+    type: Literal["workflow_execution_update_accepted"] = "workflow_execution_update_accepted"
+    update_id: str
+    update_name: str
+    input: list[Payload] = []
+
+
+class WorkflowExecutionUpdateCompleted(_Event):
+    """An update's handler returned (``result``) or raised (``failure``)."""
+
+    type: Literal["workflow_execution_update_completed"] = "workflow_execution_update_completed"
+    update_id: str
+    accepted_event_id: int
+    result: Payload | None = None
+    failure: Failure | None = None
+
+
 class WorkflowTaskRedriven(_Event):
     type: Literal["workflow_task_redriven"] = "workflow_task_redriven"
     request_id: str = ""
@@ -284,6 +308,8 @@ HistoryEvent = Annotated[
     | ChildWorkflowExecutionStarted
     | ChildWorkflowExecutionClosed
     | RequestCancelChildWorkflowExecution
+    | WorkflowExecutionUpdateAccepted
+    | WorkflowExecutionUpdateCompleted
     | WorkflowTaskFailed
     | WorkflowTaskRedriven
     | WorkflowExecutionCancelRequested
@@ -313,6 +339,8 @@ COMMAND_EVENTS = (
     UpsertWorkflowSearchAttributes,
     StartChildWorkflowExecutionInitiated,
     RequestCancelChildWorkflowExecution,
+    WorkflowExecutionUpdateAccepted,
+    WorkflowExecutionUpdateCompleted,
     WorkflowExecutionCompleted,
     WorkflowExecutionFailed,
     WorkflowExecutionCanceled,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from perdure.platform.core.commands import WireCommand
 from perdure.platform.core.failures import Failure
@@ -171,19 +171,71 @@ class PendingQuery(_Message):
     correlation_id: str | None = None
 
 
+UpdateStage = Literal["accepted", "completed"]
+
+
+class UpdateWorkflow(_Message):
+    """A request to run one of a run's update handlers. Its ``update_id`` (the client's choice) names
+    the update for good: the same id sent again joins the update in progress or is answered with its
+    outcome. Like a query it is no event by itself: the run keeps it until its code takes it (an
+    accepted event) or refuses it (nothing recorded)."""
+
+    kind: Literal["update"] = "update"
+    update_id: str = Field(min_length=1, max_length=200)
+    update_name: str = Field(min_length=1, max_length=200)
+    input: list[Payload] = []
+    # What the sender waits for: the update taken (``start_update``), or its handler's outcome.
+    wait_for: UpdateStage = "completed"
+
+
+class UpdateWaiter(_Message):
+    """Who waits for an update's answer: a client's reply queue in the namespace's vhost and the
+    correlation id of its request."""
+
+    reply_to: str = Field(min_length=1, max_length=255)
+    correlation_id: str | None = Field(default=None, max_length=255)
+    wait_for: UpdateStage = "completed"
+
+
+class UpdateInput(_Message):
+    """An update on its way to the run's code, with the workflow task that carries it."""
+
+    update_id: str
+    update_name: str
+    input: list[Payload] = []
+
+
+class UpdateRejection(_Message):
+    """An update the run's code refused (its validator raised, or it has no handler of that name):
+    reported with the workflow task's commands, recorded nowhere."""
+
+    update_id: str = Field(min_length=1, max_length=200)
+    failure: Failure
+
+
 WorkflowTaskFailureCause = Literal["nondeterminism", "code_error", "unknown_workflow_type", "cache_miss"]
 
 
 class WorkflowTaskCompleted(_Message):
-    """A worker advanced the run's code through a workflow task: the commands it issued, in order, and
-    the queue on which it keeps the run's instance for the next task (sticky), if it keeps it."""
+    """A worker advanced the run's code through a workflow task: the commands it issued, in order, the
+    updates of the task it refused, and the queue on which it keeps the run's instance for the next
+    task (sticky), if it keeps it."""
 
     kind: Literal["workflow_task_completed"] = "workflow_task_completed"
     run_id: str
     task_id: str
     commands: list[WireCommand] = Field(default_factory=list, max_length=10_000)
+    update_rejections: list[UpdateRejection] = Field(default_factory=list, max_length=1_000)
     sticky_queue: str | None = Field(default=None, max_length=200)
     identity: str = Field(default="", max_length=200)
+
+    @model_serializer(mode="wrap")
+    def _without_no_rejections(self, serialize: SerializerFunctionWrapHandler) -> Any:
+        # Without refusals it reads as before updates existed, for a relay of an earlier version.
+        data = serialize(self)
+        if not self.update_rejections and isinstance(data, dict):
+            data.pop("update_rejections", None)
+        return data
 
 
 class WorkflowTaskFailed(_Message):
@@ -216,6 +268,7 @@ RunMessage = Annotated[
     | ChildClosed
     | RedriveRun
     | QueryWorkflow
+    | UpdateWorkflow
     | WorkflowTaskCompleted
     | WorkflowTaskFailed,
     Field(discriminator="kind"),

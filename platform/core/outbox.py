@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from perdure.platform.core.failures import Failure
 from perdure.platform.core.history import ActivityOptions, ParentRef
-from perdure.platform.core.messages import ChildClosed, PendingQuery, StartWorkflow, TimerFiredNotice
+from perdure.platform.core.messages import (
+    ChildClosed,
+    PendingQuery,
+    StartWorkflow,
+    TimerFiredNotice,
+    UpdateInput,
+    UpdateWaiter,
+)
 from perdure.platform.core.payloads import Payload
 from perdure.platform.core.usage import UsageRecord
 
@@ -38,8 +45,8 @@ class DispatchActivity(_Entry):
 class DispatchWorkflowTask(_Entry):
     """A workflow task for the namespace's workers: the events ``first_event_id``..``last_event_id`` of
     the run (the whole history when ``first_event_id`` is 1, else what the sticky worker has not seen),
-    and queries to answer once they are applied. A query-only task has no ``task_id`` (it expects no
-    completion) and may carry no events at all."""
+    queries to answer once they are applied, and updates for the code to take or refuse after them. A
+    query-only task has no ``task_id`` (it expects no completion) and may carry no events at all."""
 
     kind: Literal["dispatch_workflow_task"] = "dispatch_workflow_task"
     namespace: str
@@ -51,11 +58,21 @@ class DispatchWorkflowTask(_Entry):
     first_event_id: int
     last_event_id: int
     queries: list[PendingQuery] = []
+    updates: list[UpdateInput] = []
     timeout_seconds: float = 10.0
 
     @property
     def whole_history(self) -> bool:
         return self.first_event_id == 1
+
+    @model_serializer(mode="wrap")
+    def _without_no_updates(self, serialize: SerializerFunctionWrapHandler) -> Any:
+        # A task without updates reads as before they existed: workers of an earlier version (which
+        # refuse fields they do not know) still take the tasks of runs that are sent no update.
+        data = serialize(self)
+        if not self.updates and isinstance(data, dict):
+            data.pop("updates", None)
+        return data
 
 
 class CancelActivityTask(_Entry):
@@ -120,6 +137,28 @@ class RunClosed(_Entry):
         return close_routing_key(self.workflow_id)
 
 
+UpdateOutcome = Literal["accepted", "completed", "failed", "rejected", "run_closed"]
+
+
+class UpdateReply(_Entry):
+    """An answer to those who wait for an update (``waiters``): it was taken (``accepted``), its handler
+    returned (``completed``, with ``result``) or raised (``failed``, with ``failure``, also when the run
+    closed before the handler finished), the run refused it (``rejected``, with ``failure``), or the run
+    closed before taking it (``run_closed``: ``message`` and ``run_status`` say how)."""
+
+    kind: Literal["update_reply"] = "update_reply"
+    namespace: str
+    workflow_id: str
+    run_id: str
+    update_id: str
+    waiters: list[UpdateWaiter]
+    outcome: UpdateOutcome
+    result: Payload | None = None
+    failure: Failure | None = None
+    message: str = ""
+    run_status: str | None = None
+
+
 class RecordUsage(_Entry):
     """The billable actions of a transition, for the metering topic (sent again after a crash like any
     outbox entry: their ids make the copies recognisable)."""
@@ -145,6 +184,7 @@ OutboxEntry = Annotated[
     | CancelRun
     | NotifyParent
     | RunClosed
+    | UpdateReply
     | RecordUsage,
     Field(discriminator="kind"),
 ]

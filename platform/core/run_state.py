@@ -14,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from perdure.platform.core import history as h
 from perdure.platform.core.failures import Failure
-from perdure.platform.core.messages import PendingQuery, RunMessage, TimerFiredNotice, TimerPurpose
+from perdure.platform.core.messages import (
+    PendingQuery,
+    RunMessage,
+    TimerFiredNotice,
+    TimerPurpose,
+    UpdateWaiter,
+)
 from perdure.platform.core.payloads import Payload
 
 RunStatus = Literal[
@@ -22,6 +28,8 @@ RunStatus = Literal[
 ]
 OPEN_STATUSES: tuple[RunStatus, ...] = ("running", "blocked")
 MAX_REMEMBERED_REQUESTS = 256
+# Updates whose outcome a run answers from its history when their id comes again (the latest ones).
+MAX_REMEMBERED_UPDATES = 256
 
 
 class PendingActivity(BaseModel):
@@ -73,7 +81,7 @@ class RunLimits(BaseModel):
 
 
 class InFlightTask(BaseModel):
-    """The one workflow task of a run that a worker may be working on."""
+    """The one workflow task of a run that a worker may be working on, and the updates it carries."""
 
     task_id: str
     sequence: int
@@ -81,6 +89,33 @@ class InFlightTask(BaseModel):
     first_event_id: int
     last_event_id: int
     dispatched_at: datetime
+    update_ids: list[str] = Field(default_factory=list)
+
+
+class PendingUpdate(BaseModel):
+    """An update the run's code has not taken or refused yet, and who waits for its answer. ``behind``
+    counts the messages that waited for the run's code before it came (``RunState.buffered``): it goes
+    to the code once they are applied, so it sees them as its sender did."""
+
+    update_id: str
+    update_name: str
+    input: list[Payload] = Field(default_factory=list)
+    waiters: list[UpdateWaiter] = Field(default_factory=list)
+    behind: int = 0
+
+
+class CompletedUpdate(BaseModel):
+    update_id: str
+    completed_event_id: int
+
+
+class AcceptedUpdate(BaseModel):
+    """An update the code took and whose handler has not finished, and who waits for its outcome."""
+
+    update_id: str
+    update_name: str
+    accepted_event_id: int
+    waiters: list[UpdateWaiter] = Field(default_factory=list)
 
 
 class RunState(BaseModel):
@@ -120,6 +155,12 @@ class RunState(BaseModel):
     worker_seen_event_id: int = 0
     buffered: list[RunMessage] = Field(default_factory=list)
     pending_queries: list[PendingQuery] = Field(default_factory=list)
+    # Updates: waiting for the code to take them, taken and unfinished, and the latest finished (their
+    # completed events, to answer their ids again from the history). Lists, not maps keyed by the ids:
+    # an id is the client's string, and a stored document's keys may hold no '.' nor start with '$'.
+    pending_updates: list[PendingUpdate] = Field(default_factory=list)
+    accepted_updates: list[AcceptedUpdate] = Field(default_factory=list)
+    completed_updates: list[CompletedUpdate] = Field(default_factory=list)
     task_failures: int = 0
     # The history's size as stored (its events as JSON), held to the namespace's limits.
     history_size: int = 0
@@ -147,6 +188,17 @@ class RunState(BaseModel):
         if child is not None:
             self.seq_to_event.pop(child.seq, None)
         return child
+
+    def pending_update(self, update_id: str) -> PendingUpdate | None:
+        return next((u for u in self.pending_updates if u.update_id == update_id), None)
+
+    def accepted_update(self, update_id: str) -> AcceptedUpdate | None:
+        return next((u for u in self.accepted_updates if u.update_id == update_id), None)
+
+    def completed_update(self, update_id: str) -> int | None:
+        """The completed event of the update, if it finished lately."""
+        found = next((u for u in reversed(self.completed_updates) if u.update_id == update_id), None)
+        return found.completed_event_id if found is not None else None
 
     def remember_request(self, request_id: str) -> None:
         if request_id:
@@ -355,6 +407,18 @@ def apply_event(state: RunState, event: h.HistoryEvent) -> None:
             state.drop_child(event.initiated_event_id)
         case h.WorkflowExecutionSignaled():
             state.remember_request(event.request_id)
+        case h.WorkflowExecutionUpdateAccepted():
+            state.accepted_updates.append(
+                AcceptedUpdate(
+                    update_id=event.update_id, update_name=event.update_name, accepted_event_id=event.event_id
+                )
+            )
+        case h.WorkflowExecutionUpdateCompleted():
+            state.accepted_updates = [u for u in state.accepted_updates if u.update_id != event.update_id]
+            state.completed_updates.append(
+                CompletedUpdate(update_id=event.update_id, completed_event_id=event.event_id)
+            )
+            del state.completed_updates[:-MAX_REMEMBERED_UPDATES]
         case h.WorkflowExecutionCancelRequested():
             state.cancel_requested = True
             state.remember_request(event.request_id)
@@ -390,3 +454,6 @@ def close(state: RunState, event: h.HistoryEvent) -> None:
     state.pending_timers.clear()
     state.armed_timers.clear()
     state.pending_children.clear()
+    # Their waiters were answered by the close; a closed run takes no update.
+    state.pending_updates.clear()
+    state.accepted_updates.clear()

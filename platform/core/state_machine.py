@@ -16,9 +16,11 @@ from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
 from perdure.platform.core.commands import (
     CLOSE_COMMANDS,
+    AcceptUpdate,
     CancelTimer,
     CancelWorkflow,
     Command,
+    CompleteUpdate,
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
@@ -31,10 +33,12 @@ from perdure.platform.core.commands import (
     UpsertSearchAttributes,
 )
 from perdure.platform.core.failures import Failure, TimeoutType
+from perdure.platform.core.payloads import Payload
 from perdure.platform.core.retry import DEFAULT_ACTIVITY_RETRY
 from perdure.platform.core.run_state import (
     InFlightTask,
     PendingActivity,
+    PendingUpdate,
     RunLimits,
     RunState,
     apply_event,
@@ -48,6 +52,7 @@ from perdure.platform.core.run_state import (
 from perdure.platform.core.usage import (
     UsageRecord,
     heartbeat_usage,
+    update_rejection_usage,
     usage_of_events,
 )
 
@@ -140,6 +145,12 @@ _TIMERS_WAITING_FOR_TASK = frozenset(
 )
 MAX_BUFFERED_SIGNALS = 1000
 MAX_BUFFERED_SIGNAL_BYTES = 4 * 1024 * 1024
+# Updates a run holds at once, taken or not (Temporal's default), the size of the inputs of those not
+# taken yet (kept in the run's document until then), and who may wait for one update's answer: past
+# these a client's update is refused, so that no client grows a run's document without bound.
+MAX_UPDATES_IN_FLIGHT = 10
+MAX_PENDING_UPDATE_BYTES = 4 * 1024 * 1024
+MAX_UPDATE_WAITERS = 32
 DEFAULT_LIMITS = RunLimits()
 TASK_RETRY_CAP = timedelta(seconds=60)
 # How far ahead of the engine's clock a worker's clock may be for its continuation to be taken.
@@ -215,6 +226,8 @@ class ExecutionStateMachine:
             return Transition(state, ignored=f"workflow {state.workflow_id!r} already has run {state.run_id}")
         if isinstance(message, m.QueryWorkflow):
             return Transition(state, ignored="a query changes nothing (see query())")
+        if isinstance(message, m.UpdateWorkflow):
+            return Transition(state, ignored="an update needs its waiter and the history (see update())")
         if not state.is_open:
             if (
                 isinstance(message, m.WorkflowTaskFailed)
@@ -250,6 +263,88 @@ class ExecutionStateMachine:
             return self._done(step)
         self._query_tasks(step, [query])
         return Transition(state, outbox=step.outbox)
+
+    def update(
+        self,
+        state: RunState,
+        update: m.UpdateWorkflow,
+        waiter: m.UpdateWaiter | None,
+        history: Sequence[h.HistoryEvent],
+    ) -> Transition:
+        """Take an update for the run's code, or answer it at once. An id the run finished lately is
+        answered with its outcome (from its completed event in ``history``); one in progress gets
+        ``waiter`` as one more waiter (or its "accepted" answer); a closed run refuses it; a new one
+        waits for the next workflow task (one is sent if none is in flight), behind the messages that
+        waited before it. The update becomes an event only once the code takes it."""
+        step = _Step(state.model_copy(deep=True), self.clock())
+        waiters = [waiter] if waiter is not None else []
+        update_id = update.update_id
+        completed_event_id = state.completed_update(update_id)
+        if completed_event_id is not None and 0 < completed_event_id <= len(history):
+            event = history[completed_event_id - 1]
+            if isinstance(event, h.WorkflowExecutionUpdateCompleted) and event.update_id == update_id:
+                self._reply_outcome(step, update_id, waiters, event.result, event.failure)
+                return Transition(state, outbox=step.outbox)
+        accepted = step.state.accepted_update(update_id)
+        if accepted is not None:
+            if waiter is not None and waiter.wait_for == "accepted":
+                self._reply_update(step, update_id, waiters, "accepted")
+                return Transition(state, outbox=step.outbox)
+            if waiter is None:
+                return Transition(state, ignored=f"update {update_id} is in progress")
+            _add_waiter(accepted.waiters, waiter)
+            return self._done(step)
+        if not state.is_open:
+            self._reply_update(
+                step,
+                update_id,
+                waiters,
+                "run_closed",
+                message=f"run {state.run_id} of workflow {state.workflow_id!r} is closed ({state.status}): "
+                "it takes no update",
+                run_status=state.status,
+            )
+            return Transition(state, outbox=step.outbox)
+        pending = step.state.pending_update(update_id)
+        if pending is not None:
+            if waiter is None:
+                return Transition(state, ignored=f"update {update_id} waits for the run's code already")
+            _add_waiter(pending.waiters, waiter)
+            return self._done(step)
+        refusal = self._update_refusal(state, update)
+        if refusal is not None:
+            failure = Failure(kind="application", message=refusal, type="UpdateLimitExceeded")
+            self._reply_update(step, update_id, waiters, "rejected", failure=failure)
+            return Transition(state, outbox=step.outbox)
+        step.state.pending_updates.append(
+            PendingUpdate(
+                update_id=update_id,
+                update_name=update.update_name,
+                input=update.input,
+                waiters=waiters,
+                behind=len(state.buffered),
+            )
+        )
+        return self._done(step)
+
+    @staticmethod
+    def _update_refusal(state: RunState, update: m.UpdateWorkflow) -> str | None:
+        """Why a new update cannot be taken: the run holds as many updates as it may, or the inputs of
+        those waiting for its code would pass their size."""
+        in_flight = len(state.pending_updates) + len(state.accepted_updates)
+        if in_flight >= MAX_UPDATES_IN_FLIGHT:
+            return (
+                f"the run has {in_flight} updates in progress, as many as it may hold at once "
+                f"({MAX_UPDATES_IN_FLIGHT}): send it again once some have finished"
+            )
+        size = sum(len(p.data) for u in state.pending_updates for p in u.input)
+        size += sum(len(p.data) for p in update.input)
+        if size > MAX_PENDING_UPDATE_BYTES:
+            return (
+                f"the inputs of the updates waiting for the run's code would come to {size} bytes; "
+                f"a run keeps {MAX_PENDING_UPDATE_BYTES} at most: send it again once they are taken"
+            )
+        return None
 
     def recover(self, history: Sequence[h.HistoryEvent]) -> Transition:
         """Continue a run from its history alone (as after losing everything but the history): rebuild
@@ -301,11 +396,24 @@ class ExecutionStateMachine:
             last_event_id=state.next_event_id - 1,
             dispatched_at=step.now,
         )
+        updates = [
+            m.UpdateInput(update_id=u.update_id, update_name=u.update_name, input=u.input)
+            for u in _ready_updates(state)
+        ]
+        task.update_ids = [u.update_id for u in updates]
         state.workflow_task = task
         timeout = self.task_timeouts.sticky if sticky else self.task_timeouts.shared
         step.arm("workflow_task_timeout", step.now + timeout, task.sequence)
         step.outbox.append(
-            self._task_entry(state, sticky, task.first_event_id, task.last_event_id, queries, task.task_id)
+            self._task_entry(
+                state,
+                sticky,
+                task.first_event_id,
+                task.last_event_id,
+                queries,
+                task.task_id,
+                updates,
+            )
         )
 
     def _query_tasks(self, step: _Step, queries: Sequence[m.PendingQuery]) -> None:
@@ -328,6 +436,7 @@ class ExecutionStateMachine:
         last: int,
         queries: list[m.PendingQuery],
         task_id: str = "",
+        updates: list[m.UpdateInput] | None = None,
     ) -> o.DispatchWorkflowTask:
         timeout = self.task_timeouts.sticky if sticky else self.task_timeouts.shared
         return o.DispatchWorkflowTask(
@@ -340,6 +449,7 @@ class ExecutionStateMachine:
             first_event_id=first,
             last_event_id=last,
             queries=queries,
+            updates=updates or [],
             timeout_seconds=timeout.total_seconds(),
         )
 
@@ -364,6 +474,8 @@ class ExecutionStateMachine:
             if step.activated and state.status == "running":
                 return
             message = state.buffered.pop(0)
+            for update in state.pending_updates:
+                update.behind = max(0, update.behind - 1)  # one fewer message before it
             getattr(self, f"_on_{message.kind}")(step, message)
         if not state.is_open:
             state.buffered = []
@@ -373,7 +485,9 @@ class ExecutionStateMachine:
         task = state.workflow_task
         if task is None or message.run_id != state.run_id or message.task_id != task.task_id:
             return "completion of a stale workflow task"
-        problem = check_commands(message.commands)
+        problem = check_commands(message.commands) or check_update_decisions(
+            state, task.update_ids, message.commands, message.update_rejections
+        )
         if problem is not None:
             return self._task_failed(
                 step, "code_error", f"the worker sent commands that cannot be recorded: {problem}", ""
@@ -381,9 +495,42 @@ class ExecutionStateMachine:
         self._end_task(step)
         if state.status == "blocked":
             step.append(h.WorkflowTaskRedriven, request_id=f"{task.task_id}/recovered")
+        self._refuse_updates(step, message.update_rejections)
         self._take_commands(step, message.sticky_queue, task.last_event_id, message.commands)
+        self._settle_carried_updates(step, task)
         self._flush_buffer(step)
         return None
+
+    def _refuse_updates(self, step: _Step, rejections: Sequence[m.UpdateRejection]) -> None:
+        """The updates the code refused: answered, billed (the code saw them), and forgotten."""
+        state = step.state
+        for rejection in rejections:
+            pending = state.pending_update(rejection.update_id)
+            if pending is None:
+                continue
+            state.pending_updates.remove(pending)
+            failure = rejection.failure
+            self._reply_update(step, pending.update_id, pending.waiters, "rejected", failure=failure)
+            step.usage.append(
+                update_rejection_usage(state.namespace, state.run_id, pending.update_id, step.now)
+            )
+
+    def _settle_carried_updates(self, step: _Step, task: InFlightTask) -> None:
+        """A task's updates its worker neither took nor refused (a worker that knows no updates) are
+        refused: sending them again would only meet the same worker."""
+        state = step.state
+        for update_id in task.update_ids:
+            pending = state.pending_update(update_id)
+            if pending is None or not state.is_open:
+                continue
+            state.pending_updates.remove(pending)
+            failure = Failure(
+                kind="application",
+                message=f"the worker ({state.sticky_queue or 'any'}) neither took nor refused update "
+                f"{pending.update_name!r}: does it run a version that knows updates?",
+                type="UpdateNotHandled",
+            )
+            self._reply_update(step, update_id, pending.waiters, "rejected", failure=failure)
 
     def _take_commands(
         self, step: _Step, sticky_queue: str | None, seen_event_id: int, commands: Sequence[Command]
@@ -547,6 +694,7 @@ class ExecutionStateMachine:
             and state.workflow_task is None
             and not state.buffered
             and not state.pending_queries
+            and not state.pending_updates
             and not step.events
             and state.sticky_queue is not None
             and continuation.sticky_queue == state.sticky_queue
@@ -554,6 +702,7 @@ class ExecutionStateMachine:
             and continuation.last_event_id == last
             and activity.scheduled_time <= continuation.completed_at <= step.now + CONTINUATION_CLOCK_SKEW
             and check_commands(continuation.commands) is None
+            and check_update_decisions(state, [], continuation.commands, []) is None
         )
 
     def _continue(self, step: _Step, continuation: m.Continuation) -> None:
@@ -828,6 +977,32 @@ class ExecutionStateMachine:
                             request_id=f"{state.run_id}/cancel-child/{initiated}",
                         )
                     )
+            case AcceptUpdate():
+                offered = state.pending_update(command.update_id)
+                assert offered is not None  # check_update_decisions made sure
+                state.pending_updates.remove(offered)
+                step.append(
+                    h.WorkflowExecutionUpdateAccepted,
+                    update_id=offered.update_id,
+                    update_name=offered.update_name,
+                    input=offered.input,
+                )
+                accepted = state.accepted_update(offered.update_id)
+                assert accepted is not None
+                accepted.waiters = [w for w in offered.waiters if w.wait_for == "completed"]
+                early = [w for w in offered.waiters if w.wait_for == "accepted"]
+                self._reply_update(step, offered.update_id, early, "accepted")
+            case CompleteUpdate():
+                taken = state.accepted_update(command.update_id)
+                assert taken is not None  # check_update_decisions made sure
+                step.append(
+                    h.WorkflowExecutionUpdateCompleted,
+                    update_id=command.update_id,
+                    accepted_event_id=taken.accepted_event_id,
+                    result=command.result,
+                    failure=command.failure,
+                )
+                self._reply_outcome(step, command.update_id, taken.waiters, command.result, command.failure)
             case CompleteWorkflow():
                 self._close(step, h.WorkflowExecutionCompleted, result=command.result)
             case FailWorkflow():
@@ -878,7 +1053,25 @@ class ExecutionStateMachine:
                     reason="parent closed",
                 )
             )
+        unfinished, untaken = list(state.accepted_updates), list(state.pending_updates)
         event = step.append(event_type, **fields)  # clears what is pending and disarms every timer
+        for accepted in unfinished:
+            failure = Failure(
+                kind="application",
+                message=f"the run closed ({state.status}) before the update's handler finished",
+                type="AcceptedUpdateCompletedWorkflow",
+            )
+            self._reply_update(step, accepted.update_id, accepted.waiters, "failed", failure=failure)
+        for pending in untaken:
+            self._reply_update(
+                step,
+                pending.update_id,
+                pending.waiters,
+                "run_closed",
+                message=f"run {state.run_id} of workflow {state.workflow_id!r} closed ({state.status}) "
+                "before its code took the update",
+                run_status=state.status,
+            )
         step.outbox.append(
             o.RunClosed(
                 namespace=state.namespace,
@@ -905,6 +1098,44 @@ class ExecutionStateMachine:
                 )
             )
 
+    def _reply_update(
+        self,
+        step: _Step,
+        update_id: str,
+        waiters: Sequence[m.UpdateWaiter],
+        outcome: o.UpdateOutcome,
+        **fields: Any,
+    ) -> None:
+        """Answer an update's waiters, through the outbox: after the write that records what they are
+        told (sent again after a crash, like any outbox entry)."""
+        if not waiters:
+            return
+        state = step.state
+        step.outbox.append(
+            o.UpdateReply(
+                namespace=state.namespace,
+                workflow_id=state.workflow_id,
+                run_id=state.run_id,
+                update_id=update_id,
+                waiters=list(waiters),
+                outcome=outcome,
+                **fields,
+            )
+        )
+
+    def _reply_outcome(
+        self,
+        step: _Step,
+        update_id: str,
+        waiters: Sequence[m.UpdateWaiter],
+        result: Payload | None,
+        failure: Failure | None,
+    ) -> None:
+        if failure is not None:
+            self._reply_update(step, update_id, waiters, "failed", failure=failure)
+        else:
+            self._reply_update(step, update_id, waiters, "completed", result=result)
+
     def _done(self, step: _Step) -> Transition:
         state = step.state
         warnings = self._hold_to_limits(step) if step.events else []
@@ -915,7 +1146,7 @@ class ExecutionStateMachine:
         if (
             state.status == "running"
             and state.workflow_task is None
-            and (step.activated or state.pending_queries)
+            and (step.activated or state.pending_queries or _ready_updates(state))
         ):
             self._dispatch_task(step)
         usage = [*usage_of_events(state.namespace, state.run_id, step.events), *step.usage]
@@ -959,3 +1190,50 @@ def check_commands(commands: Sequence[Command]) -> str | None:
     if closes and closes[0] != len(commands) - 1:
         return "a command follows the command that closes the run"
     return None
+
+
+def check_update_decisions(
+    state: RunState,
+    carried: Sequence[str],
+    commands: Sequence[Command],
+    rejections: Sequence[m.UpdateRejection],
+) -> str | None:
+    """What makes a worker's decisions on updates unrecordable, if anything: each update the task
+    carried is taken or refused once at most, under its own name; only taken updates complete, once."""
+    decided: set[str] = set()
+    taken: set[str] = set()
+    completed: set[str] = set()
+    for rejection in rejections:
+        if rejection.update_id not in carried or rejection.update_id in decided:
+            return f"a refusal of update {rejection.update_id!r}, which the task did not carry (or twice)"
+        decided.add(rejection.update_id)
+    for command in commands:
+        if isinstance(command, AcceptUpdate):
+            pending = state.pending_update(command.update_id)
+            if command.update_id not in carried or command.update_id in decided or pending is None:
+                return f"an acceptance of update {command.update_id!r}, not carried by the task (or twice)"
+            if pending.update_name != command.update_name:
+                return f"update {command.update_id!r} is {pending.update_name!r}, not {command.update_name!r}"
+            decided.add(command.update_id)
+            taken.add(command.update_id)
+        elif isinstance(command, CompleteUpdate):
+            running = command.update_id in taken or state.accepted_update(command.update_id) is not None
+            if not running or command.update_id in completed:
+                return f"a completion of update {command.update_id!r}, which is not in progress (or twice)"
+            if command.result is not None and command.failure is not None:
+                return f"update {command.update_id!r} completes with both a result and a failure"
+            completed.add(command.update_id)
+    return None
+
+
+def _ready_updates(state: RunState) -> list[PendingUpdate]:
+    """The updates the next workflow task carries: those with no message before them still waiting."""
+    return [u for u in state.pending_updates if u.behind == 0 or not state.buffered]
+
+
+def _add_waiter(waiters: list[m.UpdateWaiter], waiter: m.UpdateWaiter) -> None:
+    """One more waiter for an update. A client asking again (a silence, a reconnect) replaces its
+    earlier ask; the oldest are dropped past the bound (they ask again)."""
+    waiters[:] = [w for w in waiters if (w.reply_to, w.wait_for) != (waiter.reply_to, waiter.wait_for)]
+    waiters.append(waiter)
+    del waiters[:-MAX_UPDATE_WAITERS]

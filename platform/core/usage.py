@@ -3,7 +3,8 @@ action, and storage samples. Every record has a deterministic id, so a record se
 an outbox re-sent after a crash, a sample taken twice) is recognisably the same one and counted once.
 
 Actions follow Temporal Cloud: a run started (new, child, continue-as-new), a signal (signal-with-start
-is a start and a signal), a query, an activity attempt started, a heartbeat that reached the engine, a
+is a start and a signal), a query, an update the run's code took or refused (an update sent again
+under its id is the same update), an activity attempt started, a heartbeat that reached the engine, a
 timer started, a side-effect marker, a search-attribute update. Storage is metered in byte-seconds
 (integers: no floats anywhere near money); pricing turns them into GB-hours.
 """
@@ -23,6 +24,7 @@ ActionMetric = Literal[
     "workflow_started",
     "signal",
     "query",
+    "update",
     "activity_started",
     "activity_heartbeat",
     "timer_started",
@@ -30,11 +32,15 @@ ActionMetric = Literal[
     "search_attribute_update",
 ]
 StorageMetric = Literal["active_storage", "retained_storage"]
-Metric = ActionMetric | StorageMetric
+# Counted per namespace and hour like the billed metrics, never priced: a request admission held back
+# because its namespace's rate was used up.
+OperationalMetric = Literal["throttled_request"]
+Metric = ActionMetric | StorageMetric | OperationalMetric
 ACTION_METRICS: tuple[ActionMetric, ...] = (
     "workflow_started",
     "signal",
     "query",
+    "update",
     "activity_started",
     "activity_heartbeat",
     "timer_started",
@@ -42,6 +48,8 @@ ACTION_METRICS: tuple[ActionMetric, ...] = (
     "search_attribute_update",
 )
 STORAGE_METRICS: tuple[StorageMetric, ...] = ("active_storage", "retained_storage")
+OPERATIONAL_METRICS: tuple[OperationalMetric, ...] = ("throttled_request",)
+# The billed metrics: every one has a price in the price table.
 METRICS: tuple[str, ...] = (*ACTION_METRICS, *STORAGE_METRICS)
 
 
@@ -73,6 +81,8 @@ def _metric_of(event: h.HistoryEvent) -> ActionMetric | None:
             return "workflow_started"
         case h.WorkflowExecutionSignaled():
             return "signal"
+        case h.WorkflowExecutionUpdateAccepted():
+            return "update"
         case h.ActivityTaskStarted():
             return "activity_started"
         case h.TimerStarted():
@@ -117,6 +127,24 @@ def heartbeat_usage(
 def query_usage(namespace: str, request_id: str, at: datetime) -> UsageRecord:
     return UsageRecord(
         id=f"query/{namespace}/{request_id}", namespace=namespace, metric="query", quantity=1, at=at
+    )
+
+
+def update_rejection_usage(namespace: str, run_id: str, update_id: str, at: datetime) -> UsageRecord:
+    """An update the run's code refused (no event records it; an accepted one is billed by its event)."""
+    return UsageRecord(
+        id=f"update/{run_id}/{update_id}/rejected", namespace=namespace, metric="update", quantity=1, at=at
+    )
+
+
+def throttled_usage(namespace: str, request_id: str, at: datetime) -> UsageRecord:
+    """A request admission held back for its namespace's rate (once per request, whatever redelivery)."""
+    return UsageRecord(
+        id=f"throttled/{namespace}/{request_id}",
+        namespace=namespace,
+        metric="throttled_request",
+        quantity=1,
+        at=at,
     )
 
 

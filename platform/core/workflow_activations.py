@@ -1,5 +1,5 @@
-"""The worker's side of a workflow task, as pure code: events in, commands (or a failure) and query
-answers out.
+"""The worker's side of a workflow task, as pure code: events (and updates) in, commands (or a
+failure), refused updates and query answers out.
 
 A worker keeps the instances of the runs it advanced (a bounded cache) and is sent only the events
 an instance has not seen (a sticky task); a task with the whole history builds the instance afresh
@@ -123,8 +123,8 @@ class WorkflowActivations:
         return instance
 
     def activate(self, task: o.DispatchWorkflowTask, events: Sequence[h.HistoryEvent]) -> ActivationOutcome:
-        """Advance the run's instance through ``events`` (``task.first_event_id`` onwards), then answer
-        the task's queries from it."""
+        """Advance the run's instance through ``events`` (``task.first_event_id`` onwards), offer it the
+        task's updates, then answer the task's queries from it."""
         if len(events) != max(0, task.last_event_id - task.first_event_id + 1) or (
             events and events[0].event_id != task.first_event_id
         ):
@@ -152,10 +152,10 @@ class WorkflowActivations:
         try:
             if task.whole_history:
                 instance = self.replay(events)
-                commands = instance.apply([])
+                commands = instance.apply([], task.updates)
             else:
                 assert instance is not None
-                commands = instance.apply(events)
+                commands = instance.apply(events, task.updates)
         except Exception as exc:
             self.evict(task.run_id)
             failure = failure_of(exc)
@@ -188,6 +188,7 @@ class WorkflowActivations:
             run_id=task.run_id,
             task_id=task.task_id,
             commands=commands,
+            update_rejections=instance.take_rejections(),
             sticky_queue=self.sticky_queue if self.holds(task.run_id) else None,
             identity=self.identity,
         )

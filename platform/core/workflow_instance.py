@@ -5,6 +5,11 @@ fed to the code one at a time (running it until it blocks), command events are m
 against the commands the code issued. Whatever the code issued beyond the given events is returned as
 new commands; the state machine records them as events and applies those, which matches them. Because
 one code path serves both, a live run and its replay cannot drift apart.
+
+Updates come after a task's events (``apply(events, updates)``): each is validated, then taken (an
+``AcceptUpdate`` command, and its handler starts) or refused (``take_rejections``, no command). A
+replay that meets an update's accepted event with nothing left to match starts the handler there, as
+the live run did after validating it.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from perdure.platform.core import history as h
+from perdure.platform.core import messages as m
 from perdure.platform.core.commands import (
     CLOSE_COMMANDS,
+    AcceptUpdate,
     CancelTimer,
     CancelWorkflow,
     Command,
+    CompleteUpdate,
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
@@ -39,7 +47,7 @@ from perdure.platform.core.commands import (
     UpsertSearchAttributes,
     describe_event,
 )
-from perdure.platform.core.definitions import HandlerDefinition, WorkflowDefinition
+from perdure.platform.core.definitions import HandlerDefinition, UpdateDefinition, WorkflowDefinition
 from perdure.platform.core.determinism_guard import DeterminismGuard, Unguarded
 from perdure.platform.core.deterministic_loop import DeterministicLoop
 from perdure.platform.core.failures import (
@@ -47,6 +55,7 @@ from perdure.platform.core.failures import (
     ApplicationError,
     CancellationError,
     ChildWorkflowError,
+    Failure,
     FailureError,
     NonDeterminismError,
     NondeterministicCallError,
@@ -113,6 +122,12 @@ class _PendingResult:
     description: str
 
 
+@dataclass
+class _TakenUpdate:
+    definition: UpdateDefinition
+    handler: asyncio.Task[None]
+
+
 class WorkflowInstance:
     def __init__(
         self, definition: WorkflowDefinition, started: h.WorkflowExecutionStarted, converter: DataConverter
@@ -154,11 +169,16 @@ class WorkflowInstance:
         self._cursor = 0
         self._main: asyncio.Task[None] | None = None
         self._object: Any = None
+        # Updates taken by this instance (their handlers, running or done), and those it refused since
+        # its last task's answer.
+        self._updates: dict[str, _TakenUpdate] = {}
+        self._rejections: list[m.UpdateRejection] = []
         self.events_applied = 0
 
     # -- feeding events ---------------------------------------------------------------------------
-    def apply(self, events: Sequence[h.HistoryEvent]) -> list[Command]:
-        """Apply events in order; return the commands the code issued that no given event records."""
+    def apply(self, events: Sequence[h.HistoryEvent], updates: Sequence[m.UpdateInput] = ()) -> list[Command]:
+        """Apply events in order, then offer the code ``updates``; return the commands the code issued
+        that no given event records (what it refused: ``take_rejections``)."""
         token = _current.set(self)
         self._batch = events
         try:
@@ -166,13 +186,23 @@ class WorkflowInstance:
                 self._cursor = index
                 self._apply_one(event)
                 self.events_applied += 1
+            self._batch = ()
+            for update in updates:
+                self._offer_update(update)
         finally:
             self._batch = ()
             _current.reset(token)
         return list(self._pending)
 
+    def take_rejections(self) -> list[m.UpdateRejection]:
+        """The updates refused since the last call (reported with the task's commands)."""
+        rejections, self._rejections = self._rejections, []
+        return rejections
+
     def _apply_one(self, event: h.HistoryEvent) -> None:
-        if isinstance(event, h.COMMAND_EVENTS):
+        if isinstance(event, h.WorkflowExecutionUpdateAccepted) and not self._pending:
+            self._replay_update(event)
+        elif isinstance(event, h.COMMAND_EVENTS):
             self._match(event)
         elif isinstance(event, h.WorkflowExecutionStarted):
             self.now = event.timestamp
@@ -328,20 +358,24 @@ class WorkflowInstance:
         try:
             self._object = self.definition.cls()
             args = self.converter.from_payloads(self._started.input, self.definition.run.param_types)
-            result = await getattr(self._object, self.definition.run.method_name)(*args)
+            try:
+                result = await getattr(self._object, self.definition.run.method_name)(*args)
+            except ContinueAsNewRequest as request:
+                await self._handlers_finished()
+                self._emit(
+                    ContinueAsNew(
+                        workflow_type=request.workflow_type,
+                        input=self.converter.to_payloads(request.arguments, "continue-as-new input"),
+                        execution_timeout=request.execution_timeout,
+                    )
+                )
+                return
+            await self._handlers_finished()
             try:
                 payload = self.converter.to_payload(result, "workflow result")
             except PayloadTooLargeError as exc:
                 raise ApplicationError(str(exc), type="PayloadTooLargeError", non_retryable=True) from None
             self._emit(CompleteWorkflow(result=payload))
-        except ContinueAsNewRequest as request:
-            self._emit(
-                ContinueAsNew(
-                    workflow_type=request.workflow_type,
-                    input=self.converter.to_payloads(request.arguments, "continue-as-new input"),
-                    execution_timeout=request.execution_timeout,
-                )
-            )
         except asyncio.CancelledError:
             self._emit(CancelWorkflow())
         except (NonDeterminismError, NondeterministicCallError) as exc:
@@ -378,6 +412,109 @@ class WorkflowInstance:
         except Exception as exc:
             self._task_failure = exc
 
+    # -- updates ------------------------------------------------------------------------------------
+    def _offer_update(self, update: m.UpdateInput) -> None:
+        """Validate an update the engine sent with this task, then take it (its handler starts at once)
+        or refuse it. An update the code has taken before is not taken twice; one that comes while the
+        run closes is left undecided (the engine tells its callers the run closed before taking it)."""
+        if update.update_id in self._updates or self._closing or self.closed:
+            return
+        definition = self.definition.updates.get(update.update_name)
+        if definition is None:
+            known = ", ".join(sorted(self.definition.updates)) or "none"
+            reason = f"unknown update {update.update_name!r}; the workflow handles: {known}"
+            self._refuse(update, reason, "UnknownUpdate")
+            return
+        if self._object is None:
+            self._refuse(update, "the workflow has not started yet", "UpdateNotReady")
+            return
+        try:
+            args = self.converter.from_payloads(update.input, definition.handler.param_types)
+        except Exception as exc:
+            self._refuse(update, f"the update's input does not decode: {exc}", type(exc).__name__)
+            return
+        if definition.validator is not None:
+            try:
+                self._validate(definition, args)
+            except Exception as exc:
+                failure = failure_from_exception(exc, self.converter)
+                self._rejections.append(m.UpdateRejection(update_id=update.update_id, failure=failure))
+                return
+        self._emit(AcceptUpdate(update_id=update.update_id, update_name=update.update_name))
+        self._start_update(update.update_id, definition, args)
+        self._run()
+
+    def _refuse(self, update: m.UpdateInput, message: str, failure_type: str) -> None:
+        failure = Failure(kind="application", message=message, type=failure_type, non_retryable=True)
+        self._rejections.append(m.UpdateRejection(update_id=update.update_id, failure=failure))
+
+    def _validate(self, definition: UpdateDefinition, args: list[Any]) -> None:
+        """Run the update's validator as a query runs: it may read the workflow's state, record nothing,
+        and leaves the seeded random stream as it found it (a refusal must leave no trace)."""
+        assert definition.validator is not None
+        random_state = self.random.getstate()
+        self._querying = True
+        try:
+            with DeterminismGuard():
+                definition.validator(self._object, *args)
+        finally:
+            self._querying = False
+            self.random.setstate(random_state)
+
+    def _replay_update(self, event: h.WorkflowExecutionUpdateAccepted) -> None:
+        """The history took an update here: run its handler, as the live run did once its validator let
+        it in (the validator is not run again)."""
+        definition = self.definition.updates.get(event.update_name)
+        if definition is None:
+            raise NonDeterminismError(event.event_id, describe_event(event), "no handler of that update")
+        args = self.converter.from_payloads(event.input, definition.handler.param_types)
+        self._start_update(event.update_id, definition, args)
+        self._run()
+
+    def _start_update(self, update_id: str, definition: UpdateDefinition, args: list[Any]) -> None:
+        handler = self.loop.create_task(
+            self._run_update(update_id, definition.handler, args), name=f"update-{definition.handler.name}"
+        )
+        self._updates[update_id] = _TakenUpdate(definition, handler)
+
+    async def _run_update(self, update_id: str, handler: HandlerDefinition, args: list[Any]) -> None:
+        try:
+            outcome = getattr(self._object, handler.method_name)(*args)
+            if handler.is_async:
+                outcome = await outcome
+            try:
+                payload = self.converter.to_payload(outcome, "update result")
+            except PayloadTooLargeError as exc:
+                raise ApplicationError(str(exc), type="PayloadTooLargeError", non_retryable=True) from None
+            self._emit(CompleteUpdate(update_id=update_id, result=payload))
+        except asyncio.CancelledError:
+            failure = failure_from_exception(CancellationError("update handler cancelled"), self.converter)
+            self._emit(CompleteUpdate(update_id=update_id, failure=failure))
+        except (NonDeterminismError, NondeterministicCallError) as exc:
+            self._task_failure = exc
+        except FailureError as exc:
+            # A deliberate failure fails the update (its caller gets it), not the run.
+            failure = failure_from_exception(exc, self.converter)
+            self._emit(CompleteUpdate(update_id=update_id, failure=failure))
+        except Exception as exc:
+            self._task_failure = exc  # a bug: the run is parked until the code is fixed
+
+    def all_handlers_finished(self) -> bool:
+        return all(taken.handler.done() for taken in self._updates.values())
+
+    async def _handlers_finished(self) -> None:
+        """Hold the run's completion until its taken updates finish (those that may be abandoned aside)."""
+
+        def finished() -> bool:
+            return all(
+                taken.handler.done()
+                for taken in self._updates.values()
+                if taken.definition.unfinished_policy == "wait"
+            )
+
+        if not finished():
+            await self.wait_for(finished)
+
     def query(self, name: str, args: Sequence[Payload]) -> Payload:
         handler = self.definition.queries.get(name)
         if handler is None:
@@ -409,7 +546,8 @@ class WorkflowInstance:
     def _refuse_in_query(self) -> None:
         if self._querying:
             raise ApplicationError(
-                "a query must not issue commands or record anything", type="QueryIssuedCommands"
+                "a query (or an update's validator) must not issue commands or record anything",
+                type="QueryIssuedCommands",
             )
 
     # -- what workflow code calls (through perdure.tenants.workflow) --------------------------------

@@ -16,6 +16,7 @@ from perdure.infra.settings import Settings
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core.failures import ApplicationError
+from perdure.platform.core.outbox import UpdateOutcome
 from perdure.platform.core.payloads import Payload, default_converter
 from perdure.platform.core.start_rules import IdReusePolicy
 from perdure.platform.messaging.task_producer import TaskProducer, new_producer
@@ -27,6 +28,10 @@ from perdure.platform.stores.run_store import RunStore
 from perdure.platform.stores.visibility import describe_run
 from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 from perdure.tenants.client_errors import WorkflowNotFoundError
+from perdure.tenants.update_outcome import update_outcome
+
+# How many times an update is sent on to the next run of a chain that continued as new before taking it.
+CONTINUED_RUNS_FOLLOWED = 10
 
 
 class OpsClient:
@@ -148,6 +153,62 @@ class OpsClient:
             raise WorkflowNotFoundError(error.message)
         raise ApplicationError(
             error.message if error else "no answer", type=error.failure_type if error else None
+        )
+
+    async def update(
+        self, workflow_id: str, name: str, *args: Any, id: str | None = None, timeout: float = 60.0
+    ) -> Any:
+        """Run one of the workflow's update handlers, as a tenant's update does, and return its result
+        (plain JSON). ``id`` names the update (a new uuid by default): sent again with the same id, it
+        is answered with the same outcome instead of running again. Raises ``WorkflowUpdateFailedError``
+        if the run refused it or its handler failed, ``WorkflowNotFoundError`` if no run takes it, and
+        ``TimeoutError`` if no answer comes within ``timeout`` seconds."""
+        update_id = id or str(uuid.uuid4())
+        message = m.UpdateWorkflow(
+            update_id=update_id, update_name=name, input=default_converter.to_payloads(list(args))
+        )
+        connection = await aio_pika.connect(
+            namespace_amqp_url(self.settings, self.namespace.cell, self.namespace.vhost)
+        )
+        try:
+            channel = await connection.channel()
+            replies = await channel.declare_queue(exclusive=True)
+            answers: asyncio.Queue[tuple[str | None, IngressReply]] = asyncio.Queue()
+
+            async def on_reply(incoming: AbstractIncomingMessage) -> None:
+                await answers.put((incoming.correlation_id, IngressReply.model_validate_json(incoming.body)))
+
+            await replies.consume(on_reply, no_ack=True)
+            async with asyncio.timeout(timeout):
+                for _ in range(CONTINUED_RUNS_FOLLOWED):
+                    correlation = str(uuid.uuid4())
+                    await self._send(workflow_id, message, reply_to=replies.name, correlation_id=correlation)
+                    while (answer := await answers.get())[0] != correlation:
+                        pass
+                    reply = answer[1]
+                    error = reply.error
+                    if error is None or error.type != "not_found" or error.run_status != "continued_as_new":
+                        break
+        finally:
+            await connection.close()
+        error = reply.error
+        outcome: dict[str, UpdateOutcome] = {
+            "update_rejected": "rejected",
+            "update_failed": "failed",
+            "not_found": "run_closed",
+        }
+        if error is not None and error.type not in outcome:
+            raise ApplicationError(error.message, type=error.type)
+        return update_outcome(
+            workflow_id,
+            update_id,
+            name,
+            "completed" if error is None else outcome[error.type],
+            reply.result,
+            error.failure if error is not None else None,
+            error.message if error is not None else "",
+            default_converter,
+            Any,
         )
 
     async def cancel(self, workflow_id: str, reason: str = "") -> None:

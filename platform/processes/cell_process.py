@@ -17,6 +17,7 @@ from perdure.infra.settings import Settings
 from perdure.infra.task_dump import dump_tasks_on_sigusr1
 from perdure.infra.telemetry import Telemetry, configure_telemetry
 from perdure.platform.admission.admission_service import Admission
+from perdure.platform.admission.throttle_meter import ThrottleMeter
 from perdure.platform.admission.worker_reports import WorkerReportRelay
 from perdure.platform.cell.armed_timers import ArmedTimers
 from perdure.platform.cell.engine_runner import EngineRunner
@@ -79,7 +80,15 @@ async def run_cell(
         settings, cell_name, apps, ArtifactStore(databases.control_db), channels
     )
     backlog = ConsumerBacklog(endpoints.kafka(), cell.topic, cell.partitions, engine_group(cell_name))
-    admitter = Admission(apps, store, tasks, channels, backlog=backlog, fair=settings.admission_fair)
+    admitter = Admission(
+        apps,
+        store,
+        tasks,
+        channels,
+        backlog=backlog,
+        fair=settings.admission_fair,
+        throttle_meter=ThrottleMeter(usage.send_all),
+    )
 
     # An idle process has no work whose success would show that a dependency is back: it asks.
     OUTAGES.probe_with("kafka", producer.client.fetch_all_metadata)

@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from perdure.platform.core.failures import Failure
+from perdure.platform.core.messages import UpdateStage
+from perdure.platform.core.outbox import UpdateReply
 from perdure.platform.core.payloads import Payload
 from perdure.platform.core.start_rules import IdReusePolicy
 
@@ -73,6 +76,21 @@ class QueryRequest(_Request):
     input: list[Payload] = Field(default_factory=list)
 
 
+class UpdateRequest(_Request):
+    """Run one of a run's update handlers. ``request_id`` is the update's id: the same id sent again (a
+    retry, another caller) is the same update, run once. Answered by the partition's owner on the
+    request's ``reply_to`` once the update is taken (``wait_for="accepted"``) or its handler finished,
+    or when it is refused."""
+
+    kind: Literal["update"] = "update"
+    request_id: str = Field(min_length=1, max_length=200)
+    workflow_id: str = Field(min_length=1, max_length=400)
+    run_id: str | None = None
+    update_name: str = Field(min_length=1, max_length=200)
+    input: list[Payload] = Field(default_factory=list)
+    wait_for: UpdateStage = "completed"
+
+
 class DescribeRequest(_Request):
     kind: Literal["describe"] = "describe"
     workflow_id: str = Field(min_length=1, max_length=400)
@@ -86,7 +104,13 @@ class ListRequest(_Request):
 
 
 IngressRequest = Annotated[
-    StartRequest | SignalRequest | CancelRequest | QueryRequest | DescribeRequest | ListRequest,
+    StartRequest
+    | SignalRequest
+    | CancelRequest
+    | QueryRequest
+    | UpdateRequest
+    | DescribeRequest
+    | ListRequest,
     Field(discriminator="kind"),
 ]
 request_adapter: TypeAdapter[IngressRequest] = TypeAdapter(IngressRequest)
@@ -100,6 +124,8 @@ ErrorType = Literal[
     "not_found",
     "query_failed",
     "namespace_suspended",
+    "update_rejected",
+    "update_failed",
 ]
 
 
@@ -110,6 +136,8 @@ class IngressError(BaseModel):
     limit: int | None = None
     known: list[str] | None = None  # unknown_workflow_type: the types the namespace's app registers
     failure_type: str | None = None  # query_failed: the error's type, as the handler raised it
+    failure: Failure | None = None  # update_rejected, update_failed: why, as the run recorded or said
+    run_status: str | None = None  # not_found of an update: the status of the run that did not take it
 
 
 class IngressReply(BaseModel):
@@ -118,8 +146,26 @@ class IngressReply(BaseModel):
     run_id: str | None = None  # of the run a start created (or had created, for a retried request)
     description: dict[str, Any] | None = None
     runs: list[dict[str, Any]] | None = None
-    result: Payload | None = None  # a query's answer
+    result: Payload | None = None  # a query's answer, or an update's handler's result
+    update_stage: UpdateStage | None = None  # how far an update got, when it is answered
 
     @classmethod
     def failed(cls, error_type: ErrorType, message: str, **details: Any) -> IngressReply:
         return cls(ok=False, error=IngressError(type=error_type, message=message, **details))
+
+    @classmethod
+    def of_update(cls, answer: UpdateReply) -> IngressReply:
+        """What the engine's answer to an update's waiters says on the wire."""
+        match answer.outcome:
+            case "accepted":
+                return cls(ok=True, update_stage="accepted")
+            case "completed":
+                return cls(ok=True, update_stage="completed", result=answer.result)
+            case "rejected" | "failed":
+                failure = answer.failure
+                return cls.failed(
+                    "update_rejected" if answer.outcome == "rejected" else "update_failed",
+                    failure.message if failure is not None else f"update {answer.update_id} {answer.outcome}",
+                    failure=failure,
+                )
+        return cls.failed("not_found", answer.message, run_status=answer.run_status)

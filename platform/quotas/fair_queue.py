@@ -51,6 +51,13 @@ class FairQueue(Generic[T]):
             self._active.append(namespace)
         lane.waiting.append((next(self._arrival), item))
 
+    def throttled(self, namespace: str, now: float) -> bool:
+        """Whether an item put now for ``namespace`` waits for tokens: its burst is spent and what waits
+        before it takes the tokens there are. Such a request is throttled (and metered as one); one that
+        waits only for its turn among namespaces, or for the engine, is not."""
+        lane = self._lanes[namespace]
+        return lane.bucket.seconds_until(now, len(lane.waiting) + 1) > 0
+
     def waiting(self, namespace: str | None = None) -> int:
         lanes: Iterable[_Lane[T]] = self._lanes.values() if namespace is None else [self._lanes[namespace]]
         return sum(len(lane.waiting) for lane in lanes)

@@ -139,4 +139,5 @@ def _to_millisecond(at: datetime) -> datetime:
 
 def _lock(failures: int) -> timedelta:
     """The lock after ``failures`` failures in the window (at least FREE_FAILURES)."""
-    return min(FIRST_LOCK * 2 ** (failures - FREE_FAILURES), LONGEST_LOCK)
+    doubled: timedelta = FIRST_LOCK * 2 ** (failures - FREE_FAILURES)
+    return min(doubled, LONGEST_LOCK)

@@ -10,7 +10,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from perdure.tenants import App, RetryPolicy, activity, workflow
+from perdure.tenants import App, ApplicationError, RetryPolicy, activity, workflow
 
 app = App("cell-tests")
 FAST_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=10)
@@ -323,3 +323,43 @@ class GatedActivity:
         return await workflow.execute_activity(
             waits_for_gate, ledger, tag, start_to_close_timeout=timedelta(minutes=30)
         )
+
+
+@app.workflow
+class Account:
+    """A balance that updates change. ``deposit`` records each execution of its handler in the ledger (an
+    activity), and a deposit of ``hold=True`` waits for the ``release`` signal first (an update in
+    flight); ``close`` ends the run with the balance."""
+
+    def __init__(self) -> None:
+        self.balance = 0
+        self.released = False
+        self.closed = False
+
+    @workflow.run
+    async def run(self, ledger: str) -> int:
+        self.ledger = ledger
+        await workflow.wait_condition(lambda: self.closed)
+        return self.balance
+
+    @workflow.update
+    async def deposit(self, amount: int, tag: str, hold: bool = False) -> int:
+        if hold:
+            await workflow.wait_condition(lambda: self.released)
+        await workflow.execute_activity(step, self.ledger, f"deposit-{tag}", start_to_close_timeout=10)
+        self.balance += amount
+        return self.balance
+
+    @deposit.validator
+    def _positive(self, amount: int, tag: str, hold: bool = False) -> None:
+        if amount <= 0:
+            raise ApplicationError(f"a deposit must be positive, not {amount}", type="InvalidAmount")
+
+    @workflow.update
+    def close(self) -> int:
+        self.closed = True
+        return self.balance
+
+    @workflow.signal
+    def release(self) -> None:
+        self.released = True

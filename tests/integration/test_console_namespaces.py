@@ -132,9 +132,9 @@ async def test_a_namespace_page_shows_its_own_usage_and_nothing_of_another_accou
 
         page = await eventually(charted, timeout=60)
         assert "47 actions" not in page  # b's usage, counted by the same metering, is not a's
-        assert page.count('<g class="hour">') == 2 * 24  # both charts: every hour of the last day
+        assert page.count('<g class="hour">') == 3 * 24  # the three charts: every hour of the last day
         assert f'<th scope="row">{earlier:%Y-%m-%d %H:00}</th>' in page  # the numbers as a table
-        assert "Throttled requests are not charted" in page
+        assert "Throttled requests per hour" in page and "Throttled requests</th>" in page
         assert f'href="/namespaces/{a}/workflows"' in page
         assert "/static/usage.css" in page and "<script" not in page
         # Owners manage; a read-only user sees the same page without the forms or the audit trail.
@@ -149,7 +149,7 @@ async def test_a_namespace_page_shows_its_own_usage_and_nothing_of_another_accou
 
         # A longer window; bad windows are refused with the reason.
         week = await owner.get(f"/namespaces/{a}?hours=168")
-        assert week.status_code == 200 and week.text.count('<g class="hour">') == 2 * 168
+        assert week.status_code == 200 and week.text.count('<g class="hour">') == 3 * 168
         for bad in ("abc", "0", str(24 * 31 + 1), "-3", "1e3"):
             refused = await owner.get(f"/namespaces/{a}", params={"hours": bad})
             assert refused.status_code == 400, bad
@@ -194,6 +194,16 @@ async def test_owners_and_admins_change_quotas_and_rotate_keys_others_are_refuse
             bad = await admin.post_from(page, f"{page}/quota", {"burst": "150", field: value})
             assert bad.status_code == 400, (field, value)
             assert named in bad.text, (field, value)
+        assert (await namespace_record(settings, a)).quota == Quota()
+        # Raising a limit past what the platform grants by default is the platform's call, not the tenant's.
+        for field, value in (
+            ("actions_per_second", "5000"),
+            ("max_payload_bytes", str(10**9)),
+            ("burst", "201"),
+        ):
+            raised = await admin.post_from(page, f"{page}/quota", {field: value})
+            assert raised.status_code == 403, field
+            assert "the platform&#39;s call" in raised.text or "the platform's call" in raised.text, field
         assert (await namespace_record(settings, a)).quota == Quota()
 
         # The admin's change is applied as `perdure namespace update` applies it (no control plane
@@ -262,16 +272,16 @@ async def test_with_a_control_plane_a_quota_change_goes_through_the_namespace_tw
     async with running_console(settings) as console:
         await console.add_user("acct-a", "owner@a.example.com", "owner")
         owner = await console.signed_in("owner@a.example.com")
-        sent = await owner.post_from(f"/namespaces/{a}", f"/namespaces/{a}/quota", {"burst": "321"})
+        sent = await owner.post_from(f"/namespaces/{a}", f"/namespaces/{a}/quota", {"burst": "123"})
         assert sent.status_code == 200
         assert "sent to the control plane" in sent.text
 
         async def applied() -> None:
-            assert (await namespace_record(settings, a)).quota.burst == 321
+            assert (await namespace_record(settings, a)).quota.burst == 123
 
         await eventually(applied, timeout=60)
         [entry] = await audit_entries(settings, action="namespace.update-quota", outcome="done")
-        assert entry["detail"] == "burst 200 → 321 (sent to the control plane)"
+        assert entry["detail"] == "burst 200 → 123 (sent to the control plane)"
         await owner.aclose()
 
 

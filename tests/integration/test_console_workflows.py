@@ -1,6 +1,7 @@
 """The console's workflow pages on the real stack (issue 14): the list with its filters and pages,
 starting a run from the form, a run's timeline, signal, query and terminate, refused input, the live
-stream, and the audit log of every action."""
+stream (ended by signing out, capped per session), the audit log of every action, and the namespace's
+quota holding for the console's actions as for a tenant's (they go through admission)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import html
 import json
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 from markupsafe import escape
@@ -27,7 +28,7 @@ from perdure.platform.tenancy.model import Quota
 
 from .cell_harness import TenantCell, eventually
 from .conftest import TenantCellFactory
-from .console_harness import ConsoleUnderTest, SignedIn, running_console
+from .console_harness import ConsoleUnderTest, SignedIn, running_console, token_of
 
 DEV = "dev@a.example.com"
 READER = "reader@a.example.com"
@@ -83,8 +84,10 @@ class Scene:
 
 
 @asynccontextmanager
-async def scene(make_tenant_cell: TenantCellFactory, tmp_path: Path) -> AsyncIterator[Scene]:
-    tenants = await make_tenant_cell({"a": QUOTA})
+async def scene(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path, quota: Quota = QUOTA
+) -> AsyncIterator[Scene]:
+    tenants = await make_tenant_cell({"a": quota})
     settings = tenants.cell.settings
     databases = Databases.connect(settings)
     try:
@@ -343,6 +346,8 @@ async def test_bad_input_is_refused_and_nothing_is_sent(
         async def start(**changes: str) -> httpx.Response:
             return await s.dev.post_from(s.workflows(), s.workflows(), {**valid, **changes})
 
+        nope = await start(workflow_type="Nope")
+        assert "FanOut, Gated, " in nope.text  # the types the app registers, in order
         cases: list[tuple[httpx.Response, int, str]] = [
             (
                 await start(args='["x", {"a": 1,}]'),
@@ -351,11 +356,7 @@ async def test_bad_input_is_refused_and_nothing_is_sent(
             ),
             (await start(args="[1,\n 2,,]"), 400, "Expecting value at line 2, column 4"),
             (await start(args=json.dumps(["x" * 5000])), 413, "over the limit of 4096 bytes"),
-            (
-                await start(workflow_type="Nope"),
-                400,
-                "unknown workflow type 'Nope'; this namespace's app registers: FanOut, Gated",
-            ),
+            (nope, 400, "unknown workflow type 'Nope'; this namespace's app registers: "),
             (await start(workflow_id=""), 400, "the workflow id is empty"),
             (await start(workflow_id="x" * 401), 400, "over the limit of 400"),
             (await start(workflow_id="gated", workflow_type="Gated"), 409, "is already running"),
@@ -388,6 +389,9 @@ async def test_bad_input_is_refused_and_nothing_is_sent(
             ),
             (await s.dev.get(s.workflow("ghost")), 404, "no workflow 'ghost'"),
             (await s.dev.get(f"{gated}/runs/not-a-run"), 404, "no run not-a-run"),
+            # Digits that are no ASCII digits, and more digits than int() takes, are no page size.
+            (await s.dev.get(s.workflows(), params={"size": "²"}), 400, "page size is a number"),
+            (await s.dev.get(s.workflows(), params={"size": "9" * 5000}), 400, "page size is a number"),
         ]
         for response, status, message in cases:
             assert response.status_code == status, (status, message, response.text[-600:])
@@ -403,8 +407,22 @@ async def test_bad_input_is_refused_and_nothing_is_sent(
         starts = await s.audit("workflow.start")
         assert len(starts) == 7 and {e["outcome"] for e in starts} == {"failed"}
         assert any("unknown workflow type 'Nope'" in e["detail"] for e in starts)
+        assert any("is already running" in e["detail"] for e in starts)
         signals = await s.audit("workflow.signal")
         assert len(signals) == 4 and {e["outcome"] for e in signals} == {"failed"}
+
+        # A damaged count of the events seen is taken for none: the stream sends the run at once.
+        document = await s.latest("gated")
+        for seen in ("²", "9" * 5000):
+            live = f"{gated}/runs/{document['_id']}/live"
+            async with (
+                asyncio.timeout(30),
+                s.dev.http.stream("GET", live, params={"seen": seen, "status": "running"}) as stream,
+            ):
+                assert stream.status_code == 200
+                async for event, data in server_sent_events(stream):
+                    assert event == "update" and 'class="status status-running"' in data
+                    break
 
 
 async def test_the_live_stream_follows_the_run_until_it_closes(
@@ -444,6 +462,154 @@ async def test_the_live_stream_follows_the_run_until_it_closes(
         # A stream of a closed run sends its last state and ends at once.
         async with asyncio.timeout(30), s.dev.http.stream("GET", live_url) as stream:
             assert [event async for event, _ in server_sent_events(stream)] == ["update", "end"]
+
+
+async def waiting_for_the_signal(s: Scene, workflow_id: str) -> None:
+    """Until ``Gated`` of ``workflow_id`` ran its first two steps and waits for its signal."""
+
+    async def two_steps() -> None:
+        history = await s.ops.history(workflow_id)
+        assert sum(isinstance(e, h.ActivityTaskCompleted) for e in history) == 2
+
+    await eventually(two_steps, timeout=60)
+
+
+async def live_url_of(s: Scene, workflow_id: str) -> str:
+    page = await s.dev.get(s.workflow(workflow_id))
+    found = _LIVE_URL.search(page.text)
+    assert found is not None, page.text[-600:]
+    return html.unescape(found.group(1))
+
+
+async def test_signing_out_ends_the_open_streams(make_tenant_cell: TenantCellFactory, tmp_path: Path) -> None:
+    async with scene(make_tenant_cell, tmp_path) as s:
+        await s.ops.start_workflow("Gated", s.ledger, "g", id="gated")
+        await waiting_for_the_signal(s, "gated")
+        live_url = await live_url_of(s, "gated")
+
+        async with asyncio.timeout(60), s.dev.http.stream("GET", live_url) as stream:
+            assert stream.status_code == 200
+            signed_out = await s.dev.post_from(s.workflows(), "/signout", {})
+            assert signed_out.status_code == 303
+            # The run advances after the session ended: the stream tells nothing of it.
+            await s.ops.signal("gated", "proceed")
+            events = [pair async for pair in server_sent_events(stream)]
+        assert events == [("end", "signed-out")]
+        document = await s.status_of("gated", "completed")
+        # The stream had something to send (the signal and what followed it) and did not.
+        [seen] = parse_qs(urlsplit(live_url).query)["seen"]
+        assert document["next_event_id"] > int(seen)
+        # A stream opened afterwards is a page of a signed-out visitor.
+        async with s.dev.http.stream("GET", live_url) as again:
+            assert again.status_code == 401
+
+
+async def test_live_streams_are_capped_per_session(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    async with scene(make_tenant_cell, tmp_path) as s:
+        await s.ops.start_workflow("Gated", s.ledger, "g", id="gated")
+        await waiting_for_the_signal(s, "gated")
+        live_url = await live_url_of(s, "gated")
+        async with AsyncExitStack() as streams:
+            opened = [await streams.enter_async_context(s.dev.http.stream("GET", live_url)) for _ in range(8)]
+            assert [r.status_code for r in opened] == [200] * 8
+            async with asyncio.timeout(30), s.dev.http.stream("GET", live_url) as refused:
+                assert refused.status_code == 429
+                assert "this session follows 8 runs live already" in (await refused.aread()).decode()
+            # Another session of the same user has streams of its own.
+            other = await s.console.signed_in(DEV)
+            async with other.http.stream("GET", live_url) as elsewhere:
+                assert elsewhere.status_code == 200
+            await other.aclose()
+            # A stream the browser closed gives its place back.
+            await opened[0].aclose()
+
+            async def reopened() -> None:
+                async with s.dev.http.stream("GET", live_url) as stream:
+                    assert stream.status_code == 200, stream.status_code
+
+            await eventually(reopened, timeout=30)
+
+
+# The security review's reproduction, smaller: a namespace allowed one action every two seconds (a burst
+# of one) and two workflows at once.
+TIGHT = Quota(actions_per_second=0.5, burst=1, max_concurrent_workflows=2)
+
+
+async def test_console_starts_are_held_to_the_concurrency_quota(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    async with scene(make_tenant_cell, tmp_path, TIGHT) as s:
+        form = await s.dev.get(s.workflows())
+        token = token_of(form.text)
+
+        async def start(workflow_id: str) -> httpx.Response:
+            return await s.dev.http.post(
+                s.workflows(),
+                data={
+                    "workflow_type": "Gated",
+                    "workflow_id": workflow_id,
+                    "args": json.dumps([s.ledger, workflow_id]),
+                    "csrf_token": token,
+                },
+            )
+
+        # Six starts at once: two run, the others are refused by admission's concurrency quota (the
+        # second of the two waits two seconds for its turn at the namespace's rate). Admission takes
+        # deliveries concurrently: its running count must hold across them (RunningCounts).
+        ids = [f"q-{i}" for i in range(6)]
+        answers = await asyncio.gather(*(start(w) for w in ids))
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [303, 303, 429, 429, 429, 429], [(a.status_code, a.text[-400:]) for a in answers]
+        for answer in answers:
+            if answer.status_code == 429:
+                assert "the namespace allows 2 at once" in html.unescape(answer.text)
+        assert len(await s.store.list_runs(s.namespace, limit=100)) == 2
+        assert await s.store.count_running(s.namespace) == 2
+        starts = await s.audit("workflow.start")
+        assert sorted(e["outcome"] for e in starts) == ["done"] * 2 + ["failed"] * 4
+        assert sum("allows 2 at once" in e["detail"] for e in starts) == 4
+
+
+async def test_console_signals_wait_their_turn_at_the_namespace_rate(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    async with scene(make_tenant_cell, tmp_path, TIGHT) as s:
+        # Started past admission (the test's own setup): the bucket is full when the signals come.
+        target = "signalled"
+        await s.ops.start_workflow("Gated", s.ledger, "g", id=target)
+        await s.status_of(target, "running")
+        page = s.workflow(target)
+        token = token_of((await s.dev.get(page)).text)
+        signals = 4
+        # The bucket holds at most the burst: by time t admission can have let burst + rate * t in, so
+        # the last signal is answered (admitted, produced) no sooner than this after they were sent.
+        least = (signals - TIGHT.burst) / TIGHT.actions_per_second
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        answers = await asyncio.gather(
+            *(
+                s.dev.http.post(f"{page}/signal", data={"name": f"ping-{i}", "args": "", "csrf_token": token})
+                for i in range(signals)
+            )
+        )
+        took = loop.time() - sent
+        assert [a.status_code for a in answers] == [303] * signals, [a.text[-400:] for a in answers]
+        assert took >= least, (took, least)
+
+        async def recorded() -> list[h.WorkflowExecutionSignaled]:
+            history = await s.ops.history(target)
+            pings = [e for e in history if isinstance(e, h.WorkflowExecutionSignaled)]
+            assert len(pings) == signals, pings
+            return pings
+
+        # Each once (none sent again while it waited), recorded spread out as admitted (less what the
+        # engine's batches shift each by).
+        pings = await eventually(recorded, timeout=30)
+        span = (max(e.timestamp for e in pings) - min(e.timestamp for e in pings)).total_seconds()
+        assert span >= least - 1.5, (span, least)
+        assert {e["outcome"] for e in await s.audit("workflow.signal")} == {"done"}
 
 
 async def server_sent_events(stream: httpx.Response) -> AsyncIterator[tuple[str, str]]:

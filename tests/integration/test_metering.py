@@ -3,6 +3,7 @@ the metering service counts every record once through SIGKILLs, redeliveries and
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import random
 import signal
@@ -18,7 +19,7 @@ from perdure.platform.messaging.usage_producer import ensure_metering_topic
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants.client import Client
 
-from .cell_app import MixedWork
+from .cell_app import Gated, MixedWork
 from .cell_harness import eventually
 from .conftest import TenantCellFactory
 
@@ -159,3 +160,30 @@ async def test_metering_counts_once_through_kills_redeliveries_and_copies(
 
     await eventually(totals_match, timeout=120)
     assert await counted() == len(records)
+
+
+async def test_throttled_requests_are_metered_per_namespace_and_not_billed(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    tenants = await make_tenant_cell(
+        {"slow": Quota(actions_per_second=2, burst=2), "fast": Quota.unthrottled()}
+    )
+    await tenants.cell.metering_process().start()
+    ledger = str(tmp_path / "ledger")
+    for label in ("slow", "fast"):
+        async with await Client.connect(tenants.connection_string(label)) as client:
+            handle = await client.start_workflow(Gated.run, ledger, label, id=f"gated-{label}")
+            # Eight signals at once: the slow namespace has one token of its burst left, then two a second.
+            await asyncio.gather(*(handle.signal(Gated.proceed) for _ in range(8)))
+            assert await handle.result(timeout=60)
+    settings = tenants.cell.settings
+
+    async def counted() -> None:
+        # (The run closes after the first signal; the later ones reach a closed run and are not billed,
+        # but they were admitted, and the slow namespace's were held for its rate.)
+        slow = await metered(settings, tenants.slow.record.name)
+        assert 5 <= slow["throttled_request"] <= 9  # the signals past its tokens (the start's too, maybe)
+        fast = await metered(settings, tenants.fast.record.name)
+        assert fast["workflow_started"] == 1 and fast["throttled_request"] == 0
+
+    await eventually(counted, timeout=60)

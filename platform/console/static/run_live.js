@@ -39,6 +39,10 @@
     source.addEventListener("end", function (event) {
       // The run closed: without this the browser would connect again.
       source.close();
+      if (event.data === "signed-out") {
+        say("Your session ended: reload the page to sign in again.");
+        return;
+      }
       say("The run is closed (" + event.data + ").");
       var openOnly = document.querySelectorAll("[data-open-only]");
       for (var i = 0; i < openOnly.length; i += 1) {

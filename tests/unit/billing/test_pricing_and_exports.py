@@ -79,6 +79,7 @@ def test_an_invoice_matches_a_hand_computed_example(tmp_path: Path) -> None:
         ("lab", "workflow_started"): 4,  # 4 x 0.25 = 1.00
         ("lab", "active_storage"): 9 * 10**12,  # byte-seconds: 2.5 GB-hours x 2.00 = 5.00
         ("lab", "timer_started"): 0,  # nothing used: no line
+        ("shop", "throttled_request"): 40,  # counted, never billed: no line
     }
     invoice = price_usage("acme", period, "final", metered, table)
     got = [(line.namespace, line.metric, str(line.quantity), str(line.amount)) for line in invoice.lines]

@@ -114,3 +114,23 @@ def test_reservations_queue_up_at_the_rate_after_the_burst() -> None:
     waits = [bucket.reserve(100.0) for _ in range(5)]
     assert waits == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3])
     assert bucket.reserve(100.5) == pytest.approx(0.0)  # 0.5 s later the queue has drained
+
+
+def test_a_request_is_throttled_when_its_namespace_waits_for_tokens_not_for_its_turn() -> None:
+    queue: FairQueue[str] = FairQueue()
+    queue.configure("slow", rate=2.0, burst=2, weight=1)
+    queue.configure("busy", rate=1000.0, burst=1000, weight=1)
+    # The burst covers the first two; the third would wait for a token.
+    assert not queue.throttled("slow", 0.0)
+    queue.put("slow", "a")
+    assert not queue.throttled("slow", 0.0)
+    queue.put("slow", "b")
+    assert queue.throttled("slow", 0.0)
+    queue.put("slow", "c")
+    assert [item for _, item in queue.take(0.0, 10)] == ["a", "b"]
+    assert queue.throttled("slow", 0.0)  # "c" waits, and a fourth behind it
+    assert not queue.throttled("slow", 1.0)  # two tokens by then: one for "c", one for the next
+    # Many waiting in a namespace with tokens to spare wait for their turn only.
+    for i in range(500):
+        queue.put("busy", f"r{i}")
+    assert not queue.throttled("busy", 0.0)
