@@ -565,9 +565,11 @@ class ClientWorkflowHandle(Generic[ReturnType]):
             return_type,
         )
 
-    async def cancel(self) -> None:
+    async def cancel(self, reason: str = "") -> None:
         await self._require_open()
-        await self.client._call(CancelRequest(request_id=str(uuid.uuid4()), workflow_id=self.id))
+        await self.client._call(
+            CancelRequest(request_id=str(uuid.uuid4()), workflow_id=self.id, reason=reason)
+        )
 
     async def terminate(self, reason: str = "") -> None:
         await self._require_open()

@@ -633,9 +633,9 @@ class LocalWorkflowHandle(Generic[ReturnType]):
             hint,
         )
 
-    async def cancel(self) -> None:
+    async def cancel(self, reason: str = "") -> None:
         self._require_open()
-        self.env._enqueue(self.id, None, m.CancelWorkflowRequest(request_id=str(uuid.uuid4())))
+        self.env._enqueue(self.id, None, m.CancelWorkflowRequest(request_id=str(uuid.uuid4()), reason=reason))
         await self._settle()
 
     async def terminate(self, reason: str = "") -> None:

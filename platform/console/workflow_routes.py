@@ -64,12 +64,11 @@ from perdure.platform.core.failures import ApplicationError
 from perdure.platform.core.payloads import DataConverter, PayloadDecodeError, PayloadTooLargeError
 from perdure.platform.core.run_state import OPEN_STATUSES, RunStatus
 from perdure.platform.core.start_rules import fresh_run_id
-from perdure.platform.protocol.ingress_wire import CANARY_WORKFLOW, CancelRequest
+from perdure.platform.protocol.ingress_wire import CANARY_WORKFLOW
 from perdure.platform.stores.audit_log import Outcome
 from perdure.platform.stores.control_store import ControlError, NamespaceRecord
 from perdure.platform.stores.run_store import SEARCH_ATTRIBUTE_NAME, RunStore
 from perdure.platform.stores.visibility import describe_run, list_entry
-from perdure.tenants.client import Client
 from perdure.tenants.client_errors import (
     AuthenticationError,
     MalformedRequestError,
@@ -760,15 +759,10 @@ async def cancel(page: ConsolePage) -> Response:
         reason = _reason(page.field("reason"), required=False)
         document = await _open_run(page, store, record, workflow_id)
         async with _through_admission(record, "the cancel", _STILL_QUEUED):
-            await _cancel_with_reason(await page.resources.client(record), workflow_id, reason)
+            handle = (await page.resources.client(record)).get_workflow_handle(workflow_id)
+            await handle.cancel(reason)
         entry.detail = f"cancel run {document['_id']}" + (f": {reason}" if reason else "")
     return RedirectResponse(Links(record.name).run(workflow_id, document["_id"]), status_code=303)
-
-
-async def _cancel_with_reason(client: Client, workflow_id: str, reason: str) -> None:
-    """A cancel request through the client's ingress, with the reason the run records (the handle's
-    ``cancel()`` takes none, and the console has always recorded the one typed in its form)."""
-    await client._call(CancelRequest(request_id=str(uuid.uuid4()), workflow_id=workflow_id, reason=reason))
 
 
 @guarded(Permission.OPERATE_RUNS, action="workflow.terminate")
