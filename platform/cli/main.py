@@ -18,6 +18,7 @@ from perdure.platform.cli.dlq_commands import dlq_app
 from perdure.platform.cli.metering_commands import metering_app, usage
 from perdure.platform.cli.namespace_commands import namespace_app
 from perdure.platform.cli.rollout_commands import rollout_app
+from perdure.platform.cli.schedule_commands import schedule_app
 from perdure.platform.cli.stack_commands import stack_app
 from perdure.platform.cli.worker_commands import worker_app
 from perdure.platform.cli.workflow_commands import workflow_app
@@ -34,6 +35,7 @@ app.add_typer(account_app, name="account")
 app.add_typer(user_app, name="user")
 app.add_typer(namespace_app, name="namespace")
 app.add_typer(workflow_app, name="workflow")
+app.add_typer(schedule_app, name="schedule")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(metering_app, name="metering")
 app.add_typer(billing_app, name="billing")

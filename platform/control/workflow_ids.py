@@ -12,6 +12,7 @@ PROVISION_NAMESPACE = "ProvisionNamespace"
 DELETE_NAMESPACE = "DeleteNamespace"
 MOVE_NAMESPACE = "MoveNamespace"
 ENTITY_TWIN = "EntityTwin"
+SCHEDULE = "Schedule"
 
 
 def provisioning_id(namespace: str) -> str:
@@ -28,3 +29,12 @@ def move_id(namespace: str) -> str:
 
 def twin_id(entity: Entity, key: str) -> str:
     return f"{entity}/{key}"
+
+
+def schedule_workflow_id(namespace: str, schedule_id: str) -> str:
+    """A tenant's schedule runs in the system namespace under the namespace it starts workflows in."""
+    return f"{schedules_prefix(namespace)}{schedule_id}"
+
+
+def schedules_prefix(namespace: str) -> str:
+    return f"schedule/{namespace}/"

@@ -6,7 +6,9 @@ continue-as-new) and, for each event, asks this module what to do:
 - an action time came due: ``decide``;
 - the action it is watching closed: ``on_action_closed`` (a buffered action may start);
 - a user asked to run it now: ``trigger_now``; or to run the actions of a past period: ``backfill``;
-- a user paused or unpaused it: ``pause`` / ``unpause``.
+- a user paused or unpaused it: ``pause`` / ``unpause``;
+- a start it decided was refused where it went in (a quota): ``start_refused``;
+- an outage left many times older than the catch-up window: ``miss_catchup`` counts them at once.
 
 Each returns the new state and a ``Decision``: what to start now (in order), whether to cancel or
 terminate the running action first, and what became of every action it touched (started, buffered, or
@@ -48,7 +50,9 @@ from perdure.platform.core.schedule_spec import ScheduleSpec, action_times_betwe
 OverlapPolicy = Literal["skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"]
 # Where an action comes from: the spec's times, a user's trigger-now, or a user's backfill.
 ActionSource = Literal["scheduled", "trigger", "backfill"]
-SkipReason = Literal["overlap", "paused", "missed_catchup", "buffer_full", "already_processed"]
+# "refused": decided to start, but the start was refused where it went in (the target namespace's
+# admission: its concurrency quota, a suspended namespace, a workflow type it no longer has).
+SkipReason = Literal["overlap", "paused", "missed_catchup", "buffer_full", "already_processed", "refused"]
 Outcome = Literal["start", "buffer", "skip"]
 
 DEFAULT_OVERLAP_POLICY: OverlapPolicy = "skip"  # Temporal's default
@@ -106,6 +110,7 @@ class ScheduleState(BaseModel):
     skipped_paused: int = 0
     missed_catchup: int = 0
     buffer_dropped: int = 0
+    skipped_refused: int = 0
     recent_actions: tuple[RecentAction, ...] = ()  # oldest first, at most RECENT_ACTIONS_KEPT
 
 
@@ -254,6 +259,36 @@ def backfill(
         for time in backfill_times(spec, start, end)
     )
     return _process(state, actions, _utc(now), running)
+
+
+def start_refused(state: ScheduleState, workflow_id: str) -> ScheduleState:
+    """The start of ``workflow_id``, decided by this module, was refused where it went in: it did not
+    happen, so it is not taken, not recent, and not watched; it counts as skipped (``refused``). Call it
+    once per refused start of a decision's ``starts``."""
+    return state.model_copy(
+        update={
+            "actions_taken": state.actions_taken - 1,
+            "recent_actions": tuple(a for a in state.recent_actions if a.workflow_id != workflow_id),
+            "running_workflow_id": (
+                None if state.running_workflow_id == workflow_id else state.running_workflow_id
+            ),
+            "skipped_refused": state.skipped_refused + 1,
+        }
+    )
+
+
+def miss_catchup(state: ScheduleState, through: datetime, count: int) -> ScheduleState:
+    """Count ``count`` scheduled times after the last processed one, up to ``through`` and all older than
+    the catch-up window, as missed at once: what ``decide`` does to each, without the cost of a decision
+    per time when an outage left many of them (an every-second schedule down for a day)."""
+    through = _utc(through)
+    if count < 0:
+        raise ValueError(f"count must not be negative, got {count}")
+    if state.last_processed_time is not None and through <= state.last_processed_time:
+        raise ValueError("missed times must come after the last processed time")
+    return state.model_copy(
+        update={"last_processed_time": through, "missed_catchup": state.missed_catchup + count}
+    )
 
 
 def pause(state: ScheduleState, note: str = "Paused via API") -> ScheduleState:

@@ -10,6 +10,7 @@ from perdure.platform.control import (  # noqa: F401  (they register their workf
     namespace_move,
     provisioning_workflow,
     rollout_workflow,
+    schedule_workflow,
 )
 from perdure.platform.control.control_app import control_app
 from perdure.platform.control.control_resources import ControlResources
@@ -17,6 +18,7 @@ from perdure.platform.control.deletion import DeletionActivities
 from perdure.platform.control.namespace_move import MoveActivities
 from perdure.platform.control.provisioning_activities import ProvisioningActivities
 from perdure.platform.control.rollout_activities import RolloutActivities
+from perdure.platform.control.schedule_activities import ScheduleActivities
 from perdure.platform.control.twin_activities import TwinActivities
 from perdure.tenants import App
 
@@ -30,5 +32,6 @@ app = (
         RolloutActivities(resources),
         DeletionActivities(resources),
         MoveActivities(resources),
+        ScheduleActivities(resources),
     )
 )
