@@ -17,6 +17,8 @@ from typing import Any  # noqa: E402
 
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
+from pymongo.errors import AutoReconnect  # noqa: E402
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed  # noqa: E402
 
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin  # noqa: E402
 from perdure.infra.settings import Endpoints  # noqa: E402
@@ -67,8 +69,9 @@ async def make_cell(
                 await process.wait()
         await kafka_admin.delete_topics([f"perdure.cell.{cell.cell}.tasks", f"perdure.cell.{cell.cell}.dlq"])
         await drop_platform_leftovers(cell.settings, kafka_admin, mongo_client, rabbitmq_admin)
-        await mongo_client.drop_database(cell.settings.control_database)
-        await mongo_client.drop_database(cell.settings.cell_database(cell.cell))
+        await drop_databases(
+            mongo_client, cell.settings.control_database, cell.settings.cell_database(cell.cell)
+        )
         await rabbitmq_admin.delete_vhost(cell.namespace)
         await rabbitmq_admin.delete_user(tenant_user(cell.namespace))
 
@@ -104,8 +107,9 @@ async def make_tenant_cell(
         for provisioned in tenants.namespaces.values():
             await rabbitmq_admin.delete_vhost(provisioned.record.vhost)
             await rabbitmq_admin.delete_user(tenant_user(provisioned.record.name))
-        await mongo_client.drop_database(cell.settings.control_database)
-        await mongo_client.drop_database(cell.settings.cell_database(cell.cell))
+        await drop_databases(
+            mongo_client, cell.settings.control_database, cell.settings.cell_database(cell.cell)
+        )
 
 
 async def drop_platform_leftovers(
@@ -124,4 +128,19 @@ async def drop_platform_leftovers(
     mine = [t for t in (settings.metering_topic, f"{settings.metering_topic}.dlq") if t in existing]
     if mine:
         await kafka_admin.delete_topics(mine)
-    await mongo_client.drop_database(settings.metering_database)
+    await drop_databases(mongo_client, settings.metering_database)
+
+
+async def drop_databases(mongo_client: AsyncMongoClient[dict[str, Any]], *names: str) -> None:
+    """Drop databases a test made. A test that restarted the database leaves this session's pool with
+    connections the server closed; the first use of one fails (dropDatabase is not retried by the
+    driver), the next gets a fresh connection."""
+    for name in names:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(AutoReconnect),
+            stop=stop_after_attempt(5),
+            wait=wait_fixed(0.2),
+            reraise=True,
+        ):
+            with attempt:
+                await mongo_client.drop_database(name)
