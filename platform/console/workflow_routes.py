@@ -734,50 +734,54 @@ async def _appears(store: RunStore, run_id: str) -> bool:
 _STILL_QUEUED = "It stays in the namespace's queue and may still reach the run."
 
 
-@guarded(Permission.OPERATE_RUNS, action="workflow.signal")
-async def signal(page: ConsolePage) -> Response:
-    record = await _namespace(page, "workflow.signal")
+# What a steering form asks of the run's handle, and how the audit log tells it (given the run's id).
+Steering = tuple[Callable[[Any], Awaitable[None]], Callable[[str], str]]
+
+
+async def _steer(
+    page: ConsolePage, action: str, read_form: Callable[[NamespaceRecord], Steering]
+) -> Response:
+    """A signal, cancel or terminate of the workflow's open run shown on the page: the form checked,
+    then the request through admission, audited, and back to the run's page."""
+    record = await _namespace(page, action)
     workflow_id = page.request.path_params["workflow_id"]
     store = _store(page, record)
-    async with _audited(page, "workflow.signal", record, workflow_id) as entry:
+    async with _audited(page, action, record, workflow_id) as entry:
+        send, described = read_form(record)
+        document = await _open_run(page, store, record, workflow_id)
+        async with _through_admission(record, f"the {action.removeprefix('workflow.')}", _STILL_QUEUED):
+            await send((await page.resources.client(record)).get_workflow_handle(workflow_id))
+        entry.detail = described(document["_id"])
+    return RedirectResponse(Links(record.name).run(workflow_id, document["_id"]), status_code=303)
+
+
+@guarded(Permission.OPERATE_RUNS, action="workflow.signal")
+async def signal(page: ConsolePage) -> Response:
+    def read_form(record: NamespaceRecord) -> Steering:
         name = _name(page.field("name"), "signal name")
         arguments = _arguments(page.field("args"), "signal input", record)
-        document = await _open_run(page, store, record, workflow_id)
-        async with _through_admission(record, "the signal", _STILL_QUEUED):
-            handle = (await page.resources.client(record)).get_workflow_handle(workflow_id)
-            await handle.signal(name, *arguments)
-        entry.detail = f"signal {name} to run {document['_id']}"
-    return RedirectResponse(Links(record.name).run(workflow_id, document["_id"]), status_code=303)
+        return (lambda handle: handle.signal(name, *arguments)), lambda run: f"signal {name} to run {run}"
+
+    return await _steer(page, "workflow.signal", read_form)
 
 
 @guarded(Permission.OPERATE_RUNS, action="workflow.cancel")
 async def cancel(page: ConsolePage) -> Response:
-    record = await _namespace(page, "workflow.cancel")
-    workflow_id = page.request.path_params["workflow_id"]
-    store = _store(page, record)
-    async with _audited(page, "workflow.cancel", record, workflow_id) as entry:
+    def read_form(record: NamespaceRecord) -> Steering:
         reason = _reason(page.field("reason"), required=False)
-        document = await _open_run(page, store, record, workflow_id)
-        async with _through_admission(record, "the cancel", _STILL_QUEUED):
-            handle = (await page.resources.client(record)).get_workflow_handle(workflow_id)
-            await handle.cancel(reason)
-        entry.detail = f"cancel run {document['_id']}" + (f": {reason}" if reason else "")
-    return RedirectResponse(Links(record.name).run(workflow_id, document["_id"]), status_code=303)
+        said = f": {reason}" if reason else ""
+        return (lambda handle: handle.cancel(reason)), lambda run: f"cancel run {run}{said}"
+
+    return await _steer(page, "workflow.cancel", read_form)
 
 
 @guarded(Permission.OPERATE_RUNS, action="workflow.terminate")
 async def terminate(page: ConsolePage) -> Response:
-    record = await _namespace(page, "workflow.terminate")
-    workflow_id = page.request.path_params["workflow_id"]
-    store = _store(page, record)
-    async with _audited(page, "workflow.terminate", record, workflow_id) as entry:
+    def read_form(record: NamespaceRecord) -> Steering:
         reason = _reason(page.field("reason"), required=True)
-        document = await _open_run(page, store, record, workflow_id)
-        async with _through_admission(record, "the terminate", _STILL_QUEUED):
-            handle = (await page.resources.client(record)).get_workflow_handle(workflow_id)
-            await handle.terminate(reason)
-        entry.detail = f"terminate run {document['_id']}: {reason}"
-    return RedirectResponse(Links(record.name).run(workflow_id, document["_id"]), status_code=303)
+        return (lambda handle: handle.terminate(reason)), lambda run: f"terminate run {run}: {reason}"
+
+    return await _steer(page, "workflow.terminate", read_form)
 
 
 @guarded(Permission.OPERATE_RUNS, action="workflow.query")

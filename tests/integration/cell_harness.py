@@ -17,13 +17,16 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
+from aiokafka import AIOKafkaProducer
 
 from perdure.infra.settings import Endpoints, Settings, load_settings
 from perdure.platform.control.namespace_requests import create_namespace, provision_namespace
 from perdure.platform.control.provisioning import ProvisionedNamespace, create_cell
 from perdure.platform.core import history as h
 from perdure.platform.core.outbox import RunClosed
+from perdure.platform.core.usage import UsageRecord
 from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.messaging.usage_producer import ensure_metering_topic
 from perdure.platform.protocol.vhost_layout import RESULTS_EXCHANGE
 from perdure.platform.stores.databases import Databases
 from perdure.platform.stores.tenancy_store import TenancyStore
@@ -351,3 +354,18 @@ async def eventually(check: Any, timeout: float = 30, every: float | None = None
 async def completed_activities(client: OpsClient, workflow_id: str) -> int:
     history = await client.history(workflow_id)
     return sum(isinstance(e, h.ActivityTaskCompleted) for e in history)
+
+
+async def publish_usage(settings: Settings, records: list[UsageRecord]) -> None:
+    """Usage records on the metering topic, as the engine sends them (metering counts them from there)."""
+    await ensure_metering_topic(settings)
+    producer = AIOKafkaProducer(**settings.endpoints().kafka(), acks="all")
+    await producer.start()
+    try:
+        for record in records:
+            await producer.send(
+                settings.metering_topic, record.model_dump_json().encode(), key=record.namespace.encode()
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()

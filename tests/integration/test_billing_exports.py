@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-from aiokafka import AIOKafkaProducer
 
 from perdure.billing.export_schedule import GRACE, SCHEDULE_ID
 from perdure.infra.settings import Settings
@@ -20,29 +19,14 @@ from perdure.platform.control.system_namespace import ensure_system_namespace
 from perdure.platform.core import history as h
 from perdure.platform.core.usage import UsageRecord
 from perdure.platform.messaging.ops_client import OpsClient
-from perdure.platform.messaging.usage_producer import ensure_metering_topic
 from perdure.platform.protocol.billing_wire import BILLING_EXCHANGE, ExportAnnouncement
 from perdure.platform.tenancy.model import Quota
 from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
 
-from .cell_harness import eventually, run_perdure
+from .cell_harness import eventually, publish_usage, run_perdure
 from .conftest import TenantCellFactory
 
 PRICES = (Path(__file__).parents[1] / "hand_prices.toml").read_text()  # the unit tests' table
-
-
-async def publish_usage(settings: Settings, records: list[UsageRecord]) -> None:
-    await ensure_metering_topic(settings)
-    producer = AIOKafkaProducer(**settings.endpoints().kafka(), acks="all")
-    await producer.start()
-    try:
-        for record in records:
-            await producer.send(
-                settings.metering_topic, record.model_dump_json().encode(), key=record.namespace.encode()
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 class Announcements:

@@ -13,7 +13,6 @@ from typing import Any
 import aio_pika
 import pytest
 from aio_pika.exceptions import ProbableAuthenticationError
-from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from perdure.billing.billing_export import export_period
@@ -21,12 +20,11 @@ from perdure.billing.metering_service import usage_store
 from perdure.infra.settings import Settings
 from perdure.platform.control.system_namespace import ensure_system_namespace
 from perdure.platform.core.usage import UsageRecord, hour_of
-from perdure.platform.messaging.usage_producer import ensure_metering_topic
 from perdure.platform.stores.control_store import NamespaceRecord
 from perdure.platform.stores.databases import Databases
 from perdure.platform.tenancy.model import Quota
 
-from .cell_harness import eventually, run_perdure
+from .cell_harness import eventually, publish_usage, run_perdure
 from .conftest import TenantCellFactory
 from .console_harness import running_console
 
@@ -44,21 +42,6 @@ def usage(namespace: str, metric: str, count: int, at: datetime, quantity: int =
         )
         for i in range(count)
     ]
-
-
-async def publish_usage(settings: Settings, records: list[UsageRecord]) -> None:
-    """Usage records on the metering topic, as the engine sends them (metering counts them from there)."""
-    await ensure_metering_topic(settings)
-    producer = AIOKafkaProducer(**settings.endpoints().kafka(), acks="all")
-    await producer.start()
-    try:
-        for record in records:
-            await producer.send(
-                settings.metering_topic, record.model_dump_json().encode(), key=record.namespace.encode()
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def namespace_record(settings: Settings, name: str) -> NamespaceRecord:
