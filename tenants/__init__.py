@@ -10,7 +10,7 @@ the errors, all ``PerdureError``s:
 - what a client's request meets: ``WorkflowAlreadyStartedError``, ``WorkflowNotFoundError``,
   ``AuthenticationError``, ``QuotaExceededError``, ``NamespaceSuspendedError``,
   ``MalformedRequestError``, ``ServiceUnavailableError``, and ``WorkflowUpdateFailedError`` (an update
-  refused, or whose handler failed);
+  refused, or whose handler failed), ``ScheduleNotFoundError``, ``ScheduleAlreadyExistsError``;
 - payloads and registrations: ``PayloadTooLargeError``, ``PayloadDecodeError``,
   ``UnknownWorkflowTypeError``, ``UnknownActivityTypeError`` (``UnboundActivityError``), ``AppLoadError``;
 - replay: ``NonDeterminismError``, ``NondeterministicCallError``.
@@ -42,6 +42,7 @@ from perdure.platform.core.payloads import (
     PayloadTooLargeError,
 )
 from perdure.platform.core.retry import RetryPolicy
+from perdure.platform.core.schedule_spec import IntervalSpec, ScheduleSpec
 from perdure.platform.core.start_rules import IdReusePolicy
 from perdure.tenants import activity, workflow
 from perdure.tenants.app import App
@@ -52,11 +53,14 @@ from perdure.tenants.client_errors import (
     MalformedRequestError,
     NamespaceSuspendedError,
     QuotaExceededError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     ServiceUnavailableError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
     WorkflowUpdateFailedError,
 )
+from perdure.tenants.schedule_handle import ScheduleHandle
 from perdure.tenants.workflow_client import (
     WorkflowClient,
     WorkflowDescription,
@@ -76,6 +80,7 @@ __all__ = [
     "DataConverter",
     "FailureError",
     "IdReusePolicy",
+    "IntervalSpec",
     "MalformedRequestError",
     "NamespaceSuspendedError",
     "NonDeterminismError",
@@ -87,6 +92,10 @@ __all__ = [
     "PerdureError",
     "QuotaExceededError",
     "RetryPolicy",
+    "ScheduleAlreadyExistsError",
+    "ScheduleHandle",
+    "ScheduleNotFoundError",
+    "ScheduleSpec",
     "ServiceUnavailableError",
     "TerminationError",
     "TimedOutError",

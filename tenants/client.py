@@ -39,6 +39,12 @@ from perdure.platform.core.definitions import (
 from perdure.platform.core.failures import ApplicationError, Failure
 from perdure.platform.core.outbox import RunClosed, UpdateOutcome, close_routing_key
 from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError, default_converter
+from perdure.platform.core.schedule_policy import (
+    DEFAULT_CATCHUP_WINDOW,
+    DEFAULT_OVERLAP_POLICY,
+    OverlapPolicy,
+)
+from perdure.platform.core.schedule_spec import ScheduleSpec
 from perdure.platform.core.start_rules import IdReusePolicy
 from perdure.platform.protocol.ingress_wire import (
     CancelRequest,
@@ -46,6 +52,7 @@ from perdure.platform.protocol.ingress_wire import (
     IngressReply,
     ListRequest,
     QueryRequest,
+    ScheduleCommand,
     SignalRequest,
     SignalSpec,
     StartRequest,
@@ -57,11 +64,19 @@ from perdure.tenants.client_errors import (
     MalformedRequestError,
     NamespaceSuspendedError,
     QuotaExceededError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     ServiceUnavailableError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
 from perdure.tenants.run_outcome import run_outcome
+from perdure.tenants.schedule_handle import (
+    SCHEDULE_REQUEST_TIMEOUT,
+    ScheduleHandle,
+    create_command,
+    list_command,
+)
 from perdure.tenants.update_outcome import update_outcome
 from perdure.tenants.workflow_client import (
     QueryType,
@@ -96,6 +111,7 @@ _Request = (
     | UpdateRequest
     | DescribeRequest
     | ListRequest
+    | ScheduleCommand
 )
 
 
@@ -223,6 +239,45 @@ class Client(WorkflowClient):
     ) -> list[dict[str, Any]]:
         reply = await self._call(ListRequest(status=status, workflow_type=type))
         return reply.runs or []
+
+    # -- schedules -----------------------------------------------------------------------------------
+    async def create_schedule(
+        self,
+        id: str,
+        workflow: WorkflowRef[Any] | str,
+        args: Sequence[Any] = (),
+        *,
+        spec: ScheduleSpec,
+        overlap: OverlapPolicy = DEFAULT_OVERLAP_POLICY,
+        catchup_window: timedelta = DEFAULT_CATCHUP_WINDOW,
+        paused: bool = False,
+        note: str = "",
+    ) -> ScheduleHandle:
+        """Make schedule ``id`` of this namespace: ``workflow(*args)`` started at each time of ``spec``
+        (``args`` plain JSON values), under ``overlap`` while an earlier run is open, catching up on
+        actions missed within ``catchup_window`` after an outage. Raises ``ScheduleAlreadyExistsError``
+        for an id the namespace has, ``UnknownWorkflowTypeError``-like refusals as
+        ``MalformedRequestError`` with the reason."""
+        definition = {
+            "schedule_id": id,
+            "workflow_type": workflow if isinstance(workflow, str) else workflow_name_of(workflow),
+            "args": list(args),
+            "spec": spec.model_dump(mode="json"),
+            "overlap": overlap,
+            "catchup_window": catchup_window,
+            "paused": paused,
+            "note": note,
+        }
+        await self._call(create_command(id, definition), SCHEDULE_REQUEST_TIMEOUT)
+        return ScheduleHandle(self, id)
+
+    def get_schedule_handle(self, id: str) -> ScheduleHandle:
+        return ScheduleHandle(self, id)
+
+    async def list_schedules(self) -> list[dict[str, Any]]:
+        """The namespace's schedules: id, workflow type, spec, whether paused."""
+        reply = await self._call(list_command(), SCHEDULE_REQUEST_TIMEOUT)
+        return reply.schedules or []
 
     # -- the wire ------------------------------------------------------------------------------------
     async def _call(
@@ -614,7 +669,14 @@ def _return_type(target: object) -> Any:
 def _raise(reply: IngressReply, request: _Request) -> typing.NoReturn:
     assert reply.error is not None
     message = reply.error.message
+    if isinstance(request, ScheduleCommand):
+        if reply.error.type == "not_found":
+            raise ScheduleNotFoundError(message)
+        if reply.error.type == "already_started":
+            raise ScheduleAlreadyExistsError(message)
     match reply.error.type:
+        case "unavailable":
+            raise ServiceUnavailableError(message)
         case "already_started":
             raise WorkflowAlreadyStartedError(getattr(request, "workflow_id", ""), reply.run_id, message)
         case "payload_too_large":

@@ -22,6 +22,14 @@ class WorkflowNotFoundError(PerdureError, LookupError):
     pass
 
 
+class ScheduleNotFoundError(PerdureError, LookupError):
+    """The namespace has no schedule of that id (never made, or deleted)."""
+
+
+class ScheduleAlreadyExistsError(PerdureError):
+    """A create of a schedule id the namespace has already: delete it first, or choose another id."""
+
+
 class AuthenticationError(PerdureError):
     """The connection string's key was refused (wrong, revoked or rotated)."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ from perdure.platform.protocol.ingress_wire import (
     IngressRequest,
     ListRequest,
     QueryRequest,
+    ScheduleCommand,
     SignalRequest,
     StartRequest,
     UpdateRequest,
@@ -78,6 +80,11 @@ BATCH = 500
 # 1.0 s with 100), enough to keep the engine's batches useful (the flood ran at 147 workflows/s with
 # 50, 200/s with 100).
 BACKLOG_LIMIT = 50
+# Schedule requests a namespace may have carried out at once (each is work on the control plane, some
+# of it seconds long); more are refused until one is done.
+SCHEDULE_COMMANDS_AT_ONCE = 4
+# Carries out a namespace's schedule request on the control plane (``control/tenant_schedules.py``).
+ScheduleCommands = Callable[[str, ScheduleCommand], Awaitable[IngressReply]]
 
 
 @dataclass
@@ -101,6 +108,7 @@ class Admission:
         fair: bool = True,
         refresh_seconds: float = 2.0,
         throttle_meter: ThrottleMeter | None = None,
+        schedule_commands: ScheduleCommands | None = None,
     ) -> None:
         self.apps = apps
         self.store = store
@@ -116,6 +124,11 @@ class Admission:
         self._records: dict[str, NamespaceRecord] = {}
         self._running = RunningCounts(store.count_running)
         self.throttle_meter = throttle_meter
+        self.schedule_commands = schedule_commands
+        # The schedule requests being carried out, each with the copies of it that came meanwhile (a
+        # client sends a request again when its answer is slow): all are answered when it is done.
+        self._schedule_copies: dict[tuple[str, str], list[AbstractIncomingMessage]] = {}
+        self._schedule_tasks: set[asyncio.Task[None]] = set()
 
     # -- following the cell's namespaces -------------------------------------------------------------
     async def run(self) -> None:
@@ -180,6 +193,10 @@ class Admission:
     async def stop(self) -> None:
         self.stopping.set()
         await cancel_consumers(self._consuming.values(), "ingress")
+        # Unanswered, so unacknowledged: RabbitMQ gives them to the next admission of the namespace.
+        for task in list(self._schedule_tasks):
+            task.cancel()
+        await asyncio.gather(*self._schedule_tasks, return_exceptions=True)
 
     # -- one request -----------------------------------------------------------------------------------
     async def _receive(self, namespace: str, message: AbstractIncomingMessage) -> None:
@@ -205,7 +222,7 @@ class Admission:
             except ValidationError as exc:
                 await self._refuse(namespace, message, "malformed", _first_error(exc))
                 return
-            if record.status == "suspended" and not isinstance(request, DescribeRequest | ListRequest):
+            if record.status == "suspended" and not _reads(request):
                 await self._refuse(
                     namespace,
                     message,
@@ -234,6 +251,8 @@ class Admission:
                         await self._accept_start(record, message, request)
                     case SignalRequest() | CancelRequest() | QueryRequest() | UpdateRequest():
                         self._enqueue(namespace, message, [_steering(namespace, request, message)], None)
+                    case ScheduleCommand():
+                        await self._accept_schedule_command(namespace, message, request)
             except NamespaceUnavailable as exc:
                 log.error("namespace unavailable", extra={"namespace": namespace, "error": str(exc)})
                 await hand_back(message)
@@ -293,6 +312,60 @@ class Admission:
             correlation_id=message.correlation_id,
         )
         self._enqueue(namespace, message, [envelope], run_id, reserved=True)
+
+    async def _accept_schedule_command(
+        self, namespace: str, message: AbstractIncomingMessage, command: ScheduleCommand
+    ) -> None:
+        if self.schedule_commands is None:
+            await self._refuse(
+                namespace, message, "unavailable", "this cell carries out no schedule requests"
+            )
+            return
+        key = (namespace, command.request_id)
+        copies = self._schedule_copies.get(key)
+        if copies is not None:  # the same request sent again while it is carried out
+            copies.append(message)
+            return
+        at_once = sum(1 for name, _ in self._schedule_copies if name == namespace)
+        if at_once >= SCHEDULE_COMMANDS_AT_ONCE:
+            await self._refuse(
+                namespace,
+                message,
+                "quota_exceeded",
+                f"{at_once} schedule requests of the namespace are being carried out; it may have "
+                f"{SCHEDULE_COMMANDS_AT_ONCE} at once",
+            )
+            return
+        self._schedule_copies[key] = [message]
+        task = asyncio.create_task(self._carry_out_schedule_command(namespace, key, command))
+        self._schedule_tasks.add(task)
+        task.add_done_callback(self._schedule_tasks.discard)
+
+    async def _carry_out_schedule_command(
+        self, namespace: str, key: tuple[str, str], command: ScheduleCommand
+    ) -> None:
+        assert self.schedule_commands is not None
+        with tracer.start_as_current_span(
+            "perdure.admission.schedule_command",
+            attributes={"namespace": namespace, "action": command.action},
+        ):
+            try:
+                reply = await self.schedule_commands(namespace, command)
+            except Exception as exc:
+                # The control plane failed mid-request: taken again later (its request id makes that
+                # harmless), after a pause that grows while the failure lasts.
+                await pause(OUTAGES.failed("carrying out a schedule request", exc, cap=2.0), self.stopping)
+                for copy in self._schedule_copies.pop(key, []):
+                    if not copy.processed:
+                        await hand_back(copy)
+                return
+            if not reply.ok:
+                refused_counter.add(
+                    1, {"namespace": namespace, "error": reply.error.type if reply.error else ""}
+                )
+            for copy in self._schedule_copies.pop(key, []):
+                await ack(copy)
+                await self._reply(namespace, copy, reply)
 
     def _enqueue(
         self,
@@ -397,6 +470,13 @@ class Admission:
             ),
             routing_key=message.reply_to,
         )
+
+
+def _reads(request: IngressRequest) -> bool:
+    """Whether ``request`` only reads (what a suspended namespace still answers)."""
+    if isinstance(request, ScheduleCommand):
+        return request.action in ("describe", "list")
+    return isinstance(request, DescribeRequest | ListRequest)
 
 
 def _steering(

@@ -1,7 +1,7 @@
 """``DeleteNamespace``: a namespace made unreachable at once (its vhost and broker user removed, its
-record marked deleted, its twin ended) and its data kept for its retention period, then purged (runs,
-histories, the record). A namespace with open runs is not deleted: they are to be cancelled or
-terminated first."""
+record marked deleted, its twin and its schedules ended) and its data kept for its retention period,
+then purged (runs, histories, the record). A namespace with open runs is not deleted: they are to be
+cancelled or terminated first."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from perdure.platform.control.control_app import control_app
 from perdure.platform.control.control_resources import ControlResources
 from perdure.platform.control.control_steps import run_step
 from perdure.platform.control.provisioning_activities import ProvisioningActivities
+from perdure.platform.control.schedule_requests import open_schedule_runs
 from perdure.platform.control.twin_change import TwinChange
 from perdure.platform.control.twin_requests import send_change
 from perdure.platform.control.workflow_ids import DELETE_NAMESPACE
@@ -66,6 +67,16 @@ class DeletionActivities:
         await send_change(await self.resources.system_ops(), "namespace", name, TwinChange(kind="retire"))
 
     @control_app.activity
+    async def end_namespace_schedules(self, name: str) -> int:
+        """Terminate the namespace's schedules (workflows of the system namespace, which would otherwise
+        go on trying to start runs in a namespace that is gone); returns how many."""
+        ops = await self.resources.system_ops()
+        ended = {run["workflow_id"] async for run in open_schedule_runs(ops, name)}
+        for workflow_id in sorted(ended):
+            await ops.terminate(workflow_id, f"namespace {name!r} deleted")
+        return len(ended)
+
+    @control_app.activity
     async def purge_namespace(self, name: str, cell: str) -> int:
         """The namespace's runs and histories, then its record; returns the runs purged."""
         purged = await self.resources.runs(cell).purge_namespace(name)
@@ -90,6 +101,8 @@ class DeleteNamespace:
             ) from None
         await _step(ProvisioningActivities.remove_infrastructure, name, closed["cell"])
         await _step(DeletionActivities.end_namespace_twin, name)
+        if workflow.patched("end-namespace-schedules"):  # deletions begun before this step was added
+            await _step(DeletionActivities.end_namespace_schedules, name)
         purge_at = datetime.fromisoformat(closed["deleted_at"]) + timedelta(days=closed["retention_days"])
         workflow.upsert_search_attributes({"Step": "retained", "PurgeAt": purge_at.isoformat()})
         wait = purge_at - workflow.now()

@@ -96,6 +96,24 @@ class DescribeRequest(_Request):
     workflow_id: str = Field(min_length=1, max_length=400)
 
 
+ScheduleAction = Literal["create", "describe", "list", "pause", "unpause", "trigger", "backfill", "delete"]
+
+
+class ScheduleCommand(_Request):
+    """A request about the namespace's schedules, carried out by the control plane, where schedules run
+    (docs/schedules.md). ``definition`` is a ``ScheduleDefinition`` without its namespace (the vhost's
+    is put in: a namespace in it is ignored); ``request`` the body of a pause, unpause, trigger,
+    backfill or delete. ``request_id`` makes a retry the same request: a create sent again creates one
+    schedule, a pause sent again pauses once."""
+
+    kind: Literal["schedule"] = "schedule"
+    request_id: str = Field(min_length=1, max_length=200)
+    action: ScheduleAction
+    schedule_id: str = Field(default="", max_length=200)
+    definition: dict[str, Any] | None = None
+    request: dict[str, Any] | None = None
+
+
 class ListRequest(_Request):
     kind: Literal["list"] = "list"
     status: str | None = None
@@ -110,7 +128,8 @@ IngressRequest = Annotated[
     | QueryRequest
     | UpdateRequest
     | DescribeRequest
-    | ListRequest,
+    | ListRequest
+    | ScheduleCommand,
     Field(discriminator="kind"),
 ]
 request_adapter: TypeAdapter[IngressRequest] = TypeAdapter(IngressRequest)
@@ -126,6 +145,7 @@ ErrorType = Literal[
     "namespace_suspended",
     "update_rejected",
     "update_failed",
+    "unavailable",
 ]
 
 
@@ -148,6 +168,9 @@ class IngressReply(BaseModel):
     runs: list[dict[str, Any]] | None = None
     result: Payload | None = None  # a query's answer, or an update's handler's result
     update_stage: UpdateStage | None = None  # how far an update got, when it is answered
+    schedule: dict[str, Any] | None = None  # a schedule's description
+    schedules: list[dict[str, Any]] | None = None  # the namespace's schedules
+    outcome: str | None = None  # what became of a schedule request (``paused``, ``started <id>``)
 
     @classmethod
     def failed(cls, error_type: ErrorType, message: str, **details: Any) -> IngressReply:

@@ -46,12 +46,7 @@ class ScheduleDefinition(BaseModel):
     @field_validator("schedule_id")
     @classmethod
     def _check_id(cls, value: str) -> str:
-        if not _SCHEDULE_ID.fullmatch(value):
-            raise ValueError(
-                f"schedule id {value!r}: 1 to 200 letters, digits and . _ : @ -, starting with a letter "
-                "or a digit"
-            )
-        return value
+        return checked_schedule_id(value)
 
     @field_validator("catchup_window")
     @classmethod
@@ -88,6 +83,17 @@ class ScheduleRequest(BaseModel):
     def signal_body(self) -> dict[str, Any]:
         """What the signal named ``kind`` carries."""
         return self.model_dump(mode="json", exclude={"kind"}, exclude_none=True)
+
+
+def checked_schedule_id(value: str) -> str:
+    """``value`` if it can be a schedule id; a ``ValueError`` saying what one is otherwise. Every path
+    that names a schedule checks it: the id is part of its workflow's, behind the namespace's."""
+    if not _SCHEDULE_ID.fullmatch(value):
+        raise ValueError(
+            f"schedule id {value[:200]!r}: 1 to 200 letters, digits and . _ : @ -, starting with a letter "
+            "or a digit"
+        )
+    return value
 
 
 def first_error(exc: ValidationError) -> str:

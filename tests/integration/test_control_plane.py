@@ -19,12 +19,13 @@ from pymongo import AsyncMongoClient
 from perdure.infra.rabbitmq_admin import RabbitMQAdmin
 from perdure.platform.control.placement import PlacementError
 from perdure.platform.control.provisioning import create_cell, place
+from perdure.platform.control.workflow_ids import schedule_workflow_id
 from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.protocol.vhost_layout import ACTIVITIES_QUEUE, INGRESS_DEAD_LETTERS, INGRESS_QUEUE
 from perdure.platform.stores.control_store import ControlError
 from perdure.platform.stores.databases import Databases
 from perdure.platform.tenancy.namespace_urls import namespace_amqp_url, tenant_user
-from perdure.tenants import AuthenticationError, NamespaceSuspendedError
+from perdure.tenants import AuthenticationError, IntervalSpec, NamespaceSuspendedError, ScheduleSpec
 from perdure.tenants.client import Client
 
 from .cell_app import Gated, Noop, ThreeSteps
@@ -346,6 +347,10 @@ async def test_a_deleted_namespace_is_unreachable_at_once_and_kept_for_its_reten
         ledger = str(tmp_path / "ledger")
         async with await Client.connect(connection) as client:
             assert await client.execute_workflow(Noop.run, "x", id="done") == "x"
+            # A schedule of the namespace ends with it (paused: it starts nothing meanwhile).
+            every_hour = ScheduleSpec(intervals=(IntervalSpec(every=timedelta(hours=1)),))
+            await client.create_schedule("hourly", Noop.run, ["h"], spec=every_hour, paused=True)
+            assert [s["schedule"] for s in await client.list_schedules()] == ["hourly"]
             gated = await client.start_workflow(Gated.run, ledger, "g", id="open")
             # Not while a run is open.
             code, _, err = await run_perdure(tenants, "namespace", "delete", name)
@@ -372,10 +377,12 @@ async def test_a_deleted_namespace_is_unreachable_at_once_and_kept_for_its_reten
             purge_at = datetime.fromisoformat(deletion["search_attributes"]["PurgeAt"])
             assert abs(purge_at - (record.deleted_at + timedelta(days=3))) < timedelta(seconds=1)
 
-            async def twin_ended() -> None:
+            async def twin_and_schedule_ended() -> None:
                 assert (await ops.describe(f"namespace/{name}"))["status"] == "completed"
+                schedule = await ops.describe(schedule_workflow_id(name, "hourly"))
+                assert schedule["status"] == "terminated"
 
-            await eventually(twin_ended, timeout=30)
+            await eventually(twin_and_schedule_ended, timeout=30)
         # What the purge does when the retention is over: the runs and their histories go.
         databases = Databases.connect(settings)
         try:

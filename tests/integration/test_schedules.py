@@ -19,8 +19,11 @@ import pytest
 from bench.reconcile import metered
 from perdure.platform.core.schedule_spec import IntervalSpec, ScheduleSpec, action_times_between
 from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.protocol.ingress_wire import ScheduleCommand
 from perdure.platform.tenancy.model import Quota
+from perdure.tenants import Client, MalformedRequestError, ScheduleAlreadyExistsError, ScheduleNotFoundError
 
+from .cell_app import Noop
 from .cell_harness import TenantCell, eventually, run_perdure
 from .conftest import TenantCellFactory
 
@@ -298,3 +301,65 @@ async def test_skip_counts_overlaps_and_admission_refuses_starts_past_the_quota(
     refusal = re.compile(r"refused: quota: \d+ workflows are running; the namespace allows 1 at once")
     assert reasons and all(refusal.fullmatch(reason) for reason in reasons), reasons
     assert len(await runs_of(tenants, one_at_a_time, "crowded")) == 1
+
+
+async def test_a_tenant_client_makes_steers_and_deletes_its_own_schedules_only(
+    schedule_cell: TenantCell,
+) -> None:
+    tenants = schedule_cell
+    mine = tenants.t.record.name
+    async with (
+        await Client.connect(tenants.connection_string("t")) as client,
+        await Client.connect(tenants.connection_string("q")) as other,
+    ):
+        handle = await client.create_schedule("mine", Noop.run, ["tick"], spec=EVERY_2S, overlap="allow_all")
+        with pytest.raises(ScheduleAlreadyExistsError, match="exists in namespace"):
+            await client.create_schedule("mine", Noop.run, ["tick"], spec=EVERY_2S)
+
+        async def started(count: int) -> None:
+            assert len(await runs_of(tenants, mine, "mine")) >= count
+
+        await eventually(lambda: started(2), timeout=60)
+        shown = await handle.describe()
+        assert shown["workflow_type"] == "Noop" and shown["counts"]["started"] >= 2
+        assert "workflow" not in shown  # where it runs on the control plane is not the tenant's
+        assert await handle.pause("for the test") == "paused"
+        assert [(s["schedule"], s["state"]) for s in await client.list_schedules()] == [("mine", "paused")]
+        assert (await handle.trigger()).startswith("started mine-")
+
+        # Another namespace neither sees nor reaches it, by its id or by an id that names its path.
+        assert await other.list_schedules() == []
+        for schedule_id in ("mine", f"../{mine}/mine", f"{mine}/mine"):
+            with pytest.raises((ScheduleNotFoundError, MalformedRequestError)):
+                await other.get_schedule_handle(schedule_id).describe()
+            with pytest.raises((ScheduleNotFoundError, MalformedRequestError)):
+                await other.get_schedule_handle(schedule_id).delete()
+        # A namespace named in the body is ignored: the schedule is the sender's own.
+        body = {"schedule_id": "theirs", "workflow_type": "Noop", "spec": EVERY_2S.model_dump(mode="json")}
+        await other._call(
+            ScheduleCommand(
+                request_id="forged", action="create", definition={**body, "namespace": mine, "paused": True}
+            )
+        )
+        assert [s["schedule"] for s in await other.list_schedules()] == ["theirs"]
+        assert [s["schedule"] for s in await client.list_schedules()] == ["mine"]
+        # The same request id again (a retry after a lost answer) is the same create, not a refusal.
+        await other._call(ScheduleCommand(request_id="forged", action="create", definition=body))
+        assert len(await other.list_schedules()) == 1
+
+        # Bad input: a clear refusal, and nothing made.
+        with pytest.raises(MalformedRequestError, match="has no workflow type 'NoSuchWorkflow'"):
+            await client.create_schedule("bad", "NoSuchWorkflow", spec=EVERY_2S)
+        with pytest.raises(MalformedRequestError, match="schedule id"):
+            await client.create_schedule("no spaces", Noop.run, spec=EVERY_2S)
+        with pytest.raises(MalformedRequestError, match="a backfill's end must not be before its start"):
+            now = datetime.now(UTC)
+            await handle.backfill(now, now - timedelta(minutes=1))
+        with pytest.raises(ScheduleNotFoundError):
+            await client.get_schedule_handle("never").pause()
+
+        await handle.delete()
+        with pytest.raises(ScheduleNotFoundError):
+            await handle.describe()
+        assert await client.list_schedules() == []
+        await other.get_schedule_handle("theirs").delete()
