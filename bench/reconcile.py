@@ -23,6 +23,7 @@ BILLED_EVENTS = {
     "activity_task_started": "activity_started",
     "timer_started": "timer_started",
     "upsert_workflow_search_attributes": "search_attribute_update",
+    "workflow_execution_reset": "reset",
 }
 
 
@@ -51,7 +52,13 @@ async def counted_from_histories(settings: Settings, cell: str, namespace: str) 
     try:
         store = RunStore(client[settings.cell_database(cell)])
         async for document in store.runs.find({"namespace": namespace}):
-            for event in await store.read_history(document["_id"], document):
+            events = await store.read_history(document["_id"], document)
+            # A run a reset made copied its history up to its reset event from the run it was reset
+            # from, and carries signals over from it: those were counted there.
+            copied = next((e.event_id for e in events if isinstance(e, h.WorkflowExecutionReset)), 1)
+            for event in events[copied - 1 :]:
+                if isinstance(event, h.WorkflowExecutionSignaled) and event.reapplied_from_run_id:
+                    continue
                 if isinstance(event, h.MarkerRecorded):
                     counts["side_effect"] += event.marker == "side_effect"
                 elif event.type in BILLED_EVENTS:

@@ -202,6 +202,8 @@ class Settings(BaseSettings):
     engine_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
     # Admission shares a cell fairly across namespaces; False makes it one FIFO (for comparisons).
     admission_fair: bool = True
+    # A namespace with more runs than this refuses a visibility query that no index serves.
+    visibility_max_unserved_runs: int = Field(default=10_000, ge=0)
     # How often each partition owner samples the storage of its runs (metered in GB-hours).
     storage_sample_seconds: int = Field(default=3600, ge=1, le=86_400)
     # The platform version a cell process starts as; rollouts move cells to other versions.

@@ -10,7 +10,8 @@ the errors, all ``PerdureError``s:
 - what a client's request meets: ``WorkflowAlreadyStartedError``, ``WorkflowNotFoundError``,
   ``AuthenticationError``, ``QuotaExceededError``, ``NamespaceSuspendedError``,
   ``MalformedRequestError``, ``ServiceUnavailableError``, and ``WorkflowUpdateFailedError`` (an update
-  refused, or whose handler failed), ``ScheduleNotFoundError``, ``ScheduleAlreadyExistsError``;
+  refused, or whose handler failed), ``ScheduleNotFoundError``, ``ScheduleAlreadyExistsError``,
+  ``BatchNotFoundError``, ``BatchAlreadyRunningError``, ``WorkflowResetError`` (a reset refused);
 - payloads and registrations: ``PayloadTooLargeError``, ``PayloadDecodeError``,
   ``UnknownWorkflowTypeError``, ``UnknownActivityTypeError`` (``UnboundActivityError``), ``AppLoadError``;
 - replay: ``NonDeterminismError``, ``NondeterministicCallError``.
@@ -47,9 +48,12 @@ from perdure.platform.core.start_rules import IdReusePolicy
 from perdure.tenants import activity, workflow
 from perdure.tenants.app import App
 from perdure.tenants.app_loader import AppLoadError
+from perdure.tenants.batch_handle import BatchHandle
 from perdure.tenants.client import Client
 from perdure.tenants.client_errors import (
     AuthenticationError,
+    BatchAlreadyRunningError,
+    BatchNotFoundError,
     MalformedRequestError,
     NamespaceSuspendedError,
     QuotaExceededError,
@@ -58,6 +62,7 @@ from perdure.tenants.client_errors import (
     ServiceUnavailableError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
+    WorkflowResetError,
     WorkflowUpdateFailedError,
 )
 from perdure.tenants.schedule_handle import ScheduleHandle
@@ -74,6 +79,9 @@ __all__ = [
     "AppLoadError",
     "ApplicationError",
     "AuthenticationError",
+    "BatchAlreadyRunningError",
+    "BatchHandle",
+    "BatchNotFoundError",
     "CancellationError",
     "ChildWorkflowError",
     "Client",
@@ -108,6 +116,7 @@ __all__ = [
     "WorkflowFailureError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
+    "WorkflowResetError",
     "WorkflowUpdateFailedError",
     "WorkflowUpdateHandle",
     "activity",

@@ -39,6 +39,7 @@ from perdure.platform.core.definitions import (
 from perdure.platform.core.failures import ApplicationError, Failure
 from perdure.platform.core.outbox import RunClosed, UpdateOutcome, close_routing_key
 from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError, default_converter
+from perdure.platform.core.reset import ResetRefused, reset_target
 from perdure.platform.core.schedule_policy import (
     DEFAULT_CATCHUP_WINDOW,
     DEFAULT_OVERLAP_POLICY,
@@ -46,12 +47,16 @@ from perdure.platform.core.schedule_policy import (
 )
 from perdure.platform.core.schedule_spec import ScheduleSpec
 from perdure.platform.core.start_rules import IdReusePolicy
+from perdure.platform.protocol.batch_wire import DEFAULT_RATE, BatchOperation
 from perdure.platform.protocol.ingress_wire import (
+    BatchCommand,
     CancelRequest,
+    CountRequest,
     DescribeRequest,
     IngressReply,
     ListRequest,
     QueryRequest,
+    ResetRequest,
     ScheduleCommand,
     SignalRequest,
     SignalSpec,
@@ -59,8 +64,12 @@ from perdure.platform.protocol.ingress_wire import (
     UpdateRequest,
 )
 from perdure.platform.protocol.vhost_layout import CLIENT_QUEUE_PREFIX, INGRESS_QUEUE, RESULTS_EXCHANGE
+from perdure.tenants import batch_handle, schedule_handle
+from perdure.tenants.batch_handle import BatchHandle
 from perdure.tenants.client_errors import (
     AuthenticationError,
+    BatchAlreadyRunningError,
+    BatchNotFoundError,
     MalformedRequestError,
     NamespaceSuspendedError,
     QuotaExceededError,
@@ -69,14 +78,11 @@ from perdure.tenants.client_errors import (
     ServiceUnavailableError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
+    WorkflowResetError,
 )
+from perdure.tenants.control_sender import CONTROL_REQUEST_TIMEOUT
 from perdure.tenants.run_outcome import run_outcome
-from perdure.tenants.schedule_handle import (
-    SCHEDULE_REQUEST_TIMEOUT,
-    ScheduleHandle,
-    create_command,
-    list_command,
-)
+from perdure.tenants.schedule_handle import ScheduleHandle
 from perdure.tenants.update_outcome import update_outcome
 from perdure.tenants.workflow_client import (
     QueryType,
@@ -111,7 +117,10 @@ _Request = (
     | UpdateRequest
     | DescribeRequest
     | ListRequest
+    | CountRequest
     | ScheduleCommand
+    | BatchCommand
+    | ResetRequest
 )
 
 
@@ -235,10 +244,32 @@ class Client(WorkflowClient):
         return ClientWorkflowHandle(self, workflow_id, run_id, _return_type(workflow))
 
     async def list_workflows(
-        self, status: str | None = None, type: str | None = None
+        self,
+        status: str | None = None,
+        type: str | None = None,
+        *,
+        query: str | None = None,
+        limit: int = 100,
     ) -> list[dict[str, Any]]:
-        reply = await self._call(ListRequest(status=status, workflow_type=type))
-        return reply.runs or []
+        if query is None:
+            reply = await self._call(ListRequest(status=status, workflow_type=type, limit=min(limit, 1000)))
+            return reply.runs or []
+        if status is not None or type is not None:
+            raise ValueError("list by a query or by status and type, not both (a query says both)")
+        runs: list[dict[str, Any]] = []
+        token: str | None = None
+        while len(runs) < limit:
+            page = min(limit - len(runs), 1000)
+            reply = await self._call(ListRequest(query=query, page_token=token, limit=page))
+            runs.extend(reply.runs or [])
+            token = reply.next_page_token
+            if token is None:
+                break
+        return runs
+
+    async def count_workflows(self, query: str = "") -> int:
+        reply = await self._call(CountRequest(query=query))
+        return reply.count or 0
 
     # -- schedules -----------------------------------------------------------------------------------
     async def create_schedule(
@@ -268,7 +299,7 @@ class Client(WorkflowClient):
             "paused": paused,
             "note": note,
         }
-        await self._call(create_command(id, definition), SCHEDULE_REQUEST_TIMEOUT)
+        await self._call(schedule_handle.create_command(id, definition), CONTROL_REQUEST_TIMEOUT)
         return ScheduleHandle(self, id)
 
     def get_schedule_handle(self, id: str) -> ScheduleHandle:
@@ -276,8 +307,47 @@ class Client(WorkflowClient):
 
     async def list_schedules(self) -> list[dict[str, Any]]:
         """The namespace's schedules: id, workflow type, spec, whether paused."""
-        reply = await self._call(list_command(), SCHEDULE_REQUEST_TIMEOUT)
+        reply = await self._call(schedule_handle.list_command(), CONTROL_REQUEST_TIMEOUT)
         return reply.schedules or []
+
+    # -- batch operations ----------------------------------------------------------------------------
+    async def start_batch(
+        self,
+        operation: BatchOperation,
+        query: str,
+        *,
+        batch_id: str | None = None,
+        reason: str = "",
+        signal: Callable[..., Any] | str | None = None,
+        signal_args: Sequence[Any] = (),
+        rate: float = DEFAULT_RATE,
+    ) -> BatchHandle:
+        """Terminate, cancel or signal (``signal(*signal_args)``, plain JSON values) every run of the
+        namespace that ``query`` matches (the visibility query language of ``list_workflows``), at most
+        ``rate`` runs a second, as a durable batch that resumes after a crash and acts on each run once.
+        Returns once the batch started; its handle's ``describe()`` follows it. A bad query raises
+        ``MalformedRequestError`` pointing at the token."""
+        definition: dict[str, Any] = {
+            "batch_id": batch_id or f"batch-{uuid.uuid4().hex[:12]}",
+            "operation": operation,
+            "query": query,
+            "reason": reason,
+            "rate": rate,
+        }
+        if signal is not None:
+            definition["signal_name"] = handler_name_of(signal, SIGNAL_MARK)
+            definition["signal_input"] = list(signal_args)
+        reply = await self._call(batch_handle.start_command(definition), CONTROL_REQUEST_TIMEOUT)
+        started = reply.batch or {}
+        return BatchHandle(self, definition["batch_id"], started.get("matching"))
+
+    def get_batch_handle(self, batch_id: str) -> BatchHandle:
+        return BatchHandle(self, batch_id)
+
+    async def list_batches(self) -> list[dict[str, Any]]:
+        """The namespace's batches, newest first: id, operation, state, counts."""
+        reply = await self._call(batch_handle.list_command(), CONTROL_REQUEST_TIMEOUT)
+        return reply.batches or []
 
     # -- the wire ------------------------------------------------------------------------------------
     async def _call(
@@ -408,8 +478,9 @@ class ClientWorkflowHandle(Generic[ReturnType]):
         self.run_id = run_id
         self._return_type = return_type
 
-    async def describe(self) -> WorkflowDescription:
-        reply = await self.client._call(DescribeRequest(workflow_id=self.id))
+    async def describe(self, *, run_id: str | None = None) -> WorkflowDescription:
+        """The workflow's latest run (or its run ``run_id``)."""
+        reply = await self.client._call(DescribeRequest(workflow_id=self.id, run_id=run_id))
         d = reply.description or {}
         return WorkflowDescription(
             workflow_id=d["workflow_id"],
@@ -423,7 +494,40 @@ class ClientWorkflowHandle(Generic[ReturnType]):
             pending_timers=d["pending_timers"],
             blocked_reason=d.get("blocked_reason"),
             search_attributes=d.get("search_attributes") or {},
+            new_run_id=d.get("new_run_id"),
+            reset_run_id=d.get("reset_run_id"),
+            reset_from_run_id=d.get("reset_from_run_id"),
+            reset_point=d.get("reset_point"),
         )
+
+    async def reset(
+        self,
+        to: int | str = "last-workflow-task",
+        *,
+        reason: str = "",
+        reapply_signals: bool = True,
+        run_id: str | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """See ``WorkflowHandle.reset``: answered by the cell once the new run is written."""
+        try:
+            target = reset_target(to)
+        except ResetRefused as exc:
+            raise WorkflowResetError(str(exc)) from None
+        reply = await self.client._call(
+            ResetRequest(
+                request_id=request_id or str(uuid.uuid4()),
+                workflow_id=self.id,
+                run_id=run_id,
+                to=target,
+                reason=reason,
+                reapply_signals=reapply_signals,
+            )
+        )
+        if reply.run_id is None:
+            raise MalformedRequestError("the cell answered a reset without the new run's id")
+        self.run_id = reply.run_id
+        return reply.run_id
 
     async def result(self, timeout: float | None = None) -> ReturnType:
         """The workflow's result, whether it closed before or after this call; follows continue-as-new.
@@ -431,7 +535,8 @@ class ClientWorkflowHandle(Generic[ReturnType]):
         async with asyncio.timeout(timeout):
             while True:
                 closed = await self._next_close()
-                if closed.status != "continued_as_new":
+                # A run that went on in another: continued as new, or terminated by a reset.
+                if closed.new_run_id is None or closed.status not in ("continued_as_new", "terminated"):
                     return self._outcome(closed)
                 self.run_id = closed.new_run_id
 
@@ -674,6 +779,11 @@ def _raise(reply: IngressReply, request: _Request) -> typing.NoReturn:
             raise ScheduleNotFoundError(message)
         if reply.error.type == "already_started":
             raise ScheduleAlreadyExistsError(message)
+    if isinstance(request, BatchCommand):
+        if reply.error.type == "not_found":
+            raise BatchNotFoundError(message)
+        if reply.error.type == "already_started":
+            raise BatchAlreadyRunningError(message)
     match reply.error.type:
         case "unavailable":
             raise ServiceUnavailableError(message)
@@ -689,6 +799,8 @@ def _raise(reply: IngressReply, request: _Request) -> typing.NoReturn:
             raise NamespaceSuspendedError(message)
         case "not_found":
             raise WorkflowNotFoundError(message)
+        case "reset_refused":
+            raise WorkflowResetError(message)
         case "query_failed":
             raise ApplicationError(message, type=reply.error.failure_type)
         case _:

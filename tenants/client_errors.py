@@ -30,6 +30,14 @@ class ScheduleAlreadyExistsError(PerdureError):
     """A create of a schedule id the namespace has already: delete it first, or choose another id."""
 
 
+class BatchNotFoundError(PerdureError, LookupError):
+    """The namespace has no batch of that id."""
+
+
+class BatchAlreadyRunningError(PerdureError):
+    """A start of a batch id the namespace runs already: stop it, wait for it, or choose another id."""
+
+
 class AuthenticationError(PerdureError):
     """The connection string's key was refused (wrong, revoked or rotated)."""
 
@@ -41,6 +49,11 @@ class QuotaExceededError(PerdureError):
 class NamespaceSuspendedError(PerdureError):
     """The namespace is suspended: it takes no new work (starts, signals, cancels, queries) until it is
     resumed; describing and listing still work."""
+
+
+class WorkflowResetError(PerdureError, ValueError):
+    """A reset was refused: the point is not one the run can be reset to (the message names those it
+    can), or the run is not the workflow's current one while that one is open."""
 
 
 class MalformedRequestError(PerdureError, ValueError):

@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from perdure.platform.core.schedule_policy import OverlapPolicy
 from perdure.platform.protocol.ingress_wire import IngressReply, ScheduleAction, ScheduleCommand
-
-if TYPE_CHECKING:
-    from perdure.tenants.client import Client
-
-# A create waits for the schedule's workflow to start, a request for the schedule to take it: both are
-# confirmed by the control plane, which can take longer than a plain request.
-SCHEDULE_REQUEST_TIMEOUT = 60.0
+from perdure.tenants.control_sender import CONTROL_REQUEST_TIMEOUT, ControlCommandSender
 
 
 class ScheduleHandle:
     """One schedule of the client's namespace, by its id."""
 
-    def __init__(self, client: Client, schedule_id: str) -> None:
+    def __init__(self, client: ControlCommandSender, schedule_id: str) -> None:
         self._client = client
         self.id = schedule_id
 
@@ -59,7 +53,7 @@ class ScheduleHandle:
 
     async def _send(self, action: ScheduleAction, **fields: Any) -> IngressReply:
         command = ScheduleCommand(request_id=str(uuid.uuid4()), action=action, schedule_id=self.id, **fields)
-        return await self._client._call(command, SCHEDULE_REQUEST_TIMEOUT)
+        return await self._client._call(command, CONTROL_REQUEST_TIMEOUT)
 
 
 def create_command(schedule_id: str, definition: dict[str, Any]) -> ScheduleCommand:

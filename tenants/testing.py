@@ -2,10 +2,11 @@
 
 ``LocalEnvironment(app)`` is a ``WorkflowClient``, as a real ``Client`` is (``start_workflow``,
 ``execute_workflow``, ``signal_with_start``, ``get_workflow_handle`` and the handle's ``result``,
-``signal``, ``query``, ``execute_update``, ``start_update``, ``cancel``, ``terminate``, ``describe``),
-so a test switches between them by one line. Starts follow the engine's rules (``decide_start``), and
-updates the state machine's. While something awaits a result (or an update's answer) and nothing else
-is runnable, the clock jumps to the next timer: a one-hour sleep takes no time.
+``signal``, ``query``, ``execute_update``, ``start_update``, ``cancel``, ``terminate``, ``describe``,
+``reset``), so a test switches between them by one line. Starts follow the engine's rules
+(``decide_start``), and updates and resets the state machine's. While something awaits a result (or
+an update's answer) and nothing else is runnable, the clock jumps to the next timer: a one-hour sleep
+takes no time.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from perdure.platform.core.definitions import (
 )
 from perdure.platform.core.failures import ApplicationError, NonDeterminismError
 from perdure.platform.core.payloads import DataConverter, Payload, default_converter
+from perdure.platform.core.reset import ResetRefused, reset_run_id, reset_target
 from perdure.platform.core.run_state import RunLimits, RunState
 from perdure.platform.core.start_rules import (
     AnswerWithRun,
@@ -47,8 +49,14 @@ from perdure.platform.core.start_rules import (
 )
 from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
 from perdure.platform.core.usage import UsageRecord, query_usage
+from perdure.platform.core.visibility_query import AttributeType
 from perdure.platform.core.workflow_activations import QueryAnswer, WorkflowActivations
-from perdure.tenants.client_errors import WorkflowAlreadyStartedError, WorkflowNotFoundError
+from perdure.tenants import local_visibility
+from perdure.tenants.client_errors import (
+    WorkflowAlreadyStartedError,
+    WorkflowNotFoundError,
+    WorkflowResetError,
+)
 from perdure.tenants.run_outcome import run_outcome
 from perdure.tenants.update_outcome import update_outcome
 from perdure.tenants.workflow_client import (
@@ -83,8 +91,11 @@ class LocalEnvironment(WorkflowClient):
         converter: DataConverter = default_converter,
         start_time: datetime | None = None,
         limits: RunLimits | None = None,
+        search_attributes: dict[str, AttributeType] | None = None,
     ) -> None:
         self.app = app
+        # The search attributes queries may name, as a namespace registers them (docs/visibility.md).
+        self.search_attributes = dict(search_attributes or {})
         self.namespace = namespace
         self.converter = converter
         self._base = start_time or datetime.now(UTC)
@@ -221,6 +232,25 @@ class LocalEnvironment(WorkflowClient):
             raise WorkflowNotFoundError(f"no workflow {workflow_id!r}" + (f" run {run_id}" if run_id else ""))
         return LocalWorkflowHandle(self, workflow_id, run.state.run_id)
 
+    async def list_workflows(
+        self,
+        status: str | None = None,
+        type: str | None = None,
+        *,
+        query: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        if query is not None and (status is not None or type is not None):
+            raise ValueError("list by a query or by status and type, not both (a query says both)")
+        states = [run.state for run in self._by_run_id.values()]
+        return local_visibility.list_runs(
+            states, self.search_attributes, status=status, workflow_type=type, query=query, limit=limit
+        )
+
+    async def count_workflows(self, query: str = "") -> int:
+        states = [run.state for run in self._by_run_id.values()]
+        return local_visibility.count_runs(states, self.search_attributes, query)
+
     def get_workflow_handle_for(
         self, workflow: WorkflowRef[ReturnType], workflow_id: str, run_id: str | None = None
     ) -> LocalWorkflowHandle[ReturnType]:
@@ -246,6 +276,30 @@ class LocalEnvironment(WorkflowClient):
         self._register(run)
         self._commit(run, transition)
         return LocalWorkflowHandle(self, state.workflow_id, state.run_id)
+
+    def _reset(self, workflow_id: str, run_id: str | None, reset: m.ResetWorkflow) -> str:
+        """Reset a run as the cell's engine does (docs/reset.md); the new run's id."""
+        new_run_id = reset_run_id(self.namespace, workflow_id, reset.request_id)
+        if new_run_id in self._by_run_id:
+            return new_run_id  # the same reset again
+        target = self._run(workflow_id, run_id)
+        if target.state.workflow_id != workflow_id:
+            raise WorkflowNotFoundError(f"no run {run_id} of workflow {workflow_id!r}")
+        latest = self._latest(workflow_id)
+        if latest is not None and latest is not target and latest.state.is_open:
+            raise WorkflowResetError(
+                f"run {target.state.run_id} is not the current run of workflow {workflow_id!r}, and the "
+                f"current one ({latest.state.run_id}) is open: reset that one, or terminate it first"
+            )
+        try:
+            transitions = self.machine.reset(target.state, target.history, reset, new_run_id)
+        except ResetRefused as exc:
+            raise WorkflowResetError(str(exc)) from None
+        run = _Run(state=transitions.new_run.state, history=[])
+        self._register(run)
+        self._commit(run, transitions.new_run)
+        self._commit(target, transitions.old_run)
+        return new_run_id
 
     # -- the engine ------------------------------------------------------------------------------------
     def _latest(self, workflow_id: str) -> _Run | None:
@@ -512,7 +566,8 @@ class LocalWorkflowHandle(Generic[ReturnType]):
         """The workflow's result, following continue-as-new; raises ``WorkflowFailureError`` otherwise."""
         run = self.env._by_run_id[self.run_id]
         await self.env._wait_closed(run, timeout)
-        while run.state.status == "continued_as_new":
+        # Follow the run that went on in this one's place: continued as new, or terminated by a reset.
+        while run.state.new_run_id and run.state.status in ("continued_as_new", "terminated"):
             await self.env.drained()  # the next run's start is queued behind the close
             run = self.env._by_run_id[run.state.new_run_id or ""]
             await self.env._wait_closed(run, timeout)
@@ -645,9 +700,36 @@ class LocalWorkflowHandle(Generic[ReturnType]):
         )
         await self._settle()
 
-    async def describe(self) -> WorkflowDescription:
+    async def reset(
+        self,
+        to: int | str = "last-workflow-task",
+        *,
+        reason: str = "",
+        reapply_signals: bool = True,
+        run_id: str | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """See ``WorkflowHandle.reset``."""
+        try:
+            target = reset_target(to)
+        except ResetRefused as exc:
+            raise WorkflowResetError(str(exc)) from None
+        self.env._ensure_driver()
         await self._settle()
-        state = self.env._latest(self.id).state  # type: ignore[union-attr]
+        reset = m.ResetWorkflow(
+            request_id=request_id or str(uuid.uuid4()),
+            to=target,
+            reason=reason,
+            reapply_signals=reapply_signals,
+        )
+        self.run_id = self.env._reset(self.id, run_id, reset)
+        await self._settle()
+        return self.run_id
+
+    async def describe(self, *, run_id: str | None = None) -> WorkflowDescription:
+        """The workflow's latest run (or its run ``run_id``)."""
+        await self._settle()
+        state = self.env._run(self.id, run_id).state
         return WorkflowDescription(
             workflow_id=state.workflow_id,
             run_id=state.run_id,
@@ -660,6 +742,10 @@ class LocalWorkflowHandle(Generic[ReturnType]):
             pending_timers=len(state.pending_timers),
             blocked_reason=state.blocked_reason,
             search_attributes=dict(state.search_attributes),
+            new_run_id=state.new_run_id,
+            reset_run_id=state.reset_run_id,
+            reset_from_run_id=state.reset_from_run_id,
+            reset_point=state.reset_point,
         )
 
     def _require_open(self) -> None:

@@ -48,6 +48,13 @@ class WorkflowDescription:
     pending_timers: int
     blocked_reason: str | None
     search_attributes: dict[str, Any] = field(default_factory=dict)
+    # The chain of runs (docs/reset.md): the run that went on in this one's place (continue-as-new, or
+    # a reset that terminated it); the run a reset made of it (an open or a closed run); for a run a
+    # reset made, the run it was reset from; and the event of the older run the reset went back to.
+    new_run_id: str | None = None
+    reset_run_id: str | None = None
+    reset_from_run_id: str | None = None
+    reset_point: int | None = None
 
 
 class WorkflowUpdateHandle(Protocol[UpdateType_co]):
@@ -107,6 +114,23 @@ class WorkflowHandle(Protocol[ReturnType_co]):
 
     async def describe(self) -> WorkflowDescription: ...
 
+    async def reset(
+        self,
+        to: int | str = "last-workflow-task",
+        *,
+        reason: str = "",
+        reapply_signals: bool = True,
+        run_id: str | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """Reset the workflow's latest run (or its run ``run_id``) to ``to`` (an event id,
+        ``"first-workflow-task"`` or ``"last-workflow-task"``) and return the id of the new run that
+        goes on from there, which this handle follows from now on (docs/reset.md). Signals the run
+        received after that point reach the new run again unless ``reapply_signals`` is off. The same
+        ``request_id`` sent again makes no second run. Raises ``WorkflowResetError`` if the point is no
+        reset point (its message names the valid ones) and ``WorkflowNotFoundError``."""
+        ...
+
 
 class WorkflowClient(Protocol):
     """Starting workflows and reaching them by id: what ``Client`` and ``LocalEnvironment`` share (both
@@ -160,6 +184,25 @@ class WorkflowClient(Protocol):
 
     def get_workflow_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle[Any]:
         """The latest run of ``workflow_id`` (or its run ``run_id``), its result untyped."""
+        ...
+
+    async def list_workflows(
+        self,
+        status: str | None = None,
+        type: str | None = None,
+        *,
+        query: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Runs of the namespace, newest first: with ``status`` and ``type``, or the first ``limit`` that
+        a visibility ``query`` matches in its order (docs/visibility.md), each with ``workflow_id``,
+        ``run_id``, ``workflow_type``, ``status``, ``start_time``, ``close_time`` (and, by query,
+        ``search_attributes``). A query that cannot be run raises ``MalformedRequestError`` whose
+        message points at the offending token."""
+        ...
+
+    async def count_workflows(self, query: str = "") -> int:
+        """How many runs of the namespace a visibility ``query`` matches (all of them for "")."""
         ...
 
     def get_workflow_handle_for(

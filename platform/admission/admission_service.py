@@ -31,10 +31,12 @@ from perdure.infra.outages import OUTAGES, pause
 from perdure.infra.periodic import every
 from perdure.infra.telemetry import extract_amqp_context, inject_amqp_headers
 from perdure.platform.admission.throttle_meter import ThrottleMeter
+from perdure.platform.admission.visibility_answers import answer_count, answer_list
 from perdure.platform.core import messages as m
 from perdure.platform.core.definitions import UnknownWorkflowTypeError
 from perdure.platform.core.payloads import Payload
 from perdure.platform.core.start_rules import fresh_run_id
+from perdure.platform.core.visibility_plan import MAX_UNSERVED_RUNS
 from perdure.platform.messaging.amqp_channels import AmqpChannels, cancel_consumers
 from perdure.platform.messaging.amqp_dead_letters import dead_letter
 from perdure.platform.messaging.amqp_settle import ack, hand_back
@@ -42,12 +44,16 @@ from perdure.platform.messaging.task_producer import TaskProducer
 from perdure.platform.protocol.cell_wire import TaskEnvelope
 from perdure.platform.protocol.ingress_wire import (
     CANARY_WORKFLOW,
+    BatchCommand,
     CancelRequest,
+    ControlCommand,
+    CountRequest,
     DescribeRequest,
     IngressReply,
     IngressRequest,
     ListRequest,
     QueryRequest,
+    ResetRequest,
     ScheduleCommand,
     SignalRequest,
     StartRequest,
@@ -80,11 +86,12 @@ BATCH = 500
 # 1.0 s with 100), enough to keep the engine's batches useful (the flood ran at 147 workflows/s with
 # 50, 200/s with 100).
 BACKLOG_LIMIT = 50
-# Schedule requests a namespace may have carried out at once (each is work on the control plane, some
-# of it seconds long); more are refused until one is done.
-SCHEDULE_COMMANDS_AT_ONCE = 4
-# Carries out a namespace's schedule request on the control plane (``control/tenant_schedules.py``).
-ScheduleCommands = Callable[[str, ScheduleCommand], Awaitable[IngressReply]]
+# Schedule and batch requests a namespace may have carried out at once (each is work on the control
+# plane, some of it seconds long); more are refused until one is done.
+CONTROL_COMMANDS_AT_ONCE = 4
+# Carries out a namespace's schedule or batch request on the control plane
+# (``control/tenant_commands.py``).
+ControlCommands = Callable[[str, ControlCommand], Awaitable[IngressReply]]
 
 
 @dataclass
@@ -108,7 +115,8 @@ class Admission:
         fair: bool = True,
         refresh_seconds: float = 2.0,
         throttle_meter: ThrottleMeter | None = None,
-        schedule_commands: ScheduleCommands | None = None,
+        control_commands: ControlCommands | None = None,
+        max_unserved_runs: int = MAX_UNSERVED_RUNS,
     ) -> None:
         self.apps = apps
         self.store = store
@@ -124,11 +132,13 @@ class Admission:
         self._records: dict[str, NamespaceRecord] = {}
         self._running = RunningCounts(store.count_running)
         self.throttle_meter = throttle_meter
-        self.schedule_commands = schedule_commands
-        # The schedule requests being carried out, each with the copies of it that came meanwhile (a
+        self.control_commands = control_commands
+        # A namespace with more runs refuses a visibility query no index serves.
+        self.max_unserved_runs = max_unserved_runs
+        # The schedule and batch requests being carried out, each with the copies of it that came meanwhile (a
         # client sends a request again when its answer is slow): all are answered when it is done.
-        self._schedule_copies: dict[tuple[str, str], list[AbstractIncomingMessage]] = {}
-        self._schedule_tasks: set[asyncio.Task[None]] = set()
+        self._control_copies: dict[tuple[str, str], list[AbstractIncomingMessage]] = {}
+        self._control_tasks: set[asyncio.Task[None]] = set()
 
     # -- following the cell's namespaces -------------------------------------------------------------
     async def run(self) -> None:
@@ -194,9 +204,9 @@ class Admission:
         self.stopping.set()
         await cancel_consumers(self._consuming.values(), "ingress")
         # Unanswered, so unacknowledged: RabbitMQ gives them to the next admission of the namespace.
-        for task in list(self._schedule_tasks):
+        for task in list(self._control_tasks):
             task.cancel()
-        await asyncio.gather(*self._schedule_tasks, return_exceptions=True)
+        await asyncio.gather(*self._control_tasks, return_exceptions=True)
 
     # -- one request -----------------------------------------------------------------------------------
     async def _receive(self, namespace: str, message: AbstractIncomingMessage) -> None:
@@ -247,12 +257,16 @@ class Admission:
                         await self._answer_describe(namespace, message, request)
                     case ListRequest():
                         await self._answer_list(namespace, message, request)
+                    case CountRequest():
+                        await self._answer_count(namespace, message, request)
                     case StartRequest():
                         await self._accept_start(record, message, request)
-                    case SignalRequest() | CancelRequest() | QueryRequest() | UpdateRequest():
+                    case (
+                        SignalRequest() | CancelRequest() | QueryRequest() | UpdateRequest() | ResetRequest()
+                    ):
                         self._enqueue(namespace, message, [_steering(namespace, request, message)], None)
-                    case ScheduleCommand():
-                        await self._accept_schedule_command(namespace, message, request)
+                    case ScheduleCommand() | BatchCommand():
+                        await self._accept_control_command(namespace, message, request)
             except NamespaceUnavailable as exc:
                 log.error("namespace unavailable", extra={"namespace": namespace, "error": str(exc)})
                 await hand_back(message)
@@ -313,49 +327,51 @@ class Admission:
         )
         self._enqueue(namespace, message, [envelope], run_id, reserved=True)
 
-    async def _accept_schedule_command(
-        self, namespace: str, message: AbstractIncomingMessage, command: ScheduleCommand
+    async def _accept_control_command(
+        self, namespace: str, message: AbstractIncomingMessage, command: ControlCommand
     ) -> None:
-        if self.schedule_commands is None:
+        if self.control_commands is None:
             await self._refuse(
-                namespace, message, "unavailable", "this cell carries out no schedule requests"
+                namespace, message, "unavailable", f"this cell carries out no {command.kind} requests"
             )
             return
         key = (namespace, command.request_id)
-        copies = self._schedule_copies.get(key)
+        copies = self._control_copies.get(key)
         if copies is not None:  # the same request sent again while it is carried out
             copies.append(message)
             return
-        at_once = sum(1 for name, _ in self._schedule_copies if name == namespace)
-        if at_once >= SCHEDULE_COMMANDS_AT_ONCE:
+        at_once = sum(1 for name, _ in self._control_copies if name == namespace)
+        if at_once >= CONTROL_COMMANDS_AT_ONCE:
             await self._refuse(
                 namespace,
                 message,
                 "quota_exceeded",
-                f"{at_once} schedule requests of the namespace are being carried out; it may have "
-                f"{SCHEDULE_COMMANDS_AT_ONCE} at once",
+                f"{at_once} schedule and batch requests of the namespace are being carried out; it may "
+                f"have {CONTROL_COMMANDS_AT_ONCE} at once",
             )
             return
-        self._schedule_copies[key] = [message]
-        task = asyncio.create_task(self._carry_out_schedule_command(namespace, key, command))
-        self._schedule_tasks.add(task)
-        task.add_done_callback(self._schedule_tasks.discard)
+        self._control_copies[key] = [message]
+        task = asyncio.create_task(self._carry_out_control_command(namespace, key, command))
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
 
-    async def _carry_out_schedule_command(
-        self, namespace: str, key: tuple[str, str], command: ScheduleCommand
+    async def _carry_out_control_command(
+        self, namespace: str, key: tuple[str, str], command: ControlCommand
     ) -> None:
-        assert self.schedule_commands is not None
+        assert self.control_commands is not None
         with tracer.start_as_current_span(
-            "perdure.admission.schedule_command",
+            f"perdure.admission.{command.kind}_command",
             attributes={"namespace": namespace, "action": command.action},
         ):
             try:
-                reply = await self.schedule_commands(namespace, command)
+                reply = await self.control_commands(namespace, command)
             except Exception as exc:
                 # The control plane failed mid-request: taken again later (its request id makes that
                 # harmless), after a pause that grows while the failure lasts.
-                await pause(OUTAGES.failed("carrying out a schedule request", exc, cap=2.0), self.stopping)
-                for copy in self._schedule_copies.pop(key, []):
+                await pause(
+                    OUTAGES.failed(f"carrying out a {command.kind} request", exc, cap=2.0), self.stopping
+                )
+                for copy in self._control_copies.pop(key, []):
                     if not copy.processed:
                         await hand_back(copy)
                 return
@@ -363,7 +379,7 @@ class Admission:
                 refused_counter.add(
                     1, {"namespace": namespace, "error": reply.error.type if reply.error else ""}
                 )
-            for copy in self._schedule_copies.pop(key, []):
+            for copy in self._control_copies.pop(key, []):
                 await ack(copy)
                 await self._reply(namespace, copy, reply)
 
@@ -431,9 +447,19 @@ class Admission:
     async def _answer_describe(
         self, namespace: str, message: AbstractIncomingMessage, request: DescribeRequest
     ) -> None:
-        document = await self.store.latest_run(namespace, request.workflow_id)
+        if request.run_id:
+            document = await self.store.run(request.run_id)
+            # A run id of another namespace or workflow (a hostile or mistaken client) is no run here.
+            if document is not None and (document["namespace"], document["workflow_id"]) != (
+                namespace,
+                request.workflow_id,
+            ):
+                document = None
+        else:
+            document = await self.store.latest_run(namespace, request.workflow_id)
         if document is None:
-            reply = IngressReply.failed("not_found", f"no workflow {request.workflow_id!r}")
+            which = f"run {request.run_id} of workflow" if request.run_id else "workflow"
+            reply = IngressReply.failed("not_found", f"no {which} {request.workflow_id!r}")
         else:
             reply = IngressReply(ok=True, run_id=document["_id"], description=describe_run(document))
         await ack(message)
@@ -442,11 +468,27 @@ class Admission:
     async def _answer_list(
         self, namespace: str, message: AbstractIncomingMessage, request: ListRequest
     ) -> None:
+        if request.query is not None or request.page_token is not None:
+            reply = await answer_list(
+                self.apps.control, self.store, namespace, request, max_unserved_runs=self.max_unserved_runs
+            )
+            await ack(message)
+            await self._reply(namespace, message, reply)
+            return
         runs = await self.store.list_runs(
             namespace, status=request.status, workflow_type=request.workflow_type, limit=request.limit
         )
         await ack(message)
         await self._reply(namespace, message, IngressReply(ok=True, runs=[list_entry(d) for d in runs]))
+
+    async def _answer_count(
+        self, namespace: str, message: AbstractIncomingMessage, request: CountRequest
+    ) -> None:
+        reply = await answer_count(
+            self.apps.control, self.store, namespace, request, max_unserved_runs=self.max_unserved_runs
+        )
+        await ack(message)
+        await self._reply(namespace, message, reply)
 
     async def _refuse(
         self, namespace: str, message: AbstractIncomingMessage, error: Any, reason: str, **details: Any
@@ -474,17 +516,32 @@ class Admission:
 
 def _reads(request: IngressRequest) -> bool:
     """Whether ``request`` only reads (what a suspended namespace still answers)."""
-    if isinstance(request, ScheduleCommand):
+    if isinstance(request, ScheduleCommand | BatchCommand):
         return request.action in ("describe", "list")
-    return isinstance(request, DescribeRequest | ListRequest)
+    return isinstance(request, DescribeRequest | ListRequest | CountRequest)
 
 
 def _steering(
     namespace: str,
-    request: SignalRequest | CancelRequest | QueryRequest | UpdateRequest,
+    request: SignalRequest | CancelRequest | QueryRequest | UpdateRequest | ResetRequest,
     incoming: AbstractIncomingMessage,
 ) -> TaskEnvelope:
     message: m.RunMessage
+    if isinstance(request, ResetRequest):
+        # Answered by the partition's owner once the new run is written (or the reset refused).
+        return TaskEnvelope(
+            namespace=namespace,
+            workflow_id=request.workflow_id,
+            run_id=request.run_id,
+            message=m.ResetWorkflow(
+                request_id=request.request_id,
+                to=request.to,
+                reason=request.reason,
+                reapply_signals=request.reapply_signals,
+            ),
+            reply_to=incoming.reply_to,
+            correlation_id=incoming.correlation_id,
+        )
     if isinstance(request, UpdateRequest):
         return TaskEnvelope(
             namespace=namespace,

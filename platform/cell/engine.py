@@ -32,6 +32,7 @@ from perdure.platform.cell.outbox_sender import Addressed, OutboxSender, TenantR
 from perdure.platform.core import history as h
 from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
+from perdure.platform.core.reset import ResetRefused, reset_run_id
 from perdure.platform.core.run_state import RunLimits
 from perdure.platform.core.start_rules import (
     AnswerWithRun,
@@ -66,6 +67,7 @@ batch_sizes = meter.create_histogram("perdure.engine.batch_size", description="r
 step_latency = meter.create_histogram("perdure.engine.batch_seconds", unit="s", description="poll to commit")
 cache_lookups = meter.create_counter("perdure.engine.cache_lookups", description="run cache hits and misses")
 dead_letters = meter.create_counter("perdure.engine.dead_letters", description="records sent to the DLQ")
+resets = meter.create_counter("perdure.engine.resets", description="resets of runs, by outcome")
 # Records behind the newest one, per owned partition, as of the last committed batch.
 _lag: dict[int, int] = {}
 
@@ -610,6 +612,9 @@ class CellEngine:
             # a hostile client or worker, whose namespace is its vhost) is no run at all here.
             if document is not None and (document["namespace"], document["workflow_id"]) == group.key:
                 cache.put(group.key, await self._entry(document), latest=False)
+        for _, envelope in group.items:
+            if isinstance(envelope.message, m.ResetWorkflow):
+                await self._load_for_reset(group, envelope.run_id, envelope.message)
         # A query of a closed run goes to a worker with the whole history; an update sent again to a
         # closed run is answered from it.
         for _, envelope in group.items:
@@ -617,6 +622,24 @@ class CellEngine:
                 entry = self._run_of(cache, group.key, envelope.run_id)
                 if entry is not None and entry.history is None:
                     entry.history = await self.store.read_history(entry.state.run_id)
+
+    async def _load_for_reset(self, group: Group, run_id: str | None, reset: m.ResetWorkflow) -> None:
+        """What a reset needs: the run it made if it was done before (and the run that one was reset
+        from), else the whole history of the run to reset."""
+        cache = self.caches[group.partition]
+        made = reset_run_id(*group.key, reset.request_id)
+        for wanted in (made, None):
+            if wanted is None:
+                entry = cache.by_run.get(made)
+                wanted = entry.state.reset_from_run_id if entry is not None else None
+            if wanted is None or wanted in cache.by_run:
+                continue
+            document = await self.store.run(wanted)
+            if document is not None and (document["namespace"], document["workflow_id"]) == group.key:
+                cache.put(group.key, await self._entry(document), latest=False)
+        target = self._run_of(cache, group.key, run_id)
+        if target is not None and target.history is None:
+            target.history = await self.store.read_history(target.state.run_id)
 
     async def _entry(self, document: dict[str, Any]) -> RunEntry:
         await self.store.flush_tail(document)
@@ -684,6 +707,9 @@ class CellEngine:
                 if self._absorb(entry, machine.update(entry.state, message, waiter, entry.history or [])):
                     touched[entry.state.run_id] = entry
                 continue
+            if isinstance(message, m.ResetWorkflow):
+                replies.append(TenantReply.of(envelope, self._reset(group, envelope, message, touched)))
+                continue
             if entry is None:
                 log.warning(
                     "message for an unknown run", extra={"execution": group.key, "kind": message.kind}
@@ -692,6 +718,62 @@ class CellEngine:
             transition = machine.handle(entry.state, message)
             if self._absorb(entry, transition):
                 touched[entry.state.run_id] = entry
+
+    def _reset(
+        self, group: Group, envelope: TaskEnvelope, reset: m.ResetWorkflow, touched: dict[str, RunEntry]
+    ) -> IngressReply:
+        """Reset a run of the execution into a new run (docs/reset.md), written with this batch: the new
+        run (its pointer first) and the run reset from, terminated. A crash between those writes leaves
+        the batch uncommitted: the reset is read again, finds the run it made and finishes the rest."""
+        cache = self.caches[group.partition]
+        namespace, workflow_id = group.key
+        new_run_id = reset_run_id(namespace, workflow_id, reset.request_id)
+        made = cache.by_run.get(new_run_id)
+        if made is not None:
+            old = cache.by_run.get(made.state.reset_from_run_id or "")
+            if old is not None and old.state.reset_run_id != new_run_id and made.state.reset_point:
+                point = made.state.reset_point
+                transition = self.machine.reset_into(old.state, new_run_id, point, reset.reason)
+                if self._absorb(old, transition):
+                    touched[old.state.run_id] = old
+            resets.add(1, {"outcome": "repeated"})
+            return IngressReply(ok=True, run_id=new_run_id)
+        target = self._run_of(cache, group.key, envelope.run_id)
+        if target is None:
+            which = f"run {envelope.run_id} of workflow" if envelope.run_id else "workflow"
+            return IngressReply.failed("not_found", f"no {which} {workflow_id!r} to reset")
+        latest = cache.latest.get(group.key)
+        if latest is not None and latest is not target and latest.state.is_open:
+            return IngressReply.failed(
+                "reset_refused",
+                f"run {target.state.run_id} is not the current run of workflow {workflow_id!r}, and the "
+                f"current one ({latest.state.run_id}) is open: reset that one, or terminate it first",
+            )
+        try:
+            transitions = self.machine.reset(target.state, target.history or [], reset, new_run_id)
+        except ResetRefused as exc:
+            log.info("reset refused", extra={"execution": group.key, "reason": str(exc)})
+            resets.add(1, {"outcome": "refused"})
+            return IngressReply.failed("reset_refused", str(exc))
+        entry = RunEntry(
+            state=transitions.new_run.state, partition=group.partition, persisted_next_event_id=1
+        )
+        self._absorb(entry, transitions.new_run)
+        cache.put(group.key, entry, latest=True)
+        self._absorb(target, transitions.old_run)
+        touched[new_run_id] = entry
+        touched[target.state.run_id] = target
+        resets.add(1, {"outcome": "reset"})
+        log.info(
+            "run reset",
+            extra={
+                "execution": group.key,
+                "run_id": target.state.run_id,
+                "new_run_id": new_run_id,
+                "point": transitions.point,
+            },
+        )
+        return IngressReply(ok=True, run_id=new_run_id)
 
     @staticmethod
     def _run_of(cache: PartitionCache, key: ExecutionKey, run_id: str | None) -> RunEntry | None:

@@ -9,6 +9,7 @@ import typer
 from perdure.infra.settings import SettingsError, get_settings
 from perdure.platform.cli.account_commands import account_app, user_app
 from perdure.platform.cli.backup_commands import backup_app
+from perdure.platform.cli.batch_commands import batch_app
 from perdure.platform.cli.billing_commands import billing_app
 from perdure.platform.cli.cell_commands import cell_app
 from perdure.platform.cli.console_commands import console, operator_app
@@ -35,6 +36,7 @@ app.add_typer(account_app, name="account")
 app.add_typer(user_app, name="user")
 app.add_typer(namespace_app, name="namespace")
 app.add_typer(workflow_app, name="workflow")
+workflow_app.add_typer(batch_app, name="batch")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(metering_app, name="metering")

@@ -1,4 +1,4 @@
-"""``perdure namespace create | list | describe | update | rotate-key``."""
+"""``perdure namespace create | list | describe | update | rotate-key | search-attribute add | list``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from perdure.platform.control.provisioning import ProvisionedNamespace, rotate_k
 from perdure.platform.control.twin_change import TwinChange
 from perdure.platform.control.twin_requests import signal_twin
 from perdure.platform.core.run_state import RunStatus
+from perdure.platform.core.search_attribute_registry import ATTRIBUTE_TYPES
+from perdure.platform.core.visibility_query import AttributeType
 from perdure.platform.protocol.vhost_layout import (
     ACTIVITIES_DEAD_LETTERS,
     ACTIVITIES_QUEUE,
@@ -34,6 +36,7 @@ from perdure.platform.sandboxing.sandbox import Sandbox
 from perdure.platform.stores.artifacts import ArtifactStore, Deployment, deploy
 from perdure.platform.stores.control_store import Hosting, NamespaceRecord
 from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.search_attributes import register_search_attribute
 from perdure.platform.tenancy.model import Quota
 
 namespace_app = typer.Typer(
@@ -339,3 +342,53 @@ def deploy_app(
         f"namespace {name}: version {deployment.version} deployed (artifact {deployment.artifact[:12]}, "
         f"app {deployment.app}, workflows: {', '.join(deployment.workflow_types) or 'none'})"
     )
+
+
+search_attribute_app = typer.Typer(
+    help="Search attributes a namespace's visibility queries may name (docs/visibility.md).",
+    no_args_is_help=True,
+)
+namespace_app.add_typer(search_attribute_app, name="search-attribute")
+
+
+@search_attribute_app.command("add")
+def add_search_attribute(
+    namespace: str,
+    name: str,
+    kind: Annotated[str, typer.Argument(metavar="TYPE", help=", ".join(ATTRIBUTE_TYPES))],
+) -> None:
+    """Register NAME of TYPE: indexed in the namespace's cell, then named by queries."""
+
+    async def register() -> bool:
+        settings = get_settings()
+        databases = Databases.connect(settings)
+        try:
+            record = await databases.control.get_namespace(namespace)
+            store = databases.runs(settings, record.cell)
+            return await register_search_attribute(
+                databases.control, store, namespace, name, typing.cast(AttributeType, kind)
+            )
+        finally:
+            await databases.close()
+
+    added = run_command("namespace search-attribute add", register())
+    typer.echo(f"{name} ({kind}) {'registered' if added else 'was registered already'} in {namespace}")
+
+
+@search_attribute_app.command("list")
+def list_search_attributes(namespace: str, as_json: JsonOption = False) -> None:
+    """The search attributes NAMESPACE registered, with their types."""
+
+    async def read() -> dict[str, str]:
+        databases = Databases.connect(get_settings())
+        try:
+            return dict(await databases.control.search_attributes_of(namespace))
+        finally:
+            await databases.close()
+
+    attributes = run_command("namespace search-attribute list", read())
+    if as_json:
+        typer.echo(json.dumps(attributes, indent=2))
+        return
+    for name, kind in sorted(attributes.items()):
+        typer.echo(f"{name}\t{kind}")

@@ -1,5 +1,5 @@
 """``perdure workflow start | list | describe | history | query | signal | update | cancel | terminate |
-redrive``."""
+reset | redrive``."""
 
 from __future__ import annotations
 
@@ -59,9 +59,23 @@ def list_runs(
     status: Annotated[str | None, typer.Option("--status")] = None,
     type: Annotated[str | None, typer.Option("--type")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            "--query", help="a visibility query, e.g. \"CustomerId = 'c-42' ORDER BY StartTime DESC\""
+        ),
+    ] = None,
 ) -> None:
-    """Runs of the namespace, newest first."""
-    runs = _with_client("list", namespace, lambda c: c.list(status=status, workflow_type=type, limit=limit))
+    """Runs of the namespace, newest first: by --status and --type, or by a --query (docs/visibility.md)."""
+    if query is not None and (status is not None or type is not None):
+        raise typer.BadParameter("--query says the status and type too: give it alone")
+    if query is not None:
+        text = query
+        runs = _with_client("list", namespace, lambda c: _searched(c, text, limit))
+    else:
+        runs = _with_client(
+            "list", namespace, lambda c: c.list(status=status, workflow_type=type, limit=limit)
+        )
     for run in runs:
         typer.echo(
             f"{run['workflow_id']}\t{run['workflow_type']}\t{run['status']}\t{run['_id']}\t"
@@ -69,10 +83,39 @@ def list_runs(
         )
 
 
+async def _searched(client: OpsClient, query: str, limit: int) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    token: str | None = None
+    while len(runs) < limit:
+        page = await client.search(query, limit=min(limit - len(runs), 1000), page_token=token)
+        runs.extend(page.runs)
+        token = page.next_page_token
+        if token is None:
+            break
+    return runs
+
+
+@workflow_app.command("count")
+def count_runs(
+    namespace: str,
+    query: Annotated[str, typer.Option("--query", help="a visibility query; all runs without one")] = "",
+) -> None:
+    """How many runs of the namespace a visibility query matches (docs/visibility.md)."""
+    typer.echo(_with_client("count", namespace, lambda c: c.count(query)))
+
+
+RunIdOption = Annotated[
+    str | None, typer.Option("--run-id", help="a run of the workflow (default: its latest)")
+]
+
+
 @workflow_app.command("describe")
-def describe(namespace: str, workflow_id: str, as_json: JsonOption = False) -> None:
-    """The latest run of WORKFLOW_ID: status, pending work, result or failure, why it is parked."""
-    description = _with_client("describe", namespace, lambda c: c.describe(workflow_id))
+def describe(
+    namespace: str, workflow_id: str, as_json: JsonOption = False, run_id: RunIdOption = None
+) -> None:
+    """The latest run of WORKFLOW_ID (or --run-id): status, pending work, result or failure, why it is
+    parked, and the chain of runs (new_run_id, reset_run_id, reset_from_run_id, reset_point)."""
+    description = _with_client("describe", namespace, lambda c: c.describe(workflow_id, run_id))
     echo_document(description, as_json)
 
 
@@ -81,14 +124,23 @@ def history(
     namespace: str,
     workflow_id: str,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    run_id: RunIdOption = None,
 ) -> None:
-    """The event history of the latest run of WORKFLOW_ID."""
-    events = _with_client("history", namespace, lambda c: c.history(workflow_id))
+    """The event history of the latest run of WORKFLOW_ID (or --run-id); a reset shows as its event,
+    with the run it came from."""
+    events = _with_client("history", namespace, lambda c: c.history(workflow_id, run_id))
     if as_json:
         typer.echo(json.dumps(h.history_to_json(events), indent=2))
         return
     for event in events:
-        typer.echo(f"{event.event_id:>5}  {event.timestamp.isoformat()}  {event.type}")
+        line = f"{event.event_id:>5}  {event.timestamp.isoformat()}  {event.type}"
+        if isinstance(event, h.WorkflowExecutionReset):
+            line += f"  from run {event.reset_from_run_id} event {event.reset_point}"
+            line += f" ({event.reapplied_signals} signals carried over)"
+            line += f": {event.reason}" if event.reason else ""
+        elif isinstance(event, h.WorkflowExecutionTerminated) and event.new_run_id:
+            line += f"  reset into run {event.new_run_id}"
+        typer.echo(line)
 
 
 @workflow_app.command("query")
@@ -152,6 +204,39 @@ def cancel(namespace: str, workflow_id: str, reason: str = "") -> None:
 def terminate(namespace: str, workflow_id: str, reason: str = "") -> None:
     _with_client("terminate", namespace, lambda c: c.terminate(workflow_id, reason))
     typer.echo(f"termination requested for {workflow_id}")
+
+
+@workflow_app.command("reset")
+def reset(
+    namespace: str,
+    workflow_id: str,
+    to: Annotated[str, typer.Option("--to", help="an event id, first-workflow-task or last-workflow-task")],
+    run_id: RunIdOption = None,
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    no_reapply_signals: Annotated[
+        bool, typer.Option("--no-reapply-signals", help="drop the signals received after the point")
+    ] = False,
+    request_id: Annotated[
+        str | None, typer.Option("--request-id", help="names the reset: sent again, it resets once")
+    ] = None,
+) -> None:
+    """Reset WORKFLOW_ID's latest run (or --run-id) to a point of its history: a new run replays the
+    history up to it and goes on from there; the old run, if open, is terminated (docs/reset.md).
+    Prints the new run's id."""
+    target: int | str = int(to) if to.lstrip("-").isdigit() else to
+    new_run_id = _with_client(
+        "reset",
+        namespace,
+        lambda c: c.reset(
+            workflow_id,
+            target,
+            run_id=run_id,
+            reason=reason,
+            reapply_signals=not no_reapply_signals,
+            request_id=request_id,
+        ),
+    )
+    typer.echo(new_run_id)
 
 
 @workflow_app.command("redrive")

@@ -40,6 +40,7 @@ from perdure.platform.protocol.cell_wire import TaskEnvelope, engine_group, exec
 from perdure.platform.stores.control_store import ControlError
 from perdure.platform.stores.namespace_handover import copy_namespace_runs, remove_namespace_runs
 from perdure.platform.stores.run_store import partition_of
+from perdure.platform.stores.search_attributes import index_search_attribute
 from perdure.tenants import ActivityError, ApplicationError, RetryPolicy, workflow
 
 STEP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
@@ -94,6 +95,9 @@ class MoveActivities:
                 "namespace's clients would need a new connection string (move it by provisioning anew)"
             )
         await self.resources.runs(target).ensure_indexes()
+        # The indexes of the namespace's search attributes, so its queries are served there too.
+        for attribute, kind in record.search_attributes.items():
+            await index_search_attribute(self.resources.runs(target), attribute, kind)
         held = await control.update_namespace_if(
             name,
             {"status": record.status, "cell": record.cell},

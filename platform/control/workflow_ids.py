@@ -13,6 +13,7 @@ DELETE_NAMESPACE = "DeleteNamespace"
 MOVE_NAMESPACE = "MoveNamespace"
 ENTITY_TWIN = "EntityTwin"
 SCHEDULE = "Schedule"
+BATCH = "Batch"
 
 
 def provisioning_id(namespace: str) -> str:
@@ -38,3 +39,12 @@ def schedule_workflow_id(namespace: str, schedule_id: str) -> str:
 
 def schedules_prefix(namespace: str) -> str:
     return f"schedule/{namespace}/"
+
+
+def batch_workflow_id(namespace: str, batch_id: str) -> str:
+    """A batch operation over a namespace's runs runs in the system namespace under that namespace."""
+    return f"{batches_prefix(namespace)}{batch_id}"
+
+
+def batches_prefix(namespace: str) -> str:
+    return f"batch/{namespace}/"

@@ -54,6 +54,9 @@ class WorkflowExecutionStarted(_Event):
     continued_from_run_id: str | None = None
     parent: ParentRef | None = None
     attempt: int = 1
+    # A run made by a reset copies its started event from the run it was reset from: the code's seeded
+    # randomness follows the first run's id, so the copied prefix replays as it was recorded.
+    original_run_id: str = ""
 
 
 class ActivityOptions(BaseModel):
@@ -147,6 +150,8 @@ class WorkflowExecutionSignaled(_Event):
     signal_name: str
     input: list[Payload] = []
     request_id: str = ""
+    # A signal a reset carried over from the run it was reset from (billed once, when it was sent).
+    reapplied_from_run_id: str | None = None
 
 
 class MarkerRecorded(_Event):
@@ -273,6 +278,21 @@ class WorkflowExecutionCanceled(_Event):
 class WorkflowExecutionTerminated(_Event):
     type: Literal["workflow_execution_terminated"] = "workflow_execution_terminated"
     reason: str = ""
+    # Terminated by a reset: the run that goes on in its place.
+    new_run_id: str | None = None
+
+
+class WorkflowExecutionReset(_Event):
+    """Informational, right after the history prefix a reset copied (docs/reset.md): this run goes on
+    from event ``reset_point`` of run ``reset_from_run_id``; its code decides again from there. The
+    signals that run received later follow as new signal events (unless the reset dropped them)."""
+
+    type: Literal["workflow_execution_reset"] = "workflow_execution_reset"
+    reset_from_run_id: str
+    reset_point: int = Field(ge=1)
+    reason: str = ""
+    request_id: str = ""
+    reapplied_signals: int = 0
 
 
 class WorkflowExecutionTimedOut(_Event):
@@ -318,7 +338,8 @@ HistoryEvent = Annotated[
     | WorkflowExecutionCanceled
     | WorkflowExecutionTerminated
     | WorkflowExecutionTimedOut
-    | WorkflowExecutionContinuedAsNew,
+    | WorkflowExecutionContinuedAsNew
+    | WorkflowExecutionReset,
     Field(discriminator="type"),
 ]
 

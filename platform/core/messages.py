@@ -37,6 +37,8 @@ class SignalWorkflow(_Message):
     request_id: str
     signal_name: str
     input: list[Payload] = []
+    # Set by a reset only (never from a request): the run whose signal this is, carried over.
+    reapplied_from_run_id: str | None = None
 
 
 class CancelWorkflowRequest(_Message):
@@ -49,6 +51,22 @@ class TerminateWorkflowRequest(_Message):
     kind: Literal["terminate"] = "terminate"
     request_id: str
     reason: str = ""
+
+
+ResetPointName = Literal["first-workflow-task", "last-workflow-task"]
+
+
+class ResetWorkflow(_Message):
+    """Start the workflow again from a point of a run's history (docs/reset.md): a new run of the same
+    workflow id replays the run's events up to ``to`` and goes on live from there; the run, if open,
+    is terminated with a pointer to it. ``request_id`` names the reset for good: sent again, it makes
+    no second run. Answered by the partition's owner (the new run id, or why it was refused)."""
+
+    kind: Literal["reset"] = "reset"
+    request_id: str = Field(min_length=1, max_length=200)
+    to: int | ResetPointName
+    reason: str = Field(default="", max_length=1000)
+    reapply_signals: bool = True
 
 
 class ActivityStarted(_Message):
@@ -258,6 +276,7 @@ RunMessage = Annotated[
     | SignalWorkflow
     | CancelWorkflowRequest
     | TerminateWorkflowRequest
+    | ResetWorkflow
     | ActivityStarted
     | ActivityCompleted
     | ActivityFailed

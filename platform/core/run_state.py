@@ -144,6 +144,11 @@ class RunState(BaseModel):
     result: Payload | None = None
     failure: Failure | None = None
     new_run_id: str | None = None
+    # Resets (docs/reset.md): the run this one was reset into, and the event it was reset to; or, on a
+    # run a reset made, the run it was reset from (and the same event of that run).
+    reset_run_id: str | None = None
+    reset_from_run_id: str | None = None
+    reset_point: int | None = None
     search_attributes: dict[str, h.SearchAttributeValue] = Field(default_factory=dict)
     # Workflow tasks (the code runs in workers): the task in flight, the worker queue that holds the
     # run's instance and the last event that instance has seen, messages that arrived while a task was
@@ -426,6 +431,8 @@ def apply_event(state: RunState, event: h.HistoryEvent) -> None:
             state.status, state.blocked_reason = "blocked", event.message
         case h.WorkflowTaskRedriven():
             state.status, state.blocked_reason = "running", None
+        case h.WorkflowExecutionReset():
+            state.reset_from_run_id, state.reset_point = event.reset_from_run_id, event.reset_point
         case _ if h.is_close_event(event):
             close(state, event)
 
@@ -448,8 +455,8 @@ def close(state: RunState, event: h.HistoryEvent) -> None:
         state.result = event.result
     elif isinstance(event, h.WorkflowExecutionFailed):
         state.failure = event.failure
-    elif isinstance(event, h.WorkflowExecutionContinuedAsNew):
-        state.new_run_id = event.new_run_id
+    elif isinstance(event, h.WorkflowExecutionContinuedAsNew | h.WorkflowExecutionTerminated):
+        state.new_run_id = event.new_run_id or state.new_run_id
     state.pending_activities.clear()
     state.pending_timers.clear()
     state.armed_timers.clear()

@@ -34,6 +34,7 @@ from perdure.platform.core.commands import (
 )
 from perdure.platform.core.failures import Failure, TimeoutType
 from perdure.platform.core.payloads import Payload
+from perdure.platform.core.reset import plan_reset
 from perdure.platform.core.retry import DEFAULT_ACTIVITY_RETRY
 from perdure.platform.core.run_state import (
     InFlightTask,
@@ -64,6 +65,16 @@ CHILD_OUTCOMES: dict[str, ChildOutcome] = {
     "terminated": "terminated",
     "timed_out": "timed_out",
 }
+
+
+@dataclass
+class ResetTransitions:
+    """A reset: the new run (all its events are new) and what becomes of the run it was reset from
+    (terminated, if it was open; else only its state gains the pointer)."""
+
+    point: int
+    new_run: Transition
+    old_run: Transition
 
 
 @dataclass
@@ -228,6 +239,8 @@ class ExecutionStateMachine:
             return Transition(state, ignored="a query changes nothing (see query())")
         if isinstance(message, m.UpdateWorkflow):
             return Transition(state, ignored="an update needs its waiter and the history (see update())")
+        if isinstance(message, m.ResetWorkflow):
+            return Transition(state, ignored="a reset needs the history and a new run id (see reset())")
         if not state.is_open:
             if (
                 isinstance(message, m.WorkflowTaskFailed)
@@ -361,6 +374,47 @@ class ExecutionStateMachine:
         for activity in redispatched:
             self._dispatch(step, activity)
         step.activated = state.status == "running"
+        return self._done(step)
+
+    def reset(
+        self,
+        state: RunState,
+        history: Sequence[h.HistoryEvent],
+        reset: m.ResetWorkflow,
+        new_run_id: str,
+    ) -> ResetTransitions:
+        """Reset the run (``state``, its whole ``history``) into a new run ``new_run_id``: the history
+        prefix up to the reset point and a reset event, then the signals to carry over, waiting for the
+        code as signals that come during a workflow task do. The new run continues as a recovered run
+        does (activities pending at the point are dispatched again, timers armed again, the whole
+        history goes to a worker); only the reset itself is billed. Raises ``ResetRefused``."""
+        now = self.clock()
+        plan = plan_reset(state, history, reset, new_run_id, now)
+        fresh = rebuild_state(plan.events)
+        step = _Step(fresh, now)
+        step.events.extend(plan.events)
+        redispatched = [a for a in fresh.pending_activities.values() if a.phase != "backoff"]
+        for activity in redispatched:
+            disarm_activity(fresh, activity.scheduled_event_id, include_schedule_to_close=False)
+            activity.phase, activity.started_at, activity.attempt_dispatched_at = "scheduled", None, now
+            attempt_timers(fresh, activity, now)
+        step.announce_armed()
+        for activity in redispatched:
+            self._dispatch(step, activity)
+        fresh.buffered = list(plan.signals)
+        step.activated = True
+        new_run = self._done(step, billed=plan.events[-1:])
+        old_run = self.reset_into(state, new_run_id, plan.point, reset.reason)
+        return ResetTransitions(point=plan.point, new_run=new_run, old_run=old_run)
+
+    def reset_into(self, state: RunState, new_run_id: str, point: int, reason: str) -> Transition:
+        """The run reset from: terminated (if open) with a pointer to the run that goes on in its place;
+        a closed run keeps its close and gains the pointer in its state only."""
+        step = _Step(state.model_copy(deep=True), self.clock())
+        if state.is_open:
+            why = f"reset: {reason}" if reason else "reset"
+            self._close(step, h.WorkflowExecutionTerminated, reason=why, new_run_id=new_run_id)
+        step.state.reset_run_id, step.state.reset_point = new_run_id, point
         return self._done(step)
 
     # -- workflow tasks -------------------------------------------------------------------------------
@@ -599,6 +653,7 @@ class ExecutionStateMachine:
             signal_name=message.signal_name,
             input=message.input,
             request_id=message.request_id,
+            reapplied_from_run_id=message.reapplied_from_run_id,
         )
         return None
 
@@ -1136,7 +1191,8 @@ class ExecutionStateMachine:
         else:
             self._reply_update(step, update_id, waiters, "completed", result=result)
 
-    def _done(self, step: _Step) -> Transition:
+    def _done(self, step: _Step, *, billed: Sequence[h.HistoryEvent] | None = None) -> Transition:
+        """The transition ``step`` made; its events are billed unless ``billed`` says which are."""
         state = step.state
         warnings = self._hold_to_limits(step) if step.events else []
         if not state.is_open and state.pending_queries:
@@ -1149,7 +1205,8 @@ class ExecutionStateMachine:
             and (step.activated or state.pending_queries or _ready_updates(state))
         ):
             self._dispatch_task(step)
-        usage = [*usage_of_events(state.namespace, state.run_id, step.events), *step.usage]
+        events = step.events if billed is None else billed
+        usage = [*usage_of_events(state.namespace, state.run_id, events), *step.usage]
         if usage and state.workflow_type not in self.unbilled_workflow_types:
             step.outbox.append(o.RecordUsage(records=usage))
         return Transition(state, step.events, step.outbox, warnings=warnings)

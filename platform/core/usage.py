@@ -5,7 +5,9 @@ an outbox re-sent after a crash, a sample taken twice) is recognisably the same 
 Actions follow Temporal Cloud: a run started (new, child, continue-as-new), a signal (signal-with-start
 is a start and a signal), a query, an update the run's code took or refused (an update sent again
 under its id is the same update), an activity attempt started, a heartbeat that reached the engine, a
-timer started, a side-effect marker, a search-attribute update. Storage is metered in byte-seconds
+timer started, a side-effect marker, a search-attribute update, a reset (by the reset event of the
+run it made; the history it copies and the signals it carries over were billed in the run they came
+from). Storage is metered in byte-seconds
 (integers: no floats anywhere near money); pricing turns them into GB-hours.
 """
 
@@ -30,6 +32,7 @@ ActionMetric = Literal[
     "timer_started",
     "side_effect",
     "search_attribute_update",
+    "reset",
 ]
 StorageMetric = Literal["active_storage", "retained_storage"]
 # Counted per namespace and hour like the billed metrics, never priced: a request admission held back
@@ -46,6 +49,7 @@ ACTION_METRICS: tuple[ActionMetric, ...] = (
     "timer_started",
     "side_effect",
     "search_attribute_update",
+    "reset",
 )
 STORAGE_METRICS: tuple[StorageMetric, ...] = ("active_storage", "retained_storage")
 OPERATIONAL_METRICS: tuple[OperationalMetric, ...] = ("throttled_request",)
@@ -79,7 +83,7 @@ def _metric_of(event: h.HistoryEvent) -> ActionMetric | None:
     match event:
         case h.WorkflowExecutionStarted():
             return "workflow_started"
-        case h.WorkflowExecutionSignaled():
+        case h.WorkflowExecutionSignaled(reapplied_from_run_id=None):
             return "signal"
         case h.WorkflowExecutionUpdateAccepted():
             return "update"
@@ -91,6 +95,8 @@ def _metric_of(event: h.HistoryEvent) -> ActionMetric | None:
             return "side_effect"
         case h.UpsertWorkflowSearchAttributes():
             return "search_attribute_update"
+        case h.WorkflowExecutionReset():
+            return "reset"
     return None
 
 

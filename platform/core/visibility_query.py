@@ -13,7 +13,7 @@ index can serve is decided where the query meets the database (``platform/stores
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -45,6 +45,8 @@ STATUSES = {
 }
 MAX_QUERY_CHARS = 4000
 MAX_IN_VALUES = 1000
+# How deep AND and OR may nest (a database refuses a filter nested much deeper, and so does recursion).
+MAX_DEPTH = 16
 
 _GRAMMAR = r"""
     start: expr? order?
@@ -78,7 +80,8 @@ _GRAMMAR = r"""
     %import common.WS
     %ignore WS
 """
-_PARSER = Lark(_GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+# A basic lexer: a keyword is a keyword wherever it stands (so "AND AND" is refused at the second).
+_PARSER = Lark(_GRAMMAR, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False)
 
 
 class QueryError(ValueError):
@@ -144,6 +147,8 @@ class Sort:
 class VisibilityQuery:
     condition: Condition | None  # None: every run
     order: tuple[Sort, ...]
+    # The search attributes it was checked against (the namespace's registration), with their types.
+    attributes: dict[str, AttributeType] = field(default_factory=dict, compare=False)
 
     def fields(self) -> set[str]:
         """Every field the condition names."""
@@ -172,11 +177,20 @@ def parse_query(query: str, attributes: dict[str, AttributeType] | None = None) 
     except UnexpectedInput as exc:
         raise _syntax_error(query, exc) from None
     try:
-        return _Typed(query, known).transform(tree)  # type: ignore[no-any-return]
+        parsed: VisibilityQuery = _Typed(query, known).transform(tree)
     except VisitError as exc:  # lark wraps what a rule raised
         if isinstance(exc.orig_exc, QueryError):
             raise exc.orig_exc from None
         raise
+    if _depth(parsed.condition) > MAX_DEPTH:
+        raise QueryError(query, 0, f"AND and OR nest more than {MAX_DEPTH} levels deep")
+    return replace(parsed, attributes=dict(attributes or {}))
+
+
+def _depth(condition: Condition | None) -> int:
+    if isinstance(condition, All | AnyOf):
+        return 1 + max(_depth(part) for part in condition.parts)
+    return 0
 
 
 def _syntax_error(query: str, exc: UnexpectedInput) -> QueryError:

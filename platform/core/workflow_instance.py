@@ -64,6 +64,7 @@ from perdure.platform.core.failures import (
     failure_from_exception,
 )
 from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError
+from perdure.platform.core.visibility_plan import check_attribute_name
 
 _current: contextvars.ContextVar[WorkflowInstance | None] = contextvars.ContextVar(
     "perdure_workflow", default=None
@@ -147,7 +148,9 @@ class WorkflowInstance:
         )
         self.loop = DeterministicLoop()  # type: ignore[abstract]  # I/O methods stay unimplemented on purpose
         self.now: datetime = started.timestamp
-        seed = int.from_bytes(hashlib.sha256(started.run_id.encode()).digest()[:8], "big")
+        # A run made by a reset replays the prefix it copied with the randomness it was recorded with.
+        seed_id = started.original_run_id or started.run_id
+        seed = int.from_bytes(hashlib.sha256(seed_id.encode()).digest()[:8], "big")
         self.random = random.Random(seed)
         self.cancel_requested = False
         self.closed = False
@@ -656,8 +659,8 @@ class WorkflowInstance:
 
     def upsert_search_attributes(self, attributes: dict[str, h.SearchAttributeValue]) -> None:
         for name in attributes:
-            if not isinstance(name, str) or not 0 < len(name) <= 100:
-                raise ValueError(f"a search attribute's name is a string of 1 to 100 characters: {name!r}")
+            # Refused here rather than by the database, which would refuse the run's every write.
+            check_attribute_name(name)
         self.search_attributes.update(attributes)
         self._emit(UpsertSearchAttributes(seq=self.next_seq(), attributes=dict(attributes)))
 

@@ -18,16 +18,19 @@ from perdure.platform.core import messages as m
 from perdure.platform.core.failures import ApplicationError
 from perdure.platform.core.outbox import UpdateOutcome
 from perdure.platform.core.payloads import Payload, default_converter
+from perdure.platform.core.reset import ResetRefused, reset_target
 from perdure.platform.core.start_rules import IdReusePolicy
+from perdure.platform.core.visibility_query import parse_query
 from perdure.platform.messaging.task_producer import TaskProducer, new_producer
 from perdure.platform.protocol.cell_wire import TaskEnvelope
 from perdure.platform.protocol.ingress_wire import IngressReply
 from perdure.platform.stores.control_store import NamespaceRecord
 from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.run_search import SearchPage, count_runs, search_runs
 from perdure.platform.stores.run_store import RunStore
 from perdure.platform.stores.visibility import describe_run
 from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
-from perdure.tenants.client_errors import WorkflowNotFoundError
+from perdure.tenants.client_errors import WorkflowNotFoundError, WorkflowResetError
 from perdure.tenants.update_outcome import update_outcome
 
 # How many times an update is sent on to the next run of a chain that continued as new before taking it.
@@ -217,13 +220,81 @@ class OpsClient:
     async def terminate(self, workflow_id: str, reason: str = "") -> None:
         await self._send(workflow_id, m.TerminateWorkflowRequest(request_id=str(uuid.uuid4()), reason=reason))
 
+    async def reset(
+        self,
+        workflow_id: str,
+        to: int | str,
+        *,
+        run_id: str | None = None,
+        reason: str = "",
+        reapply_signals: bool = True,
+        request_id: str | None = None,
+        timeout: float = 30.0,
+    ) -> str:
+        """Reset the workflow's latest run (or ``run_id``) to ``to`` (docs/reset.md), as a tenant's
+        reset does, and return the new run's id once the partition's owner has written it. The same
+        ``request_id`` sent again makes no second run. Raises ``WorkflowResetError`` (the point is
+        none: its message names the valid ones), ``WorkflowNotFoundError`` and ``TimeoutError``."""
+        try:
+            target = reset_target(to)
+        except ResetRefused as exc:
+            raise WorkflowResetError(str(exc)) from None
+        message = m.ResetWorkflow(
+            request_id=request_id or str(uuid.uuid4()),
+            to=target,
+            reason=reason,
+            reapply_signals=reapply_signals,
+        )
+        correlation = str(uuid.uuid4())
+        connection = await aio_pika.connect(
+            namespace_amqp_url(self.settings, self.namespace.cell, self.namespace.vhost)
+        )
+        try:
+            channel = await connection.channel()
+            replies = await channel.declare_queue(exclusive=True)
+            answers: asyncio.Queue[IngressReply] = asyncio.Queue()
+
+            async def on_reply(incoming: AbstractIncomingMessage) -> None:
+                if incoming.correlation_id == correlation:
+                    await answers.put(IngressReply.model_validate_json(incoming.body))
+
+            await replies.consume(on_reply, no_ack=True)
+            await self._send(
+                workflow_id, message, run_id=run_id, reply_to=replies.name, correlation_id=correlation
+            )
+            reply = await asyncio.wait_for(answers.get(), timeout)
+        finally:
+            await connection.close()
+        if reply.ok and reply.run_id:
+            return reply.run_id
+        error = reply.error
+        if error is not None and error.type == "not_found":
+            raise WorkflowNotFoundError(error.message)
+        if error is not None and error.type == "reset_refused":
+            raise WorkflowResetError(error.message)
+        raise ApplicationError(error.message if error else "no answer", type=error.type if error else None)
+
     async def redrive(self, workflow_id: str) -> None:
         await self._send(workflow_id, m.RedriveRun(request_id=str(uuid.uuid4())))
 
-    async def describe(self, workflow_id: str) -> dict[str, Any]:
-        document = await self.store.latest_run(self.namespace.name, workflow_id)
+    async def _run_document(self, workflow_id: str, run_id: str | None) -> dict[str, Any]:
+        """The workflow's latest run, or its run ``run_id``."""
+        if run_id is None:
+            document = await self.store.latest_run(self.namespace.name, workflow_id)
+        else:
+            document = await self.store.run(run_id)
+            if document is not None and (document["namespace"], document["workflow_id"]) != (
+                self.namespace.name,
+                workflow_id,
+            ):
+                document = None
         if document is None:
-            raise WorkflowNotFoundError(f"no workflow {workflow_id!r} in namespace {self.namespace.name!r}")
+            which = f"run {run_id} of workflow" if run_id else "workflow"
+            raise WorkflowNotFoundError(f"no {which} {workflow_id!r} in namespace {self.namespace.name!r}")
+        return document
+
+    async def describe(self, workflow_id: str, run_id: str | None = None) -> dict[str, Any]:
+        document = await self._run_document(workflow_id, run_id)
         description = describe_run(document)
         if description["result"]:
             description["result"] = default_converter.from_payload(
@@ -231,11 +302,32 @@ class OpsClient:
             )
         return description
 
-    async def history(self, workflow_id: str) -> list[h.HistoryEvent]:
-        document = await self.store.latest_run(self.namespace.name, workflow_id)
-        if document is None:
-            raise WorkflowNotFoundError(f"no workflow {workflow_id!r} in namespace {self.namespace.name!r}")
+    async def history(self, workflow_id: str, run_id: str | None = None) -> list[h.HistoryEvent]:
+        document = await self._run_document(workflow_id, run_id)
         return await self.store.read_history(document["_id"], document)
+
+    async def search(self, query: str, *, limit: int = 100, page_token: str | None = None) -> SearchPage:
+        """A page of the namespace's runs that a visibility query matches (docs/visibility.md); raises
+        ``QueryError`` pointing at what is wrong, or saying what to add for a query no index serves."""
+        parsed = parse_query(query, await self.databases.control.search_attributes_of(self.namespace.name))
+        return await search_runs(
+            self.store,
+            self.namespace.name,
+            parsed,
+            page_token=page_token,
+            limit=limit,
+            max_unserved_runs=self.settings.visibility_max_unserved_runs,
+        )
+
+    async def count(self, query: str = "") -> int:
+        """How many of the namespace's runs a visibility query matches."""
+        parsed = parse_query(query, await self.databases.control.search_attributes_of(self.namespace.name))
+        return await count_runs(
+            self.store,
+            self.namespace.name,
+            parsed,
+            max_unserved_runs=self.settings.visibility_max_unserved_runs,
+        )
 
     async def list(
         self, status: str | None = None, workflow_type: str | None = None, limit: int = 100

@@ -25,7 +25,7 @@ from perdure.platform.cell.engine_runner import EngineRunner
 from perdure.platform.cell.outbox_sender import OutboxSender
 from perdure.platform.cell.process_reporter import ProcessReporter
 from perdure.platform.cell.storage_sampler import StorageSampler
-from perdure.platform.control import tenant_schedules
+from perdure.platform.control import tenant_commands
 from perdure.platform.control.canary import UNBILLED_WORKFLOW_TYPES
 from perdure.platform.messaging.amqp_channels import AmqpChannels
 from perdure.platform.messaging.task_producer import TaskProducer, new_producer
@@ -90,7 +90,8 @@ async def run_cell(
         backlog=backlog,
         fair=settings.admission_fair,
         throttle_meter=ThrottleMeter(usage.send_all),
-        schedule_commands=functools.partial(tenant_schedules.carry_out, settings),
+        control_commands=functools.partial(tenant_commands.carry_out, settings),
+        max_unserved_runs=settings.visibility_max_unserved_runs,
     )
 
     # An idle process has no work whose success would show that a dependency is back: it asks.

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from perdure.billing.export_schedule import app as billing_app
 from perdure.platform.control import (  # noqa: F401  (they register their workflows)
+    batch_workflow,
     entity_twin,
     namespace_move,
     provisioning_workflow,
     rollout_workflow,
     schedule_workflow,
 )
+from perdure.platform.control.batch_activities import BatchActivities
 from perdure.platform.control.control_app import control_app
 from perdure.platform.control.control_resources import ControlResources
 from perdure.platform.control.deletion import DeletionActivities
@@ -33,5 +35,6 @@ app = (
         DeletionActivities(resources),
         MoveActivities(resources),
         ScheduleActivities(resources),
+        BatchActivities(resources),
     )
 )

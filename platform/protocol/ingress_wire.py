@@ -14,10 +14,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from perdure.platform.core.failures import Failure
-from perdure.platform.core.messages import UpdateStage
+from perdure.platform.core.messages import ResetPointName, UpdateStage
 from perdure.platform.core.outbox import UpdateReply
 from perdure.platform.core.payloads import Payload
 from perdure.platform.core.start_rules import IdReusePolicy
+from perdure.platform.core.visibility_query import MAX_QUERY_CHARS
 
 PROTOCOL_VERSION = "1"
 # The platform's canary: a workflow type every namespace accepts besides its app's own (the hosted
@@ -94,6 +95,22 @@ class UpdateRequest(_Request):
 class DescribeRequest(_Request):
     kind: Literal["describe"] = "describe"
     workflow_id: str = Field(min_length=1, max_length=400)
+    run_id: str | None = Field(default=None, max_length=200)  # a run of the workflow; else its latest
+
+
+class ResetRequest(_Request):
+    """Reset a run of the workflow (its latest, or ``run_id``) to a point of its history: a new run
+    goes on from there (docs/reset.md). ``to`` is an event id, ``first-workflow-task`` or
+    ``last-workflow-task``. ``request_id`` names the reset: sent again, it makes no second run.
+    Answered by the partition's owner with the new run's id, or why it was refused."""
+
+    kind: Literal["reset"] = "reset"
+    request_id: str = Field(min_length=1, max_length=200)
+    workflow_id: str = Field(min_length=1, max_length=400)
+    run_id: str | None = Field(default=None, max_length=200)
+    to: int | ResetPointName
+    reason: str = Field(default="", max_length=1000)
+    reapply_signals: bool = True
 
 
 ScheduleAction = Literal["create", "describe", "list", "pause", "unpause", "trigger", "backfill", "delete"]
@@ -114,11 +131,43 @@ class ScheduleCommand(_Request):
     request: dict[str, Any] | None = None
 
 
+BatchAction = Literal["start", "describe", "list", "stop"]
+
+
+class BatchCommand(_Request):
+    """A request about the namespace's batch operations, carried out by the control plane, where batches
+    run (docs/batch.md). ``definition`` is a ``BatchDefinition`` without its namespace (the vhost's is
+    put in). ``request_id`` makes a retry the same request: a start sent again starts one batch."""
+
+    kind: Literal["batch"] = "batch"
+    request_id: str = Field(min_length=1, max_length=200)
+    action: BatchAction
+    batch_id: str = Field(default="", max_length=200)
+    definition: dict[str, Any] | None = None
+    reason: str = Field(default="", max_length=1000)  # a stop's
+
+
+# What admission hands to the control plane rather than to a partition.
+ControlCommand = ScheduleCommand | BatchCommand
+
+
 class ListRequest(_Request):
+    """The namespace's runs, newest first: by status and type, or by a visibility ``query``
+    (docs/visibility.md), a page at a time (``page_token``: the previous answer's ``next_page_token``)."""
+
     kind: Literal["list"] = "list"
     status: str | None = None
     workflow_type: str | None = None
     limit: int = Field(default=100, ge=1, le=1000)
+    query: str | None = Field(default=None, max_length=MAX_QUERY_CHARS)
+    page_token: str | None = Field(default=None, max_length=1000)
+
+
+class CountRequest(_Request):
+    """How many of the namespace's runs a visibility query matches (answered in ``count``)."""
+
+    kind: Literal["count"] = "count"
+    query: str = Field(default="", max_length=MAX_QUERY_CHARS)
 
 
 IngressRequest = Annotated[
@@ -129,7 +178,10 @@ IngressRequest = Annotated[
     | UpdateRequest
     | DescribeRequest
     | ListRequest
-    | ScheduleCommand,
+    | CountRequest
+    | ScheduleCommand
+    | BatchCommand
+    | ResetRequest,
     Field(discriminator="kind"),
 ]
 request_adapter: TypeAdapter[IngressRequest] = TypeAdapter(IngressRequest)
@@ -146,6 +198,7 @@ ErrorType = Literal[
     "update_rejected",
     "update_failed",
     "unavailable",
+    "reset_refused",
 ]
 
 
@@ -166,11 +219,15 @@ class IngressReply(BaseModel):
     run_id: str | None = None  # of the run a start created (or had created, for a retried request)
     description: dict[str, Any] | None = None
     runs: list[dict[str, Any]] | None = None
+    next_page_token: str | None = None  # of a list by query with more runs to show
+    count: int | None = None  # of a count request
     result: Payload | None = None  # a query's answer, or an update's handler's result
     update_stage: UpdateStage | None = None  # how far an update got, when it is answered
     schedule: dict[str, Any] | None = None  # a schedule's description
     schedules: list[dict[str, Any]] | None = None  # the namespace's schedules
     outcome: str | None = None  # what became of a schedule request (``paused``, ``started <id>``)
+    batch: dict[str, Any] | None = None  # a batch's description (a start's: its id and runs matched)
+    batches: list[dict[str, Any]] | None = None  # the namespace's batches
 
     @classmethod
     def failed(cls, error_type: ErrorType, message: str, **details: Any) -> IngressReply:

@@ -11,6 +11,8 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from perdure.platform.core.search_attribute_registry import check_registration
+from perdure.platform.core.visibility_query import AttributeType
 from perdure.platform.protocol.cell_wire import dlq_topic, tasks_topic
 from perdure.platform.stores.artifacts import Deployment
 from perdure.platform.tenancy.model import Member, Quota
@@ -123,6 +125,8 @@ class NamespaceRecord(BaseModel):
     hosting: Hosting = "platform"
     # The app as last deployed (``perdure namespace deploy``); without one, ``app`` is imported by path.
     deployment: Deployment | None = None
+    # The search attributes its visibility queries may name, with their types (each indexed in its cell).
+    search_attributes: dict[str, AttributeType] = Field(default_factory=dict)
 
 
 class ControlStore:
@@ -221,6 +225,28 @@ class ControlStore:
         fields = updated.model_dump(mode="python", include=set(changes))
         result = await self.namespaces.update_one({"_id": name, **expected}, {"$set": fields})
         return updated if result.matched_count else None
+
+    async def search_attributes_of(self, namespace: str) -> dict[str, AttributeType]:
+        """The search attributes ``namespace`` registered, with their types (read afresh each time)."""
+        document = await self.namespaces.find_one({"_id": namespace}, {"search_attributes": 1})
+        if document is None:
+            raise ControlError(f"no namespace {namespace!r}")
+        return dict(document.get("search_attributes") or {})
+
+    async def add_search_attribute(self, namespace: str, name: str, kind: AttributeType) -> bool:
+        """Register a search attribute (False: it was, with this type); raises ``RegistrationError`` for
+        a name or type that cannot be, or one registered with another type."""
+        if not check_registration(await self.search_attributes_of(namespace), name, kind):
+            return False
+        # Set only while unset: of two concurrent registrations of one name, the second sees the first.
+        result = await self.namespaces.update_one(
+            {"_id": namespace, f"search_attributes.{name}": {"$exists": False}},
+            {"$set": {f"search_attributes.{name}": kind}},
+        )
+        if not result.modified_count:
+            check_registration(await self.search_attributes_of(namespace), name, kind)
+            return False
+        return True
 
     async def namespaces_of(self, cell: str) -> list[NamespaceRecord]:
         cursor = self.namespaces.find({"cell": cell}).sort("_id", ASCENDING)

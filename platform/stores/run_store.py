@@ -44,13 +44,15 @@ from perdure.infra.document_writes import each, insert_ignoring_duplicates
 from perdure.platform.core import history as h
 from perdure.platform.core import outbox as o
 from perdure.platform.core.run_state import ArmedTimer, RunState
+from perdure.platform.core.visibility_plan import (
+    SEARCH_ATTRIBUTE_NAME as SEARCH_ATTRIBUTE_NAME,  # re-exported: the console checks names by it
+)
+from perdure.platform.core.visibility_plan import attribute_fields
 
 Document = dict[str, Any]
 log = logging.getLogger("perdure.store")
 _outbox_adapter: TypeAdapter[list[o.OutboxEntry]] = TypeAdapter(list[o.OutboxEntry])
 _armed_adapter: TypeAdapter[dict[str, ArmedTimer]] = TypeAdapter(dict[str, ArmedTimer])
-# What a search attribute may be called (a field path in the run document: no '$', no '.').
-SEARCH_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -108,6 +110,8 @@ def _state_document(entry: RunEntry, epoch: int) -> Document:
         },
         "outbox": [e.model_dump(mode="json") for e in entry.new_outbox],
         "has_timers": bool(state.armed_timers),
+        # Top-level copies of the search attributes, for their indexes (platform/core/visibility_plan.py).
+        **attribute_fields(state.search_attributes),
     }
 
 

@@ -24,6 +24,11 @@ def describe_run(document: Document) -> dict[str, Any]:
         "result": state.get("result"),
         "failure": state.get("failure"),
         "new_run_id": state.get("new_run_id"),
+        # Resets (docs/reset.md): the run this one was reset into, or the run it was reset from, and the
+        # event of the run reset from that the reset went back to.
+        "reset_run_id": state.get("reset_run_id"),
+        "reset_from_run_id": state.get("reset_from_run_id"),
+        "reset_point": state.get("reset_point"),
         "search_attributes": state.get("search_attributes") or {},
     }
 

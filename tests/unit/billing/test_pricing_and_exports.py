@@ -76,6 +76,7 @@ def test_an_invoice_matches_a_hand_computed_example(tmp_path: Path) -> None:
         ("shop", "signal"): 5,  # 5 x 0.10 = 0.50
         ("shop", "query"): 3,  # 3 x 0.0125 = 0.0375 -> 0.04
         ("shop", "activity_started"): 2,  # 2 x 0.05 = 0.10
+        ("shop", "reset"): 2,  # 2 x 0.025 = 0.05
         ("lab", "workflow_started"): 4,  # 4 x 0.25 = 1.00
         ("lab", "active_storage"): 9 * 10**12,  # byte-seconds: 2.5 GB-hours x 2.00 = 5.00
         ("lab", "timer_started"): 0,  # nothing used: no line
@@ -90,11 +91,12 @@ def test_an_invoice_matches_a_hand_computed_example(tmp_path: Path) -> None:
         ("shop", "signal", "5", "0.50"),
         ("shop", "query", "3", "0.04"),
         ("shop", "activity_started", "2", "0.10"),
+        ("shop", "reset", "2", "0.05"),
         # The free tier, per account: 10 of the 34 starts, and the 2 activities (of 3 included).
         ("*", "workflow_started", "-10", "-2.50"),
         ("*", "activity_started", "-2", "-0.10"),
     ]
-    assert invoice.total == Decimal("11.54")
+    assert invoice.total == Decimal("11.59")
 
 
 def test_a_day_gets_its_share_of_the_monthly_free_tier(tmp_path: Path) -> None:

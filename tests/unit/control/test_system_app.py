@@ -31,6 +31,7 @@ def test_every_activity_method_is_bound_to_one_set_of_connections() -> None:
         "DeletionActivities",
         "MoveActivities",
         "ScheduleActivities",
+        "BatchActivities",
     }
     assert not [d.name for d in system_app.app.activities.values() if d.needs_instance]
     shared = {id(getattr(d.instance, "resources", None)) for d in methods}
