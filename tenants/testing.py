@@ -46,6 +46,7 @@ from perdure.platform.core.start_rules import (
     StartNewRun,
     decide_start,
     fresh_run_id,
+    open_run_of,
 )
 from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
 from perdure.platform.core.usage import UsageRecord, query_usage
@@ -286,10 +287,18 @@ class LocalEnvironment(WorkflowClient):
         if target.state.workflow_id != workflow_id:
             raise WorkflowNotFoundError(f"no run {run_id} of workflow {workflow_id!r}")
         latest = self._latest(workflow_id)
-        if latest is not None and latest is not target and latest.state.is_open:
+        # The engine's rule (and decide_start's): a run that continued as new is open until its next run
+        # starts, so resetting it would leave that next run and the new one both open.
+        open_run = open_run_of(latest.state) if latest is not None else None
+        if latest is not None and open_run is not None and open_run != target.state.run_id:
+            if open_run != latest.state.run_id:
+                raise WorkflowResetError(
+                    f"run {latest.state.run_id} of workflow {workflow_id!r} continued as new into run "
+                    f"{open_run}, which is starting: reset run {open_run} once it started, or terminate it"
+                )
             raise WorkflowResetError(
                 f"run {target.state.run_id} is not the current run of workflow {workflow_id!r}, and the "
-                f"current one ({latest.state.run_id}) is open: reset that one, or terminate it first"
+                f"current one ({open_run}) is open: reset that one, or terminate it first"
             )
         try:
             transitions = self.machine.reset(target.state, target.history, reset, new_run_id)
@@ -370,12 +379,7 @@ class LocalEnvironment(WorkflowClient):
             case o.StartRun():
                 self._queue.append((None, None, entry))
             case o.CancelRun():
-                message: Any = (
-                    m.TerminateWorkflowRequest(request_id=entry.request_id, reason=entry.reason)
-                    if entry.terminate
-                    else m.CancelWorkflowRequest(request_id=entry.request_id, reason=entry.reason)
-                )
-                self._queue.append((entry.workflow_id, None, message))
+                self._queue.append((entry.workflow_id, None, entry.request()))
             case o.NotifyParent():
                 self._queue.append((None, entry.parent.run_id, entry.message))
             case o.RecordUsage():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bson.errors import InvalidDocument
 from opentelemetry import trace
 from pymongo.errors import OperationFailure
 
@@ -62,6 +63,10 @@ async def answer_list(
             return IngressReply.failed("malformed", str(exc))
         except OperationFailure as exc:  # the database refused the query (what it was asked is the cause)
             return IngressReply.failed("malformed", f"the query could not be run: {exc}")
+        except (InvalidDocument, OverflowError) as exc:
+            # A value the driver cannot send (the parser refuses those it knows): the same request would
+            # fail again, so it is answered, not handed back to be taken forever.
+            return IngressReply.failed("malformed", f"the query could not be sent to the database: {exc}")
         return IngressReply(
             ok=True, runs=[listed(d) for d in page.runs], next_page_token=page.next_page_token
         )
@@ -84,4 +89,8 @@ async def answer_count(
             return IngressReply.failed("malformed", str(exc))
         except OperationFailure as exc:  # the database refused the query (what it was asked is the cause)
             return IngressReply.failed("malformed", f"the query could not be run: {exc}")
+        except (InvalidDocument, OverflowError) as exc:
+            # A value the driver cannot send (the parser refuses those it knows): the same request would
+            # fail again, so it is answered, not handed back to be taken forever.
+            return IngressReply.failed("malformed", f"the query could not be sent to the database: {exc}")
         return IngressReply(ok=True, count=count)

@@ -40,6 +40,7 @@ from perdure.platform.core.start_rules import (
     SignalRun,
     decide_start,
     fresh_run_id,
+    open_run_of,
 )
 from perdure.platform.core.state_machine import ExecutionStateMachine, TaskTimeouts, Transition
 from perdure.platform.core.usage import UsageRecord, query_usage
@@ -54,7 +55,14 @@ from perdure.platform.stores.namespace_apps import (
     NamespaceMoved,
     NamespaceUnavailable,
 )
-from perdure.platform.stores.run_store import FencedError, RunEntry, RunStore
+from perdure.platform.stores.run_store import (
+    MAX_DOCUMENT_BYTES,
+    FencedError,
+    RunEntry,
+    RunStore,
+    RunTooLarge,
+    document_size,
+)
 
 # The engine waits at most this long between attempts once a dependency fails: it must resume soon
 # after the dependency does.
@@ -89,6 +97,10 @@ meter.create_observable_gauge(
 
 CACHE_LIMIT_PER_PARTITION = 5_000
 MAX_POLL_RECORDS = 500
+# A reset copies a run's whole history (up to its history limit) and is applied in the one engine loop of
+# the cell: a batch applies at most one reset per execution and this many in all; the records from the
+# next reset on wait for the next batch (a burst of resets is spread over batches, none is dropped).
+MAX_RESETS_PER_BATCH = 4
 SLOW_WORKER_SECONDS = 30.0  # the longest a namespace whose worker answers late is not waited for
 ExecutionKey = tuple[str, str]
 
@@ -202,6 +214,9 @@ class CellEngine:
         self._committing: asyncio.Task[None] | None = None
         # Whether each recent batch failed, for the process's health report.
         self.outcomes: collections.deque[bool] = collections.deque(maxlen=200)
+        # Executions whose write the database refused as too large: the batch read again dead-letters
+        # their records instead of retrying them for ever.
+        self._too_large: set[ExecutionKey] = set()
 
     def _limits_of(self, namespace: str) -> RunLimits:
         record = self.apps.loaded(namespace)
@@ -300,6 +315,15 @@ class CellEngine:
                         await self._resend_unsent()
                         if owned:
                             await self.process(owned)
+                    except RunTooLarge as exc:
+                        # Bad input, not an outage: read again at once, without these executions' records.
+                        log.error(
+                            "runs too large to write; their records of this batch are dead-lettered",
+                            extra={"executions": sorted(exc.executions), "error": str(exc)},
+                        )
+                        self._too_large |= exc.executions
+                        self._rewind(owned)
+                        failed = 0.0
                     except Exception as exc:
                         # Nothing of it was committed: it is read again once the store (or Kafka) takes
                         # writes; until then the engine reads nothing further.
@@ -358,16 +382,7 @@ class CellEngine:
             "perdure.consume", context=extract_kafka_context(first.headers), attributes={"records": count}
         ):
             rejected: list[DeadLetter] = []
-            groups: dict[ExecutionKey, Group] = {}
-            for tp, records in batch.items():
-                for record in records:
-                    try:
-                        envelope = decode_envelope(record.value, record.key)
-                    except UndecodableMessage as exc:
-                        rejected.append(self._dead_letter(record, str(exc)))
-                        continue
-                    key = (envelope.namespace, envelope.workflow_id)
-                    groups.setdefault(key, Group(key, tp.partition)).items.append((record, envelope))
+            groups = self._group(batch, rejected)
             await asyncio.gather(*(self._prepare(group, rejected) for group in groups.values()))
             touched: dict[str, RunEntry] = {}
             extra: list[TaskEnvelope] = []
@@ -392,14 +407,25 @@ class CellEngine:
                 # Behind on its partitions: the runs that wait for no worker are written (and their
                 # outboxes sent) while the workers answer the others' tasks, written next with what came.
                 asking = {run_id: e for run_id, e in touched.items() if e.state.workflow_task is not None}
+                # A run a reset terminated is written with the run that replaces it (which asks for a
+                # task), after it: never terminated, its outbox sent, before its new run exists.
+                replaced = {
+                    run_id: e
+                    for run_id, e in touched.items()
+                    if run_id not in asking and e.state.reset_run_id in asking
+                }
                 sent: set[str] = set()
                 pending = await self._dispatch_inline(asking, sent)
-                first = [e for e in touched.values() if e.dirty and e.state.run_id not in asking]
+                first = [
+                    e
+                    for e in touched.values()
+                    if e.dirty and e.state.run_id not in asking and e.state.run_id not in replaced
+                ]
                 journal = await self._write_and_send(batch, first, offsets, frozenset())
                 if journal is None:
                     return
                 await self._take_answers(pending, time.monotonic() + self.inline_seconds)
-                rest = [e for e in asking.values() if e.dirty]
+                rest = [e for e in [*replaced.values(), *asking.values()] if e.dirty]
                 later = await self._write_and_send(batch, rest, offsets, frozenset(sent))
                 if later is None:
                     return
@@ -432,8 +458,48 @@ class CellEngine:
                 entry.reset_changes()
                 if not entry.state.is_open:
                     entry.history = None  # a query of a closed run reads it again
-            tasks_processed.add(count - len(rejected))
+            tasks_processed.add(sum(len(records) for records in batch.values()) - len(rejected))
             step_latency.record(time.perf_counter() - started)
+
+    def _group(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], rejected: list[DeadLetter]
+    ) -> dict[ExecutionKey, Group]:
+        """The batch's records by execution, in partition order (undecodable ones dead-lettered). A
+        reset past the batch's share (``MAX_RESETS_PER_BATCH``, one per execution) ends its partition's
+        part of the batch: it and what follows it are read by the next batch."""
+        groups: dict[ExecutionKey, Group] = {}
+        resetting: set[ExecutionKey] = set()
+        too_large, self._too_large = self._too_large, set()
+        for tp, records in list(batch.items()):
+            for index, record in enumerate(records):
+                try:
+                    envelope = decode_envelope(record.value, record.key)
+                except UndecodableMessage as exc:
+                    rejected.append(self._dead_letter(record, str(exc)))
+                    continue
+                key = (envelope.namespace, envelope.workflow_id)
+                if key in too_large:
+                    reason = "its run's document would pass the database's document size limit"
+                    rejected.append(self._dead_letter(record, reason))
+                    continue
+                if isinstance(envelope.message, m.ResetWorkflow):
+                    if key in resetting or len(resetting) >= MAX_RESETS_PER_BATCH:
+                        self._defer(batch, tp, index)
+                        break
+                    resetting.add(key)
+                groups.setdefault(key, Group(key, tp.partition)).items.append((record, envelope))
+        return groups
+
+    def _defer(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], tp: TopicPartition, index: int
+    ) -> None:
+        """Leave the partition's records from ``index`` on to the next batch (read again from there)."""
+        records = batch[tp]
+        self.consumer.seek(tp, records[index].offset)
+        if index:
+            batch[tp] = records[:index]
+        else:
+            del batch[tp]
 
     async def _hold_and_forward(self, groups: Iterable[Group]) -> None:
         """Keep the records of namespaces being moved away (in the batch's partitions, before its
@@ -599,10 +665,13 @@ class CellEngine:
             if document is not None:
                 latest = await self._entry(document)
                 cache.put(group.key, latest, latest=True)
+        # With a reset in the batch, the pointer is written after the runs (``RunStore.write``): a start
+        # of a workflow with no pointer may have made its run before a crash.
+        resetting = any(isinstance(envelope.message, m.ResetWorkflow) for _, envelope in group.items)
         for _, envelope in group.items:
             run_id = envelope.run_id
             if isinstance(envelope.message, m.StartWorkflow) and run_id is None:
-                if latest is None:
+                if latest is None and not resetting:
                     continue  # no run of this execution exists at all (the pointer is written first)
                 run_id = fresh_run_id(namespace, envelope.workflow_id, envelope.message.request_id)
             if run_id is None or run_id in cache.by_run:
@@ -723,19 +792,15 @@ class CellEngine:
         self, group: Group, envelope: TaskEnvelope, reset: m.ResetWorkflow, touched: dict[str, RunEntry]
     ) -> IngressReply:
         """Reset a run of the execution into a new run (docs/reset.md), written with this batch: the new
-        run (its pointer first) and the run reset from, terminated. A crash between those writes leaves
-        the batch uncommitted: the reset is read again, finds the run it made and finishes the rest."""
+        run (its history batches, then its document), then the workflow's pointer to it, then the run
+        reset from, terminated. A crash between those writes leaves the batch uncommitted: the reset is
+        read again, finds the run it made and finishes the rest (``_finish_reset``)."""
         cache = self.caches[group.partition]
         namespace, workflow_id = group.key
         new_run_id = reset_run_id(namespace, workflow_id, reset.request_id)
         made = cache.by_run.get(new_run_id)
         if made is not None:
-            old = cache.by_run.get(made.state.reset_from_run_id or "")
-            if old is not None and old.state.reset_run_id != new_run_id and made.state.reset_point:
-                point = made.state.reset_point
-                transition = self.machine.reset_into(old.state, new_run_id, point, reset.reason)
-                if self._absorb(old, transition):
-                    touched[old.state.run_id] = old
+            self._finish_reset(group, made, reset, touched)
             resets.add(1, {"outcome": "repeated"})
             return IngressReply(ok=True, run_id=new_run_id)
         target = self._run_of(cache, group.key, envelope.run_id)
@@ -743,12 +808,10 @@ class CellEngine:
             which = f"run {envelope.run_id} of workflow" if envelope.run_id else "workflow"
             return IngressReply.failed("not_found", f"no {which} {workflow_id!r} to reset")
         latest = cache.latest.get(group.key)
-        if latest is not None and latest is not target and latest.state.is_open:
-            return IngressReply.failed(
-                "reset_refused",
-                f"run {target.state.run_id} is not the current run of workflow {workflow_id!r}, and the "
-                f"current one ({latest.state.run_id}) is open: reset that one, or terminate it first",
-            )
+        refusal = self._open_run_in_the_way(latest, target)
+        if refusal is not None:
+            resets.add(1, {"outcome": "refused"})
+            return IngressReply.failed("reset_refused", refusal)
         try:
             transitions = self.machine.reset(target.state, target.history or [], reset, new_run_id)
         except ResetRefused as exc:
@@ -756,13 +819,30 @@ class CellEngine:
             resets.add(1, {"outcome": "refused"})
             return IngressReply.failed("reset_refused", str(exc))
         entry = RunEntry(
-            state=transitions.new_run.state, partition=group.partition, persisted_next_event_id=1
+            state=transitions.new_run.state,
+            partition=group.partition,
+            persisted_next_event_id=1,
+            pointer_after=True,
+            replaces=latest.state.run_id if latest is not None else None,
         )
         self._absorb(entry, transitions.new_run)
+        # Measured before anything is written: a run document the database would refuse must not be
+        # found half-way through the batch's writes (its history goes in bounded batches; what is left
+        # is its state: pending activities' inputs, unanswered updates, ...).
+        size = document_size(entry)
+        if size > MAX_DOCUMENT_BYTES:
+            resets.add(1, {"outcome": "refused"})
+            return IngressReply.failed(
+                "reset_refused",
+                f"the new run's document could need {size} bytes (its state, pending work and the last "
+                f"of its history), past the {MAX_DOCUMENT_BYTES} the database stores in one: reset to "
+                "another point",
+            )
         cache.put(group.key, entry, latest=True)
         self._absorb(target, transitions.old_run)
-        touched[new_run_id] = entry
+        # In this order: the old run's outbox (its children's cancels, ...) goes out before the new one's.
         touched[target.state.run_id] = target
+        touched[new_run_id] = entry
         resets.add(1, {"outcome": "reset"})
         log.info(
             "run reset",
@@ -774,6 +854,56 @@ class CellEngine:
             },
         )
         return IngressReply(ok=True, run_id=new_run_id)
+
+    @staticmethod
+    def _open_run_in_the_way(latest: RunEntry | None, target: RunEntry) -> str | None:
+        """Why a reset of ``target`` would leave the workflow id two open runs, if it would: its open run
+        is another (the rule of ``decide_start``: a run that continued as new counts as open until its
+        next run, whose start is on its way, starts)."""
+        open_run = open_run_of(latest.state) if latest is not None else None
+        if latest is None or open_run is None or open_run == target.state.run_id:
+            return None
+        workflow_id = target.state.workflow_id
+        if open_run != latest.state.run_id:
+            return (
+                f"run {latest.state.run_id} of workflow {workflow_id!r} continued as new into run "
+                f"{open_run}, which is starting: reset run {open_run} once it started, or terminate it"
+            )
+        return (
+            f"run {target.state.run_id} is not the current run of workflow {workflow_id!r}, and the "
+            f"current one ({open_run}) is open: reset that one, or terminate it first"
+        )
+
+    def _finish_reset(
+        self, group: Group, made: RunEntry, reset: m.ResetWorkflow, touched: dict[str, RunEntry]
+    ) -> None:
+        """The reset read again (a client's retry, or after a crash) found the run it made: finish what a
+        crash may have cut short. The write order (new run, pointer, old run) makes the cases:
+
+        - the run reset from still open: only a crash stopped its termination (a reset terminates it in
+          the write that made the new run, and a closed run never reopens);
+        - the new run open: nothing replaced it as the workflow's latest (its id has one open run), so a
+          pointer naming another run was not moved yet, and the run reset from gains its pointer;
+        - else the reset was finished long ago: a closed run reset again since points to that later
+          reset, which this one must not undo."""
+        cache = self.caches[group.partition]
+        old = cache.by_run.get(made.state.reset_from_run_id or "")
+        point = made.state.reset_point
+        latest = cache.latest.get(group.key)
+        if made.state.is_open and latest is not made:
+            made.repoint = True
+            made.replaces = latest.state.run_id if latest is not None else None
+            cache.put(group.key, made, latest=True)
+            touched[made.state.run_id] = made
+        if old is None or point is None or old.state.reset_run_id == made.state.run_id:
+            return
+        if old.state.is_open or made.state.is_open:
+            transition = self.machine.reset_into(old.state, made.state.run_id, point, reset.reason)
+            if self._absorb(old, transition):
+                touched.pop(made.state.run_id, None)
+                touched[old.state.run_id] = old
+                if made.dirty:
+                    touched[made.state.run_id] = made  # the old run's outbox first
 
     @staticmethod
     def _run_of(cache: PartitionCache, key: ExecutionKey, run_id: str | None) -> RunEntry | None:
@@ -807,6 +937,14 @@ class CellEngine:
         match decision:
             case AnswerWithRun():
                 replies.append(TenantReply.of(envelope, IngressReply(ok=True, run_id=decision.run_id)))
+                answered = cache.by_run.get(decision.run_id)
+                if answered is not None and answered.state.is_open and latest is not answered:
+                    # Open, yet the pointer names another run: a crash stopped a batch that also reset
+                    # the workflow between its runs and the pointer (``RunStore.write``). Moved now.
+                    answered.repoint = True
+                    answered.replaces = latest.state.run_id if latest is not None else None
+                    cache.put(group.key, answered, latest=True)
+                    return answered
                 return None  # the same start again: the run exists
             case SignalRun():
                 replies.append(TenantReply.of(envelope, IngressReply(ok=True, run_id=decision.run_id)))
@@ -844,6 +982,7 @@ class CellEngine:
                 return None
         transition = self.machine.start(namespace, message, run_id=run_id)
         entry = RunEntry(state=transition.state, partition=group.partition, persisted_next_event_id=1)
+        entry.replaces = latest.state.run_id if latest is not None else None
         self._absorb(entry, transition)
         cache.put(group.key, entry, latest=True)
         replies.append(TenantReply.of(envelope, IngressReply(ok=True, run_id=run_id)))

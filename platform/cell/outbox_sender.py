@@ -15,7 +15,6 @@ import aio_pika
 from perdure.infra.telemetry import inject_amqp_headers
 from perdure.platform.cell.armed_timers import ArmedTimers
 from perdure.platform.core import history as h
-from perdure.platform.core import messages as m
 from perdure.platform.core import outbox as o
 from perdure.platform.core.usage import UsageRecord
 from perdure.platform.messaging.amqp_channels import AmqpChannels
@@ -109,14 +108,11 @@ class OutboxSender:
                         )
                     )
                 case o.CancelRun():
-                    message: m.RunMessage = (
-                        m.TerminateWorkflowRequest(request_id=entry.request_id, reason=entry.reason)
-                        if entry.terminate
-                        else m.CancelWorkflowRequest(request_id=entry.request_id, reason=entry.reason)
-                    )
+                    # To the workflow id's latest run (no run id): the request's first_run_id lets it
+                    # reach a run that went on from the child (continued as new, reset) and no other.
                     envelopes.append(
                         TaskEnvelope(
-                            namespace=entry.namespace, workflow_id=entry.workflow_id, message=message
+                            namespace=entry.namespace, workflow_id=entry.workflow_id, message=entry.request()
                         )
                     )
                 case o.NotifyParent():

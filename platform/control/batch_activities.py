@@ -62,6 +62,9 @@ SENDS_AT_ONCE = 32
 # milliseconds when the cell keeps up), and how often it looks.
 EFFECT_SECONDS = 30.0
 LOOK_EVERY = 0.1
+# How far the cells' clocks may be behind the control plane's: a run terminated this long before the
+# page began was not terminated by the batch, whatever the reason it carries.
+CLOCK_SKEW = timedelta(seconds=1)
 # What a run's document is read for here (not its history, outbox or tail).
 _PROJECTION = {
     "namespace": 1,
@@ -147,12 +150,11 @@ class BatchActivities:
         first run id) names the requests. Then select the page after this one (up to ``next_limit``
         runs): it is recorded with these results, before anything is sent to it, and saves the batch a
         round of its own per page."""
-        marked = _Marked(definition, chain)
+        marked = _Marked(definition, chain, began)
         async with _beating():
-            try:
-                record = await self._record(definition.namespace)
-            except ApplicationError as exc:
-                return PageOutcome(results=[_result(run, "failed", str(exc)) for run in runs])
+            # A namespace deleted meanwhile fails the batch (non-retryable), with why as its last error:
+            # counting this page failed and selecting no next would end it as "completed".
+            record = await self._record(definition.namespace)
             store = self.resources.runs(record.cell)
             results: dict[str, RunResult] = {}
             waiting: list[SelectedRun] = []
@@ -288,6 +290,7 @@ class _Marked:
 
     definition: BatchDefinition
     chain: str
+    began: datetime  # when the batch took the page up: nothing it sent reached a run before
 
     def request_id(self, run_id: str) -> str:
         return batch_request_id(self.chain, run_id)
@@ -305,7 +308,7 @@ async def _verdict(
     request_id = marked.request_id(str(document["_id"]))
     status = str(document["status"])
     if definition.operation == "terminate":
-        if status == "terminated" and (sent or await _terminated_by(store, document, definition.reason)):
+        if status == "terminated" and (sent or await _terminated_by(store, document, marked)):
             return "succeeded", ""
     elif request_id in (state.get("recent_request_ids") or []) or any(
         message.get("request_id") == request_id for message in state.get("buffered") or []
@@ -318,15 +321,16 @@ async def _verdict(
     return None
 
 
-async def _terminated_by(store: RunStore, document: dict[str, Any], reason: str) -> bool:
-    """Whether the run's termination carries the batch's reason: a terminated run met again (an attempt
-    after a crash) was most likely terminated by the attempt before."""
+async def _terminated_by(store: RunStore, document: dict[str, Any], marked: _Marked) -> bool:
+    """Whether the run's termination is the batch's: it carries the batch's reason and came after the
+    page began (a terminated run met again, by an attempt after a crash, was most likely terminated by
+    the attempt before; one terminated earlier, with the same reason or none, was closed before the
+    batch reached it)."""
     events = await store.read_history(str(document["_id"]))
-    return (
-        bool(events)
-        and isinstance(events[-1], h.WorkflowExecutionTerminated)
-        and (events[-1].reason == reason)
-    )
+    if not events or not isinstance(events[-1], h.WorkflowExecutionTerminated):
+        return False
+    last = events[-1]
+    return last.reason == marked.definition.reason and last.timestamp >= marked.began - CLOCK_SKEW
 
 
 async def _await_effects(marked: _Marked, store: RunStore, runs: list[SelectedRun]) -> dict[str, RunResult]:

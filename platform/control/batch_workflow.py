@@ -54,6 +54,9 @@ APPLY_TIMEOUT = timedelta(minutes=5)
 HEARTBEAT_TIMEOUT = timedelta(seconds=5)
 LOOK_TIMEOUT = timedelta(seconds=60)  # a count or a page of the run store
 STEP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
+# Above every run id: the first page's cursor (the batch's start, this) leaves out only the runs that
+# started after the batch began, whatever their ids.
+ABOVE_EVERY_RUN_ID = "\uffff"
 
 
 def page_size(rate: float) -> int:
@@ -123,13 +126,15 @@ class Batch:
     async def _work_through(self) -> None:
         definition = self._definition
         size = page_size(definition.rate)
-        after = self.progress.cursor
+        assert self.started_at is not None
+        # Runs started after the batch began are not its: the walk starts at its start, newest first.
+        after = self.progress.cursor or (self.started_at, ABOVE_EVERY_RUN_ID)
         page: list[SelectedRun] = await _look(
             BatchActivities.select_batch_runs,
             definition.namespace,
             definition.query,
-            after[0] if after else None,
-            after[1] if after else None,
+            after[0],
+            after[1],
             size,
         )
         while page:

@@ -285,7 +285,9 @@ class WorkflowExecutionTerminated(_Event):
 class WorkflowExecutionReset(_Event):
     """Informational, right after the history prefix a reset copied (docs/reset.md): this run goes on
     from event ``reset_point`` of run ``reset_from_run_id``; its code decides again from there. The
-    signals that run received later follow as new signal events (unless the reset dropped them)."""
+    ``reapplied_signals`` signals that run received later follow right after it as new signal events
+    (unless the reset dropped them): the new run's first workflow task gives the code the activation at
+    ``reset_point`` and then those signals, and the commands it issues for all of them follow."""
 
     type: Literal["workflow_execution_reset"] = "workflow_execution_reset"
     reset_from_run_id: str
@@ -293,6 +295,10 @@ class WorkflowExecutionReset(_Event):
     reason: str = ""
     request_id: str = ""
     reapplied_signals: int = 0
+    # The run this reset made (this event's run): its code draws new randomness from here on, seeded by
+    # this id (as Temporal's SDKs reseed at a reset), so ids drawn after the point are not the old
+    # run's. Empty in resets recorded before it was kept: those replay without reseeding.
+    new_run_id: str = ""
 
 
 class WorkflowExecutionTimedOut(_Event):

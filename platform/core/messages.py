@@ -45,12 +45,33 @@ class CancelWorkflowRequest(_Message):
     kind: Literal["cancel"] = "cancel"
     request_id: str
     reason: str = ""
+    # Set by a parent cancelling its child: the request is for the child run it started and the runs that
+    # go on from it (continue-as-new, reset) only, see ``outbox.CancelRun``.
+    first_run_id: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_no_first_run(self, serialize: SerializerFunctionWrapHandler) -> Any:
+        return _without_none(serialize(self), "first_run_id")
 
 
 class TerminateWorkflowRequest(_Message):
     kind: Literal["terminate"] = "terminate"
     request_id: str
     reason: str = ""
+    # Set by a parent closing with its child open (parent close policy), as for a cancel.
+    first_run_id: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_no_first_run(self, serialize: SerializerFunctionWrapHandler) -> Any:
+        return _without_none(serialize(self), "first_run_id")
+
+
+def _without_none(data: Any, field: str) -> Any:
+    """Without a field that is not set, a message reads as before it existed, for an engine of an
+    earlier version (which refuses fields it does not know)."""
+    if isinstance(data, dict) and data.get(field, "") is None:
+        data.pop(field)
+    return data
 
 
 ResetPointName = Literal["first-workflow-task", "last-workflow-task"]

@@ -12,9 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 from perdure.platform.core.failures import Failure
 from perdure.platform.core.history import ActivityOptions, ParentRef
 from perdure.platform.core.messages import (
+    CancelWorkflowRequest,
     ChildClosed,
     PendingQuery,
     StartWorkflow,
+    TerminateWorkflowRequest,
     TimerFiredNotice,
     UpdateInput,
     UpdateWaiter,
@@ -105,12 +107,30 @@ class StartRun(_Entry):
 
 
 class CancelRun(_Entry):
+    """Cancel (or terminate) a parent's child. ``first_run_id`` is the run the parent started (the
+    child's run id as the parent knows it): the request reaches the workflow id's latest run, which
+    applies it only if it goes on from that run (its ``first_run_id``: the same run, or one it continued
+    as new or was reset into). A later, unrelated run of the same id (the child a reset parent started
+    again, a run someone else started) ignores it, whichever arrives first (as Temporal's
+    ``FirstExecutionRunId``)."""
+
     kind: Literal["cancel_run"] = "cancel_run"
     namespace: str
     workflow_id: str
     request_id: str
     terminate: bool = False
     reason: str = ""
+    first_run_id: str | None = None
+
+    def request(self) -> CancelWorkflowRequest | TerminateWorkflowRequest:
+        """The message the child's partition applies."""
+        if self.terminate:
+            return TerminateWorkflowRequest(
+                request_id=self.request_id, reason=self.reason, first_run_id=self.first_run_id
+            )
+        return CancelWorkflowRequest(
+            request_id=self.request_id, reason=self.reason, first_run_id=self.first_run_id
+        )
 
 
 class NotifyParent(_Entry):

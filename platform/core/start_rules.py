@@ -74,7 +74,7 @@ def decide_start(
     if latest is None:
         return StartNewRun(run_id)
     workflow_id = start.workflow_id
-    open_run_id = _open_run_of(latest)
+    open_run_id = open_run_of(latest)
     if open_run_id is not None:
         if start.signal_name is not None:
             signal = m.SignalWorkflow(
@@ -96,7 +96,7 @@ def decide_start(
     )
 
 
-def _open_run_of(latest: RunState) -> str | None:
+def open_run_of(latest: RunState) -> str | None:
     """The run of the workflow id that is open, if any: the latest, or the next run of a chain that
     continued as new (its start is on its way)."""
     if latest.is_open:

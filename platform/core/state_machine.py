@@ -39,6 +39,7 @@ from perdure.platform.core.retry import DEFAULT_ACTIVITY_RETRY
 from perdure.platform.core.run_state import (
     InFlightTask,
     PendingActivity,
+    PendingChild,
     PendingUpdate,
     RunLimits,
     RunState,
@@ -50,6 +51,7 @@ from perdure.platform.core.run_state import (
     rebuild_state,
     timer_key,
 )
+from perdure.platform.core.start_rules import fresh_run_id
 from perdure.platform.core.usage import (
     UsageRecord,
     heartbeat_usage,
@@ -108,6 +110,14 @@ class _Step:
         self.usage: list[UsageRecord] = []
         # Whether an event the code must see was added: the run then needs a workflow task.
         self.activated = False
+        # The history before this transition, to tell which limits its events passed without measuring
+        # them again (a reset's new run has thousands).
+        self.events_before = state.next_event_id - 1
+        self.size_before = state.history_size
+
+    def begin_history(self) -> None:
+        """This transition's events are the run's whole history (a start, a reset's new run)."""
+        self.events_before, self.size_before = 0, 0
 
     def append(self, event_type: type[Any], **fields: Any) -> Any:
         event = event_type(event_id=self.state.next_event_id, timestamp=self.now, **fields)
@@ -218,6 +228,7 @@ class ExecutionStateMachine:
             parent=message.parent,
         )
         step = _Step(new_run_state(started), now)
+        step.begin_history()
         step.events.append(started)
         step.activated = True
         step.announce_armed()
@@ -241,6 +252,15 @@ class ExecutionStateMachine:
             return Transition(state, ignored="an update needs its waiter and the history (see update())")
         if isinstance(message, m.ResetWorkflow):
             return Transition(state, ignored="a reset needs the history and a new run id (see reset())")
+        if (
+            isinstance(message, m.CancelWorkflowRequest | m.TerminateWorkflowRequest)
+            and message.first_run_id is not None
+            and message.first_run_id != state.first_run_id
+        ):
+            # A parent's request for the child it started, met by another run of the child's id.
+            return Transition(
+                state, ignored=f"request for the runs from {message.first_run_id}, not run {state.run_id}"
+            )
         if not state.is_open:
             if (
                 isinstance(message, m.WorkflowTaskFailed)
@@ -384,14 +404,17 @@ class ExecutionStateMachine:
         new_run_id: str,
     ) -> ResetTransitions:
         """Reset the run (``state``, its whole ``history``) into a new run ``new_run_id``: the history
-        prefix up to the reset point and a reset event, then the signals to carry over, waiting for the
-        code as signals that come during a workflow task do. The new run continues as a recovered run
-        does (activities pending at the point are dispatched again, timers armed again, the whole
-        history goes to a worker); only the reset itself is billed. Raises ``ResetRefused``."""
+        prefix up to the reset point, a reset event, then the signals carried over as signal events (all
+        of them new events of the new run). The new run continues as a recovered run does (activities
+        pending at the point are dispatched again, timers armed again, the whole history goes to a
+        worker, whose code decides again at the point and then takes the carried signals); only the reset
+        itself is billed. Raises ``ResetRefused``, also when the new run's history would reach the
+        namespace's history limits. Reads the history once (see ``plan_reset``)."""
         now = self.clock()
-        plan = plan_reset(state, history, reset, new_run_id, now)
-        fresh = rebuild_state(plan.events)
+        plan = plan_reset(state, history, reset, new_run_id, now, self.limits_of(state.namespace))
+        fresh = plan.state
         step = _Step(fresh, now)
+        step.begin_history()
         step.events.extend(plan.events)
         redispatched = [a for a in fresh.pending_activities.values() if a.phase != "backoff"]
         for activity in redispatched:
@@ -401,9 +424,8 @@ class ExecutionStateMachine:
         step.announce_armed()
         for activity in redispatched:
             self._dispatch(step, activity)
-        fresh.buffered = list(plan.signals)
         step.activated = True
-        new_run = self._done(step, billed=plan.events[-1:])
+        new_run = self._done(step, billed=[plan.marker])
         old_run = self.reset_into(state, new_run_id, plan.point, reset.reason)
         return ResetTransitions(point=plan.point, new_run=new_run, old_run=old_run)
 
@@ -1009,7 +1031,7 @@ class ExecutionStateMachine:
                     o.StartRun(
                         namespace=state.namespace,
                         start=m.StartWorkflow(
-                            request_id=f"{state.run_id}/child/{event.event_id}",
+                            request_id=_child_request_id(state, event.event_id),
                             workflow_type=command.workflow_type,
                             workflow_id=command.workflow_id,
                             input=command.input,
@@ -1030,6 +1052,7 @@ class ExecutionStateMachine:
                             namespace=state.namespace,
                             workflow_id=child.workflow_id,
                             request_id=f"{state.run_id}/cancel-child/{initiated}",
+                            first_run_id=_child_run_id(state, child),
                         )
                     )
             case AcceptUpdate():
@@ -1106,10 +1129,11 @@ class ExecutionStateMachine:
                     terminate=True,
                     request_id=f"{state.run_id}/close/{child.initiated_event_id}",
                     reason="parent closed",
+                    first_run_id=_child_run_id(state, child),
                 )
             )
         unfinished, untaken = list(state.accepted_updates), list(state.pending_updates)
-        event = step.append(event_type, **fields)  # clears what is pending and disarms every timer
+        step.append(event_type, **fields)  # clears what is pending and disarms every timer
         for accepted in unfinished:
             failure = Failure(
                 kind="application",
@@ -1138,7 +1162,9 @@ class ExecutionStateMachine:
                 new_run_id=state.new_run_id,
             )
         )
-        if state.parent is not None and not isinstance(event, h.WorkflowExecutionContinuedAsNew):
+        # A run that goes on in another (continued as new, or reset: ``new_run_id``) keeps its parent;
+        # that run tells the parent how it closes. Telling it now would close the child for the parent.
+        if state.parent is not None and state.new_run_id is None:
             step.outbox.append(
                 o.NotifyParent(
                     parent=state.parent,
@@ -1215,8 +1241,7 @@ class ExecutionStateMachine:
         state = step.state
         limits = self.limits_of(state.namespace)
         events = state.next_event_id - 1
-        before_events = events - len(step.events)
-        before_size = state.history_size - sum(len(e.model_dump_json()) for e in step.events)
+        before_events, before_size = step.events_before, step.size_before
         warnings = []
         if before_events < limits.warn_events <= events:
             warnings.append(f"history of {events} events (the limit is {limits.max_events})")
@@ -1281,6 +1306,19 @@ def check_update_decisions(
                 return f"update {command.update_id!r} completes with both a result and a failure"
             completed.add(command.update_id)
     return None
+
+
+def _child_run_id(state: RunState, child: PendingChild) -> str:
+    """The run of ``child`` this run started: recorded once the child started, else the one its start
+    makes (its run id follows from the start's request id), if it makes one."""
+    if child.run_id is not None:
+        return child.run_id
+    request_id = _child_request_id(state, child.initiated_event_id)
+    return fresh_run_id(state.namespace, child.workflow_id, request_id)
+
+
+def _child_request_id(state: RunState, initiated_event_id: int) -> str:
+    return f"{state.run_id}/child/{initiated_event_id}"
 
 
 def _ready_updates(state: RunState) -> list[PendingUpdate]:

@@ -48,10 +48,15 @@ def run_document(
         "workflow_id": workflow_id,
         "workflow_type": workflow_type,
         "status": status,
-        "start_time": start_time,
-        "close_time": close_time,
+        "start_time": _as_stored(start_time),
+        "close_time": _as_stored(close_time) if close_time is not None else None,
         **attribute_fields(search_attributes),
     }
+
+
+def _as_stored(moment: datetime) -> datetime:
+    """A time as the run store keeps it (to the millisecond), so a query compares here as there."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _kind(value: Any) -> str:

@@ -77,15 +77,63 @@ def check_attribute_name(name: object) -> str:
     return name
 
 
+_INT64 = 2**63
+# A value's text at most: each is copied into the run document and into its history.
+MAX_ATTRIBUTE_TEXT_CHARS = 2048
+MAX_ATTRIBUTE_LIST_ITEMS = 100
+
+
+def check_attribute_value(name: str, value: object) -> object:
+    """A search attribute's value as workflow code upserts it; raises ValueError for one the database
+    cannot store (an int past 64 bits, text that is not UTF-8, a NaN) or one too big to copy into every
+    write of the run."""
+
+    def scalar(item: object) -> None:
+        if isinstance(item, bool):
+            return
+        if isinstance(item, int):
+            if not -_INT64 <= item < _INT64:
+                raise ValueError(f"search attribute {name}: {item} does not fit in 64 bits")
+        elif isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                raise ValueError(f"search attribute {name}: {item} is no number a query can compare")
+        elif isinstance(item, str):
+            if len(item) > MAX_ATTRIBUTE_TEXT_CHARS:
+                raise ValueError(f"search attribute {name}: text over {MAX_ATTRIBUTE_TEXT_CHARS} characters")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"search attribute {name}: text that is not valid UTF-8") from None
+        else:
+            raise ValueError(f"search attribute {name}: {type(item).__name__} is no attribute value")
+
+    if isinstance(value, list):
+        if len(value) > MAX_ATTRIBUTE_LIST_ITEMS:
+            raise ValueError(f"search attribute {name}: over {MAX_ATTRIBUTE_LIST_ITEMS} values")
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f"search attribute {name}: a list holds text only")
+            scalar(item)
+    else:
+        scalar(value)
+    return value
+
+
 def _as_time(value: object) -> datetime | None:
     """An ISO-8601 time with a zone written as a string, as a time (None for any other value)."""
     if not isinstance(value, str) or len(value) < 19 or value[4:5] != "-" or value[10:11] != "T":
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        # A time near the ends of the calendar may not exist in UTC: it is then no time here, rather
+        # than an error in the write of the run that set it.
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment.astimezone(UTC) if moment.tzinfo is not None else None
+    # To the millisecond, as the database keeps it (the in-memory evaluator then compares the same).
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def attribute_fields(attributes: dict[str, Any]) -> Document:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, v_args
+from lark import Lark, Token, Transformer, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, v_args
 from lark.exceptions import VisitError
 
 AttributeType = Literal["Keyword", "Text", "Int", "Double", "Bool", "Datetime"]
@@ -47,6 +47,8 @@ MAX_QUERY_CHARS = 4000
 MAX_IN_VALUES = 1000
 # How deep AND and OR may nest (a database refuses a filter nested much deeper, and so does recursion).
 MAX_DEPTH = 16
+# What a stored Int can be (BSON's 64-bit integer): a larger one cannot even be sent to the database.
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
 
 _GRAMMAR = r"""
     start: expr? order?
@@ -172,19 +174,46 @@ def parse_query(query: str, attributes: dict[str, AttributeType] | None = None) 
     if len(query) > MAX_QUERY_CHARS:
         raise QueryError(query[:80] + "...", 0, f"longer than {MAX_QUERY_CHARS} characters")
     known = {**FIELDS, **(attributes or {})}
+    _check_text(query)
     try:
         tree = _PARSER.parse(query)
     except UnexpectedInput as exc:
         raise _syntax_error(query, exc) from None
+    _check_nesting(query, tree)
     try:
         parsed: VisibilityQuery = _Typed(query, known).transform(tree)
     except VisitError as exc:  # lark wraps what a rule raised
         if isinstance(exc.orig_exc, QueryError):
             raise exc.orig_exc from None
         raise
+    except RecursionError:  # a last guard: _check_text bounds the nesting well below this
+        raise QueryError(query, 0, f"AND and OR nest more than {MAX_DEPTH} levels deep") from None
     if _depth(parsed.condition) > MAX_DEPTH:
         raise QueryError(query, 0, f"AND and OR nest more than {MAX_DEPTH} levels deep")
     return replace(parsed, attributes=dict(attributes or {}))
+
+
+def _check_text(query: str) -> None:
+    """Refuse, before parsing, text the database cannot be sent (a lone surrogate is no UTF-8)."""
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        shown = query.encode("utf-8", "backslashreplace").decode()  # the error itself must be sendable
+        raise QueryError(shown, 0, f"character {exc.start + 1} is no text (a lone surrogate)") from None
+
+
+def _check_nesting(query: str, tree: Tree[Token]) -> None:
+    """Refuse AND and OR nested deeper than ``MAX_DEPTH`` before the tree is transformed: that walk
+    recurses, and a few hundred alternating groups would exhaust the interpreter's stack. (Redundant
+    parentheses leave no trace in the tree.) Walked with a stack of its own."""
+    pending: list[tuple[Tree[Token], int]] = [(tree, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if node.data in ("and_expr", "or_expr"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise QueryError(query, 0, f"AND and OR nest more than {MAX_DEPTH} levels deep")
+        pending.extend((child, depth) for child in node.children if isinstance(child, Tree))
 
 
 def _depth(condition: Condition | None) -> int:
@@ -204,6 +233,18 @@ def _syntax_error(query: str, exc: UnexpectedInput) -> QueryError:
         return QueryError(query, len(query) + 1, "the query ends too soon (a value or ')' is missing)")
     shown = str(token) if token is not None else "?"
     return QueryError(query, column, f"unexpected {shown!r}")
+
+
+def _stored_time(query: str, where: int, moment: datetime) -> datetime:
+    """A time of a query as the database holds times: in UTC (one without a zone is UTC), to the
+    millisecond (so the in-memory evaluator compares as the database does)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        raise QueryError(query, where, "the time is out of range once in UTC") from None
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 @v_args(inline=True)
@@ -244,10 +285,13 @@ class _Typed(Transformer[Token, Any]):
                     raise QueryError(
                         self.query, where, f"{text!r} is no time: write it as '2026-12-01T00:00:00Z'"
                     ) from None
-                return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+                return _stored_time(self.query, where, moment)
         elif token.type == "NUMBER":
             if kind == "Int" and raw.lstrip("-").isdigit():
-                return int(raw)
+                number = int(raw)
+                if not MIN_INT <= number <= MAX_INT:
+                    raise QueryError(self.query, where, f"{raw} is beyond what an Int holds (64 bits)")
+                return number
             if kind == "Double":
                 return float(raw)
         elif token.type in ("TRUE", "FALSE") and kind == "Bool":

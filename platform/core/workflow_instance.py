@@ -64,7 +64,7 @@ from perdure.platform.core.failures import (
     failure_from_exception,
 )
 from perdure.platform.core.payloads import DataConverter, Payload, PayloadTooLargeError
-from perdure.platform.core.visibility_plan import check_attribute_name
+from perdure.platform.core.visibility_plan import check_attribute_name, check_attribute_value
 
 _current: contextvars.ContextVar[WorkflowInstance | None] = contextvars.ContextVar(
     "perdure_workflow", default=None
@@ -148,10 +148,9 @@ class WorkflowInstance:
         )
         self.loop = DeterministicLoop()  # type: ignore[abstract]  # I/O methods stay unimplemented on purpose
         self.now: datetime = started.timestamp
-        # A run made by a reset replays the prefix it copied with the randomness it was recorded with.
-        seed_id = started.original_run_id or started.run_id
-        seed = int.from_bytes(hashlib.sha256(seed_id.encode()).digest()[:8], "big")
-        self.random = random.Random(seed)
+        # A run made by a reset replays the prefix it copied with the randomness it was recorded with
+        # (and reseeds where a reset event follows an activation: ``_reseed_at_reset``).
+        self.random = random.Random(_seed(started.original_run_id or started.run_id))
         self.cancel_requested = False
         self.closed = False
         self._started = started
@@ -161,6 +160,9 @@ class WorkflowInstance:
         self._querying = False
         self.search_attributes: dict[str, h.SearchAttributeValue] = {}
         self._lenient = False
+        # Signals a reset carried over, still to come: they follow its reset event, before the commands
+        # the code issued for the reset point's activation and for them (one workflow task took them all).
+        self._carried = 0
         self._activities: dict[int, _PendingResult] = {}
         self._timers: dict[int, _PendingResult] = {}
         self._children: dict[int, _PendingResult] = {}
@@ -209,20 +211,37 @@ class WorkflowInstance:
             self._match(event)
         elif isinstance(event, h.WorkflowExecutionStarted):
             self.now = event.timestamp
+            self._reseed_at_reset()
             self._main = self.loop.create_task(self._run_main(), name="workflow-main")
             self._run()
         elif isinstance(event, h.ACTIVATION_EVENTS):
-            if self._pending and not self._lenient:
+            carried = self._carried > 0 and isinstance(event, h.WorkflowExecutionSignaled)
+            if self._pending and not self._lenient and not carried:
                 raise NonDeterminismError(event.event_id, describe_event(event), self._pending[0].describe())
+            self._carried = self._carried - 1 if carried else 0
             self.now = event.timestamp
+            self._reseed_at_reset()
             self._activate(event)
             self._run()
+        elif isinstance(event, h.WorkflowExecutionReset):
+            self._carried = event.reapplied_signals
         elif isinstance(event, h.WorkflowTaskFailed):
             # Commands of the activations before this were never recorded: carry them to the end.
             self._lenient = True
         elif isinstance(event, h.WorkflowExecutionTerminated | h.WorkflowExecutionTimedOut):
             self.closed = True
         # Other informational events do not concern the code.
+
+    def _reseed_at_reset(self) -> None:
+        """Before the code takes the activation at the cursor: if a reset event follows it, this is the
+        reset point, where the code decides again; it draws new randomness from here on (seeded by the
+        run the reset made, as recorded in the event, so every replay draws the same). A reset event is
+        always written with the activation before it, so both are in one task's events."""
+        following = self._cursor + 1
+        if following < len(self._batch):
+            event = self._batch[following]
+            if isinstance(event, h.WorkflowExecutionReset) and event.new_run_id:
+                self.random = random.Random(_seed(event.new_run_id))
 
     def _match(self, event: h.HistoryEvent) -> None:
         if not self._pending:
@@ -658,9 +677,10 @@ class WorkflowInstance:
         return True
 
     def upsert_search_attributes(self, attributes: dict[str, h.SearchAttributeValue]) -> None:
-        for name in attributes:
+        for name, value in attributes.items():
             # Refused here rather than by the database, which would refuse the run's every write.
             check_attribute_name(name)
+            check_attribute_value(name, value)
         self.search_attributes.update(attributes)
         self._emit(UpsertSearchAttributes(seq=self.next_seq(), attributes=dict(attributes)))
 
@@ -687,3 +707,7 @@ class WorkflowInstance:
 
     def default_child_id(self, seq_hint: int | None = None) -> str:
         return f"{self.info.workflow_id}/child-{self._seq + 1 if seq_hint is None else seq_hint}"
+
+
+def _seed(run_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big")

@@ -36,6 +36,12 @@ Document = dict[str, Any]
 PROJECTION = {"state": 0, "tail": 0, "outbox": 0}
 # How deep a list in an order other than the default may page (it pages by offset).
 MAX_OFFSET = 10_000
+# Rows one page may read over all its seeds' reads (each reads up to the page's size, or its depth in
+# an offset order): a query of many equalities gets smaller pages, or pages less deep, instead of
+# making each page read seeds x size rows.
+MAX_ROWS_READ = 25_000
+# Runs a list in an order other than the default may match: the database sorts them all for each page.
+MAX_SORTED_RUNS = 10_000
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ async def matching_runs(
     await _check_served(store, namespace, query, max_unserved_runs)
     keys = mongo_sort(DEFAULT_ORDER, query.attributes)
     filters = seed_filters(namespace, query, query.attributes)
+    limit = min(limit, page_bound(len(filters)))
     if after is not None:
         moment, run_id = after
         beyond = {"$or": [{"start_time": {"$lt": moment}}, {"start_time": moment, "_id": {"$lt": run_id}}]}
@@ -99,6 +106,27 @@ async def count_runs(
     for condition in seed_filters(namespace, query, query.attributes):
         total += await store.runs.count_documents(condition)
     return total
+
+
+def page_bound(reads: int) -> int:
+    """The most runs a page of a query read in ``reads`` seeds' reads may hold (it may hold fewer
+    than asked for; the next page token goes on from it)."""
+    return max(1, MAX_ROWS_READ // max(1, reads))
+
+
+async def _check_sortable(store: RunStore, filters: list[Document]) -> None:
+    """Refuse a list in an order no index keeps once it matches more runs than may be sorted for a
+    page: the count stops at the bound, so the check reads at most that many."""
+    left = MAX_SORTED_RUNS
+    for condition in filters:
+        left -= await store.runs.count_documents(condition, limit=left + 1)
+        if left < 0:
+            raise QueryError(
+                "",
+                0,
+                f"more than {MAX_SORTED_RUNS} runs match a list ordered by other than StartTime DESC "
+                "(each page would sort them all): narrow the query, or list it in the default order",
+            )
 
 
 def _token(kind: str, value: Any) -> str:
@@ -147,6 +175,9 @@ async def search_runs(
     to ``MAX_OFFSET`` runs deep."""
     if order_of(query) == DEFAULT_ORDER:
         after = page_after(page_token) if page_token is not None else None
+        # One run more than the page, to know whether another follows; fewer when many seeds are read.
+        limit = min(limit, page_bound(len(seeds_of(query.condition, query.attributes) or [None])) - 1)
+        limit = max(1, limit)
         runs = await matching_runs(
             store, namespace, query, after=after, limit=limit + 1, max_unserved_runs=max_unserved_runs
         )
@@ -155,14 +186,17 @@ async def search_runs(
         last = runs[limit - 1]
         return SearchPage(runs[:limit], _token("after", [last["start_time"].isoformat(), last["_id"]]))
     offset = page_offset(page_token) if page_token is not None else 0
-    if offset + limit > MAX_OFFSET:
+    filters = seed_filters(namespace, query, query.attributes)
+    deepest = min(MAX_OFFSET, page_bound(len(filters)) - 1)
+    if offset + limit > deepest:
         raise QueryError(
-            "", 0, f"a list in an order other than StartTime DESC pages {MAX_OFFSET} runs deep at most"
+            "", 0, f"a list in an order other than StartTime DESC pages {deepest} runs deep at most"
         )
     await _check_served(store, namespace, query, max_unserved_runs)
+    await _check_sortable(store, filters)
     keys = mongo_sort(order_of(query), query.attributes)
     found: list[Document] = []
-    for condition in seed_filters(namespace, query, query.attributes):
+    for condition in filters:
         found.extend([d async for d in _find(store, condition, keys, offset + limit + 1)])
     ordered = sort_documents(found, keys)[offset:]
     if len(ordered) <= limit:

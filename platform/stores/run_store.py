@@ -13,6 +13,13 @@ history batches by their ids listed in the run document. Durable timers are the 
 run state, so arming or cancelling one costs no write of its own; the owner of a partition loads them
 into memory when it takes the partition.
 
+A new run is written before anything names it as the latest of its workflow when the workflow has a
+run already (a reset's run: the pointer moves after its insert, the run it replaces is changed after
+that), so a crash between those writes leaves the old run open next to the new one, never a pointer to
+no run; the reset read again finishes the rest. A new run's history past one batch's bound (a reset's
+copied history) is written as batches ahead of its document, so no document passes the database's
+limit. A start's pointer is written before its run (the start read again recreates the same run id).
+
 The outbox of a write is sent after it and the batch's offsets are committed after that, so an outbox
 can be unsent only if its batch is not committed. Each batch therefore journals which runs it gives an
 outbox (one small insert per partition, deleted once the outbox is sent); whoever takes the partition
@@ -33,12 +40,13 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+import bson
 from aiokafka.partitioner import murmur2
 from pydantic import TypeAdapter
 from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError, OperationFailure
 
 from perdure.infra.document_writes import each, insert_ignoring_duplicates
 from perdure.platform.core import history as h
@@ -55,6 +63,25 @@ _outbox_adapter: TypeAdapter[list[o.OutboxEntry]] = TypeAdapter(list[o.OutboxEnt
 _armed_adapter: TypeAdapter[dict[str, ArmedTimer]] = TypeAdapter(dict[str, ArmedTimer])
 
 
+# What one document may hold at most: MongoDB refuses a document past 16 MiB (FerretDB takes more, but
+# a cell must move to MongoDB unchanged); the margin covers what the server adds to what is measured.
+MAX_DOCUMENT_BYTES = 15 * 1024 * 1024
+# The most events (as JSON) one history batch written ahead of its run document holds: a reset's copied
+# prefix (up to a run's whole history limit) goes in batches of this size, never in one document.
+HISTORY_BATCH_BYTES = 4 * 1024 * 1024
+# The server's codes for a document or an update's result past its size limit.
+_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+
+
+def _refused_as_too_large(exc: Exception) -> bool:
+    """Whether the database (or the driver, before sending) refused a document for its size."""
+    if isinstance(exc, BulkWriteError):
+        return any(e.get("code") in _TOO_LARGE_CODES for e in exc.details.get("writeErrors", []))
+    return isinstance(exc, DocumentTooLarge) or (
+        isinstance(exc, OperationFailure) and exc.code in _TOO_LARGE_CODES
+    )
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), so the owner of a timer is the owner of its run."""
     return int((murmur2(key) & 0x7FFFFFFF) % partitions)
@@ -62,6 +89,15 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 class FencedError(RuntimeError):
     """A newer owner of the partition wrote first: this process must stop writing for it."""
+
+
+class RunTooLarge(ValueError):
+    """A run's write would pass what the database stores in one document: bad input for these
+    executions (``executions``: namespace and workflow id), not an outage to wait out."""
+
+    def __init__(self, executions: set[tuple[str, str]], detail: str) -> None:
+        super().__init__(detail)
+        self.executions = executions
 
 
 @dataclass
@@ -81,17 +117,62 @@ class RunEntry:
     new_events: list[h.HistoryEvent] = field(default_factory=list)
     new_outbox: list[o.OutboxEntry] = field(default_factory=list)
     state_changed: bool = False
+    # The workflow's latest-run pointer names this new run only once its document is written (a reset's
+    # run: meanwhile the pointer names the run it was reset from), not before it as for a start.
+    pointer_after: bool = False
+    # Move the pointer to this run, written before (a reset read again after a crash between its new
+    # run's document and the pointer).
+    repoint: bool = False
+    # The run the pointer named before it names this one, kept in the pointer: should this run not have
+    # been written, readers of the pointer take that one.
+    replaces: str | None = None
 
     @property
     def dirty(self) -> bool:
-        return bool(self.new_events) or self.state_changed
+        return bool(self.new_events) or self.state_changed or self.repoint
 
     def reset_changes(self) -> None:
-        self.new_events, self.new_outbox, self.state_changed = [], [], False
+        self.new_events, self.new_outbox, self.state_changed, self.repoint = [], [], False, False
 
 
-def _state_document(entry: RunEntry, epoch: int) -> Document:
+def history_batches(entry: RunEntry) -> list[list[dict[str, Any]]]:
+    """The entry's new events (as JSON) in the history batches its write makes: the last rides in the
+    run document as its tail. A run written before gets one batch per write; a new run's events (a
+    reset's new run holds a copied history, up to the run's history limit) are cut into batches of
+    ``HISTORY_BATCH_BYTES`` at most, measured as stored (an event larger than that alone), the others
+    written ahead of the run document. The cut ignores the events' time stamps, the one thing a reset
+    written again after a crash may record differently, so the batches are the same ranges of events
+    every time."""
+    events = h.history_to_json(entry.new_events)
+    if entry.persisted_next_event_id != 1 or not events:
+        return [events]
+    batches: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for event in events:
+        event_size = len(bson.encode(event)) - len(str(event.get("timestamp", "")))
+        if batches[-1] and size + event_size > HISTORY_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(event)
+        size += event_size
+    return batches
+
+
+def document_size(entry: RunEntry, epoch: int = 0, *, exact: bool = False) -> int:
+    """The stored size of the run document the entry's next write makes (BSON, as the server counts).
+    Unless ``exact``, a bound that measures no history: its tail counted as a whole batch's bound."""
+    if exact:
+        document = _state_document(entry, epoch, history_batches(entry)[-1])
+        return len(bson.encode({"_id": entry.state.run_id, **document, "batch_starts": []}))
+    document = _state_document(entry, epoch, [])
+    return len(bson.encode({"_id": entry.state.run_id, **document, "batch_starts": []})) + HISTORY_BATCH_BYTES
+
+
+def _state_document(entry: RunEntry, epoch: int, tail: list[dict[str, Any]] | None = None) -> Document:
+    """The run document of the entry's write; ``tail`` is its last history batch (``history_batches``)."""
     state = entry.state
+    if tail is None:
+        tail = history_batches(entry)[-1]
     return {
         "namespace": state.namespace,
         "workflow_id": state.workflow_id,
@@ -105,8 +186,8 @@ def _state_document(entry: RunEntry, epoch: int) -> Document:
         "next_event_id": state.next_event_id,
         "state": state.model_dump(mode="json"),
         "tail": {
-            "first_event_id": entry.new_events[0].event_id if entry.new_events else 0,
-            "events": h.history_to_json(entry.new_events),
+            "first_event_id": tail[0]["event_id"] if tail else 0,
+            "events": tail,
         },
         "outbox": [e.model_dump(mode="json") for e in entry.new_outbox],
         "has_timers": bool(state.armed_timers),
@@ -185,7 +266,12 @@ class RunStore:
         pointer = await self.runs.find_one({"_id": _pointer_id(namespace, workflow_id)})
         if pointer is None:
             return None
-        return await self.run(pointer["run_id"])
+        document = await self.run(pointer["run_id"])
+        if document is None and pointer.get("previous_run_id"):
+            # The run it names was never written (a crash between a pointer and its run): the latest is
+            # still the run it named before, which that batch, read again, goes on from.
+            document = await self.run(pointer["previous_run_id"])
+        return document
 
     async def run(self, run_id: str) -> Document | None:
         return await self.runs.find_one({"_id": run_id})
@@ -245,7 +331,14 @@ class RunStore:
 
         ``offsets`` holds the first and last offset of the batch per partition; the journal entries
         written for it are returned, to be forgotten once the batch is committed."""
-        pointers: list[Document] = []
+        # The workflow's latest-run pointer, per pointer ``_id``: the last run of the batch wins (two
+        # resets of one workflow in a batch must leave it on the second). A start's is written before
+        # its run (if the insert fails, the start is read again and makes this same run id); a reset's
+        # after its run (the pointer never names a run that does not exist while the workflow has one).
+        pointers: dict[str, Document] = {}
+        starting: set[str] = set()  # pointers of starts only
+        following: set[str] = set()  # pointers of a reset's run (or moved to a run written before)
+        ahead: list[Document] = []  # new runs' history batches, written before the runs that list them
         inserts: list[Document] = []
         updates: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         batches: list[Document] = []
@@ -256,30 +349,42 @@ class RunStore:
             epoch = epochs[entry.partition]
             state = entry.state
             run_id = state.run_id
-            document = _state_document(entry, epoch)
             starts = list(entry.batch_starts)
-            if entry.new_events:
-                first = entry.new_events[0].event_id
+            history_bytes = entry.history_bytes
+            if entry.persisted_next_event_id == 1 or entry.repoint:
+                pointer: Document = {
+                    "_id": _pointer_id(state.namespace, state.workflow_id),
+                    "kind": "pointer",
+                    "run_id": run_id,
+                    "start_time": state.start_time,
+                    "previous_run_id": entry.replaces,
+                }
+                pointers[pointer["_id"]] = pointer
+                (following if entry.pointer_after or entry.repoint else starting).add(pointer["_id"])
+            if not (entry.new_events or entry.state_changed):
+                written.append((entry, starts, history_bytes))
+                continue  # only its pointer moves
+            *earlier_batches, tail_batch = history_batches(entry)
+            document = _state_document(entry, epoch, tail_batch)
+            for events in earlier_batches:
+                first = events[0]["event_id"]
+                starts.append(first)
+                ahead.append({"_id": _batch_id(run_id, first), "run_id": run_id, "first_event_id": first})
+                ahead[-1]["events"] = events
+                history_bytes += len(json.dumps(events, separators=(",", ":")))
+            tail = document["tail"]
+            if tail["events"]:
+                first = tail["first_event_id"]
                 starts.append(first)
                 batches.append(
-                    {
-                        "_id": _batch_id(run_id, first),
-                        "run_id": run_id,
-                        "first_event_id": first,
-                        "events": document["tail"]["events"],
-                    }
+                    {"_id": _batch_id(run_id, first), "run_id": run_id, "first_event_id": first}
+                    | {"events": tail["events"]}
                 )
+                history_bytes += len(json.dumps(tail["events"], separators=(",", ":")))
             document["batch_starts"] = starts
-            size = (
-                len(json.dumps(document["tail"]["events"], separators=(",", ":"))) if entry.new_events else 0
-            )
-            document["history_bytes"] = entry.history_bytes + size
-            written.append((entry, starts, document["history_bytes"]))
+            document["history_bytes"] = history_bytes
+            written.append((entry, starts, history_bytes))
             if entry.persisted_next_event_id == 1:
-                pointer_id = _pointer_id(state.namespace, state.workflow_id)
-                pointers.append(
-                    {"_id": pointer_id, "kind": "pointer", "run_id": run_id, "start_time": state.start_time}
-                )
                 inserts.append({"_id": run_id, **document})
             else:
                 condition = {
@@ -293,23 +398,39 @@ class RunStore:
         # A run's tail is replaced by its next write: its copy must have landed by then.
         await self.settle_copies()
         journal = self._journal_entries([entry for entry, _, _ in written], offsets)
-        # A new run's pointer is written before the run: if the insert then fails, the start is read
-        # again and recreates this same run id (it is derived from the start's request id). Most
-        # executions have one run, so the pointer is inserted and replaced only when it exists.
-        earlier, _ = await asyncio.gather(
-            insert_ignoring_duplicates(self.runs, pointers), insert_ignoring_duplicates(self.journal, journal)
-        )
-        await each([partial(self.runs.replace_one, {"_id": d["_id"]}, d) for d in earlier])
-        refused = await insert_ignoring_duplicates(self.runs, inserts)
-        results = await each([update for _, update in updates])
+        # An execution with a reset in the batch has its pointer moved after the inserts only (a start
+        # of it in the same batch is found again by its run id: see the engine's ``_load``).
+        pointers_before = [pointers[i] for i in starting - following]
+        pointers_after = [pointers[i] for i in following]
+        try:
+            # Most executions have one run, so a start's pointer is inserted, and replaced only when it
+            # exists. A batch written ahead met again is of this same new run, written before a crash:
+            # the same events (written once; only their time stamps could differ).
+            earlier, _, _ = await asyncio.gather(
+                insert_ignoring_duplicates(self.runs, pointers_before),
+                insert_ignoring_duplicates(self.journal, journal),
+                insert_ignoring_duplicates(self.history, ahead),
+            )
+            await each([partial(self.runs.replace_one, {"_id": d["_id"]}, d) for d in earlier])
+            refused = await insert_ignoring_duplicates(self.runs, inserts)
+            if refused:
+                raise FencedError(f"runs that exist already: {[d['_id'] for d in refused][:5]}")
+            # The new runs exist: now the pointers may name them, and only then are the runs they
+            # replace changed (terminated by a reset), so a crash leaves a run open rather than none.
+            moves = [
+                partial(self.runs.replace_one, {"_id": d["_id"]}, d, upsert=True) for d in pointers_after
+            ]
+            await each(moves)
+            results = await each([update for _, update in updates])
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if not _refused_as_too_large(exc):
+                raise
+            raise self._too_large(written, epochs, exc) from exc
         stale = [
             run_id for (run_id, _), result in zip(updates, results, strict=True) if result.matched_count != 1
         ]
-        if refused or stale:
-            raise FencedError(
-                f"runs changed by another writer: {stale[:5]}; runs that exist already: "
-                f"{[d['_id'] for d in refused][:5]}"
-            )
+        if stale:
+            raise FencedError(f"runs changed by another writer: {stale[:5]}")
         # The copy is not waited for: until it lands, readers take the run document's tail (and whoever
         # loads the run after a crash copies it), so the outbox of this write goes out one round trip
         # sooner. A duplicate is a batch copied before.
@@ -321,6 +442,22 @@ class RunStore:
             entry.batch_starts = starts
             entry.history_bytes = history_bytes
         return [d["_id"] for d in journal]
+
+    @staticmethod
+    def _too_large(
+        written: Sequence[tuple[RunEntry, list[int], int]], epochs: dict[int, int], exc: Exception
+    ) -> RunTooLarge:
+        """The database refused a document as too large: which executions' writes did it (measured)."""
+        sizes = [
+            (document_size(entry, epochs[entry.partition], exact=True), entry) for entry, _, _ in written
+        ]
+        executions = {
+            (e.state.namespace, e.state.workflow_id) for size, e in sizes if size > MAX_DOCUMENT_BYTES
+        }
+        if not executions and sizes:  # the server's limit is lower than thought: the largest, then
+            _, largest = max(sizes, key=lambda pair: pair[0])
+            executions = {(largest.state.namespace, largest.state.workflow_id)}
+        return RunTooLarge(executions, f"a run's document is past the database's limit: {exc}")
 
     @staticmethod
     def _journal_entries(entries: Sequence[RunEntry], offsets: dict[int, tuple[int, int]]) -> list[Document]:

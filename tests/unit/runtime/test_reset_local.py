@@ -14,7 +14,7 @@ from perdure.tenants import (
     WorkflowResetError,
     workflow,
 )
-from perdure.tenants.testing import LocalEnvironment
+from perdure.tenants.testing import LocalEnvironment, replay
 
 app = App("reset-tests")
 calls: collections.Counter[str] = collections.Counter()
@@ -47,6 +47,26 @@ class Collector:
     @workflow.query
     def seen(self) -> list[str]:
         return list(self.notes)
+
+
+@app.workflow
+class Draws:
+    """Draws an id at its start and one per signal (as code does for idempotency keys, child ids)."""
+
+    def __init__(self) -> None:
+        self.signals = 0
+
+    @workflow.run
+    async def run(self, wanted: int) -> list[str]:
+        drawn = [str(workflow.uuid4())]
+        while len(drawn) <= wanted:
+            await workflow.wait_condition(lambda: self.signals >= len(drawn))
+            drawn.append(str(workflow.uuid4()))
+        return drawn
+
+    @workflow.signal
+    def go(self) -> None:
+        self.signals += 1
 
 
 @pytest.fixture
@@ -217,3 +237,46 @@ async def test_the_docs_example_ships_again_and_charges_once() -> None:
     assert first == ["charged-o-1", "shipped-o-1-to-1 Main St-label-v1-broken"]
     assert second == ["charged-o-1", "shipped-o-1-to-1 Main St-label-v2"]
     assert example.charges == {"o-1": 1}
+
+
+async def test_signals_carried_over_follow_the_reset_event_and_the_run_replays(env: LocalEnvironment) -> None:
+    """The carried signals are the new run's history right after the reset event: its first workflow
+    task gives the code the point's activation, then them, in order; the commands it issued for them
+    all follow. The run goes on and its history replays (its code's replay agrees with it)."""
+    handle = await env.start_workflow(Collector.run, 4, id="c")
+    await env.idle()
+    for text in ("one", "two", "three"):
+        await handle.signal(Collector.note, text)
+    await env.idle()
+    events = _events(env, "c")
+    point = _first_signal(events) - 1  # the first activity's result
+    await handle.reset(point)
+    await env.idle()
+    events = _events(env, "c")
+    after = [e.type for e in events[point:]]
+    assert after[:4] == ["workflow_execution_reset", *["workflow_execution_signaled"] * 3]
+    assert await handle.query(Collector.seen) == ["one", "two", "three"]
+    await handle.signal(Collector.note, "four")
+    assert await handle.result() == ["first#1", "one", "two", "three", "four", "second#1"]
+    replay(app, env.history("c"))
+
+
+async def test_ids_drawn_after_the_point_are_new_and_replay_the_same(env: LocalEnvironment) -> None:
+    """The new run replays the copied prefix with the old run's randomness and draws new ids from the
+    point on (seeded by the run the reset made, recorded in its reset event): a replay draws the same,
+    and a reset of the reset run keeps what that run drew before its own point."""
+    handle = await env.start_workflow(Draws.run, 2, id="d")
+    await handle.signal(Draws.go)
+    await handle.signal(Draws.go)
+    old = await handle.result()
+    events = _events(env, "d")
+    signals = [e.event_id for e in events if isinstance(e, h.WorkflowExecutionSignaled)]
+    await handle.reset(signals[1], reapply_signals=False)  # decides again at the second signal
+    new = await handle.result()
+    assert new[:2] == old[:2] and new[2] != old[2]
+    replay(app, env.history("d"))
+    # The reset run reset again, to its first point: everything is drawn anew, once more.
+    await handle.reset("first-workflow-task", reapply_signals=True)
+    again = await handle.result()
+    assert again[0] not in (old[0], new[0]) and len(set(again)) == 3
+    replay(app, env.history("d"))
