@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from perdure.platform.stores.console_identity import Identity
@@ -21,6 +22,9 @@ FREE_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=15)
 FIRST_LOCK = timedelta(seconds=30)
 LONGEST_LOCK = timedelta(minutes=15)
+# Each round of a reservation is won by one of the attempts racing it, and FREE_FAILURES wins lock the
+# others out: more rounds than that are lost only to a crowd.
+_RESERVE_ROUNDS = 4 * FREE_FAILURES
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,13 @@ class ConsoleSession:
 class ConsoleSessions:
     def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
         self.sessions = database["console_sessions"]
-        self.failures = database["console_signin_failures"]
+        self.failures = database["console_signin_attempts"]
         self.secrets = database["console_secrets"]
 
     async def ensure_indexes(self) -> None:
         await self.sessions.create_index([("identity_key", ASCENDING)])
         await self.sessions.create_index([("expires_at", ASCENDING)])
+        await self.failures.create_index([("email", ASCENDING), ("number", DESCENDING)])
 
     async def cookie_secret(self) -> str:
         """The key cookies are signed with, made once and shared by every console process."""
@@ -108,29 +113,39 @@ class ConsoleSessions:
 
     # -- sign-in throttling --------------------------------------------------------------------------
     async def reserve_attempt(self, email: str, now: datetime | None = None) -> SigninAttempt:
-        """Count a sign-in attempt of ``email`` before its password is checked, atomically (so parallel
-        guesses cannot all pass one check): the attempt says how long it must wait instead (it is then
-        not counted), or that it may go on, and which attempt of the window it is. Attempts are
-        forgotten on success (``clear_failures``), so what counts are the failures of the window."""
+        """Count a sign-in attempt of ``email`` before its password is checked, so that parallel guesses
+        cannot all pass one check: the attempt says how long it must wait instead (it is then not
+        counted), or that it may go on, and which attempt of the window it is. Attempts are forgotten
+        on success (``clear_failures``), so what counts are the failures of the window.
+
+        Each attempt takes the next number of its e-mail by inserting a document whose ``_id`` holds
+        that number: a unique key is the one thing every MongoDB-protocol server keeps atomic under
+        concurrency (findAndModify is not on all of them), so of two attempts that read the same last
+        number one inserts and the other reads again."""
         now = _to_millisecond(now or datetime.now(UTC))  # as the database keeps it
         key = email.lower()
-        document = await self.failures.find_one_and_update(
-            {"_id": key}, {"$push": {"times": now}}, upsert=True, return_document=ReturnDocument.AFTER
-        )
-        assert document is not None
-        # $push appends: what is before this attempt in the list reserved before it.
-        before = [t for t in document["times"][:-1] if t > now - FAILURE_WINDOW]
-        if len(before) >= FREE_FAILURES:
-            unlocked_at = max(before) + _lock(len(before))
-            if unlocked_at > now:
-                await self.failures.update_one({"_id": key}, {"$pull": {"times": now}})  # not a failure
-                return SigninAttempt(len(before) + 1, unlocked_at - now)
-        if len(document["times"]) > 8 * FREE_FAILURES:  # keep the list short: old attempts do not count
-            await self.failures.update_one({"_id": key}, {"$set": {"times": [*before, now]}})
-        return SigninAttempt(len(before) + 1, None)
+        for _ in range(_RESERVE_ROUNDS):
+            recorded = [d async for d in self.failures.find({"email": key}).sort("number", DESCENDING)]
+            before = [d["at"] for d in recorded if d["at"] > now - FAILURE_WINDOW]
+            if len(before) >= FREE_FAILURES:
+                unlocked_at = max(before) + _lock(len(before))
+                if unlocked_at > now:
+                    return SigninAttempt(len(before) + 1, unlocked_at - now)
+            number = recorded[0]["number"] + 1 if recorded else 1
+            try:
+                await self.failures.insert_one(
+                    {"_id": f"{key}|{number}", "email": key, "number": number, "at": now}
+                )
+            except DuplicateKeyError:
+                continue  # another attempt took this number: count again, with it
+            if len(recorded) > len(before):  # attempts out of the window no longer count
+                await self.failures.delete_many({"email": key, "at": {"$lte": now - FAILURE_WINDOW}})
+            return SigninAttempt(len(before) + 1, None)
+        # Every round lost to another attempt: a crowd of them is guessing, so this one waits.
+        return SigninAttempt(FREE_FAILURES + 1, FIRST_LOCK)
 
     async def clear_failures(self, email: str) -> None:
-        await self.failures.delete_one({"_id": email.lower()})
+        await self.failures.delete_many({"email": email.lower()})
 
 
 def _to_millisecond(at: datetime) -> datetime:

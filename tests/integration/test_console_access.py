@@ -14,6 +14,7 @@ from pymongo import AsyncMongoClient
 
 from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.stores.console_credentials import ConsoleCredentials
+from perdure.platform.stores.console_sessions import FAILURE_WINDOW, FREE_FAILURES, ConsoleSessions
 from perdure.platform.stores.databases import Databases
 from perdure.platform.tenancy.model import Quota
 
@@ -210,6 +211,32 @@ async def test_sign_in_is_throttled_and_sessions_end(make_tenant_cell: TenantCel
         assert expired.status_code == 401
         assert "expired" in expired.text
         await expiring.aclose()
+
+
+async def test_parallel_attempts_in_one_millisecond_reserve_five_and_no_more(
+    make_tenant_cell: TenantCellFactory,
+) -> None:
+    settings = (await make_tenant_cell({"a": Quota()}, start=False)).cell.settings
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+    try:
+        sessions = ConsoleSessions(client[settings.control_database])
+        now = datetime.now(UTC)
+        # One instant for all: a refused attempt taking itself back must not take back another's.
+        attempts = await asyncio.gather(
+            *(sessions.reserve_attempt("Same@a.example.com", now) for _ in range(40))
+        )
+        assert sum(a.wait is None for a in attempts) == FREE_FAILURES
+        assert sorted(a.number for a in attempts if a.wait is None) == list(range(1, FREE_FAILURES + 1))
+        later = await sessions.reserve_attempt("same@a.example.com", now + timedelta(seconds=1))
+        assert later.wait is not None and later.number == FREE_FAILURES + 1
+        # Past the window the old attempts are forgotten, and a long list is trimmed of them.
+        fresh = await sessions.reserve_attempt(
+            "same@a.example.com", now + FAILURE_WINDOW + timedelta(seconds=1)
+        )
+        assert fresh.wait is None and fresh.number == 1
+        assert await sessions.failures.count_documents({"email": "same@a.example.com"}) == 1
+    finally:
+        await client.close()
 
 
 async def test_sign_in_holds_against_parallel_guesses_big_bodies_and_bad_addresses(
