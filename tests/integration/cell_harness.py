@@ -186,6 +186,9 @@ class CellProcess:
                 self._lines.append(line)
                 self._changed.set()
 
+    def last_lines(self, count: int) -> list[str]:
+        return self._lines[-count:]
+
     def lines(self, containing: str) -> list[str]:
         """The log lines so far that contain ``containing``."""
         return [line for line in self._lines if containing in line]

@@ -7,6 +7,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
+
+
 import os  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -24,7 +35,7 @@ from perdure.infra.rabbitmq_admin import RabbitMQAdmin  # noqa: E402
 from perdure.infra.settings import Endpoints  # noqa: E402
 from perdure.platform.control.provisioning import tenant_user  # noqa: E402
 
-from .cell_harness import CellUnderTest, TenantCell, provision, provision_tenants  # noqa: E402
+from .cell_harness import CellProcess, CellUnderTest, TenantCell, provision, provision_tenants  # noqa: E402
 
 CellFactory = Callable[..., Awaitable[CellUnderTest]]
 
@@ -44,8 +55,18 @@ def tmp_path() -> Iterator[Path]:
 TenantCellFactory = Callable[..., Awaitable[TenantCell]]
 
 
+def tell_logs_of_a_failure(request: pytest.FixtureRequest, processes: list[CellProcess]) -> None:
+    """A failed test's cell processes' last log lines, in its report (their logs live nowhere else)."""
+    if not request.node.stash.get(CALL_FAILED, False):
+        return
+    for process in processes:
+        print(f"--- the last log lines of {process.owner.cell}/{process.name} ---")
+        print("".join(process.last_lines(80)))
+
+
 @pytest.fixture
 async def make_cell(
+    request: pytest.FixtureRequest,
     endpoints: Endpoints,
     tmp_path: Path,
     kafka_admin: AIOKafkaAdminClient,
@@ -62,6 +83,7 @@ async def make_cell(
         return cell
 
     yield make
+    tell_logs_of_a_failure(request, [p for cell in made for p in cell.processes])
     for cell in made:
         for process in cell.processes:
             process.kill(signal.SIGKILL)
@@ -78,6 +100,7 @@ async def make_cell(
 
 @pytest.fixture
 async def make_tenant_cell(
+    request: pytest.FixtureRequest,
     endpoints: Endpoints,
     tmp_path: Path,
     kafka_admin: AIOKafkaAdminClient,
@@ -96,6 +119,7 @@ async def make_tenant_cell(
         return tenants
 
     yield make
+    tell_logs_of_a_failure(request, [p for tenants in made for p in tenants.cell.processes])
     for tenants in made:
         cell = tenants.cell
         for process in cell.processes:
