@@ -26,13 +26,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.machine import describe_machine
 from bench.throughput import cleanup, percentile, start_cell_process
 from perdure.infra.logs import configure_logging
+
+if TYPE_CHECKING:
+    from perdure.tenants import Client
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ("perdure", "ops", "dbos", "temporal")
@@ -75,8 +79,11 @@ async def _timed(
 
 
 # -- Perdure, as tenants run it -------------------------------------------------------------------------
-async def perdure_client(light: int, workflows: int) -> Figures:
-    from bench.throughput_app import ThreeNoops
+@asynccontextmanager
+async def tenant_namespace(**cell_env: str) -> AsyncIterator[Client]:
+    """A cell of its own with a namespace deployed with ``bench.throughput_app`` (unthrottled, its worker
+    platform-hosted), the cell process started with ``cell_env`` added: a client of that namespace.
+    Everything made is removed on the way out."""
     from perdure.infra.settings import load_settings
     from perdure.platform.control.namespace_requests import provision_namespace
     from perdure.platform.control.provisioning import create_cell
@@ -101,27 +108,34 @@ async def perdure_client(light: int, workflows: int) -> Figures:
         quota=Quota.unthrottled(),
     )
     assert provisioned.connection_string is not None
-    process = await start_cell_process(cell, settings.database_prefix)
+    process = await start_cell_process(cell, settings.database_prefix, **cell_env)
     try:
         async with await Client.connect(provisioned.connection_string, request_timeout=600) as client:
-
-            async def one(workflow_id: str) -> None:
-                assert await client.execute_workflow(ThreeNoops.run, id=workflow_id) == 6
-
-            async def many(ids: list[str]) -> None:
-                handles = []
-                for chunk in range(0, len(ids), 200):
-                    handles += await asyncio.gather(
-                        *(client.start_workflow(ThreeNoops.run, id=i) for i in ids[chunk : chunk + 200])
-                    )
-                results = await asyncio.gather(*(h.result(timeout=1800) for h in handles))
-                assert results == [6] * len(ids)
-
-            return await _timed(light, workflows, one, many)
+            yield client
     finally:
         process.terminate()
         await process.wait()
         await cleanup(settings, cell, [namespace])
+
+
+async def perdure_client(light: int, workflows: int) -> Figures:
+    from bench.throughput_app import ThreeNoops
+
+    async with tenant_namespace() as client:
+
+        async def one(workflow_id: str) -> None:
+            assert await client.execute_workflow(ThreeNoops.run, id=workflow_id) == 6
+
+        async def many(ids: list[str]) -> None:
+            handles = []
+            for chunk in range(0, len(ids), 200):
+                handles += await asyncio.gather(
+                    *(client.start_workflow(ThreeNoops.run, id=i) for i in ids[chunk : chunk + 200])
+                )
+            results = await asyncio.gather(*(h.result(timeout=1800) for h in handles))
+            assert results == [6] * len(ids)
+
+        return await _timed(light, workflows, one, many)
 
 
 async def perdure_ops(light: int, workflows: int) -> Figures:

@@ -29,3 +29,12 @@ class Instant:
     @workflow.run
     async def run(self, tag: str) -> str:
         return tag
+
+
+@app.workflow
+class Sleeper:
+    """Waits on a durable timer: the memory benchmark holds thousands of these open."""
+
+    @workflow.run
+    async def run(self, seconds: float) -> None:
+        await workflow.sleep(seconds)

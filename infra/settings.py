@@ -216,8 +216,11 @@ class Settings(BaseSettings):
     # Where billing exports are written (by `perdure billing export` without --out, and the schedule).
     billing_export_dir: Path | None = None
 
-    telemetry_exporter: Literal["none", "console", "otlp", "memory"] = "none"
+    telemetry_exporter: Literal["none", "console", "otlp", "memory", "file"] = "none"
     otlp_endpoint: str = "http://127.0.0.1:4318"
+    # For the "file" exporter: each process appends its spans, a JSON object a line, to a file of its
+    # own in this folder (bench/hops.py reads them back into a per-hop profile).
+    telemetry_dir: Path | None = None
     service_name: str = "perdure"
 
     stack_dir: Path = Field(default_factory=_default_stack_dir)

@@ -6,6 +6,7 @@ Every service hop carries W3C trace context: Kafka headers are ``list[tuple[str,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,8 @@ def configure_telemetry(
         span_exporter: SpanExporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics")))
+    elif exporter == "file":
+        tracer_provider.add_span_processor(SimpleSpanProcessor(_file_exporter(settings, resource)))
     elif exporter == "memory":
         spans = InMemorySpanExporter()
         tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -85,6 +88,15 @@ def configure_telemetry(
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
     return Telemetry(tracer_provider, meter_provider, spans, memory_reader)
+
+
+def _file_exporter(settings: Settings, resource: Resource) -> SpanExporter:
+    folder = settings.telemetry_dir or settings.stack_dir / "spans"
+    folder.mkdir(parents=True, exist_ok=True)
+    service = str(resource.attributes.get("service.name", "perdure"))
+    # Line-buffered, held for the life of the process: every span reaches the file as it ends.
+    out = open(folder / f"spans-{service}-{os.getpid()}.jsonl", "a", buffering=1)
+    return ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
 
 
 class _KafkaHeaderSetter(Setter[KafkaHeaders]):

@@ -18,12 +18,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context, get_current
 from pydantic import ValidationError
 
 from perdure.infra.consumer_backlog import ConsumerBacklog
@@ -101,6 +102,8 @@ class _Pending:
     run_id: str | None
     arrived: float
     reserved: bool = False  # a start holding a place of the namespace's concurrency quota
+    # The trace it was received in (made inside its span): admitted in a batch, each keeps its own.
+    trace_context: Context = field(default_factory=get_current)
 
 
 class Admission:
@@ -424,8 +427,9 @@ class Admission:
                 pass
             return
         envelopes = [envelope for _, pending in taken for envelope in pending.envelopes]
+        traces = [pending.trace_context for _, pending in taken for _ in pending.envelopes]
         try:
-            await self.tasks.send_all(envelopes)
+            await self.tasks.send_all(envelopes, traces)
         except Exception:
             for namespace, pending in taken:  # not admitted: back to RabbitMQ, to be delivered again
                 if pending.reserved:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context, get_current
 from pydantic import ValidationError
 
 from perdure.infra.outages import OUTAGES, dependency_of, pause
@@ -65,6 +66,8 @@ class _Received:
     envelope: TaskEnvelope
     # The provisional copy of this result, settled with it.
     provisional: AbstractIncomingMessage | None = None
+    # The trace it was received in (made inside its span): relayed in a batch, each keeps its own.
+    trace_context: Context = field(default_factory=get_current)
 
     async def ack(self) -> None:
         await ack(self.message)
@@ -232,7 +235,9 @@ class WorkerReportRelay:
 
     async def _relay(self, batch: list[_Received]) -> None:
         try:
-            await self.tasks.send_all([received.envelope for received in batch])
+            await self.tasks.send_all(
+                [received.envelope for received in batch], [received.trace_context for received in batch]
+            )
         except Exception as exc:
             # One at a time: a report Kafka refuses for good must not hold the others back.
             if dependency_of(exc) is None:
@@ -248,7 +253,7 @@ class WorkerReportRelay:
         failed: BaseException | None = None
         for received in batch:
             try:
-                await self.tasks.send(received.envelope)
+                await self.tasks.send_all([received.envelope], [received.trace_context])
             except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
                 await self._refuse(received.namespace, received.message, f"Kafka refused it: {exc}")
                 if received.provisional is not None:

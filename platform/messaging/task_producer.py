@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
+from opentelemetry.context import Context
 
 from perdure.infra.kafka_backoff import with_reconnect_backoff
 from perdure.infra.settings import Endpoints
@@ -36,12 +37,17 @@ class TaskProducer:
         self.producer = producer
         self.topic = tasks_topic(cell)
 
-    async def send_all(self, envelopes: Sequence[TaskEnvelope]) -> None:
-        """Send and wait until Kafka acknowledged every one of them."""
+    async def send_all(
+        self, envelopes: Sequence[TaskEnvelope], contexts: Sequence[Context] | None = None
+    ) -> None:
+        """Send and wait until Kafka acknowledged every one of them. Each carries the trace context it
+        was received in (``contexts``, one each, when envelopes of several requests go out together),
+        else the current one."""
         futures = []
-        for envelope in envelopes:
+        for index, envelope in enumerate(envelopes):
             headers = inject_kafka_headers(
-                [(KIND_HEADER, envelope.message.kind.encode()), (VERSION_HEADER, str(WIRE_VERSION).encode())]
+                [(KIND_HEADER, envelope.message.kind.encode()), (VERSION_HEADER, str(WIRE_VERSION).encode())],
+                context=contexts[index] if contexts is not None else None,
             )
             futures.append(
                 await self.producer.send(self.topic, envelope.encode(), key=envelope.key, headers=headers)
