@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 import uuid
@@ -68,8 +67,6 @@ from perdure.platform.stores.run_store import (
 # The engine waits at most this long between attempts once a dependency fails: it must resume soon
 # after the dependency does.
 ENGINE_RETRY_CAP_SECONDS = 2.0
-Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-
 log = logging.getLogger("perdure.engine")
 tracer = trace.get_tracer("perdure.engine")
 meter = metrics.get_meter("perdure.engine")
@@ -214,10 +211,6 @@ class CellEngine:
         # Partitions just taken, or rewound: their pending outboxes are sent (again) before anything else.
         self._unsent: set[int] = set()
         self._committing: asyncio.Task[None] | None = None
-        # Outboxes sent but not yet confirmed by the broker, with the batch that wrote them: the next
-        # batch is read meanwhile, but no run is written again, and no offset committed, before they
-        # are (the run document keeps its latest outbox only, and the commit says it was sent).
-        self._sending: list[tuple[asyncio.Task[None], Batch]] = []
         # Whether each recent batch failed, for the process's health report.
         self.outcomes: collections.deque[bool] = collections.deque(maxlen=200)
         # Executions whose write the database refused as too large: the batch read again dead-letters
@@ -264,7 +257,6 @@ class CellEngine:
         async with self.lock:
             try:
                 await self._settle_commit()
-                await self._settle_sends()
                 await self.store.settle_copies()  # the next owner finds the histories copied
             except Exception:
                 # The next owner reads from the last commit that went through, and copies what it misses.
@@ -310,16 +302,14 @@ class CellEngine:
         try:
             while not self.stopping.is_set():
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=MAX_POLL_RECORDS)
-                if not batch and not self._unsent and not self._sending:
+                if not batch and not self._unsent:
                     continue
                 async with self.lock:
                     # Records of partitions revoked meanwhile belong to their new owner now.
                     owned = {tp: records for tp, records in batch.items() if tp.partition in self.epochs}
-                    if not owned and not self._unsent and not self._sending:
+                    if not owned and not self._unsent:
                         continue
                     try:
-                        if not owned:  # idle: an outbox that failed must not wait for the next record
-                            await self._settle_sends()
                         await self._resend_unsent()
                         if owned:
                             await self.process(owned)
@@ -347,36 +337,7 @@ class CellEngine:
             timers.cancel()
             await asyncio.gather(timers, return_exceptions=True)
             await self._settle_commit()
-            with contextlib.suppress(Exception):  # unconfirmed: their batch is not committed either
-                await self._settle_sends()
             await self.store.settle_copies()
-
-    async def _settle_sends(self) -> None:
-        """Wait for the outboxes in flight to be confirmed. One that failed is sent again from its run
-        documents (its batch's partitions are unsent, and its offsets were not committed); the failure
-        is raised, so that the caller's batch is read again once the broker takes messages."""
-        sending, self._sending = self._sending, []
-        failure: BaseException | None = None
-        for task, batch in sending:
-            try:
-                await task
-            except Exception as exc:
-                failure = failure or exc
-                self._rewind({tp: records for tp, records in batch.items() if tp.partition in self.epochs})
-        if failure is not None:
-            raise failure
-
-    def _commit_once_sent(self, batch: Batch) -> None:
-        """Commit the batch's offsets once the broker confirmed its outboxes (the commit says they went
-        out), in the background."""
-        sends = [task for task, sent_by in self._sending if sent_by is batch]
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-
-        async def commit() -> None:
-            await asyncio.gather(*sends)
-            await self.consumer.commit(offsets)
-
-        self._committing = asyncio.create_task(commit())
 
     async def _settle_commit(self) -> None:
         """Wait for the commit in flight; a failed one only means its records are read again."""
@@ -396,7 +357,7 @@ class CellEngine:
             self._unsent.discard(partition)
         self._unsent &= self.epochs.keys()
 
-    async def process(self, batch: Batch) -> None:
+    async def process(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         started = time.perf_counter()
         count = sum(len(records) for records in batch.values())
         batch_sizes.record(count)
@@ -465,7 +426,9 @@ class CellEngine:
             if rejected:
                 await self._send_dead_letters(rejected)
             await self._settle_commit()
-            self._commit_once_sent(batch)
+            self._committing = asyncio.create_task(
+                self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+            )
             for tp, records in batch.items():
                 highwater = self.consumer.highwater(tp)
                 if highwater is not None:
@@ -477,7 +440,9 @@ class CellEngine:
             tasks_processed.add(sum(len(records) for records in batch.values()) - len(rejected))
             step_latency.record(time.perf_counter() - started)
 
-    def _group(self, batch: Batch, rejected: list[DeadLetter]) -> dict[ExecutionKey, Group]:
+    def _group(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], rejected: list[DeadLetter]
+    ) -> dict[ExecutionKey, Group]:
         """The batch's records by execution, in partition order (undecodable ones dead-lettered). A
         reset past the batch's share (``MAX_RESETS_PER_BATCH``, one per execution) ends its partition's
         part of the batch: it and what follows it are read by the next batch."""
@@ -504,7 +469,9 @@ class CellEngine:
                 groups.setdefault(key, Group(key, tp.partition)).items.append((record, envelope))
         return groups
 
-    def _defer(self, batch: Batch, tp: TopicPartition, index: int) -> None:
+    def _defer(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], tp: TopicPartition, index: int
+    ) -> None:
         """Leave the partition's records from ``index`` on to the next batch (read again from there)."""
         records = batch[tp]
         self.consumer.seek(tp, records[index].offset)
@@ -553,15 +520,13 @@ class CellEngine:
 
     async def _write_and_send(
         self,
-        batch: Batch,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
         entries: list[RunEntry],
         offsets: dict[int, tuple[int, int]],
         sent_tasks: frozenset[str],
     ) -> bool:
         """Write ``entries`` and send their outboxes (but the tasks already sent); False if the batch
         was fenced (it is then read again)."""
-        # A run written again must have had its last outbox confirmed (its document keeps only the newest).
-        await self._settle_sends()
         try:
             with tracer.start_as_current_span("perdure.store.write", attributes={"runs": len(entries)}):
                 await self.store.write(entries, self.epochs, offsets)
@@ -577,17 +542,11 @@ class CellEngine:
             for e in entries
             for item in e.new_outbox
         ]
-        if items:
-            # Sent now, confirmed while the engine reads on (``_settle_sends``): the messages reach the
-            # workers as soon as the broker routes them, and the confirms' wait leaves the loop.
-            self._sending.append((asyncio.create_task(self._send(items, sent_tasks)), batch))
-        return True
-
-    async def _send(self, items: list[Addressed], sent_tasks: frozenset[str]) -> None:
         with tracer.start_as_current_span("perdure.outbox.send", attributes={"items": len(items)}):
             await self.sender.send(items, sent_tasks=sent_tasks)
+        return True
 
-    def _behind(self, batch: Batch) -> bool:
+    def _behind(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> bool:
         """Whether records wait behind this batch in any of its partitions."""
         for tp, records in batch.items():
             highwater = self.consumer.highwater(tp)
@@ -739,7 +698,7 @@ class CellEngine:
             entry.history = await self.store.read_history(entry.state.run_id, document)
         return entry
 
-    def _rewind(self, batch: Batch) -> None:
+    def _rewind(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Read the batch again from its first record, from the database rather than the cache."""
         for tp, records in batch.items():
             self.consumer.seek(tp, records[0].offset)
