@@ -101,9 +101,19 @@ def timeline(workflow: ReadableSpan, spans: list[Span]) -> list[tuple[str, float
         )
         inside = hop.end - hop.start - sum(p.end - p.start for p in parts)
         steps.append((f"  in {_short(hop.name)} (own)", inside))
-        steps.extend((f"    {_short(part.name)}", part.end - part.start) for part in parts)
+        for part in parts:
+            steps.extend(_nested(part, children, "    "))
         previous_name, previous_end = hop.name, hop.end
     steps.append((f"{_short(previous_name)} → client (result)", ended - previous_end))
+    return steps
+
+
+def _nested(span: Span, children: dict[str, list[Span]], indent: str) -> list[tuple[str, float]]:
+    """A part of a hop and, below it, its own parts."""
+    steps = [(f"{indent}{_short(span.name)}", span.end - span.start)]
+    for child in sorted(children.get(span.span_id, []), key=lambda s: s.start):
+        if child.name not in HOP_SPANS:  # a message sent from inside it begins a hop of its own
+            steps.extend(_nested(child, children, indent + "  "))
     return steps
 
 
@@ -122,10 +132,11 @@ def profile(workflows: list[ReadableSpan], traces: dict[str, list[Span]]) -> str
         return "no traced workflow: did the cell process write spans?"
     shape, count = shapes.most_common(1)[0]
     alike = [steps for steps in timelines if tuple(name for name, _ in steps) == shape]
-    totals = [sum(seconds for name, seconds in steps if not name.startswith("    ")) for steps in alike]
+    totals = [(w.end_time - w.start_time) / 1e9 for w in workflows]  # type: ignore[operator]
     rows = [
         f"{count} of {len(timelines)} traced workflows have the most common shape "
-        f"({len(shapes)} shapes); their median end to end: {statistics.median(totals) * 1000:.1f} ms",
+        f"({len(shapes)} shapes); median end to end of all: {statistics.median(totals) * 1000:.1f} ms "
+        "(as the client saw it)",
         "",
         "| step | p50 ms | p90 ms |",
         "|---|---|---|",
@@ -134,6 +145,23 @@ def profile(workflows: list[ReadableSpan], traces: dict[str, list[Span]]) -> str
         values = [steps[index][1] * 1000 for steps in alike]
         label = name.replace("  ", "\u2003")  # keep the nesting visible in a rendered table
         rows.append(f"| {label} | {statistics.median(values):.1f} | {percentile(values, 0.9):.1f} |")
+    return "\n".join(rows)
+
+
+def totals(traces: dict[str, list[Span]], seconds: float) -> str:
+    """Every span of the run by name: how many, their median, and their summed time as a share of the
+    run's (a batch of the engine serves many workflows, so at saturation this, not a timeline, says
+    where the cell process's time goes)."""
+    by_name: dict[str, list[float]] = collections.defaultdict(list)
+    for spans in traces.values():
+        for span in spans:
+            by_name[span.name].append(span.end - span.start)
+    rows = ["| span | count | p50 ms | p90 ms | summed, share of the run |", "|---|---|---|---|---|"]
+    for name, values in sorted(by_name.items(), key=lambda item: -sum(item[1])):
+        rows.append(
+            f"| {_short(name)} | {len(values)} | {statistics.median(values) * 1000:.1f} | "
+            f"{percentile(values, 0.9) * 1000:.1f} | {sum(values):.1f} s, {sum(values) / seconds:.0%} |"
+        )
     return "\n".join(rows)
 
 
@@ -164,10 +192,17 @@ async def measure(count: int, concurrency: int) -> str:
         await asyncio.gather(*(one(i) for i in range(count)))
         seconds = time.perf_counter() - began
     workflows = [s for s in exporter.get_finished_spans() if s.name == "bench.workflow"]
+    traces = read_spans(folder)
+    began_at = min(w.start_time for w in workflows if w.start_time is not None) / 1e9
+    # The warm-up's spans are not the run's.
+    traces = {t: [s for s in spans if s.start >= began_at] for t, spans in traces.items()}
     return (
         f"machine: {describe_machine()}\n"
         f"workload: {count} workflows of three trivial activities, {concurrency} in flight "
-        f"({count / seconds:.1f} workflows/s)\n\n" + profile(workflows, read_spans(folder))
+        f"({count / seconds:.1f} workflows/s)\n\n"
+        + profile(workflows, traces)
+        + "\n\nAll the cell process's spans of the run:\n\n"
+        + totals(traces, seconds)
     )
 
 

@@ -3,7 +3,11 @@
 Prints completed workflows/s and events/s at saturation, and p50/p99 start-to-result latency at
 saturation and at light load (one workflow at a time). Needs the stack up (`perdure stack up`).
 
-Run: .venv/bin/python -m bench.throughput [--workflows 1000] [--light 50]
+``--processes N`` runs the cell on N ``perdure cell run`` processes (they share its partitions);
+``--cpus LIST`` pins them to those CPUs with ``taskset`` (``--cpus 0`` against ``--cpus 0,1`` shows
+what a second core gives the cell's processes; the services keep every core).
+
+Run: .venv/bin/python -m bench.throughput [--workflows 1000] [--light 50] [--processes 1] [--cpus 0,1]
 """
 
 from __future__ import annotations
@@ -46,11 +50,15 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-async def main(workflows: int, light: int) -> None:
-    figures = await measure(workflows, light)
+async def main(workflows: int, light: int, processes: int = 1, cpus: str | None = None) -> None:
+    figures = await measure(workflows, light, processes, cpus)
     gaps = figures.pop("gaps")
     print(f"machine: {describe_machine()}")
-    print(f"cell: 8 partitions, one `perdure cell run` process, FerretDB backend: {figures['backend']}")
+    pinned = f", pinned to CPUs {cpus}" if cpus else ""
+    print(
+        f"cell: 8 partitions, {processes} `perdure cell run` process(es){pinned}, "
+        f"FerretDB backend: {figures['backend']}"
+    )
     print(
         f"saturation: {workflows} workflows enqueued in {figures['enqueue_seconds']:.2f} s, "
         f"all done in {figures['saturation_seconds']:.2f} s -> "
@@ -71,7 +79,7 @@ async def main(workflows: int, light: int) -> None:
         print(f"  {step:<60} {statistics.median(values):6.1f} x{len(values) / runs:.0f}")
 
 
-async def measure(workflows: int, light: int) -> dict[str, Any]:
+async def measure(workflows: int, light: int, processes: int = 1, cpus: str | None = None) -> dict[str, Any]:
     """The ops path's figures: light-load and saturation latencies, workflows/s, and the light-load
     timeline (``gaps``)."""
     suffix = uuid.uuid4().hex[:8]
@@ -80,7 +88,7 @@ async def measure(workflows: int, light: int) -> dict[str, Any]:
     cell, namespace = f"bench-{suffix}", f"bench-{suffix}"
     await create_cell(settings, cell, 8)
     await create_namespace(settings, namespace, "bench.throughput_app:app", cell, quota=Quota.unthrottled())
-    process = await start_cell_process(cell, prefix)
+    cell_processes = [await start_cell_process(cell, prefix, cpus=cpus) for _ in range(processes)]
     closed: dict[str, float] = {}
     arrived = asyncio.Event()
     connection = await aio_pika.connect(namespace_amqp_url(settings, cell, namespace))
@@ -127,8 +135,9 @@ async def measure(workflows: int, light: int) -> dict[str, Any]:
             duration = max(closed[w] for w in ids) - begin
             load_latency = [(closed[w] - begin) * 1000 for w in ids]
     finally:
-        process.terminate()
-        await process.wait()
+        for process in cell_processes:
+            process.terminate()
+            await process.wait()
         await connection.close()
         await cleanup(settings, cell, [namespace])
     return {
@@ -168,9 +177,14 @@ async def light_timeline(
     return gaps
 
 
-async def start_cell_process(cell: str, prefix: str, **env: str) -> asyncio.subprocess.Process:
-    """``perdure cell run CELL`` under the database prefix of a benchmark, quiet, with ``env`` added."""
+async def start_cell_process(
+    cell: str, prefix: str, cpus: str | None = None, **env: str
+) -> asyncio.subprocess.Process:
+    """``perdure cell run CELL`` under the database prefix of a benchmark, quiet, with ``env`` added;
+    on the CPUs ``cpus`` only (``taskset``'s list), if given."""
+    pinning = ["taskset", "-c", cpus] if cpus else []
     return await asyncio.create_subprocess_exec(
+        *pinning,
         str(Path(sys.executable).parent / "perdure"),
         "cell",
         "run",
@@ -208,5 +222,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument("--light", type=int, default=50)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--cpus", help="taskset's CPU list for the cell processes, e.g. 0 or 0,1")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.workflows, arguments.light))
+    asyncio.run(main(arguments.workflows, arguments.light, arguments.processes, arguments.cpus))

@@ -41,6 +41,7 @@ from typing import Any
 
 import bson
 from aiokafka.partitioner import murmur2
+from opentelemetry import trace
 from pydantic import TypeAdapter
 from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.cursor import AsyncCursor
@@ -57,6 +58,7 @@ from perdure.platform.core.visibility_plan import (
 from perdure.platform.core.visibility_plan import attribute_fields
 
 Document = dict[str, Any]
+tracer = trace.get_tracer("perdure.store")
 log = logging.getLogger("perdure.store")
 _outbox_adapter: TypeAdapter[list[o.OutboxEntry]] = TypeAdapter(list[o.OutboxEntry])
 _armed_adapter: TypeAdapter[dict[str, ArmedTimer]] = TypeAdapter(dict[str, ArmedTimer])
@@ -400,7 +402,8 @@ class RunStore:
         if not written:
             return
         # A run's tail is replaced by its next write: its copy must have landed by then.
-        await self.settle_copies()
+        with tracer.start_as_current_span("perdure.store.settle_copies"):
+            await self.settle_copies()
         # An execution with a reset in the batch has its pointer moved after the inserts only (a start
         # of it in the same batch is found again by its run id: see the engine's ``_load``).
         pointers_before = [pointers[i] for i in starting - following]
@@ -409,12 +412,13 @@ class RunStore:
             # Most executions have one run, so a start's pointer is inserted, and replaced only when it
             # exists. A batch written ahead met again is of this same new run, written before a crash:
             # the same events (written once; only their time stamps could differ).
-            earlier, _ = await asyncio.gather(
-                insert_ignoring_duplicates(self.runs, pointers_before),
-                insert_ignoring_duplicates(self.history, ahead),
-            )
-            await each([partial(self.runs.replace_one, {"_id": d["_id"]}, d) for d in earlier])
-            refused = await insert_ignoring_duplicates(self.runs, inserts)
+            with tracer.start_as_current_span("perdure.store.insert_new"):
+                earlier, _ = await asyncio.gather(
+                    insert_ignoring_duplicates(self.runs, pointers_before),
+                    insert_ignoring_duplicates(self.history, ahead),
+                )
+                await each([partial(self.runs.replace_one, {"_id": d["_id"]}, d) for d in earlier])
+                refused = await insert_ignoring_duplicates(self.runs, inserts)
             if refused:
                 raise FencedError(f"runs that exist already: {[d['_id'] for d in refused][:5]}")
             # The new runs exist: now the pointers may name them, and only then are the runs they
@@ -423,7 +427,8 @@ class RunStore:
                 partial(self.runs.replace_one, {"_id": d["_id"]}, d, upsert=True) for d in pointers_after
             ]
             await each(moves)
-            results = await each([update for _, update in updates])
+            with tracer.start_as_current_span("perdure.store.update_runs", attributes={"runs": len(updates)}):
+                results = await each([update for _, update in updates])
         except (DocumentTooLarge, OperationFailure) as exc:
             if not _refused_as_too_large(exc):
                 raise
