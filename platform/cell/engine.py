@@ -208,8 +208,9 @@ class CellEngine:
         # Loads of cache misses run concurrently, but few at a time: the database serves small batches
         # of point reads far better than a burst of hundreds.
         self._loading = asyncio.Semaphore(8)
-        # Partitions just taken, or rewound: their pending outboxes are sent (again) before anything else.
+        # Partitions just taken, or rewound: their journalled outboxes are sent (again) before anything else.
         self._unsent: set[int] = set()
+        self._forgetting: set[asyncio.Task[None]] = set()
         self._committing: asyncio.Task[None] | None = None
         # Whether each recent batch failed, for the process's health report.
         self.outcomes: collections.deque[bool] = collections.deque(maxlen=200)
@@ -224,7 +225,7 @@ class CellEngine:
     # -- partition ownership -----------------------------------------------------------------------
     async def take(self, partitions: set[int]) -> None:
         """Fence the partitions' earlier owner off and arm their timers, retrying through an outage for as
-        long as the group gives them to this process. Their pending outboxes are sent by the loop."""
+        long as the group gives them to this process. Their journalled outboxes are sent by the loop."""
         log.info("partitions given; taking them", extra={"partitions": sorted(partitions)})
         async with self.lock:
             for partition in sorted(partitions):
@@ -272,8 +273,9 @@ class CellEngine:
 
     async def _resend_outboxes(self, partition: int) -> None:
         committed = await self.consumer.committed(TopicPartition(self.cell.topic, partition))
-        documents = await self.store.pending_outboxes(partition, committed)
+        journal, documents = await self.store.pending_outboxes(partition, committed)
         if not documents:
+            await self.store.forget_journal(journal)
             return
         items = [
             Addressed(d["namespace"], d["workflow_id"], partition, entry)
@@ -288,7 +290,7 @@ class CellEngine:
         await self.sender.send(items)
         # Sent: a crash from here on must not send them yet again (the records of their batch, read
         # again, are duplicates and cause nothing).
-        await self.store.outboxes_sent(documents)
+        await self.store.forget_journal(journal)
         log.info(
             "outbox re-sent after taking a partition", extra={"partition": partition, "runs": len(documents)}
         )
@@ -335,7 +337,7 @@ class CellEngine:
                     await pause(failed, self.stopping)
         finally:
             timers.cancel()
-            await asyncio.gather(timers, return_exceptions=True)
+            await asyncio.gather(timers, *self._forgetting, return_exceptions=True)
             await self._settle_commit()
             await self.store.settle_copies()
 
@@ -350,12 +352,30 @@ class CellEngine:
             log.warning("committing offsets failed; those records will be read again", exc_info=True)
 
     async def _resend_unsent(self) -> None:
-        """Send the pending outboxes of partitions just taken, and of those whose batch failed after its
+        """Send the journalled outboxes of partitions just taken, and of those whose batch failed after its
         write (reading its records again will not recreate them: they are duplicates now)."""
+        if self._unsent & self.epochs.keys():
+            # The committed offsets say which outboxes went out: the commit in flight counts too (else
+            # the previous batch's outboxes, sent, would be sent again).
+            await self._settle_commit()
         for partition in sorted(self._unsent & self.epochs.keys()):
             await self._resend_outboxes(partition)
             self._unsent.discard(partition)
         self._unsent &= self.epochs.keys()
+
+    def _forget_later(self, journal: list[str]) -> None:
+        # Forgetting is housekeeping: the next batch need not wait for it, and an entry left behind costs
+        # at most a duplicate send when the partition is taken (none once its batch is committed).
+        if not journal:
+            return
+        task = asyncio.create_task(self.store.forget_journal(journal))
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgot)
+
+    def _forgot(self, task: asyncio.Task[None]) -> None:
+        self._forgetting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("forgetting journal entries failed", exc_info=task.exception())
 
     async def process(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         started = time.perf_counter()
@@ -406,18 +426,23 @@ class CellEngine:
                     for e in touched.values()
                     if e.dirty and e.state.run_id not in asking and e.state.run_id not in replaced
                 ]
-                if not await self._write_and_send(batch, first, offsets, frozenset()):
+                journal = await self._write_and_send(batch, first, offsets, frozenset())
+                if journal is None:
                     return
                 await self._take_answers(pending, time.monotonic() + self.inline_seconds)
                 rest = [e for e in [*replaced.values(), *asking.values()] if e.dirty]
-                if not await self._write_and_send(batch, rest, offsets, frozenset(sent)):
+                later = await self._write_and_send(batch, rest, offsets, frozenset(sent))
+                if later is None:
                     return
+                journal += later
             else:
                 with tracer.start_as_current_span("perdure.engine.inline_decisions"):
                     sent_inline = await self._decide_inline(touched)
                 entries = [e for e in touched.values() if e.dirty]
-                if not await self._write_and_send(batch, entries, offsets, sent_inline):
+                written = await self._write_and_send(batch, entries, offsets, sent_inline)
+                if written is None:
                     return
+                journal = written
             entries = [e for e in touched.values() if e.dirty]
             await self._hold_and_forward(groups.values())
             await self.sender.usage.send_all(metered)
@@ -425,6 +450,8 @@ class CellEngine:
             await self.sender.reply(replies)
             if rejected:
                 await self._send_dead_letters(rejected)
+            # Once sent, an outbox needs no journal: a crash from here on leaves nothing unsent.
+            self._forget_later(journal)
             await self._settle_commit()
             self._committing = asyncio.create_task(
                 self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
@@ -524,19 +551,19 @@ class CellEngine:
         entries: list[RunEntry],
         offsets: dict[int, tuple[int, int]],
         sent_tasks: frozenset[str],
-    ) -> bool:
-        """Write ``entries`` and send their outboxes (but the tasks already sent); False if the batch
-        was fenced (it is then read again)."""
+    ) -> list[str] | None:
+        """Write ``entries`` and send their outboxes (but the tasks already sent); the journal entries
+        written, or None if the batch was fenced (it is then read again)."""
         try:
             with tracer.start_as_current_span("perdure.store.write", attributes={"runs": len(entries)}):
-                await self.store.write(entries, self.epochs, offsets)
+                journal: list[str] = await self.store.write(entries, self.epochs, offsets)
         except FencedError as exc:
             # Another process took these partitions (the rebalance revokes them here soon), or a write
             # of this batch half-succeeded: either way the records are read again, and applying them
             # again is harmless (duplicates are recognised by the state machine).
             log.error("fenced: a run changed under this writer", extra={"error": str(exc)})
             self._rewind(batch)
-            return False
+            return None
         items = [
             Addressed(e.state.namespace, e.state.workflow_id, e.partition, item)
             for e in entries
@@ -544,7 +571,7 @@ class CellEngine:
         ]
         with tracer.start_as_current_span("perdure.outbox.send", attributes={"items": len(items)}):
             await self.sender.send(items, sent_tasks=sent_tasks)
-        return True
+        return journal
 
     def _behind(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> bool:
         """Whether records wait behind this batch in any of its partitions."""

@@ -1,5 +1,5 @@
 """Backups of the platform's databases: the control database, the metering database and each cell's
-database (runs, histories, epochs), one gzipped file of MongoDB Extended JSON per collection
+database (runs, histories, journals, epochs), one gzipped file of MongoDB Extended JSON per collection
 (canonical mode: every BSON type round-trips) plus a manifest with the counts and the indexes.
 
 A backup names databases by their role ("control", "metering", "cell/<name>"), not by their names, so

@@ -30,10 +30,8 @@ async def copy_namespace_runs(
     runs: list[Document] = []
     copied = 0
     async for document in source.runs.find({"namespace": namespace}):
-        # The target's partition owners fence by their own epochs, and read their own topic's offsets:
-        # the source's mean nothing there.
+        # The target's partition owners fence by their own epochs: the source's mean nothing there.
         document.update(partition=partition_of(document["workflow_id"]), epoch=0)
-        document.pop("outbox_offset", None)
         runs.append(document)
         if len(runs) >= BATCH:
             copied += await _copy_runs(source, target, runs)

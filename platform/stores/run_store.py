@@ -1,5 +1,5 @@
 """A cell's database: one document per run (its state with its armed timers, its latest history batch
-and its latest outbox), history batches and partition epochs.
+and its latest outbox), history batches, the outbox journal and partition epochs.
 
 Writes are conditional and need no transactions: a run document changes only if its
 ``next_event_id`` is the one the writer read and its ``epoch`` is not newer than the writer's, so a
@@ -21,10 +21,10 @@ copied history) is written as batches ahead of its document, so no document pass
 limit. A start's pointer is written before its run (the start read again recreates the same run id).
 
 The outbox of a write is sent after it and the batch's offsets are committed after that, so an outbox
-can be unsent only if its batch is not committed. A run written with an outbox therefore keeps the
-batch's last offset beside it (``outbox_offset``, in the same write); whoever takes the partition
-re-sends the outboxes of the runs whose offset is not committed, and unmarks them. Nothing is written
-to mark an outbox sent in the usual course: the commit of the offsets says it.
+can be unsent only if its batch is not committed. Each batch therefore journals which runs it gives an
+outbox (one small insert per partition, deleted once the outbox is sent); whoever takes the partition
+re-sends the outboxes that journal entries of uncommitted batches name. No per-run write is needed to
+mark an outbox sent.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -211,6 +212,7 @@ class RunStore:
         self.db = database
         self.runs = database["runs"]
         self.history = database["history"]
+        self.journal = database["outbox_journal"]
         self.epochs = database["partition_epochs"]
         # Records of a namespace being moved away, held by the engine until the move hands them over.
         self.held = database["held_records"]
@@ -247,8 +249,7 @@ class RunStore:
         await self.runs.create_index([("partition", ASCENDING), ("has_timers", ASCENDING)])
         await self.runs.create_index([("status", ASCENDING)])
         await self.history.create_index([("run_id", ASCENDING), ("first_event_id", ASCENDING)], unique=True)
-        # A new owner's look for outboxes of writes whose batch was not committed (``pending_outboxes``).
-        await self.runs.create_index([("partition", ASCENDING), ("outbox_offset", ASCENDING)])
+        await self.journal.create_index([("partition", ASCENDING)])
         await self.held.create_index(
             [("namespace", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)]
         )
@@ -326,15 +327,12 @@ class RunStore:
     # -- writing --------------------------------------------------------------------------------------
     async def write(
         self, entries: Sequence[RunEntry], epochs: dict[int, int], offsets: dict[int, tuple[int, int]]
-    ) -> None:
+    ) -> list[str]:
         """Persist every changed run; raises ``FencedError`` if any run document was changed by a newer
         writer or already exists (nothing of this batch is then acknowledged by the caller).
 
-        ``offsets`` holds the first and last offset of the batch per partition: a run written with an
-        outbox keeps the last (``outbox_offset``), so that while the batch is not committed a new owner
-        of the partition finds the outbox and sends it again (``pending_outboxes``). The mark rides in
-        the run's own write, which the outbox needs anyway: no journal of its own, written before and
-        removed after."""
+        ``offsets`` holds the first and last offset of the batch per partition; the journal entries
+        written for it are returned, to be forgotten once the batch is committed."""
         # The workflow's latest-run pointer, per pointer ``_id``: the last run of the batch wins (two
         # resets of one workflow in a batch must leave it on the second). A start's is written before
         # its run (if the insert fails, the start is read again and makes this same run id); a reset's
@@ -387,8 +385,6 @@ class RunStore:
                 history_bytes += len(json.dumps(tail["events"], separators=(",", ":")))
             document["batch_starts"] = starts
             document["history_bytes"] = history_bytes
-            if entry.new_outbox:
-                document["outbox_offset"] = offsets[entry.partition][1]
             written.append((entry, starts, history_bytes))
             if entry.persisted_next_event_id == 1:
                 inserts.append({"_id": run_id, **document})
@@ -400,10 +396,11 @@ class RunStore:
                 }
                 updates.append((run_id, partial(self.runs.update_one, condition, {"$set": document})))
         if not written:
-            return
+            return []
         # A run's tail is replaced by its next write: its copy must have landed by then.
         with tracer.start_as_current_span("perdure.store.settle_copies"):
             await self.settle_copies()
+        journal = self._journal_entries([entry for entry, _, _ in written], offsets)
         # An execution with a reset in the batch has its pointer moved after the inserts only (a start
         # of it in the same batch is found again by its run id: see the engine's ``_load``).
         pointers_before = [pointers[i] for i in starting - following]
@@ -413,8 +410,9 @@ class RunStore:
             # exists. A batch written ahead met again is of this same new run, written before a crash:
             # the same events (written once; only their time stamps could differ).
             with tracer.start_as_current_span("perdure.store.insert_new"):
-                earlier, _ = await asyncio.gather(
+                earlier, _, _ = await asyncio.gather(
                     insert_ignoring_duplicates(self.runs, pointers_before),
+                    insert_ignoring_duplicates(self.journal, journal),
                     insert_ignoring_duplicates(self.history, ahead),
                 )
                 await each([partial(self.runs.replace_one, {"_id": d["_id"]}, d) for d in earlier])
@@ -448,6 +446,7 @@ class RunStore:
             entry.persisted_next_event_id = entry.state.next_event_id
             entry.batch_starts = starts
             entry.history_bytes = history_bytes
+        return [d["_id"] for d in journal]
 
     @staticmethod
     def _too_large(
@@ -465,26 +464,49 @@ class RunStore:
             executions = {(largest.state.namespace, largest.state.workflow_id)}
         return RunTooLarge(executions, f"a run's document is past the database's limit: {exc}")
 
-    async def pending_outboxes(self, partition: int, committed: int | None) -> list[Document]:
-        """The run documents whose outbox may be unsent: those written by batches of the partition not
-        committed (``committed`` is its committed offset, None if it has none)."""
-        since: Document = {"$exists": True} if committed is None else {"$gte": committed}
-        cursor = self.runs.find({"partition": partition, "outbox_offset": since})
-        return [d async for d in cursor if d.get("outbox")]
+    @staticmethod
+    def _journal_entries(entries: Sequence[RunEntry], offsets: dict[int, tuple[int, int]]) -> list[Document]:
+        # Each run with the next_event_id its write leaves: a run document that does not have it was
+        # not written by this batch, and its outbox (of an earlier batch) was sent already.
+        # (Documents rather than pairs: FerretDB v1 stores no arrays of arrays.)
+        runs: dict[int, list[Document]] = {}
+        for entry in entries:
+            if entry.new_outbox:
+                written = {"run_id": entry.state.run_id, "next_event_id": entry.state.next_event_id}
+                runs.setdefault(entry.partition, []).append(written)
+        return [
+            {
+                "_id": f"{partition}/{offsets[partition][0]:020d}/{uuid.uuid4().hex}",
+                "partition": partition,
+                "last_offset": offsets[partition][1],
+                "runs": run_ids,
+            }
+            for partition, run_ids in runs.items()
+        ]
 
-    async def outboxes_sent(self, documents: Sequence[Document]) -> None:
-        """Unmark the outboxes of these documents, sent again by a new owner (a crash from here on must
-        not send them yet again); a run written since keeps its newer mark."""
-        await each(
-            [
-                partial(
-                    self.runs.update_one,
-                    {"_id": d["_id"], "next_event_id": d["next_event_id"]},
-                    {"$unset": {"outbox_offset": ""}},
-                )
-                for d in documents
-            ]
-        )
+    async def forget_journal(self, ids: Iterable[str]) -> None:
+        """Drop journal entries of committed batches (their outboxes were sent)."""
+        await each([partial(self.journal.delete_one, {"_id": journal_id}) for journal_id in ids])
+
+    async def pending_outboxes(
+        self, partition: int, committed: int | None
+    ) -> tuple[list[str], list[Document]]:
+        """The run documents whose outbox may be unsent, with the journal entries naming them (to be
+        forgotten once they are sent): those of batches not committed (``committed`` is the
+        partition's committed offset, None if it has none). Entries of committed batches that were
+        not yet forgotten are forgotten now."""
+        journal = [d async for d in self.journal.find({"partition": partition})]
+        stale = [d["_id"] for d in journal if committed is not None and d["last_offset"] < committed]
+        await self.forget_journal(stale)
+        pending = [d for d in journal if d["_id"] not in stale]
+        written = {(run["run_id"], run["next_event_id"]) for d in pending for run in d["runs"]}
+        documents = await each([partial(self.run, run_id) for run_id in sorted({r for r, _ in written})])
+        unsent = [
+            d
+            for d in documents
+            if d is not None and d.get("outbox") and (d["_id"], d["next_event_id"]) in written
+        ]
+        return [d["_id"] for d in pending], unsent
 
     @staticmethod
     def outbox_of(document: Document) -> list[o.OutboxEntry]:

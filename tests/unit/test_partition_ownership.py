@@ -81,7 +81,7 @@ async def test_partitions_given_while_the_database_is_away_are_taken_once_it_ans
     await asyncio.wait_for(engine.take({2, 5}), 10)
     assert engine.epochs == {2: 1, 5: 1}
     assert sorted(t["key"] for t in engine.timers.armed) == ["t2", "t5"]
-    # Their pending outboxes are the loop's to send, under its own retries.
+    # Their journalled outboxes are the loop's to send, under its own retries.
     assert engine._unsent == {2, 5}
 
 

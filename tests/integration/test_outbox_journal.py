@@ -1,4 +1,4 @@
-"""Pending outboxes: which outboxes a new owner of a partition must send again (invariant 4 of
+"""The outbox journal: which outboxes a new owner of a partition must send again (invariant 4 of
 docs/architecture.md)."""
 
 from __future__ import annotations
@@ -40,42 +40,31 @@ async def test_only_outboxes_of_uncommitted_writes_are_sent_again(
         entries.append(
             _absorb(RunEntry(state=started.state, partition=0, persisted_next_event_id=1), started)
         )
-    await store.write(entries, {0: epoch}, {0: (0, 1)})
+    first_batch = await store.write(entries, {0: epoch}, {0: (0, 1)})
+    assert len(first_batch) == 1  # one journal entry per partition of the batch
 
     # Not committed yet: a new owner sends both outboxes again.
-    unsent = await store.pending_outboxes(0, committed=None)
+    journal, unsent = await store.pending_outboxes(0, committed=None)
+    assert journal == first_batch
     assert {d["_id"] for d in unsent} == {e.state.run_id for e in entries}
     assert all(any(isinstance(item, o.DispatchActivity) for item in store.outbox_of(d)) for d in unsent)
-    assert await store.pending_outboxes(0, committed=1) == unsent  # the batch's last offset is 1
-    # Another partition's owner has nothing of them to send.
-    assert await store.pending_outboxes(1, committed=None) == []
 
-    # Committed: nothing to send.
-    assert await store.pending_outboxes(0, committed=2) == []
+    # Committed: nothing to send, and the journal entry is dropped as stale.
+    assert await store.pending_outboxes(0, committed=2) == ([], [])
+    assert [d async for d in store.journal.find({})] == []
 
-    # A batch (offsets 2..2) dies before writing "a": "a"'s document still holds the outbox of the
-    # committed batch, which was sent, so it is not sent again.
+    # A batch (offsets 2..2) journals run "a" but dies before writing it: "a"'s document still holds
+    # the outbox of the committed batch, which was sent, so it is not sent again.
     a = entries[0]
     a.reset_changes()
     _absorb(a, machine.handle(a.state, _completed(a, 2)))
-    assert await store.pending_outboxes(0, committed=2) == []
+    journal_only = store._journal_entries([a], {0: (2, 2)})
+    await store.journal.insert_many(journal_only)
+    journal, unsent = await store.pending_outboxes(0, committed=2)
+    assert journal == [journal_only[0]["_id"]] and unsent == []
 
     # Once written, the same batch's outbox is the one to send again.
     await store.write([a], {0: epoch}, {0: (2, 2)})
-    unsent = await store.pending_outboxes(0, committed=2)
+    _, unsent = await store.pending_outboxes(0, committed=2)
     assert [d["_id"] for d in unsent] == [a.state.run_id]
     assert unsent[0]["next_event_id"] == a.state.next_event_id
-
-    # Sent again by a new owner, and unmarked: the owner after it does not send it a third time.
-    await store.outboxes_sent(unsent)
-    assert await store.pending_outboxes(0, committed=2) == []
-
-    # Unmarking what another write has replaced since leaves that write's mark.
-    read_before = await store.pending_outboxes(0, committed=None)
-    assert [d["_id"] for d in read_before] == [entries[1].state.run_id]
-    b = entries[1]
-    b.reset_changes()
-    _absorb(b, machine.handle(b.state, _completed(b, 2)))
-    await store.write([b], {0: epoch}, {0: (3, 3)})
-    await store.outboxes_sent(read_before)
-    assert [d["_id"] for d in await store.pending_outboxes(0, committed=3)] == [b.state.run_id]
