@@ -44,10 +44,11 @@ class TaskProducer:
         was received in (``contexts``, one each, when envelopes of several requests go out together),
         else the current one."""
         futures = []
-        for index, envelope in enumerate(envelopes):
+        traces: Sequence[Context | None] = [None] * len(envelopes) if contexts is None else contexts
+        for envelope, trace_context in zip(envelopes, traces, strict=True):
             headers = inject_kafka_headers(
                 [(KIND_HEADER, envelope.message.kind.encode()), (VERSION_HEADER, str(WIRE_VERSION).encode())],
-                context=contexts[index] if contexts is not None else None,
+                context=trace_context,
             )
             futures.append(
                 await self.producer.send(self.topic, envelope.encode(), key=envelope.key, headers=headers)
