@@ -103,6 +103,11 @@ def tenant_pair(make_tenant_cell: TenantCellFactory) -> Factory:
 
     async def make(quota_a: Quota, quota_b: Quota, **env: str) -> tuple[CellUnderTest, Tenant, Tenant]:
         tenants = await make_tenant_cell({"a": quota_a, "b": quota_b}, partitions=4, **env)
+        # Measures begin once both namespaces' workers serve (a cold worker takes seconds to start).
+        for provisioned in (tenants.a, tenants.b):
+            await tenants.cell.processes[0].wait_for_log(
+                rf'"namespace": "{provisioned.record.name}", "line": ".*worker serving', timeout=60
+            )
         pair = Tenant(tenants.a), Tenant(tenants.b)
         for tenant in pair:
             await tenant.open()
