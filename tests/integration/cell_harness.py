@@ -17,7 +17,8 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from perdure.infra.settings import Endpoints, Settings, load_settings
 from perdure.platform.control.namespace_requests import create_namespace, provision_namespace
@@ -27,6 +28,7 @@ from perdure.platform.core.outbox import RunClosed
 from perdure.platform.core.usage import UsageRecord
 from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.messaging.usage_producer import ensure_metering_topic
+from perdure.platform.protocol.cell_wire import TaskEnvelope, decode_envelope, tasks_topic
 from perdure.platform.protocol.vhost_layout import RESULTS_EXCHANGE
 from perdure.platform.stores.databases import Databases
 from perdure.platform.stores.tenancy_store import TenancyStore
@@ -357,6 +359,39 @@ async def eventually(check: Any, timeout: float = 30, every: float | None = None
 async def completed_activities(client: OpsClient, workflow_id: str) -> int:
     history = await client.history(workflow_id)
     return sum(isinstance(e, h.ActivityTaskCompleted) for e in history)
+
+
+async def admissions(cell: CellUnderTest, namespace: str) -> list[tuple[float, TaskEnvelope]]:
+    """What admission let into the cell's tasks topic for a namespace so far, with when (the record's
+    timestamp, in seconds since the epoch: admission produces a request once it is admitted, so this is
+    admission's own clock, not the engine's, whose pace depends on the machine)."""
+    kafka = cell.settings.endpoints(cell.cell).kafka()
+    topic = tasks_topic(cell.cell)
+    admin = AIOKafkaAdminClient(**kafka)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    assert partitions, described
+    consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found: list[tuple[float, TaskEnvelope]] = []
+        async with asyncio.timeout(60):
+            while [p for p in partitions if await consumer.position(p) < ends[p]]:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    for record in records:
+                        envelope = decode_envelope(record.value, record.key)
+                        if envelope.namespace == namespace:
+                            found.append((record.timestamp / 1000, envelope))
+        return sorted(found, key=lambda admitted: admitted[0])
+    finally:
+        await consumer.stop()
 
 
 async def publish_usage(settings: Settings, records: list[UsageRecord]) -> None:
