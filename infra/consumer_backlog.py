@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import Any
 
@@ -37,15 +38,19 @@ class ConsumerBacklog:
         self._admin = with_reconnect_backoff(AIOKafkaAdminClient(**kafka))
         self._offsets = with_reconnect_backoff(AIOKafkaConsumer(**kafka, enable_auto_commit=False))
         self._records = 0
-        self._measured_at = 0.0
+        self._measured_at = -float("inf")
         self._admitted_since = 0
-        self._lock = asyncio.Lock()
+        self._measuring: asyncio.Task[None] | None = None
+        self._known = False  # whether a measurement succeeded yet
 
     async def start(self) -> None:
         await self._admin.start()
         await self._offsets.start()
 
     async def stop(self) -> None:
+        if self._measuring is not None:
+            self._measuring.cancel()
+            await asyncio.gather(self._measuring, return_exceptions=True)
         await self._offsets.stop()
         await self._admin.close()
 
@@ -53,17 +58,41 @@ class ConsumerBacklog:
         """Count records produced since the last measurement (they are backlog until it shows them)."""
         self._admitted_since += count
 
+    def estimate(self) -> int:
+        """At least the backlog: the last measurement plus what was admitted since (the group only takes
+        from it meanwhile). A measurement older than ``every_seconds`` is renewed in the background:
+        while the estimate leaves room, admitting waits for no Kafka round trip."""
+        self._measure_if_stale()
+        if not self._known:
+            return sys.maxsize  # nothing measured yet: no room known
+        return self._records + self._admitted_since
+
     async def records(self) -> int:
-        """The backlog, measured at most every ``every_seconds`` and counting what was admitted since."""
-        async with self._lock:
-            if time.monotonic() - self._measured_at >= self.every_seconds:
-                try:
-                    self._records = await self._measure()
-                    self._admitted_since = 0
-                except Exception:
-                    log.warning("measuring a consumer group's backlog failed", exc_info=True)
-                self._measured_at = time.monotonic()
-            return self._records + self._admitted_since
+        """The backlog as of a measurement at most ``every_seconds`` old (waits for it if need be)."""
+        self._measure_if_stale()
+        if self._measuring is not None:
+            await asyncio.shield(self._measuring)
+        return self._records + self._admitted_since
+
+    def _measure_if_stale(self) -> None:
+        if self._measuring is None and time.monotonic() - self._measured_at >= self.every_seconds:
+            self._measuring = asyncio.create_task(self._remeasure(self._admitted_since))
+
+    async def _remeasure(self, counted: int) -> None:
+        # ``counted`` was admitted before this measurement began, so it is in it. What is admitted while
+        # it runs stays counted on top of it: it may be in it too (then counted twice, an overestimate
+        # that only holds admission back a little).
+        try:
+            measured = await self._measure()
+        except Exception:
+            log.warning("measuring a consumer group's backlog failed", exc_info=True)
+        else:
+            self._records = measured
+            self._admitted_since -= counted
+            self._known = True
+        finally:
+            self._measured_at = time.monotonic()
+            self._measuring = None
 
     async def end_offsets(self) -> dict[int, int]:
         """The next offset of each partition, as of now."""

@@ -285,7 +285,9 @@ async def test_a_rollout_halts_and_rolls_back_where_a_cell_fails_and_outlives_it
             "--ring",
             f"last={third}",
             "--bake",
-            "2s",
+            # Long enough that the look for the main ring (a CLI process a time, seconds on a loaded
+            # machine) sees it before the rollout moves on to the last.
+            "8s",
             "--ready-timeout",
             "20s",
         )
