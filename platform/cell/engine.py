@@ -97,6 +97,8 @@ meter.create_observable_gauge(
 
 CACHE_LIMIT_PER_PARTITION = 5_000
 MAX_POLL_RECORDS = 500
+# Journal entries of sent batches are forgotten together, at most this often (see ``_forget_later``).
+FORGET_EVERY_SECONDS = 1.0
 # A reset copies a run's whole history (up to its history limit) and is applied in the one engine loop of
 # the cell: a batch applies at most one reset per execution and this many in all; the records from the
 # next reset on wait for the next batch (a burst of resets is spread over batches, none is dropped).
@@ -211,6 +213,8 @@ class CellEngine:
         # Partitions just taken, or rewound: their journalled outboxes are sent (again) before anything else.
         self._unsent: set[int] = set()
         self._forgetting: set[asyncio.Task[None]] = set()
+        self._to_forget: list[str] = []  # journal entries of sent batches, forgotten together
+        self._forgot_at = time.monotonic()
         self._committing: asyncio.Task[None] | None = None
         # Whether each recent batch failed, for the process's health report.
         self.outcomes: collections.deque[bool] = collections.deque(maxlen=200)
@@ -365,10 +369,15 @@ class CellEngine:
 
     def _forget_later(self, journal: list[str]) -> None:
         # Forgetting is housekeeping: the next batch need not wait for it, and an entry left behind costs
-        # at most a duplicate send when the partition is taken (none once its batch is committed).
-        if not journal:
+        # at most a duplicate send when the partition is taken (none once its batch is committed). So the
+        # entries of a second's batches go in one statement rather than one each (a database commit
+        # fewer per batch).
+        self._to_forget.extend(journal)
+        if not self._to_forget or time.monotonic() - self._forgot_at < FORGET_EVERY_SECONDS:
             return
-        task = asyncio.create_task(self.store.forget_journal(journal))
+        forgetting, self._to_forget = self._to_forget, []
+        self._forgot_at = time.monotonic()
+        task = asyncio.create_task(self.store.forget_journal(forgetting))
         self._forgetting.add(task)
         task.add_done_callback(self._forgot)
 

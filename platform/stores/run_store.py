@@ -486,7 +486,9 @@ class RunStore:
 
     async def forget_journal(self, ids: Iterable[str]) -> None:
         """Drop journal entries of committed batches (their outboxes were sent)."""
-        await each([partial(self.journal.delete_one, {"_id": journal_id}) for journal_id in ids])
+        ids = list(ids)
+        if ids:
+            await self.journal.delete_many({"_id": {"$in": ids}})
 
     async def pending_outboxes(
         self, partition: int, committed: int | None
