@@ -48,11 +48,15 @@ class ConsumerBacklog:
         await self._offsets.start()
 
     async def stop(self) -> None:
+        await self.stop_measuring()
+        await self._offsets.stop()
+        await self._admin.close()
+
+    async def stop_measuring(self) -> None:
+        """Cancel the measurement in the background, if one runs."""
         if self._measuring is not None:
             self._measuring.cancel()
             await asyncio.gather(self._measuring, return_exceptions=True)
-        await self._offsets.stop()
-        await self._admin.close()
 
     def admitted(self, count: int) -> None:
         """Count records produced since the last measurement (they are backlog until it shows them)."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
+
+import pytest
 
 from perdure.infra.consumer_backlog import ConsumerBacklog
 
@@ -25,8 +28,16 @@ class ScriptedBacklog(ConsumerBacklog):
         return answer
 
 
-async def test_no_room_is_known_before_a_measurement_and_records_waits_for_one() -> None:
-    backlog = ScriptedBacklog()
+@pytest.fixture
+async def backlog() -> AsyncIterator[ScriptedBacklog]:
+    scripted = ScriptedBacklog()
+    yield scripted
+    await scripted.stop_measuring()  # the last estimate's measurement waits for an answer that never comes
+
+
+async def test_no_room_is_known_before_a_measurement_and_records_waits_for_one(
+    backlog: ScriptedBacklog,
+) -> None:
     assert backlog.estimate() == sys.maxsize
     waiting = asyncio.create_task(backlog.records())
     await asyncio.sleep(0)
@@ -36,8 +47,9 @@ async def test_no_room_is_known_before_a_measurement_and_records_waits_for_one()
     assert backlog.measurements == 1  # the estimate's measurement was awaited, not a second one taken
 
 
-async def test_the_estimate_answers_at_once_and_counts_what_was_admitted_since() -> None:
-    backlog = ScriptedBacklog()
+async def test_the_estimate_answers_at_once_and_counts_what_was_admitted_since(
+    backlog: ScriptedBacklog,
+) -> None:
     await backlog.answers.put(10)
     await backlog.records()
     backlog.admitted(5)
@@ -48,8 +60,7 @@ async def test_the_estimate_answers_at_once_and_counts_what_was_admitted_since()
     assert backlog.estimate() == 4 + 3
 
 
-async def test_a_failed_measurement_keeps_the_last_known_value() -> None:
-    backlog = ScriptedBacklog()
+async def test_a_failed_measurement_keeps_the_last_known_value(backlog: ScriptedBacklog) -> None:
     await backlog.answers.put(20)
     await backlog.records()
     backlog.admitted(2)
