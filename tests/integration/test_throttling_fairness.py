@@ -173,12 +173,19 @@ async def test_a_flood_does_not_delay_a_small_tenant(tenant_pair: Factory, fair:
         behind = await b.flood("behind", 50)
         await b.wait_closed(behind, timeout=300)
         p99_behind = p99(b.latencies(behind))
-        print(f"\nfair={fair}: b's p99 alone {p99_alone:.3f} s, behind a's flood {p99_behind:.3f} s")
+        await a.wait_closed(flood, timeout=300)
+        # How long the flood held the cell: what b would wait, held behind it in one queue.
+        drained = max(a.closed[i] for i in flood) - min(a.published[i] for i in flood)
+        print(
+            f"\nfair={fair}: b's p99 alone {p99_alone:.3f} s, behind a's flood {p99_behind:.3f} s "
+            f"(the flood took {drained:.1f} s)"
+        )
         if fair:
-            assert p99_behind <= max(3 * p99_alone, 0.25), (p99_alone, p99_behind)
+            # b waits for its share of the engine's batches, which a flood makes larger and slower (on a
+            # loaded machine, seconds): a small part of the flood's time, never most of it.
+            assert p99_behind <= max(3 * p99_alone, 0.1 * drained), (p99_alone, p99_behind, drained)
         else:
             assert p99_behind > 3 * p99_alone, (p99_alone, p99_behind)  # plain FIFO: b waits behind a
-        await a.wait_closed(flood, timeout=300)
     finally:
         await a.close()
         await b.close()
