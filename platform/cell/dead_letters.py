@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-
 from perdure.infra.settings import Settings
+from perdure.infra.topic_contents import records_so_far
 from perdure.platform.core import messages as m
 from perdure.platform.messaging.task_producer import TaskProducer, new_producer
 from perdure.platform.protocol.cell_wire import DeadLetter, TaskEnvelope
@@ -35,29 +33,7 @@ async def read_dead_letters(settings: Settings, cell: CellRecord) -> list[DeadLe
 
 async def read_letters(kafka: dict[str, Any], topic: str) -> list[DeadLetter]:
     """Every letter of a dead-letter topic (the cell's, or metering's), oldest first per partition."""
-    admin = AIOKafkaAdminClient(**kafka)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in described[0].get("partitions", [])]
-    if not partitions:
-        return []
-    consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        letters: list[DeadLetter] = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                letters.extend(DeadLetter.model_validate_json(r.value) for r in records if r.value)
-        return letters
-    finally:
-        await consumer.stop()
+    return [DeadLetter.model_validate_json(r.value) for r in await records_so_far(kafka, topic) if r.value]
 
 
 async def parked_runs(databases: Databases, settings: Settings, cell: CellRecord) -> list[ParkedRun]:

@@ -17,10 +17,10 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 
 from perdure.infra.settings import Endpoints, Settings, load_settings
+from perdure.infra.topic_contents import records_so_far
 from perdure.platform.control.namespace_requests import create_namespace, provision_namespace
 from perdure.platform.control.provisioning import ProvisionedNamespace, create_cell
 from perdure.platform.core import history as h
@@ -365,33 +365,14 @@ async def admissions(cell: CellUnderTest, namespace: str) -> list[tuple[float, T
     """What admission let into the cell's tasks topic for a namespace so far, with when (the record's
     timestamp, in seconds since the epoch: admission produces a request once it is admitted, so this is
     admission's own clock, not the engine's, whose pace depends on the machine)."""
-    kafka = cell.settings.endpoints(cell.cell).kafka()
-    topic = tasks_topic(cell.cell)
-    admin = AIOKafkaAdminClient(**kafka)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    assert partitions, described
-    consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[tuple[float, TaskEnvelope]] = []
-        async with asyncio.timeout(60):
-            while [p for p in partitions if await consumer.position(p) < ends[p]]:
-                for records in (await consumer.getmany(timeout_ms=1000)).values():
-                    for record in records:
-                        envelope = decode_envelope(record.value, record.key)
-                        if envelope.namespace == namespace:
-                            found.append((record.timestamp / 1000, envelope))
-        return sorted(found, key=lambda admitted: admitted[0])
-    finally:
-        await consumer.stop()
+    found: list[tuple[float, TaskEnvelope]] = []
+    async with asyncio.timeout(60):
+        records = await records_so_far(cell.settings.endpoints(cell.cell).kafka(), tasks_topic(cell.cell))
+    for record in records:
+        envelope = decode_envelope(record.value, record.key)
+        if envelope.namespace == namespace:
+            found.append((record.timestamp / 1000, envelope))
+    return sorted(found, key=lambda admitted: admitted[0])
 
 
 async def publish_usage(settings: Settings, records: list[UsageRecord]) -> None:
