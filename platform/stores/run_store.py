@@ -229,8 +229,14 @@ class RunStore:
                 await copying
             except Exception:
                 log.warning("copying history batches failed; copying them again", exc_info=True)
-                await insert_ignoring_duplicates(self.history, self._uncopied)
-        self._uncopied = []
+            else:
+                self._uncopied = []
+        # Kept until they land: should this copy fail too (the database still down), the write that
+        # called fails with it, and the next write copies them first (forgetting them would let that
+        # write replace their only other copy, its runs' tails, and leave a gap in their histories).
+        if self._uncopied:
+            await insert_ignoring_duplicates(self.history, self._uncopied)
+            self._uncopied = []
 
     async def ensure_indexes(self) -> None:
         await self.runs.create_index(
