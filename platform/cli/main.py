@@ -1,54 +1,73 @@
-"""The ``perdure`` command."""
+"""The ``perdure`` command. Each sub-command's module is imported when the command is named, so a
+command pays for its own imports only (importing them all took over two seconds, on every call)."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
+from typer._click import Command, Context  # typer carries its own click (the types its groups use)
+from typer.core import TyperGroup
 
 from perdure.infra.settings import SettingsError, get_settings
-from perdure.platform.cli.account_commands import account_app, user_app
-from perdure.platform.cli.backup_commands import backup_app
-from perdure.platform.cli.batch_commands import batch_app
-from perdure.platform.cli.billing_commands import billing_app
-from perdure.platform.cli.cell_commands import cell_app
-from perdure.platform.cli.console_commands import console, operator_app
-from perdure.platform.cli.controlplane_commands import controlplane_app
-from perdure.platform.cli.dev_command import dev
-from perdure.platform.cli.dlq_commands import dlq_app
-from perdure.platform.cli.metering_commands import metering_app, usage
-from perdure.platform.cli.namespace_commands import namespace_app
-from perdure.platform.cli.rollout_commands import rollout_app
-from perdure.platform.cli.schedule_commands import schedule_app
-from perdure.platform.cli.stack_commands import stack_app
-from perdure.platform.cli.worker_commands import worker_app
-from perdure.platform.cli.workflow_commands import workflow_app
+
+# Name on the command line: the module holding it and the attribute there (a Typer app, or a command's
+# function).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "dev": ("dev_command", "dev"),
+    "console": ("console_commands", "console"),
+    "stack": ("stack_commands", "stack_app"),
+    "cell": ("cell_commands", "cell_app"),
+    "account": ("account_commands", "account_app"),
+    "user": ("account_commands", "user_app"),
+    "namespace": ("namespace_commands", "namespace_app"),
+    "workflow": ("workflow_commands", "workflow_app"),
+    "schedule": ("schedule_commands", "schedule_app"),
+    "dlq": ("dlq_commands", "dlq_app"),
+    "metering": ("metering_commands", "metering_app"),
+    "billing": ("billing_commands", "billing_app"),
+    "controlplane": ("controlplane_commands", "controlplane_app"),
+    "rollout": ("rollout_commands", "rollout_app"),
+    "worker": ("worker_commands", "worker_app"),
+    "backup": ("backup_commands", "backup_app"),
+    "operator": ("console_commands", "operator_app"),
+}
+
+
+def command_named(name: str) -> Command | None:
+    """The click command of ``name`` (None if there is none), its module imported now, built as the
+    root's ``add_typer`` or ``command`` would have built it."""
+    if name not in COMMANDS:
+        return None
+    module, attribute = COMMANDS[name]
+    target = getattr(importlib.import_module(f"perdure.platform.cli.{module}"), attribute)
+    root = typer.Typer(add_completion=False)
+    root.callback()(lambda: None)  # a group, even of one command
+    if isinstance(target, typer.Typer):
+        root.add_typer(target, name=name)
+    else:
+        root.command(name)(target)
+    group = typer.main.get_command(root)
+    assert isinstance(group, TyperGroup)
+    return group.commands[name]
+
+
+class _CommandsWhenNamed(TyperGroup):
+    def list_commands(self, ctx: Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        return command_named(cmd_name)
+
 
 app = typer.Typer(
     name="perdure",
     help="Perdure: durable execution on Kafka, MongoDB and RabbitMQ.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=_CommandsWhenNamed,
 )
-app.add_typer(stack_app, name="stack")
-app.add_typer(cell_app, name="cell")
-app.add_typer(account_app, name="account")
-app.add_typer(user_app, name="user")
-app.add_typer(namespace_app, name="namespace")
-app.add_typer(workflow_app, name="workflow")
-workflow_app.add_typer(batch_app, name="batch")
-app.add_typer(schedule_app, name="schedule")
-app.add_typer(dlq_app, name="dlq")
-app.add_typer(metering_app, name="metering")
-app.add_typer(billing_app, name="billing")
-app.add_typer(controlplane_app, name="controlplane")
-app.add_typer(rollout_app, name="rollout")
-app.add_typer(worker_app, name="worker")
-app.add_typer(backup_app, name="backup")
-namespace_app.command("usage")(usage)
-app.add_typer(operator_app, name="operator")
-app.command("dev")(dev)
-app.command("console")(console)
 
 
 @app.callback()

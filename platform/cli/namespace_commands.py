@@ -13,6 +13,7 @@ from perdure.infra.rabbitmq_admin import rabbitmq_admin
 from perdure.infra.settings import get_settings
 from perdure.platform.cli.async_command import run_command
 from perdure.platform.cli.document_output import JsonOption, document_lines, echo_document
+from perdure.platform.cli.metering_commands import usage
 from perdure.platform.control.namespace_requests import (
     request_deletion,
     request_move,
@@ -392,3 +393,6 @@ def list_search_attributes(namespace: str, as_json: JsonOption = False) -> None:
         return
     for name, kind in sorted(attributes.items()):
         typer.echo(f"{name}\t{kind}")
+
+
+namespace_app.command("usage")(usage)

@@ -11,6 +11,7 @@ import typer
 
 from perdure.infra.settings import get_settings
 from perdure.platform.cli.async_command import run_command
+from perdure.platform.cli.batch_commands import batch_app
 from perdure.platform.cli.document_output import JsonOption, echo_document
 from perdure.platform.core import history as h
 from perdure.platform.core.failures import ApplicationError
@@ -244,3 +245,6 @@ def redrive(namespace: str, workflow_id: str) -> None:
     """Replay a parked run with the app's current code."""
     _with_client("redrive", namespace, lambda c: c.redrive(workflow_id))
     typer.echo(f"redrive requested for {workflow_id}")
+
+
+workflow_app.add_typer(batch_app, name="batch")

@@ -145,10 +145,11 @@ def _check_cli(arguments: list[str]) -> None:
     command: Any = typer.main.get_command(app)
     path: list[str] = []
     rest = list(arguments)
-    while hasattr(command, "commands") and rest and rest[0] in command.commands:
+    # (The root finds its commands when they are named: ``get_command``, not its ``commands``.)
+    while hasattr(command, "get_command") and rest and command.get_command(None, rest[0]) is not None:
         path.append(rest.pop(0))
-        command = command.commands[path[-1]]
-    assert path and not hasattr(command, "commands"), f"{arguments}: not a perdure command"
+        command = command.get_command(None, path[-1])
+    assert path and not hasattr(command, "get_command"), f"{arguments}: not a perdure command"
     shown = CliRunner().invoke(app, [*path, "--help"])
     assert shown.exit_code == 0, shown.output
     command.make_context(" ".join(["perdure", *path]), rest)  # raises on an unknown option or argument
