@@ -41,6 +41,14 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     )
 
 
+def quiet_clients() -> None:
+    """For a one-shot command, which says what went wrong in its own words: the messaging clients' own
+    lines (a refused connection per attempt, the SASL login on loopback) are not for its user. A
+    long-running process's ``configure_logging`` gives them their warnings back."""
+    for client in ("aiokafka", "aio_pika", "aiormq"):
+        logging.getLogger(client).setLevel(logging.CRITICAL)
+
+
 def _renderers(log_format: str) -> list[structlog.types.Processor]:
     if log_format == "json":
         return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(default=str)]

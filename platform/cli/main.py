@@ -10,6 +10,7 @@ import typer
 from typer._click import Command, Context  # typer carries its own click (the types its groups use)
 from typer.core import TyperGroup
 
+from perdure.infra.logs import quiet_clients
 from perdure.infra.settings import SettingsError, get_settings
 
 # Name on the command line: the module holding it and the attribute there (a Typer app, or a command's
@@ -74,6 +75,7 @@ app = typer.Typer(
 def _load_settings() -> None:
     # Fail before any work when a PERDURE_* variable is invalid, naming the variable.
     get_settings()
+    quiet_clients()
 
 
 def run() -> None:

@@ -12,8 +12,7 @@ from perdure.platform.core import outbox as o
 from perdure.platform.core.payloads import default_converter
 from perdure.platform.stores.run_store import RunEntry, RunStore
 
-from .test_fencing import _absorb, _completed, _machine
-from .test_fencing import _start as _start_run
+from . import run_writes as writes
 
 
 def _start(workflow_id: str) -> m.StartWorkflow:
@@ -30,15 +29,15 @@ async def test_only_outboxes_of_uncommitted_writes_are_sent_again(
 ) -> None:
     store = RunStore(mongo_db)
     await store.ensure_indexes()
-    machine = _machine()
+    machine = writes.machine()
     epoch = await store.take_partition(0)
 
     # Batch at offsets 0..1 starts two runs; both dispatch their first activity.
     entries = []
     for workflow_id in ("a", "b"):
-        started = _start_run(machine, _start(workflow_id))
+        started = writes.start(machine, _start(workflow_id))
         entries.append(
-            _absorb(RunEntry(state=started.state, partition=0, persisted_next_event_id=1), started)
+            writes.absorb(RunEntry(state=started.state, partition=0, persisted_next_event_id=1), started)
         )
     first_batch = await store.write(entries, {0: epoch}, {0: (0, 1)})
     assert len(first_batch) == 1  # one journal entry per partition of the batch
@@ -57,7 +56,7 @@ async def test_only_outboxes_of_uncommitted_writes_are_sent_again(
     # the outbox of the committed batch, which was sent, so it is not sent again.
     a = entries[0]
     a.reset_changes()
-    _absorb(a, machine.handle(a.state, _completed(a, 2)))
+    writes.absorb(a, machine.handle(a.state, writes.completed(a, 2)))
     journal_only = store._journal_entries([a], {0: (2, 2)})
     await store.journal.insert_many(journal_only)
     journal, unsent = await store.pending_outboxes(0, committed=2)
