@@ -35,17 +35,28 @@ class ConsumerBacklog:
         self.partitions = [TopicPartition(topic, p) for p in range(partitions)]
         self.group = group
         self.every_seconds = every_seconds
+        self._kafka = kafka
         self._admin = with_reconnect_backoff(AIOKafkaAdminClient(**kafka))
-        self._offsets = with_reconnect_backoff(AIOKafkaConsumer(**kafka, enable_auto_commit=False))
+        self._offsets = self._offsets_consumer()
         self._records = 0
         self._measured_at = -float("inf")
         self._admitted_since = 0
         self._measuring: asyncio.Task[None] | None = None
         self._known = False  # whether a measurement succeeded yet
 
+    def _offsets_consumer(self) -> AIOKafkaConsumer:
+        return with_reconnect_backoff(AIOKafkaConsumer(**self._kafka, enable_auto_commit=False))
+
     async def start(self) -> None:
-        await self._admin.start()
-        await self._offsets.start()
+        """Connect; may be called again after it failed (Kafka unreachable)."""
+        await self._admin.start()  # a no-op once started
+        try:
+            await self._offsets.start()
+        except BaseException:
+            # A consumer is started once: the next attempt takes a new one.
+            await self._offsets.stop()
+            self._offsets = self._offsets_consumer()
+            raise
 
     async def stop(self) -> None:
         await self.stop_measuring()

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import aiormq.exceptions
 from aio_pika.exceptions import AMQPError
@@ -28,6 +29,7 @@ retries_made = meter.create_counter(
 )
 
 DEPENDENCIES = ("kafka", "mongodb", "rabbitmq")
+T = TypeVar("T")
 
 
 def dependency_of(exc: BaseException) -> str | None:
@@ -196,3 +198,28 @@ async def pause(seconds: float, stopping: asyncio.Event) -> None:
     """Wait ``seconds``, or less if the process is stopping."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stopping.wait(), seconds)
+
+
+class StoppedWhileWaiting(Exception):
+    """The process was asked to stop while a step waited for a dependency to come back."""
+
+
+async def until_reachable(
+    operation: str, step: Callable[[], Awaitable[T]], stopping: asyncio.Event, uses: Iterable[str]
+) -> T:
+    """``step``'s result, retried with backoff while its dependencies are unreachable (a process started
+    during an outage waits it out, as one running through it does); any other error is raised. Raises
+    ``StoppedWhileWaiting`` if ``stopping`` is set meanwhile. ``step`` must be safe to run again after a
+    failure (closing what it opened)."""
+    while True:
+        try:
+            result = await step()
+        except Exception as exc:
+            if dependency_of(exc) is None:
+                raise
+            await pause(OUTAGES.failed(operation, exc), stopping)
+            if stopping.is_set():
+                raise StoppedWhileWaiting(operation) from exc
+            continue
+        OUTAGES.succeeded(operation, uses)
+        return result

@@ -85,7 +85,14 @@ class EngineRunner:
         self.sender.timer_armed = self.engine.timer_armed
         self.sender.history_of = self.engine.history_of
         self.engine.subscribe()
-        await self.consumer.start()
+        try:
+            await self.consumer.start()
+        except BaseException:
+            # Kafka unreachable: nothing is left running, and a start again begins afresh.
+            await self.consumer.stop()
+            await self.inline.close()
+            self.engine = self.consumer = self.inline = None
+            raise
         self.task = asyncio.create_task(self.engine.run(), name="engine")
         self.task.add_done_callback(self._ended)
 

@@ -32,6 +32,17 @@ def new_producer(endpoints: Endpoints) -> AIOKafkaProducer:
     )
 
 
+async def started_producer(endpoints: Endpoints) -> AIOKafkaProducer:
+    """A producer connected to the cell's Kafka; nothing is left open if it cannot connect."""
+    producer = new_producer(endpoints)
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
+
+
 class TaskProducer:
     def __init__(self, producer: AIOKafkaProducer, cell: str) -> None:
         self.producer = producer

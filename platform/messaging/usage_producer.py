@@ -20,8 +20,8 @@ METERING_PARTITIONS = 4
 
 async def ensure_metering_topic(settings: Settings) -> None:
     admin = AIOKafkaAdminClient(**settings.endpoints().kafka())
-    await admin.start()
     try:
+        await admin.start()
         for topic, partitions in (
             (settings.metering_topic, METERING_PARTITIONS),
             (metering_dlq_topic(settings), 1),

@@ -6,13 +6,14 @@ group, all within ``shutdown_seconds`` (infra/bounded_stop.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from datetime import timedelta
 
 from perdure.infra.bounded_stop import BoundedStop, stop_on_signals
 from perdure.infra.consumer_backlog import ConsumerBacklog
-from perdure.infra.outages import OUTAGES
+from perdure.infra.outages import OUTAGES, StoppedWhileWaiting, until_reachable
 from perdure.infra.periodic import every
 from perdure.infra.settings import Settings
 from perdure.infra.task_dump import dump_tasks_on_sigusr1
@@ -28,7 +29,7 @@ from perdure.platform.cell.storage_sampler import StorageSampler
 from perdure.platform.control import tenant_commands
 from perdure.platform.control.canary import UNBILLED_WORKFLOW_TYPES
 from perdure.platform.messaging.amqp_channels import AmqpChannels
-from perdure.platform.messaging.task_producer import TaskProducer, new_producer
+from perdure.platform.messaging.task_producer import TaskProducer, started_producer
 from perdure.platform.messaging.usage_producer import UsageProducer, ensure_metering_topic
 from perdure.platform.protocol.cell_wire import engine_group
 from perdure.platform.stores.artifacts import ArtifactStore
@@ -53,58 +54,87 @@ async def run_cell(
     """Run until SIGTERM/SIGINT (or until ``stop`` is set, for an embedding such as a test)."""
     owns_telemetry = telemetry is None
     telemetry = telemetry or configure_telemetry(settings, f"perdure-cell-{cell_name}")
+    if stop is None:
+        stop = asyncio.Event()
+        stop_on_signals(stop, settings.shutdown_seconds, f"cell {cell_name}")
+        dump_tasks_on_sigusr1()
     endpoints = settings.endpoints(cell_name)
     databases = Databases.connect(settings, cell_name)
-    cell = await databases.control.get_cell(cell_name)
-    store = databases.runs(settings, cell_name)
-    await store.ensure_indexes()
-    producer = new_producer(endpoints)
-    await producer.start()
-    tasks = TaskProducer(producer, cell_name)
-    # Usage goes to the global Kafka, which a cell may not share.
-    await ensure_metering_topic(settings)
-    metering_producer = producer
-    if settings.kafka_bootstrap_servers != endpoints.kafka_bootstrap_servers:
-        metering_producer = new_producer(settings.endpoints())
-        await metering_producer.start()
-    usage = UsageProducer(metering_producer, settings.metering_topic)
-    channels = AmqpChannels(settings, cell_name)
-    apps = NamespaceApps(databases.control, cell_name)
-    sender = OutboxSender(
-        store, tasks, channels, cell.partitions, apps.vhost_of, ArmedTimers(), lambda: None, usage
-    )
-    runner = EngineRunner(
-        settings, cell, store, apps, tasks, sender, unbilled_workflow_types=UNBILLED_WORKFLOW_TYPES
-    )
-    reporter = ProcessReporter(databases.control, cell_name, runner, settings.platform_version, apps)
-    relay = WorkerReportRelay(apps, tasks, channels)
-    supervisor_of_workers = WorkerSupervisor(
-        settings, cell_name, apps, ArtifactStore(databases.control_db), channels
-    )
-    backlog = ConsumerBacklog(endpoints.kafka(), cell.topic, cell.partitions, engine_group(cell_name))
-    admitter = Admission(
-        apps,
-        store,
-        tasks,
-        channels,
-        backlog=backlog,
-        fair=settings.admission_fair,
-        throttle_meter=ThrottleMeter(usage.send_all),
-        control_commands=functools.partial(tenant_commands.carry_out, settings),
-        max_unserved_runs=settings.visibility_max_unserved_runs,
-    )
+    # A process started while a dependency is down (an orchestrator replacing one in an outage) waits
+    # for it, as a running one does; what it opened meanwhile is closed if it is stopped first.
+    try:
+        async with contextlib.AsyncExitStack() as opened:
+            opened.push_async_callback(databases.close)
+            cell = await until_reachable(
+                "reading the cell", lambda: databases.control.get_cell(cell_name), stop, ("mongodb",)
+            )
+            store = databases.runs(settings, cell_name)
+            await until_reachable("creating the runs' indexes", store.ensure_indexes, stop, ("mongodb",))
+            producer = await until_reachable(
+                "connecting to Kafka", functools.partial(started_producer, endpoints), stop, ("kafka",)
+            )
+            opened.push_async_callback(producer.stop)
+            # Usage goes to the global Kafka, which a cell may not share.
+            await until_reachable(
+                "creating the metering topic",
+                functools.partial(ensure_metering_topic, settings),
+                stop,
+                ("kafka",),
+            )
+            metering_producer = producer
+            if settings.kafka_bootstrap_servers != endpoints.kafka_bootstrap_servers:
+                metering_producer = await until_reachable(
+                    "connecting to the metering Kafka",
+                    functools.partial(started_producer, settings.endpoints()),
+                    stop,
+                    ("kafka",),
+                )
+                opened.push_async_callback(metering_producer.stop)
+            tasks = TaskProducer(producer, cell_name)
+            usage = UsageProducer(metering_producer, settings.metering_topic)
+            channels = AmqpChannels(settings, cell_name)
+            opened.push_async_callback(channels.close)
+            apps = NamespaceApps(databases.control, cell_name)
+            sender = OutboxSender(
+                store, tasks, channels, cell.partitions, apps.vhost_of, ArmedTimers(), lambda: None, usage
+            )
+            runner = EngineRunner(
+                settings, cell, store, apps, tasks, sender, unbilled_workflow_types=UNBILLED_WORKFLOW_TYPES
+            )
+            reporter = ProcessReporter(databases.control, cell_name, runner, settings.platform_version, apps)
+            relay = WorkerReportRelay(apps, tasks, channels)
+            supervisor_of_workers = WorkerSupervisor(
+                settings, cell_name, apps, ArtifactStore(databases.control_db), channels
+            )
+            backlog = ConsumerBacklog(endpoints.kafka(), cell.topic, cell.partitions, engine_group(cell_name))
+            admitter = Admission(
+                apps,
+                store,
+                tasks,
+                channels,
+                backlog=backlog,
+                fair=settings.admission_fair,
+                throttle_meter=ThrottleMeter(usage.send_all),
+                control_commands=functools.partial(tenant_commands.carry_out, settings),
+                max_unserved_runs=settings.visibility_max_unserved_runs,
+            )
+            if admission:
+                await until_reachable("connecting to the engine's backlog", backlog.start, stop, ("kafka",))
+                opened.push_async_callback(backlog.stop)
+            await until_reachable("starting the engine", runner.start, stop, ("kafka",))
+            opened.push_async_callback(runner.stop)
+            opened.pop_all()  # started: the stop below closes them, in the order work flows back
+    except StoppedWhileWaiting as stopped:
+        log.info("stopped before the cell started", extra={"cell": cell_name, "waiting_for": str(stopped)})
+        if owns_telemetry:
+            telemetry.shutdown()
+        return
 
     # An idle process has no work whose success would show that a dependency is back: it asks.
     OUTAGES.probe_with("kafka", producer.client.fetch_all_metadata)
     # A read that reaches the storage (FerretDB answers a ping without its PostgreSQL).
     OUTAGES.probe_with("mongodb", lambda: databases.control_db["cells"].find_one({"_id": cell_name}))
     OUTAGES.probe_with("rabbitmq", channels.probe)
-    if stop is None:
-        stop = asyncio.Event()
-        stop_on_signals(stop, settings.shutdown_seconds, f"cell {cell_name}")
-        dump_tasks_on_sigusr1()
-
-    await runner.start()
     log.info("cell running", extra={"cell": cell_name, "partitions": cell.partitions})
     stopping = asyncio.Event()
     sampler = StorageSampler(
@@ -123,7 +153,6 @@ async def run_cell(
     if workers:
         running.append(asyncio.create_task(supervisor_of_workers.run(), name="workers"))
     if admission:
-        await backlog.start()
         running.append(asyncio.create_task(admitter.run(), name="admission"))
     stopper = asyncio.create_task(stop.wait(), name="stop")
     crashed = False

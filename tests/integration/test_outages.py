@@ -21,7 +21,7 @@ from perdure.platform.tenancy.model import Quota
 from perdure.tenants.client import Client
 
 from .cell_app import FanOut, ThreeSteps
-from .cell_harness import TenantCell, eventually, run_perdure
+from .cell_harness import CellProcess, TenantCell, eventually, run_perdure
 from .conftest import TenantCellFactory
 
 pytestmark = pytest.mark.exclusive  # it kills Kafka, MongoDB and RabbitMQ
@@ -148,3 +148,35 @@ async def test_kafka_and_rabbitmq_outages_are_told_once_each_and_work_goes_on_af
     ]
     print(f"{len(loud)} warning and error lines in all:", *loud[:20], sep="\n")
     assert len(loud) <= 10
+
+
+async def test_a_cell_process_started_during_a_kafka_outage_waits_for_it_then_serves(
+    make_tenant_cell: TenantCellFactory, tmp_path: Path
+) -> None:
+    """An orchestrator may start a replacement while Kafka is down: it waits the outage out (and stops at
+    once if told to meanwhile), rather than exiting and leaving the cell a process short."""
+    tenants = await make_tenant_cell({"a": Quota()})
+    first = tenants.cell.processes[0]
+    stack = tenants.cell.settings.stack_dir
+    waiting_for_kafka = r'"a dependency is unreachable.*"dependency": "kafka"'
+    kafka = int((stack / "kafka" / "kafka.pid").read_text().strip())
+    os.killpg(kafka, signal.SIGKILL)
+    try:
+        late, stopped = (CellProcess(tenants.cell, n, ready=waiting_for_kafka) for n in ("late", "told"))
+        tenants.cell.processes.extend([late, stopped])
+        await asyncio.gather(late.start(), stopped.start())
+        stopped.kill(signal.SIGTERM)
+        assert await stopped.wait(timeout=15) == 0
+        assert stopped.lines("stopped before the cell started")
+        with pytest.raises(TimeoutError):  # still waiting, however long the outage lasts
+            await late.wait(timeout=10)
+    finally:
+        code, out, err = await run_perdure(tenants, "stack", "up")
+        assert code == 0, out + err
+    await late.wait_for_log(r'"cell running"', timeout=120)
+    first.kill()  # the late process is now the cell's only one: it serves every partition
+    await first.wait()
+    await late.wait_for_log(r'"partitions assigned".*"partitions": \[0, 1\]', timeout=120)  # both
+    async with await Client.connect(tenants.connection_string("a"), request_timeout=120) as client:
+        result = await client.execute_workflow(ThreeSteps.run, str(tmp_path / "ledger"), "late", id="late")
+    assert result == ["late-1-done", "late-2-done", "late-3-done"]
