@@ -6,6 +6,7 @@ topic with the reason, and the consumer goes on."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from datetime import UTC, datetime
 
@@ -17,11 +18,11 @@ from pymongo import AsyncMongoClient
 from perdure.billing.usage_store import DEDUP_WINDOW, UsageStore
 from perdure.infra.bounded_stop import BoundedStop, stop_on_signals
 from perdure.infra.kafka_backoff import with_reconnect_backoff
-from perdure.infra.outages import OUTAGES, pause
+from perdure.infra.outages import OUTAGES, StoppedWhileWaiting, pause, until_reachable
 from perdure.infra.settings import Settings
 from perdure.infra.telemetry import Telemetry, configure_telemetry, extract_kafka_context
 from perdure.platform.core.usage import UsageRecord, hour_of
-from perdure.platform.messaging.task_producer import new_producer
+from perdure.platform.messaging.task_producer import new_producer, started_producer
 from perdure.platform.messaging.usage_producer import ensure_metering_topic, metering_dlq_topic
 from perdure.platform.protocol.cell_wire import DeadLetter
 
@@ -53,7 +54,15 @@ class MeteringService:
         self._forgot_at: datetime | None = None
 
     async def run(self) -> None:
-        await self.producer.start()
+        try:
+            self.producer = await until_reachable(
+                "connecting to Kafka",
+                functools.partial(started_producer, self.settings.endpoints()),
+                self.stopping,
+                ("kafka",),
+            )
+        except StoppedWhileWaiting:
+            return
         try:
             while not self.stopping.is_set():
                 batch = await self.consumer.getmany(
@@ -111,18 +120,8 @@ class MeteringService:
         await self.store.forget_ids_before(hour_of(now - DEDUP_WINDOW))
 
 
-async def run_metering(
-    settings: Settings, *, stop: asyncio.Event | None = None, telemetry: Telemetry | None = None
-) -> None:
-    """Run until SIGTERM/SIGINT (or until ``stop`` is set)."""
-    owns_telemetry = telemetry is None
-    telemetry = telemetry or configure_telemetry(settings, "perdure-metering")
-    await ensure_metering_topic(settings)
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
-        settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=10_000
-    )
-    store = usage_store(client, settings)
-    await store.ensure_indexes()
+async def _started_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """The metering group's consumer, joined; nothing is left open if Kafka cannot be reached."""
     consumer = with_reconnect_backoff(
         AIOKafkaConsumer(
             settings.metering_topic,
@@ -134,14 +133,49 @@ async def run_metering(
             heartbeat_interval_ms=min(1_000, settings.engine_session_timeout_ms // 3),
         )
     )
-    service = MeteringService(settings, store, consumer)
-    OUTAGES.probe_with("kafka", service.producer.client.fetch_all_metadata)
-    # A read that reaches the storage (FerretDB answers a ping without its PostgreSQL).
-    OUTAGES.probe_with("mongodb", lambda: store.ids.find_one({}))
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
+async def run_metering(
+    settings: Settings, *, stop: asyncio.Event | None = None, telemetry: Telemetry | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT (or until ``stop`` is set)."""
+    owns_telemetry = telemetry is None
+    telemetry = telemetry or configure_telemetry(settings, "perdure-metering")
     if stop is None:
         stop = asyncio.Event()
         stop_on_signals(stop, settings.shutdown_seconds, "metering")
-    await consumer.start()
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=10_000
+    )
+    store = usage_store(client, settings)
+    # Started during an outage, it waits it out as a running one does (docs/architecture.md, "Outages").
+    try:
+        await until_reachable(
+            "creating the metering topic",
+            functools.partial(ensure_metering_topic, settings),
+            stop,
+            ("kafka",),
+        )
+        await until_reachable("creating the usage indexes", store.ensure_indexes, stop, ("mongodb",))
+        consumer = await until_reachable(
+            "joining the metering group", functools.partial(_started_consumer, settings), stop, ("kafka",)
+        )
+    except StoppedWhileWaiting:
+        log.info("stopped before metering started")
+        await client.close()
+        if owns_telemetry:
+            telemetry.shutdown()
+        return
+    service = MeteringService(settings, store, consumer)
+    OUTAGES.probe_with("kafka", lambda: service.producer.client.fetch_all_metadata())
+    # A read that reaches the storage (FerretDB answers a ping without its PostgreSQL).
+    OUTAGES.probe_with("mongodb", lambda: store.ids.find_one({}))
     log.info("metering running", extra={"topic": settings.metering_topic})
     running = asyncio.create_task(service.run(), name="metering")
     stopper = asyncio.create_task(stop.wait(), name="stop")

@@ -154,7 +154,7 @@ async def test_a_cell_process_started_during_a_kafka_outage_waits_for_it_then_se
     make_tenant_cell: TenantCellFactory, tmp_path: Path
 ) -> None:
     """An orchestrator may start a replacement while Kafka is down: it waits the outage out (and stops at
-    once if told to meanwhile), rather than exiting and leaving the cell a process short."""
+    once if told to meanwhile), rather than exiting and leaving the cell a process short. Metering too."""
     tenants = await make_tenant_cell({"a": Quota()})
     first = tenants.cell.processes[0]
     stack = tenants.cell.settings.stack_dir
@@ -163,17 +163,20 @@ async def test_a_cell_process_started_during_a_kafka_outage_waits_for_it_then_se
     os.killpg(kafka, signal.SIGKILL)
     try:
         late, stopped = (CellProcess(tenants.cell, n, ready=waiting_for_kafka) for n in ("late", "told"))
-        tenants.cell.processes.extend([late, stopped])
-        await asyncio.gather(late.start(), stopped.start())
+        metering = CellProcess(tenants.cell, "metering-late", ("metering", "run"), waiting_for_kafka)
+        tenants.cell.processes.extend([late, stopped, metering])
+        await asyncio.gather(late.start(), stopped.start(), metering.start())
         stopped.kill(signal.SIGTERM)
         assert await stopped.wait(timeout=15) == 0
         assert stopped.lines("stopped before the cell started")
         with pytest.raises(TimeoutError):  # still waiting, however long the outage lasts
             await late.wait(timeout=10)
+        assert metering.proc is not None and metering.proc.returncode is None
     finally:
         code, out, err = await run_perdure(tenants, "stack", "up")
         assert code == 0, out + err
     await late.wait_for_log(r'"cell running"', timeout=120)
+    await metering.wait_for_log(r'"metering running"', timeout=120)
     first.kill()  # the late process is now the cell's only one: it serves every partition
     await first.wait()
     await late.wait_for_log(r'"partitions assigned".*"partitions": \[0, 1\]', timeout=120)  # both
