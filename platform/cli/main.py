@@ -3,8 +3,8 @@ command pays for its own imports only (importing them all took over two seconds,
 
 from __future__ import annotations
 
-import importlib
 import sys
+from typing import Any
 
 import typer
 from typer._click import Command, Context  # typer carries its own click (the types its groups use)
@@ -13,27 +13,100 @@ from typer.core import TyperGroup
 from perdure.infra.logs import quiet_clients
 from perdure.infra.settings import SettingsError, get_settings
 
-# Name on the command line: the module holding it and the attribute there (a Typer app, or a command's
-# function).
-COMMANDS: dict[str, tuple[str, str]] = {
-    "dev": ("dev_command", "dev"),
-    "console": ("console_commands", "console"),
-    "stack": ("stack_commands", "stack_app"),
-    "cell": ("cell_commands", "cell_app"),
-    "account": ("account_commands", "account_app"),
-    "user": ("account_commands", "user_app"),
-    "namespace": ("namespace_commands", "namespace_app"),
-    "workflow": ("workflow_commands", "workflow_app"),
-    "schedule": ("schedule_commands", "schedule_app"),
-    "dlq": ("dlq_commands", "dlq_app"),
-    "metering": ("metering_commands", "metering_app"),
-    "billing": ("billing_commands", "billing_app"),
-    "controlplane": ("controlplane_commands", "controlplane_app"),
-    "rollout": ("rollout_commands", "rollout_app"),
-    "worker": ("worker_commands", "worker_app"),
-    "backup": ("backup_commands", "backup_app"),
-    "operator": ("console_commands", "operator_app"),
-}
+# The commands, in the order the help lists them; each is imported by ``_loaded`` when named.
+COMMANDS = (
+    "dev",
+    "console",
+    "stack",
+    "cell",
+    "account",
+    "user",
+    "namespace",
+    "workflow",
+    "schedule",
+    "dlq",
+    "metering",
+    "billing",
+    "controlplane",
+    "rollout",
+    "worker",
+    "backup",
+    "operator",
+)
+
+
+def _loaded(name: str) -> Any:
+    """The Typer app (or the command's function) of ``name``, imported now."""
+    match name:
+        case "dev":
+            from perdure.platform.cli.dev_command import dev
+
+            return dev
+        case "console":
+            from perdure.platform.cli.console_commands import console
+
+            return console
+        case "stack":
+            from perdure.platform.cli.stack_commands import stack_app
+
+            return stack_app
+        case "cell":
+            from perdure.platform.cli.cell_commands import cell_app
+
+            return cell_app
+        case "account":
+            from perdure.platform.cli.account_commands import account_app
+
+            return account_app
+        case "user":
+            from perdure.platform.cli.account_commands import user_app
+
+            return user_app
+        case "namespace":
+            from perdure.platform.cli.namespace_commands import namespace_app
+
+            return namespace_app
+        case "workflow":
+            from perdure.platform.cli.workflow_commands import workflow_app
+
+            return workflow_app
+        case "schedule":
+            from perdure.platform.cli.schedule_commands import schedule_app
+
+            return schedule_app
+        case "dlq":
+            from perdure.platform.cli.dlq_commands import dlq_app
+
+            return dlq_app
+        case "metering":
+            from perdure.platform.cli.metering_commands import metering_app
+
+            return metering_app
+        case "billing":
+            from perdure.platform.cli.billing_commands import billing_app
+
+            return billing_app
+        case "controlplane":
+            from perdure.platform.cli.controlplane_commands import controlplane_app
+
+            return controlplane_app
+        case "rollout":
+            from perdure.platform.cli.rollout_commands import rollout_app
+
+            return rollout_app
+        case "worker":
+            from perdure.platform.cli.worker_commands import worker_app
+
+            return worker_app
+        case "backup":
+            from perdure.platform.cli.backup_commands import backup_app
+
+            return backup_app
+        case "operator":
+            from perdure.platform.cli.console_commands import operator_app
+
+            return operator_app
+    raise KeyError(name)
 
 
 def command_named(name: str) -> Command | None:
@@ -41,8 +114,7 @@ def command_named(name: str) -> Command | None:
     root's ``add_typer`` or ``command`` would have built it."""
     if name not in COMMANDS:
         return None
-    module, attribute = COMMANDS[name]
-    target = getattr(importlib.import_module(f"perdure.platform.cli.{module}"), attribute)
+    target = _loaded(name)
     root = typer.Typer(add_completion=False)
     root.callback()(lambda: None)  # a group, even of one command
     if isinstance(target, typer.Typer):
