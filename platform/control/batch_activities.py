@@ -40,6 +40,7 @@ from perdure.platform.protocol.batch_wire import (
 from perdure.platform.protocol.ingress_wire import CancelRequest, SignalRequest, SignalSpec
 from perdure.platform.stores import run_search
 from perdure.platform.stores.control_store import ControlError, NamespaceRecord
+from perdure.platform.stores.run_bodies import state_of
 from perdure.platform.stores.run_store import RunStore
 from perdure.platform.stores.search_attributes import search_attributes_of
 from perdure.platform.tenancy.namespace_urls import namespace_amqp_url
@@ -70,9 +71,7 @@ _PROJECTION = {
     "namespace": 1,
     "workflow_id": 1,
     "status": 1,
-    "state.recent_request_ids": 1,
-    "state.buffered": 1,
-    "state.cancel_requested": 1,
+    "state": 1,  # opaque to the database (run_bodies.py): read whole
 }
 
 
@@ -304,7 +303,7 @@ async def _verdict(
     definition = marked.definition
     if document is None or document.get("namespace") != definition.namespace:
         return "failed", "no such run (deleted, or past the namespace's retention)"
-    state = document.get("state") or {}
+    state = state_of(document)
     request_id = marked.request_id(str(document["_id"]))
     status = str(document["status"])
     if definition.operation == "terminate":

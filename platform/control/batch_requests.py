@@ -22,6 +22,7 @@ from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.protocol.batch_wire import MAX_SIGNAL_INPUT_BYTES, BatchDefinition, checked_batch_id
 from perdure.platform.stores import run_search
 from perdure.platform.stores.control_store import ControlError
+from perdure.platform.stores.run_bodies import state_of
 from perdure.platform.stores.search_attributes import search_attributes_of
 from perdure.tenants.client_errors import WorkflowNotFoundError
 
@@ -236,7 +237,7 @@ async def _batch_runs(
 
 
 def _result_of(document: dict[str, Any]) -> dict[str, Any] | None:
-    result = (document.get("state") or {}).get("result")
+    result = state_of(document).get("result")
     if result is None:
         return None
     described = default_converter.from_payload(Payload.model_validate(result))
@@ -250,7 +251,7 @@ async def _recorded(ops: OpsClient, document: dict[str, Any], why: str) -> dict[
     started = events[0] if events else None
     inputs = default_converter.from_payloads(getattr(started, "input", [])[:1])
     definition = inputs[0] if inputs and isinstance(inputs[0], dict) else {}
-    attributes = (document.get("state") or {}).get("search_attributes") or {}
+    attributes = state_of(document).get("search_attributes") or {}
     state = attributes.get("BatchState", "running")
     if document["status"] not in (*OPEN_STATUSES, "completed"):
         state = f"ended ({document['status']})"
@@ -284,7 +285,7 @@ def _counts(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _listed(document: dict[str, Any], prefix: str) -> dict[str, Any]:
-    attributes = (document.get("state") or {}).get("search_attributes") or {}
+    attributes = state_of(document).get("search_attributes") or {}
     state = attributes.get("BatchState", "running")
     if document["status"] not in (*OPEN_STATUSES, "completed", "continued_as_new"):
         state = f"ended ({document['status']})"

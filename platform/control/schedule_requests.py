@@ -19,6 +19,7 @@ from perdure.platform.core.start_rules import fresh_run_id
 from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.protocol.schedule_wire import RequestKind, ScheduleDefinition, ScheduleRequest
 from perdure.platform.stores.control_store import ControlError
+from perdure.platform.stores.run_bodies import state_of
 from perdure.tenants.client_errors import WorkflowNotFoundError
 
 OPEN_STATUSES = ("running", "blocked")
@@ -244,7 +245,7 @@ class _Asker:
 
 
 def _listed(document: dict[str, Any], prefix: str) -> dict[str, Any]:
-    attributes = document["state"].get("search_attributes") or {}
+    attributes = state_of(document).get("search_attributes") or {}
     return {
         "schedule": str(document["workflow_id"]).removeprefix(prefix),
         "workflow_type": attributes.get("WorkflowType", "?"),

@@ -30,7 +30,6 @@ mark an outbox sent.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import uuid
@@ -53,10 +52,18 @@ from perdure.infra.document_writes import each, insert_ignoring_duplicates
 from perdure.platform.core import history as h
 from perdure.platform.core import outbox as o
 from perdure.platform.core.run_state import ArmedTimer, RunState
+from perdure.platform.core.visibility_plan import ATTRIBUTE_PREFIX, attribute_fields
 from perdure.platform.core.visibility_plan import (
     SEARCH_ATTRIBUTE_NAME as SEARCH_ATTRIBUTE_NAME,  # re-exported: the console checks names by it
 )
-from perdure.platform.core.visibility_plan import attribute_fields
+from perdure.platform.stores.run_bodies import (
+    packed,
+    packed_json,
+    packed_model,
+    state_of,
+    stored_size,
+    unpacked,
+)
 
 Document = dict[str, Any]
 tracer = trace.get_tracer("perdure.store")
@@ -186,12 +193,13 @@ def _state_document(entry: RunEntry, epoch: int, tail: list[dict[str, Any]] | No
         "partition": entry.partition,
         "epoch": epoch,
         "next_event_id": state.next_event_id,
-        "state": state.model_dump(mode="json"),
+        # The bulky parts are opaque to the database (run_bodies.py).
+        "state": packed_model(state),
         "tail": {
             "first_event_id": tail[0]["event_id"] if tail else 0,
-            "events": tail,
+            "events": packed(tail),
         },
-        "outbox": [e.model_dump(mode="json") for e in entry.new_outbox],
+        "outbox": packed_json(_outbox_adapter.dump_json(entry.new_outbox)),
         "has_timers": bool(state.armed_timers),
         # Top-level copies of the search attributes, for their indexes (platform/core/visibility_plan.py).
         **attribute_fields(state.search_attributes),
@@ -286,7 +294,11 @@ class RunStore:
 
     @staticmethod
     def entry_of(document: Document) -> RunEntry:
-        state = RunState.model_validate(document["state"])
+        stored = document["state"]
+        if isinstance(stored, bytes):
+            state = RunState.model_validate_json(stored)
+        else:
+            state = RunState.model_validate(stored)
         return RunEntry(
             state=state,
             partition=document["partition"],
@@ -306,10 +318,10 @@ class RunStore:
             batch = await self.history.find_one({"_id": _batch_id(run_id, start)})
             if batch is None:
                 break  # only the newest batch can be missing (a crash before its copy): the tail has it
-            events.extend(h.event_from_json(e) for e in batch["events"])
+            events.extend(h.event_from_json(e) for e in unpacked(batch["events"]))
         tail = document.get("tail") or {}
         if tail.get("events") and (not events or events[-1].event_id < tail["first_event_id"]):
-            events.extend(h.event_from_json(e) for e in tail["events"])
+            events.extend(h.event_from_json(e) for e in unpacked(tail["events"]))
         h.check_contiguous(events)
         return events
 
@@ -378,8 +390,8 @@ class RunStore:
                 first = events[0]["event_id"]
                 starts.append(first)
                 ahead.append({"_id": _batch_id(run_id, first), "run_id": run_id, "first_event_id": first})
-                ahead[-1]["events"] = events
-                history_bytes += len(json.dumps(events, separators=(",", ":")))
+                ahead[-1]["events"] = packed(events)
+                history_bytes += stored_size(ahead[-1]["events"])
             tail = document["tail"]
             if tail["events"]:
                 first = tail["first_event_id"]
@@ -388,7 +400,7 @@ class RunStore:
                     {"_id": _batch_id(run_id, first), "run_id": run_id, "first_event_id": first}
                     | {"events": tail["events"]}
                 )
-                history_bytes += len(json.dumps(tail["events"], separators=(",", ":")))
+                history_bytes += stored_size(tail["events"])
             document["batch_starts"] = starts
             document["history_bytes"] = history_bytes
             written.append((entry, starts, history_bytes))
@@ -518,7 +530,10 @@ class RunStore:
 
     @staticmethod
     def outbox_of(document: Document) -> list[o.OutboxEntry]:
-        return _outbox_adapter.validate_python(document.get("outbox") or [])
+        stored = document.get("outbox") or []
+        if isinstance(stored, bytes):
+            return _outbox_adapter.validate_json(stored)
+        return _outbox_adapter.validate_python(stored)
 
     # -- timers ---------------------------------------------------------------------------------------
     @staticmethod
@@ -537,7 +552,7 @@ class RunStore:
     ) -> list[Document]:
         """Every timer armed by the runs of a partition, or of several (of one namespace, if given), as
         of their last write."""
-        projection = {"namespace": 1, "workflow_id": 1, "partition": 1, "state.armed_timers": 1}
+        projection = {"namespace": 1, "workflow_id": 1, "partition": 1, "state": 1}
         query: Document = {
             "partition": partitions if isinstance(partitions, int) else {"$in": partitions},
             "has_timers": True,
@@ -546,7 +561,7 @@ class RunStore:
             query["namespace"] = namespace
         timers = []
         async for document in self.runs.find(query, projection):
-            armed = _armed_adapter.validate_python(document["state"].get("armed_timers") or {})
+            armed = _armed_adapter.validate_python(state_of(document).get("armed_timers") or {})
             for key, timer in armed.items():
                 created = o.CreateTimer(timer_key=key, fire_at=timer.fire_at, notice=timer.notice)
                 timers.append(
@@ -615,7 +630,8 @@ class RunStore:
             name, values = search_attribute
             if not SEARCH_ATTRIBUTE_NAME.match(name):
                 raise ValueError(f"{name!r} is no search attribute name")
-            query[f"state.search_attributes.{name}"] = {"$in": list(values)}
+            # The attribute's top-level copy (the state is opaque to the database: run_bodies.py).
+            query[ATTRIBUTE_PREFIX + name] = {"$in": list(values)}
         projection = {"state": 0, "tail": 0, "outbox": 0}
 
         def within(moment: datetime) -> bool:

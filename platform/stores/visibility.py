@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from perdure.platform.stores.run_bodies import state_of
+
 Document = dict[str, Any]
 
 
 def describe_run(document: Document) -> dict[str, Any]:
     """A run's description; its result stays an encoded payload (the reader decodes it with its type)."""
-    state = document["state"]
+    state = state_of(document)
     return {
         "workflow_id": document["workflow_id"],
         "run_id": document["_id"],

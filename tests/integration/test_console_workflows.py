@@ -24,6 +24,7 @@ from perdure.platform.core import history as h
 from perdure.platform.core.messages import SignalWorkflow
 from perdure.platform.messaging.ops_client import OpsClient
 from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.run_bodies import state_of
 from perdure.platform.stores.run_store import RunStore
 from perdure.platform.tenancy.model import Quota
 
@@ -135,7 +136,7 @@ async def test_the_list_filters_and_pages_on_the_index(
 
         async def attribute_set() -> None:
             document = await s.latest("mixed-blue")
-            assert document["state"]["search_attributes"].get("Tag") == "blue"
+            assert state_of(document)["search_attributes"].get("Tag") == "blue"
 
         await eventually(attribute_set, timeout=60)
 

@@ -10,6 +10,7 @@ import pytest
 
 from perdure.platform.core import history as h
 from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.stores.run_bodies import state_of
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants import WorkflowNotFoundError, WorkflowResetError
 from perdure.tenants.client import Client
@@ -173,8 +174,8 @@ async def test_a_reset_cut_short_between_its_writes_is_finished_when_read_again(
             assert count_lines(ledger) == {"k-1": 1, "k-2": 1}
             document = await ops.store.run(str(old_run))
             # Its code took the second result and waits (no task in flight, nothing pending).
-            assert document is not None and document["state"]["workflow_task"] is None
-            assert not document["state"]["pending_activities"]
+            assert document is not None and state_of(document)["workflow_task"] is None
+            assert not state_of(document)["pending_activities"]
 
         await eventually(waiting, timeout=60)
         before = await ops.store.run(str(old_run))

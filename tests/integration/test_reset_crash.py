@@ -13,6 +13,7 @@ import bson
 from perdure.platform.core import history as h
 from perdure.platform.core.run_state import rebuild_state
 from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.stores.run_bodies import state_of
 from perdure.platform.stores.run_store import HISTORY_BATCH_BYTES, RunEntry
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants.client import Client
@@ -41,7 +42,7 @@ async def test_a_reset_cut_short_after_its_new_run_and_before_its_pointer_is_fin
         async def waiting() -> None:
             assert count_lines(ledger) == {"w-1": 1, "w-2": 1}
             document = await ops.store.run(old_run)
-            assert document is not None and document["state"]["workflow_task"] is None
+            assert document is not None and state_of(document)["workflow_task"] is None
 
         await eventually(waiting, timeout=60)
         before = await ops.store.run(old_run)
@@ -92,8 +93,8 @@ async def test_a_reset_of_a_large_run_writes_the_new_runs_history_in_bounded_bat
 
         async def recorded() -> None:
             document = await ops.store.run(str(handle.run_id))
-            assert document is not None and document["state"]["next_event_id"] >= 60 + 7
-            assert document["state"]["workflow_task"] is None
+            assert document is not None and state_of(document)["next_event_id"] >= 60 + 7
+            assert state_of(document)["workflow_task"] is None
 
         await eventually(recorded, timeout=120)
         old_run = str(handle.run_id)

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 from perdure.platform.messaging.ops_client import OpsClient
+from perdure.platform.stores.run_bodies import state_of
 from perdure.platform.tenancy.model import Quota
 from perdure.tenants.client import Client
 
@@ -37,7 +38,7 @@ async def test_a_reset_cut_short_between_its_pointer_and_its_new_run_is_finished
         async def waiting() -> None:
             assert count_lines(ledger) == {"p-1": 1, "p-2": 1}
             document = await ops.store.run(str(old_run))
-            assert document is not None and document["state"]["workflow_task"] is None
+            assert document is not None and state_of(document)["workflow_task"] is None
 
         await eventually(waiting, timeout=60)
         before = await ops.store.run(str(old_run))
@@ -94,8 +95,8 @@ async def test_a_reset_of_a_large_run_inside_its_limits_leaves_the_cell_serving(
         async def recorded() -> None:
             document = await ops.store.run(str(handle.run_id))
             assert document is not None and document["status"] == "running"
-            assert document["state"]["next_event_id"] >= 196 + 7
-            assert document["state"]["workflow_task"] is None
+            assert state_of(document)["next_event_id"] >= 196 + 7
+            assert state_of(document)["workflow_task"] is None
 
         await eventually(recorded, timeout=240)
 

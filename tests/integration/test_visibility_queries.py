@@ -17,6 +17,7 @@ from perdure.platform.core.run_state import RunState, RunStatus
 from perdure.platform.core.visibility_match import run_document, select
 from perdure.platform.core.visibility_query import AttributeType, parse_query
 from perdure.platform.stores.databases import Databases
+from perdure.platform.stores.run_bodies import state_of
 from perdure.platform.stores.run_search import count_runs, explain_runs, matching_runs, search_runs
 from perdure.platform.stores.run_store import RunEntry, RunStore
 from perdure.platform.stores.search_attributes import index_search_attribute, register_search_attribute
@@ -98,7 +99,7 @@ async def _documents(store: RunStore, namespace: str) -> list[dict[str, Any]]:
             status=d["status"],
             start_time=d["start_time"],
             close_time=d["close_time"],
-            search_attributes=d["state"].get("search_attributes") or {},
+            search_attributes=state_of(d).get("search_attributes") or {},
         )
         async for d in store.runs.find({"namespace": namespace}, {"tail": 0, "outbox": 0})
     ]
