@@ -16,7 +16,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 
 from perdure.infra.outages import OUTAGES, pause
 from perdure.infra.telemetry import extract_kafka_context
@@ -62,6 +63,7 @@ from perdure.platform.stores.run_store import (
     RunStore,
     RunTooLarge,
     document_size,
+    partition_of,
 )
 
 # The engine waits at most this long between attempts once a dependency fails: it must resume soon
@@ -104,6 +106,9 @@ FORGET_EVERY_SECONDS = 1.0
 # next reset on wait for the next batch (a burst of resets is spread over batches, none is dropped).
 MAX_RESETS_PER_BATCH = 4
 SLOW_WORKER_SECONDS = 30.0  # the longest a namespace whose worker answers late is not waited for
+# The last offset a journal entry of handed reports claims: such a batch is no Kafka batch, so no commit
+# makes its entry stale; it is forgotten once its outboxes are sent (see ``take_reports``).
+HANDED_LAST_OFFSET = 2**62
 ExecutionKey = tuple[str, str]
 
 
@@ -150,6 +155,38 @@ class Group:
     hold: bool = False
     # Its namespace lives on this cell no longer: the records go to the cell it moved to.
     forward_to: str | None = None
+    # Reports handed over by the relay (their items follow the records'), settled with the batch.
+    handed: list[_Handed] = field(default_factory=list)
+
+    def decline_handed(self) -> None:
+        """Leave the handed reports to Kafka (this group has more to it than a run's change)."""
+        if self.handed:
+            self.items = [(record, envelope) for record, envelope in self.items if record.offset >= 0]
+            for report in self.handed:
+                report.settle(False)
+            self.handed = []
+
+
+@dataclass
+class _Handed:
+    """A worker's report handed over by the relay of this process (``CellEngine.take_reports``)."""
+
+    envelope: TaskEnvelope
+    trace_context: Context
+    partition: int
+    # True once what it caused is written and sent; False if the engine did not take it.
+    taken: asyncio.Future[bool]
+
+    def settle(self, taken: bool) -> None:
+        if not self.taken.done():
+            self.taken.set_result(taken)
+
+    def record(self, topic: str) -> ConsumerRecord[bytes, bytes]:
+        """A stand-in for the Kafka record it skipped (a group's items are records): only its partition
+        and key are read, and never for a dead letter (a report that would be one is not taken)."""
+        return ConsumerRecord(
+            topic, self.partition, -1, int(time.time() * 1000), 0, self.envelope.key, b"", None, 0, 0, ()
+        )
 
 
 class _PartitionOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -221,6 +258,11 @@ class CellEngine:
         # Executions whose write the database refused as too large: the batch read again dead-letters
         # their records instead of retrying them for ever.
         self._too_large: set[ExecutionKey] = set()
+        # Reports the relay of this process handed over, waiting for the loop (``take_reports``).
+        self._handed: list[_Handed] = []
+        self._handed_arrived = asyncio.Event()
+        self._taking: list[_Handed] = []  # those of the batch in progress
+        self._ended = False  # the loop is over: nothing handed over now would be taken
 
     def _limits_of(self, namespace: str) -> RunLimits:
         record = self.apps.loaded(namespace)
@@ -263,6 +305,9 @@ class CellEngine:
             try:
                 await self._settle_commit()
                 await self.store.settle_copies()  # the next owner finds the histories copied
+                # Batches of handed reports name no offset a commit covers: their journal entries, sent
+                # all, are forgotten now, or the next owner would send their outboxes again.
+                await self._forget_now()
             except Exception:
                 # The next owner reads from the last commit that went through, and copies what it misses.
                 log.warning("letting partitions go before their last writes settled", exc_info=True)
@@ -307,18 +352,26 @@ class CellEngine:
         timers = asyncio.create_task(self._timer_loop(), name="timers")
         try:
             while not self.stopping.is_set():
-                batch = await self.consumer.getmany(timeout_ms=100, max_records=MAX_POLL_RECORDS)
-                if not batch and not self._unsent:
+                batch = await self._poll()
+                handed, self._handed = self._handed, []
+                self._taking = handed
+                self._handed_arrived.clear()
+                if not batch and not handed and not self._unsent:
                     continue
                 async with self.lock:
                     # Records of partitions revoked meanwhile belong to their new owner now.
                     owned = {tp: records for tp, records in batch.items() if tp.partition in self.epochs}
-                    if not owned and not self._unsent:
+                    for report in handed:
+                        if report.partition not in self.epochs:
+                            report.settle(False)
+                    handed = [report for report in handed if report.partition in self.epochs]
+                    if not owned and not handed and not self._unsent:
                         continue
+                    done = False
                     try:
                         await self._resend_unsent()
-                        if owned:
-                            await self.process(owned)
+                        if owned or handed:
+                            await self.process(owned, handed)
                     except RunTooLarge as exc:
                         # Bad input, not an outage: read again at once, without these executions' records.
                         log.error(
@@ -326,24 +379,34 @@ class CellEngine:
                             extra={"executions": sorted(exc.executions), "error": str(exc)},
                         )
                         self._too_large |= exc.executions
-                        self._rewind(owned)
+                        self._rewind(owned, handed)
                         failed = 0.0
                     except Exception as exc:
                         # Nothing of it was committed: it is read again once the store (or Kafka) takes
                         # writes; until then the engine reads nothing further.
-                        self._rewind(owned)
+                        self._rewind(owned, handed)
                         failed = OUTAGES.failed("an engine batch", exc, cap=ENGINE_RETRY_CAP_SECONDS)
                     else:
-                        failed = 0.0
+                        done, failed = True, 0.0
                         OUTAGES.succeeded("an engine batch", ("kafka", "mongodb"))
+                    for report in handed:  # those not declined (or rewound) were written and sent
+                        report.settle(done)
                     self.outcomes.append(failed > 0)
                 if failed:
                     await pause(failed, self.stopping)
         finally:
             timers.cancel()
+            self._ended = True
+            handed, self._handed = [*self._taking, *self._handed], []
+            for report in handed:  # the relay sends them through Kafka (a no-op for those settled)
+                report.settle(False)
             await asyncio.gather(timers, *self._forgetting, return_exceptions=True)
             await self._settle_commit()
             await self.store.settle_copies()
+            try:
+                await self._forget_now()  # else the next owners send those outboxes again
+            except Exception:
+                log.warning("forgetting the journal of sent batches failed", exc_info=True)
 
     async def _settle_commit(self) -> None:
         """Wait for the commit in flight; a failed one only means its records are read again."""
@@ -354,6 +417,53 @@ class CellEngine:
             await committing
         except Exception:
             log.warning("committing offsets failed; those records will be read again", exc_info=True)
+
+    async def _poll(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """The partitions' next records; none at once when the relay hands reports over meanwhile (an
+        interrupted fetch loses nothing: aiokafka hands out records only when it returns them)."""
+        fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+        if self._handed:
+            fetched = await self.consumer.getmany(timeout_ms=0, max_records=MAX_POLL_RECORDS)
+            return fetched
+        fetching = asyncio.ensure_future(self.consumer.getmany(timeout_ms=100, max_records=MAX_POLL_RECORDS))
+        handing = asyncio.ensure_future(self._handed_arrived.wait())
+        try:
+            await asyncio.wait({fetching, handing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            handing.cancel()
+            if not fetching.done():
+                fetching.cancel()
+                await asyncio.wait({fetching})
+        fetched = {} if fetching.cancelled() else fetching.result()
+        return fetched
+
+    # -- reports handed over by the relay of this process -----------------------------------------------
+    async def take_reports(
+        self, envelopes: Sequence[TaskEnvelope], contexts: Sequence[Context]
+    ) -> list[bool]:
+        """Apply workers' reports without their round trip through Kafka: the relay of this process hands
+        over what it received for partitions this engine owns; they join the next batch, after its
+        records, and the relay acknowledges a report to RabbitMQ once it is taken, that is once its
+        effects are written and their outboxes sent (invariant 1 holds: the report is durable in RabbitMQ
+        until its history is in the database). Which were taken; the others (another process's
+        partitions, a batch that failed, anything the Kafka path has more to say about: dead letters, a
+        namespace moving) the relay sends through Kafka as before, where a report already applied is a
+        duplicate."""
+        if self.stopping.is_set() or self._ended:
+            return [False] * len(envelopes)
+        loop = asyncio.get_running_loop()
+        offered: list[_Handed | None] = []
+        for envelope, trace_context in zip(envelopes, contexts, strict=True):
+            partition = partition_of(envelope.key, self.cell.partitions)
+            if partition not in self.epochs:
+                offered.append(None)
+                continue
+            report = _Handed(envelope, trace_context, partition, loop.create_future())
+            self._handed.append(report)
+            offered.append(report)
+        if self._handed:
+            self._handed_arrived.set()
+        return [report is not None and await report.taken for report in offered]
 
     async def _resend_unsent(self) -> None:
         """Send the journalled outboxes of partitions just taken, and of those whose batch failed after its
@@ -381,100 +491,155 @@ class CellEngine:
         self._forgetting.add(task)
         task.add_done_callback(self._forgot)
 
+    async def _forget_now(self) -> None:
+        forgetting, self._to_forget = self._to_forget, []
+        await asyncio.gather(*self._forgetting, return_exceptions=True)
+        await self.store.forget_journal(forgetting)
+
     def _forgot(self, task: asyncio.Task[None]) -> None:
         self._forgetting.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("forgetting journal entries failed", exc_info=task.exception())
 
-    async def process(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+    async def process(
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        handed: Sequence[_Handed] = (),
+    ) -> None:
+        """Apply a poll's records and the reports handed over meanwhile (``take_reports``)."""
         started = time.perf_counter()
         count = sum(len(records) for records in batch.values())
         batch_sizes.record(count)
-        first = next(iter(batch.values()))[0]
+        context = (
+            extract_kafka_context(next(iter(batch.values()))[0].headers) if batch else handed[0].trace_context
+        )
         with tracer.start_as_current_span(
-            "perdure.consume", context=extract_kafka_context(first.headers), attributes={"records": count}
+            "perdure.consume", context=context, attributes={"records": count, "handed": len(handed)}
         ):
             rejected: list[DeadLetter] = []
+            too_large = set(self._too_large)
             groups = self._group(batch, rejected)
-            with tracer.start_as_current_span("perdure.engine.load", attributes={"executions": len(groups)}):
-                await asyncio.gather(*(self._prepare(group, rejected) for group in groups.values()))
-            touched: dict[str, RunEntry] = {}
-            extra: list[TaskEnvelope] = []
-            replies: list[TenantReply | None] = []
-            metered: list[UsageRecord] = []  # what is billed without being written (queries)
-            for group in groups.values():
-                if group.namespace is None or group.hold:
-                    continue
-                with tracer.start_as_current_span(
-                    "perdure.workflow_task",
-                    attributes={"namespace": group.key[0], "workflow_id": group.key[1]},
-                ):
-                    try:
-                        self._apply(group, touched, extra, replies, metered)
-                    except Exception as exc:  # a bug must not stop the partition: park the messages
-                        log.exception("applying messages failed", extra={"execution": group.key})
-                        rejected.extend(
-                            self._dead_letter(r, f"engine error: {exc!r}") for r, _ in group.items
-                        )
             offsets = {tp.partition: (records[0].offset, records[-1].offset) for tp, records in batch.items()}
-            if self._inline_enabled() and self._behind(batch):
-                # Behind on its partitions: the runs that wait for no worker are written (and their
-                # outboxes sent) while the workers answer the others' tasks, written next with what came.
-                asking = {run_id: e for run_id, e in touched.items() if e.state.workflow_task is not None}
-                # A run a reset terminated is written with the run that replaces it (which asks for a
-                # task), after it: never terminated, its outbox sent, before its new run exists.
-                replaced = {
-                    run_id: e
-                    for run_id, e in touched.items()
-                    if run_id not in asking and e.state.reset_run_id in asking
-                }
-                sent: set[str] = set()
-                pending = await self._dispatch_inline(asking, sent)
-                first = [
-                    e
-                    for e in touched.values()
-                    if e.dirty and e.state.run_id not in asking and e.state.run_id not in replaced
-                ]
-                journal = await self._write_and_send(batch, first, offsets, frozenset())
-                if journal is None:
-                    return
-                await self._take_answers(pending, time.monotonic() + self.inline_seconds)
-                rest = [e for e in [*replaced.values(), *asking.values()] if e.dirty]
-                later = await self._write_and_send(batch, rest, offsets, frozenset(sent))
-                if later is None:
-                    return
-                journal += later
-            else:
-                with tracer.start_as_current_span("perdure.engine.inline_decisions"):
-                    sent_inline = await self._decide_inline(touched)
-                entries = [e for e in touched.values() if e.dirty]
-                written = await self._write_and_send(batch, entries, offsets, sent_inline)
-                if written is None:
-                    return
-                journal = written
-            entries = [e for e in touched.values() if e.dirty]
-            await self._hold_and_forward(groups.values())
-            await self.sender.usage.send_all(metered)
-            await self.tasks.send_all(extra)
-            await self.sender.reply(replies)
-            if rejected:
-                await self._send_dead_letters(rejected)
-            # Once sent, an outbox needs no journal: a crash from here on leaves nothing unsent.
-            self._forget_later(journal)
-            await self._settle_commit()
-            self._committing = asyncio.create_task(
-                self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+            for report in handed:
+                key = (report.envelope.namespace, report.envelope.workflow_id)
+                if key in too_large:
+                    report.settle(False)  # through Kafka, which dead-letters it
+                    continue
+                group = groups.setdefault(key, Group(key, report.partition))
+                group.items.append((report.record(self.cell.topic), report.envelope))
+                group.handed.append(report)
+                # No commit makes the journal entry of handed reports alone stale (see HANDED_LAST_OFFSET).
+                offsets.setdefault(report.partition, (0, HANDED_LAST_OFFSET))
+            entries = await self._carry_out(
+                groups,
+                rejected,
+                offsets,
+                split=self._inline_enabled() and self._behind(batch),
+                rewind=lambda: self._rewind(batch, handed),
             )
+            if entries is None:
+                return
+            await self._settle_commit()
+            if batch:
+                self._committing = asyncio.create_task(
+                    self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                )
             for tp, records in batch.items():
                 highwater = self.consumer.highwater(tp)
                 if highwater is not None:
                     _lag[tp.partition] = max(0, highwater - records[-1].offset - 1)
-            for entry in entries:
-                entry.reset_changes()
-                if not entry.state.is_open:
-                    entry.history = None  # a query of a closed run reads it again
-            tasks_processed.add(sum(len(records) for records in batch.values()) - len(rejected))
+            self._finish(entries)
+            tasks_processed.add(count + len(handed) - len(rejected))
             step_latency.record(time.perf_counter() - started)
+
+    async def _carry_out(
+        self,
+        groups: dict[ExecutionKey, Group],
+        rejected: list[DeadLetter],
+        offsets: dict[int, tuple[int, int]],
+        *,
+        split: bool,
+        rewind: Callable[[], None],
+    ) -> list[RunEntry] | None:
+        """Load, apply, write and send what the groups' messages cause; the entries written, or None if
+        the write was fenced (``rewind`` was called: the messages are read again). ``split``: write the
+        runs that wait for no worker first (the partitions are behind). A group's handed reports are
+        left to Kafka (which dead-letters, holds and forwards) if the group has more to it than a run's
+        change."""
+        with tracer.start_as_current_span("perdure.engine.load", attributes={"executions": len(groups)}):
+            await asyncio.gather(*(self._prepare(group, rejected) for group in groups.values()))
+        for group in groups.values():
+            if group.namespace is None or group.hold or group.forward_to is not None:
+                group.decline_handed()
+        touched: dict[str, RunEntry] = {}
+        extra: list[TaskEnvelope] = []
+        replies: list[TenantReply | None] = []
+        metered: list[UsageRecord] = []  # what is billed without being written (queries)
+        for group in groups.values():
+            if group.namespace is None or group.hold:
+                continue
+            with tracer.start_as_current_span(
+                "perdure.workflow_task",
+                attributes={"namespace": group.key[0], "workflow_id": group.key[1]},
+            ):
+                try:
+                    self._apply(group, touched, extra, replies, metered)
+                except Exception as exc:  # a bug must not stop the partition: park the messages
+                    log.exception("applying messages failed", extra={"execution": group.key})
+                    group.decline_handed()  # parked once they come through Kafka
+                    rejected.extend(self._dead_letter(r, f"engine error: {exc!r}") for r, _ in group.items)
+        if split:
+            # Behind on its partitions: the runs that wait for no worker are written (and their
+            # outboxes sent) while the workers answer the others' tasks, written next with what came.
+            asking = {run_id: e for run_id, e in touched.items() if e.state.workflow_task is not None}
+            # A run a reset terminated is written with the run that replaces it (which asks for a
+            # task), after it: never terminated, its outbox sent, before its new run exists.
+            replaced = {
+                run_id: e
+                for run_id, e in touched.items()
+                if run_id not in asking and e.state.reset_run_id in asking
+            }
+            sent: set[str] = set()
+            pending = await self._dispatch_inline(asking, sent)
+            first = [
+                e
+                for e in touched.values()
+                if e.dirty and e.state.run_id not in asking and e.state.run_id not in replaced
+            ]
+            journal = await self._write_and_send(rewind, first, offsets, frozenset())
+            if journal is None:
+                return None
+            await self._take_answers(pending, time.monotonic() + self.inline_seconds)
+            rest = [e for e in [*replaced.values(), *asking.values()] if e.dirty]
+            later = await self._write_and_send(rewind, rest, offsets, frozenset(sent))
+            if later is None:
+                return None
+            journal += later
+        else:
+            with tracer.start_as_current_span("perdure.engine.inline_decisions"):
+                sent_inline = await self._decide_inline(touched)
+            entries = [e for e in touched.values() if e.dirty]
+            written = await self._write_and_send(rewind, entries, offsets, sent_inline)
+            if written is None:
+                return None
+            journal = written
+        entries = [e for e in touched.values() if e.dirty]
+        await self._hold_and_forward(groups.values())
+        await self.sender.usage.send_all(metered)
+        await self.tasks.send_all(extra)
+        await self.sender.reply(replies)
+        if rejected:
+            await self._send_dead_letters(rejected)
+        # Once sent, an outbox needs no journal: a crash from here on leaves nothing unsent.
+        self._forget_later(journal)
+        return entries
+
+    @staticmethod
+    def _finish(entries: list[RunEntry]) -> None:
+        for entry in entries:
+            entry.reset_changes()
+            if not entry.state.is_open:
+                entry.history = None  # a query of a closed run reads it again
 
     def _group(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], rejected: list[DeadLetter]
@@ -556,13 +721,13 @@ class CellEngine:
 
     async def _write_and_send(
         self,
-        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        rewind: Callable[[], None],
         entries: list[RunEntry],
         offsets: dict[int, tuple[int, int]],
         sent_tasks: frozenset[str],
     ) -> list[str] | None:
         """Write ``entries`` and send their outboxes (but the tasks already sent); the journal entries
-        written, or None if the batch was fenced (it is then read again)."""
+        written, or None if the batch was fenced (``rewind`` was called: it is read again)."""
         try:
             with tracer.start_as_current_span("perdure.store.write", attributes={"runs": len(entries)}):
                 journal: list[str] = await self.store.write(entries, self.epochs, offsets)
@@ -571,7 +736,7 @@ class CellEngine:
             # of this batch half-succeeded: either way the records are read again, and applying them
             # again is harmless (duplicates are recognised by the state machine).
             log.error("fenced: a run changed under this writer", extra={"error": str(exc)})
-            self._rewind(batch)
+            rewind()
             return None
         items = [
             Addressed(e.state.namespace, e.state.workflow_id, e.partition, item)
@@ -669,7 +834,8 @@ class CellEngine:
             group.forward_to = moved.cell
             return
         except NamespaceUnavailable as exc:
-            rejected.extend(self._dead_letter(record, str(exc)) for record, _ in group.items)
+            # Handed reports are left to Kafka (``decline_handed``): only records are dead-lettered here.
+            rejected.extend(self._dead_letter(r, str(exc)) for r, _ in group.items if r.offset >= 0)
             return
         if group.namespace.record.status == "moving":
             group.hold = True
@@ -734,13 +900,21 @@ class CellEngine:
             entry.history = await self.store.read_history(entry.state.run_id, document)
         return entry
 
-    def _rewind(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Read the batch again from its first record, from the database rather than the cache."""
+    def _rewind(
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        handed: Sequence[_Handed] = (),
+    ) -> None:
+        """Read the batch again from its first record, from the database rather than the cache; its handed
+        reports go through Kafka (duplicates if this batch's write landed)."""
         for tp, records in batch.items():
             self.consumer.seek(tp, records[0].offset)
-            self._unsent.add(tp.partition)
-            if tp.partition in self.caches:
-                self.caches[tp.partition] = PartitionCache()
+        for report in handed:
+            report.settle(False)
+        for partition in {tp.partition for tp in batch} | {report.partition for report in handed}:
+            self._unsent.add(partition)
+            if partition in self.caches:
+                self.caches[partition] = PartitionCache()
 
     # -- applying ----------------------------------------------------------------------------------
     def _apply(

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer
+from opentelemetry.context import Context
 
 from perdure.infra.kafka_backoff import with_reconnect_backoff
 from perdure.infra.settings import Settings
@@ -16,7 +18,7 @@ from perdure.platform.cell.engine import CellEngine
 from perdure.platform.cell.inline_decisions import InlineDecisions
 from perdure.platform.cell.outbox_sender import OutboxSender
 from perdure.platform.messaging.task_producer import TaskProducer
-from perdure.platform.protocol.cell_wire import engine_group
+from perdure.platform.protocol.cell_wire import TaskEnvelope, engine_group
 from perdure.platform.stores.control_store import CellRecord
 from perdure.platform.stores.namespace_apps import NamespaceApps
 from perdure.platform.stores.run_store import RunStore
@@ -128,6 +130,15 @@ class EngineRunner:
         log.info("restarting the engine", extra={"cell": self.cell.name})
         await self.stop()
         await self.start()
+
+    async def take_reports(
+        self, envelopes: Sequence[TaskEnvelope], contexts: Sequence[Context]
+    ) -> list[bool]:
+        """Hand reports to the engine running now (``CellEngine.take_reports``); none taken between two."""
+        engine = self.engine
+        if engine is None:
+            return [False] * len(envelopes)
+        return await engine.take_reports(envelopes, contexts)
 
     def owned(self) -> list[int]:
         return sorted(self.engine.epochs) if self.engine is not None else []

@@ -102,7 +102,9 @@ async def run_cell(
                 settings, cell, store, apps, tasks, sender, unbilled_workflow_types=UNBILLED_WORKFLOW_TYPES
             )
             reporter = ProcessReporter(databases.control, cell_name, runner, settings.platform_version, apps)
-            relay = WorkerReportRelay(apps, tasks, channels)
+            relay = WorkerReportRelay(
+                apps, tasks, channels, local=runner.take_reports if settings.report_handoff else None
+            )
             supervisor_of_workers = WorkerSupervisor(
                 settings, cell_name, apps, ArtifactStore(databases.control_db), channels
             )

@@ -5,8 +5,12 @@ Writes are conditional and need no transactions: a run document changes only if 
 ``next_event_id`` is the one the writer read and its ``epoch`` is not newer than the writer's, so a
 duplicate or a zombie writer fails instead of forking history (invariants 2 and 3 of
 docs/architecture.md). The newest
-batch of events rides in the run document itself (``tail``) and is copied to the history collection
-right after; readers take the tail when that copy is missing, so a crash between the two loses nothing.
+batch of events rides in the run document itself (``tail``). A write adds its events to the tail until
+the tail passes ``TAIL_BYTES``; that write's tail is then copied to the history collection right after
+it (listed in ``batch_starts``), and the next write begins a new tail. A short run's history is thus
+written with its run document alone, no copy at all. Readers take the tail for what no listed batch
+holds (a copy not landed yet, or a tail not copied), so a crash between a write and its copy loses
+nothing.
 
 Every hot read is a lookup by ``_id``: the latest run of an execution through a pointer document,
 history batches by their ids listed in the run document. Durable timers are the armed timers of the
@@ -78,6 +82,9 @@ MAX_DOCUMENT_BYTES = 15 * 1024 * 1024
 # The most events (as JSON) one history batch written ahead of its run document holds: a reset's copied
 # prefix (up to a run's whole history limit) goes in batches of this size, never in one document.
 HISTORY_BATCH_BYTES = 4 * 1024 * 1024
+# A run document's tail grows, write after write, up to this (as stored), before it is copied out as a
+# history batch: below it an update rewrites a small field, and a short run's history needs no copy.
+TAIL_BYTES = 16 * 1024
 # The server's codes for a document or an update's result past its size limit.
 _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 
@@ -122,6 +129,9 @@ class RunEntry:
     history_bytes: int = 0
     # The whole history, kept while the run is open (workflow tasks carry parts of it, or all of it).
     history: list[h.HistoryEvent] | None = None
+    # The events of its document's tail that no history batch holds (as JSON): the next write's tail
+    # begins with them.
+    tail: list[dict[str, Any]] = field(default_factory=list)
     # What this poll changed: written together, then the outbox is sent.
     new_events: list[h.HistoryEvent] = field(default_factory=list)
     new_outbox: list[o.OutboxEntry] = field(default_factory=list)
@@ -167,21 +177,27 @@ def history_batches(entry: RunEntry) -> list[list[dict[str, Any]]]:
     return batches
 
 
+def next_tail(entry: RunEntry) -> list[dict[str, Any]]:
+    """The tail of the entry's next write: the events no batch holds yet, then its newest batch."""
+    return [*entry.tail, *history_batches(entry)[-1]]
+
+
 def document_size(entry: RunEntry, epoch: int = 0, *, exact: bool = False) -> int:
     """The stored size of the run document the entry's next write makes (BSON, as the server counts).
     Unless ``exact``, a bound that measures no history: its tail counted as a whole batch's bound."""
     if exact:
-        document = _state_document(entry, epoch, history_batches(entry)[-1])
+        document = _state_document(entry, epoch, next_tail(entry))
         return len(bson.encode({"_id": entry.state.run_id, **document, "batch_starts": []}))
     document = _state_document(entry, epoch, [])
-    return len(bson.encode({"_id": entry.state.run_id, **document, "batch_starts": []})) + HISTORY_BATCH_BYTES
+    bound = HISTORY_BATCH_BYTES + TAIL_BYTES
+    return len(bson.encode({"_id": entry.state.run_id, **document, "batch_starts": []})) + bound
 
 
 def _state_document(entry: RunEntry, epoch: int, tail: list[dict[str, Any]] | None = None) -> Document:
-    """The run document of the entry's write; ``tail`` is its last history batch (``history_batches``)."""
+    """The run document of the entry's write; ``tail`` is its tail (``next_tail``)."""
     state = entry.state
     if tail is None:
-        tail = history_batches(entry)[-1]
+        tail = next_tail(entry)
     return {
         "namespace": state.namespace,
         "workflow_id": state.workflow_id,
@@ -299,12 +315,16 @@ class RunStore:
             state = RunState.model_validate_json(stored)
         else:
             state = RunState.model_validate(stored)
+        starts = list(document.get("batch_starts") or [])
+        tail = document.get("tail") or {}
         return RunEntry(
             state=state,
             partition=document["partition"],
             persisted_next_event_id=state.next_event_id,
-            batch_starts=list(document.get("batch_starts") or []),
+            batch_starts=starts,
             history_bytes=document.get("history_bytes", 0),
+            # A tail listed as a batch was copied out (or is being): the next write begins a new one.
+            tail=[] if tail.get("first_event_id") in starts else list(unpacked(tail.get("events")) or []),
         )
 
     async def read_history(self, run_id: str, document: Document | None = None) -> list[h.HistoryEvent]:
@@ -326,9 +346,11 @@ class RunStore:
         return events
 
     async def flush_tail(self, document: Document) -> None:
-        """Copy a run document's tail into the history collection (after a crash between the two)."""
+        """Copy a run document's tail into the history collection if it was copied out (it is listed as a
+        batch: after a crash between the write and its copy). A tail still growing is not: a copy of it
+        now would hold less than the batch of that id will."""
         tail = document.get("tail") or {}
-        if not tail.get("events"):
+        if not tail.get("events") or tail.get("first_event_id") not in (document.get("batch_starts") or []):
             return
         try:
             await self.history.insert_one(
@@ -363,6 +385,7 @@ class RunStore:
         updates: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         batches: list[Document] = []
         written: list[tuple[RunEntry, list[int], int]] = []
+        tails: dict[int, list[dict[str, Any]]] = {}  # by id(entry): the tail each keeps growing
         for entry in entries:
             if not entry.dirty:
                 continue
@@ -384,8 +407,9 @@ class RunStore:
             if not (entry.new_events or entry.state_changed):
                 written.append((entry, starts, history_bytes))
                 continue  # only its pointer moves
-            *earlier_batches, tail_batch = history_batches(entry)
-            document = _state_document(entry, epoch, tail_batch)
+            *earlier_batches, newest = history_batches(entry)
+            tail_events = [*entry.tail, *newest]
+            document = _state_document(entry, epoch, tail_events)
             for events in earlier_batches:
                 first = events[0]["event_id"]
                 starts.append(first)
@@ -393,14 +417,17 @@ class RunStore:
                 ahead[-1]["events"] = packed(events)
                 history_bytes += stored_size(ahead[-1]["events"])
             tail = document["tail"]
-            if tail["events"]:
+            history_bytes += stored_size(newest) if newest else 0
+            if tail["events"] and stored_size(tail["events"]) > TAIL_BYTES:
+                # Copied out after this write; the next write begins a new tail.
                 first = tail["first_event_id"]
                 starts.append(first)
                 batches.append(
                     {"_id": _batch_id(run_id, first), "run_id": run_id, "first_event_id": first}
                     | {"events": tail["events"]}
                 )
-                history_bytes += stored_size(tail["events"])
+            else:
+                tails[id(entry)] = tail_events
             document["batch_starts"] = starts
             document["history_bytes"] = history_bytes
             written.append((entry, starts, history_bytes))
@@ -464,6 +491,8 @@ class RunStore:
             entry.persisted_next_event_id = entry.state.next_event_id
             entry.batch_starts = starts
             entry.history_bytes = history_bytes
+            if entry.new_events or entry.state_changed:
+                entry.tail = tails.get(id(entry), [])
         return [d["_id"] for d in journal]
 
     @staticmethod
