@@ -109,6 +109,9 @@ SLOW_WORKER_SECONDS = 30.0  # the longest a namespace whose worker answers late 
 # The last offset a journal entry of handed reports claims: such a batch is no Kafka batch, so no commit
 # makes its entry stale; it is forgotten once its outboxes are sent (see ``take_reports``).
 HANDED_LAST_OFFSET = 2**62
+# How often the engine looks for journal entries of fenced writers in its partitions (a zombie's write
+# that landed after the partition was taken: its outbox is nobody else's to send).
+FENCED_SWEEP_SECONDS = 5.0
 ExecutionKey = tuple[str, str]
 
 
@@ -262,6 +265,7 @@ class CellEngine:
         self._handed: list[_Handed] = []
         self._handed_arrived = asyncio.Event()
         self._taking: list[_Handed] = []  # those of the batch in progress
+        self._swept_at = time.monotonic()
         self._ended = False  # the loop is over: nothing handed over now would be taken
 
     def _limits_of(self, namespace: str) -> RunLimits:
@@ -322,7 +326,34 @@ class CellEngine:
 
     async def _resend_outboxes(self, partition: int) -> None:
         committed = await self.consumer.committed(TopicPartition(self.cell.topic, partition))
-        journal, documents = await self.store.pending_outboxes(partition, committed)
+        journal, documents = await self.store.pending_outboxes(partition, committed, self.epochs[partition])
+        await self._send_journalled(partition, journal, documents)
+        if documents:
+            log.info(
+                "outbox re-sent after taking a partition",
+                extra={"partition": partition, "runs": len(documents)},
+            )
+
+    async def _send_fenced_outboxes(self) -> None:
+        """Send what writers fenced off journalled in the owned partitions since they were taken (see
+        ``RunStore.fenced_outboxes``): looked for every ``FENCED_SWEEP_SECONDS``."""
+        self._swept_at = time.monotonic()
+        if not self.epochs:
+            return
+        journal, documents = await self.store.fenced_outboxes(dict(self.epochs))
+        for partition in sorted({d["partition"] for d in documents}):
+            mine = [d for d in documents if d["partition"] == partition]
+            await self._send_journalled(partition, [], mine)
+        await self.store.forget_journal(journal)
+        if journal:
+            log.warning(
+                "outboxes of writes by a fenced writer sent",
+                extra={"entries": len(journal), "runs": len(documents)},
+            )
+
+    async def _send_journalled(
+        self, partition: int, journal: list[str], documents: list[dict[str, Any]]
+    ) -> None:
         if not documents:
             await self.store.forget_journal(journal)
             return
@@ -340,9 +371,6 @@ class CellEngine:
         # Sent: a crash from here on must not send them yet again (the records of their batch, read
         # again, are duplicates and cause nothing).
         await self.store.forget_journal(journal)
-        log.info(
-            "outbox re-sent after taking a partition", extra={"partition": partition, "runs": len(documents)}
-        )
 
     # -- the loop ----------------------------------------------------------------------------------
     def subscribe(self) -> None:
@@ -353,6 +381,12 @@ class CellEngine:
         try:
             while not self.stopping.is_set():
                 batch = await self._poll()
+                if time.monotonic() - self._swept_at > FENCED_SWEEP_SECONDS:
+                    async with self.lock:
+                        try:
+                            await self._send_fenced_outboxes()
+                        except Exception:
+                            log.warning("sending the outboxes of fenced writers failed", exc_info=True)
                 handed, self._handed = self._handed, []
                 self._taking = handed
                 self._handed_arrived.clear()

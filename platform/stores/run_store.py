@@ -445,7 +445,7 @@ class RunStore:
         # A run's tail is replaced by its next write: its copy must have landed by then.
         with tracer.start_as_current_span("perdure.store.settle_copies"):
             await self.settle_copies()
-        journal = self._journal_entries([entry for entry, _, _ in written], offsets)
+        journal = self._journal_entries([entry for entry, _, _ in written], offsets, epochs)
         # An execution with a reset in the batch has its pointer moved after the inserts only (a start
         # of it in the same batch is found again by its run id: see the engine's ``_load``).
         pointers_before = [pointers[i] for i in starting - following]
@@ -512,7 +512,9 @@ class RunStore:
         return RunTooLarge(executions, f"a run's document is past the database's limit: {exc}")
 
     @staticmethod
-    def _journal_entries(entries: Sequence[RunEntry], offsets: dict[int, tuple[int, int]]) -> list[Document]:
+    def _journal_entries(
+        entries: Sequence[RunEntry], offsets: dict[int, tuple[int, int]], epochs: dict[int, int] | None = None
+    ) -> list[Document]:
         # Each run with the next_event_id its write leaves: a run document that does not have it was
         # not written by this batch, and its outbox (of an earlier batch) was sent already.
         # (Documents rather than pairs: FerretDB v1 stores no arrays of arrays.)
@@ -526,6 +528,8 @@ class RunStore:
                 "_id": f"{partition}/{offsets[partition][0]:020d}/{uuid.uuid4().hex}",
                 "partition": partition,
                 "last_offset": offsets[partition][1],
+                # The writer's epoch: a commit by a later owner says nothing of a fenced writer's sends.
+                **({"epoch": epochs[partition]} if epochs is not None else {}),
                 "runs": run_ids,
             }
             for partition, run_ids in runs.items()
@@ -538,24 +542,44 @@ class RunStore:
             await self.journal.delete_many({"_id": {"$in": ids}})
 
     async def pending_outboxes(
-        self, partition: int, committed: int | None
+        self, partition: int, committed: int | None, epoch: int | None = None
     ) -> tuple[list[str], list[Document]]:
         """The run documents whose outbox may be unsent, with the journal entries naming them (to be
         forgotten once they are sent): those of batches not committed (``committed`` is the
         partition's committed offset, None if it has none). Entries of committed batches that were
-        not yet forgotten are forgotten now."""
+        not yet forgotten are forgotten now. Taken at ``epoch``, an entry written at an epoch older
+        than the previous owner's is pending whatever was committed: its writer was fenced off (a
+        zombie whose write landed before it learnt so), and the offsets it read were committed by
+        another owner, which found its writes done and sent nothing of them."""
         journal = [d async for d in self.journal.find({"partition": partition})]
-        stale = [d["_id"] for d in journal if committed is not None and d["last_offset"] < committed]
+        stale = [
+            d["_id"]
+            for d in journal
+            if committed is not None
+            and d["last_offset"] < committed
+            and (epoch is None or d.get("epoch", epoch - 1) >= epoch - 1)
+        ]
         await self.forget_journal(stale)
         pending = [d for d in journal if d["_id"] not in stale]
+        return [d["_id"] for d in pending], await self._unsent_of(pending)
+
+    async def fenced_outboxes(self, epochs: dict[int, int]) -> tuple[list[str], list[Document]]:
+        """Like ``pending_outboxes``, for journal entries that writers fenced off wrote in the owned
+        partitions (``epochs``) after this owner took them: their writes may have landed, their outboxes
+        were not sent, and nobody else will send them."""
+        journal = [d async for d in self.journal.find({"partition": {"$in": sorted(epochs)}})]
+        fenced = [d for d in journal if d.get("epoch", epochs[d["partition"]]) < epochs[d["partition"]]]
+        return [d["_id"] for d in fenced], await self._unsent_of(fenced)
+
+    async def _unsent_of(self, pending: list[Document]) -> list[Document]:
+        """The run documents still as the journal entries' writes left them (their outboxes are theirs)."""
         written = {(run["run_id"], run["next_event_id"]) for d in pending for run in d["runs"]}
         documents = await each([partial(self.run, run_id) for run_id in sorted({r for r, _ in written})])
-        unsent = [
+        return [
             d
             for d in documents
             if d is not None and d.get("outbox") and (d["_id"], d["next_event_id"]) in written
         ]
-        return [d["_id"] for d in pending], unsent
 
     @staticmethod
     def outbox_of(document: Document) -> list[o.OutboxEntry]:

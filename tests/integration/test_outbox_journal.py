@@ -67,3 +67,28 @@ async def test_only_outboxes_of_uncommitted_writes_are_sent_again(
     _, unsent = await store.pending_outboxes(0, committed=2)
     assert [d["_id"] for d in unsent] == [a.state.run_id]
     assert unsent[0]["next_event_id"] == a.state.next_event_id
+
+
+async def test_a_fenced_writers_landed_start_is_sent_by_the_owner_whatever_was_committed(
+    mongo_db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    # A writer fenced off (epoch 1) whose start's insert landed after the partition was taken (epoch
+    # 2): the owner read the same record, found the run made, and committed past it, sending nothing.
+    store = RunStore(mongo_db)
+    await store.ensure_indexes()
+    machine = writes.machine()
+    zombie = await store.take_partition(0)
+    owner = await store.take_partition(0)
+    started = writes.start(machine, _start("z"))
+    entry = writes.absorb(RunEntry(state=started.state, partition=0, persisted_next_event_id=1), started)
+    [journalled] = await store.write([entry], {0: zombie}, {0: (5, 5)})
+
+    # The owner looks for fenced writers' entries: the run's outbox is its to send.
+    journal, unsent = await store.fenced_outboxes({0: owner})
+    assert journal == [journalled] and [d["_id"] for d in unsent] == [entry.state.run_id]
+    assert await store.fenced_outboxes({0: zombie}) == ([], [])  # a writer's own entries are not
+    # Whoever takes the partition next sends it too, though the offsets were committed past.
+    _, unsent = await store.pending_outboxes(0, committed=9, epoch=owner + 1)
+    assert [d["_id"] for d in unsent] == [entry.state.run_id]
+    # An entry of the previous owner's committed batch is not sent again.
+    assert await store.pending_outboxes(0, committed=9, epoch=zombie + 1) == ([], [])
