@@ -338,9 +338,14 @@ class CellEngine:
         """Send what writers fenced off journalled in the owned partitions since they were taken (see
         ``RunStore.fenced_outboxes``): looked for every ``FENCED_SWEEP_SECONDS``."""
         self._swept_at = time.monotonic()
-        if not self.epochs:
+        # A partition just taken has its journal read whole first (``_resend_unsent``): its previous
+        # owner's entries are not a fenced writer's.
+        epochs = {
+            partition: epoch for partition, epoch in self.epochs.items() if partition not in self._unsent
+        }
+        if not epochs:
             return
-        journal, documents = await self.store.fenced_outboxes(dict(self.epochs))
+        journal, documents = await self.store.fenced_outboxes(epochs)
         for partition in sorted({d["partition"] for d in documents}):
             mine = [d for d in documents if d["partition"] == partition]
             await self._send_journalled(partition, [], mine)
