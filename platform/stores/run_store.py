@@ -222,6 +222,11 @@ def _state_document(entry: RunEntry, epoch: int, tail: list[dict[str, Any]] | No
     }
 
 
+def _tail_copied_out(document: Document) -> bool:
+    """Whether a run document's tail was copied out as a history batch (or is being): it is listed."""
+    return (document.get("tail") or {}).get("first_event_id") in (document.get("batch_starts") or [])
+
+
 def _batch_id(run_id: str, first_event_id: int) -> str:
     return f"{run_id}/{first_event_id:012d}"
 
@@ -315,16 +320,15 @@ class RunStore:
             state = RunState.model_validate_json(stored)
         else:
             state = RunState.model_validate(stored)
-        starts = list(document.get("batch_starts") or [])
         tail = document.get("tail") or {}
         return RunEntry(
             state=state,
             partition=document["partition"],
             persisted_next_event_id=state.next_event_id,
-            batch_starts=starts,
+            batch_starts=list(document.get("batch_starts") or []),
             history_bytes=document.get("history_bytes", 0),
-            # A tail listed as a batch was copied out (or is being): the next write begins a new one.
-            tail=[] if tail.get("first_event_id") in starts else list(unpacked(tail.get("events")) or []),
+            # A tail copied out (or being copied): the next write begins a new one.
+            tail=[] if _tail_copied_out(document) else list(unpacked(tail.get("events")) or []),
         )
 
     async def read_history(self, run_id: str, document: Document | None = None) -> list[h.HistoryEvent]:
@@ -350,7 +354,7 @@ class RunStore:
         batch: after a crash between the write and its copy). A tail still growing is not: a copy of it
         now would hold less than the batch of that id will."""
         tail = document.get("tail") or {}
-        if not tail.get("events") or tail.get("first_event_id") not in (document.get("batch_starts") or []):
+        if not tail.get("events") or not _tail_copied_out(document):
             return
         try:
             await self.history.insert_one(

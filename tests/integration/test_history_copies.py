@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from perdure.platform.core import history as h
+from perdure.platform.core.state_machine import ExecutionStateMachine, Transition
 from perdure.platform.stores import run_store
 from perdure.platform.stores.run_store import RunEntry, RunStore
 
@@ -21,16 +22,24 @@ from . import run_writes as writes
 OFFSETS = {0: (0, 0)}
 
 
-async def test_a_batch_whose_copy_failed_twice_is_copied_before_its_tail_is_replaced(
-    mongo_db: AsyncDatabase[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(run_store, "TAIL_BYTES", 0)  # every write's tail is copied out
+async def _started(
+    mongo_db: AsyncDatabase[dict[str, Any]],
+) -> tuple[RunStore, ExecutionStateMachine, dict[int, int], Transition, RunEntry]:
+    """A store on the test's database and a run's start (and first workflow task), not yet written."""
     store = RunStore(mongo_db)
     await store.ensure_indexes()
     machine = writes.machine()
     epochs = {0: await store.take_partition(0)}
     started = writes.start(machine, writes.three_steps())
     entry = writes.absorb(RunEntry(state=started.state, partition=0, persisted_next_event_id=1), started)
+    return store, machine, epochs, started, entry
+
+
+async def test_a_batch_whose_copy_failed_twice_is_copied_before_its_tail_is_replaced(
+    mongo_db: AsyncDatabase[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run_store, "TAIL_BYTES", 0)  # every write's tail is copied out
+    store, machine, epochs, started, entry = await _started(mongo_db)
     await store.write([entry], epochs, OFFSETS)
     await store.settle_copies()
     entry.reset_changes()
@@ -75,12 +84,7 @@ async def _batches_of(mongo_db: AsyncDatabase[dict[str, Any]], run_id: str) -> l
 async def test_a_short_history_rides_in_the_run_document_until_its_tail_passes_the_bound(
     mongo_db: AsyncDatabase[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = RunStore(mongo_db)
-    await store.ensure_indexes()
-    machine = writes.machine()
-    epochs = {0: await store.take_partition(0)}
-    started = writes.start(machine, writes.three_steps())
-    entry = writes.absorb(RunEntry(state=started.state, partition=0, persisted_next_event_id=1), started)
+    store, machine, epochs, started, entry = await _started(mongo_db)
     run_id = entry.state.run_id
     history = list(started.events)
 
